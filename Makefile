@@ -1,0 +1,42 @@
+# qmpsim — every step a user or CI needs lives here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCENARIO ?= scenarios/tour.yaml
+
+.PHONY: run test lint typecheck bench clean qemu
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## run: serve the default scenario and show a client receiving it
+run: $(STAMP)
+	$(PY) -m qmpsim demo $(SCENARIO)
+
+## qemu: install the real QEMU the differential tests compare against
+qemu:
+	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
+
+## test: lint, typecheck and the whole suite (real QEMU included)
+test: $(STAMP) qemu lint typecheck
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check qmpsim tests bench
+	$(VENV)/bin/ruff format --check qmpsim tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) qemu
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from qmpsim.cli import main
+
+raise SystemExit(main())
