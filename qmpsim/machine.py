@@ -57,6 +57,111 @@ class Outcome:
     close: bool = False
 
 
+# --- causes: things that happen to the VM, which the machine turns into events ---
+
+
+@dataclass(frozen=True)
+class DiskError:
+    """A disk I/O error on ``device``; the disk's error policy decides the action."""
+
+    device: str
+    operation: str = "read"  # "read" | "write"
+    nospace: bool = False
+
+
+@dataclass(frozen=True)
+class WatchdogExpired:
+    """The watchdog timer expired; ``action`` overrides the VM's configured one."""
+
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class RtcChange:
+    """The guest wrote its RTC: ``offset`` seconds from host UTC."""
+
+    offset: int
+
+
+@dataclass(frozen=True)
+class GuestShutdown:
+    """The guest powered itself off (ACPI shutdown, halt)."""
+
+
+@dataclass(frozen=True)
+class GuestReset:
+    """The guest rebooted itself."""
+
+
+@dataclass(frozen=True)
+class GuestPanic:
+    """The guest kernel panicked (pvpanic)."""
+
+
+@dataclass(frozen=True)
+class VncConnect:
+    """A VNC client called ``client`` (any stable label) opened a connection."""
+
+    client: str
+
+
+@dataclass(frozen=True)
+class VncInitialize:
+    """The VNC client ``client`` passed authentication; its session is active."""
+
+    client: str
+
+
+@dataclass(frozen=True)
+class VncDisconnect:
+    """The VNC client ``client`` went away."""
+
+    client: str
+
+
+@dataclass(frozen=True)
+class SpiceConnect:
+    """A SPICE channel of client ``client`` connected."""
+
+    client: str
+    channel_type: int = 1
+    channel_id: int = 0
+
+
+@dataclass(frozen=True)
+class SpiceInitialize:
+    """A SPICE channel of client ``client`` completed its handshake."""
+
+    client: str
+    channel_type: int = 1
+    channel_id: int = 0
+
+
+@dataclass(frozen=True)
+class SpiceDisconnect:
+    """A SPICE channel of client ``client`` went away."""
+
+    client: str
+    channel_type: int = 1
+    channel_id: int = 0
+
+
+Cause = (
+    DiskError
+    | WatchdogExpired
+    | RtcChange
+    | GuestShutdown
+    | GuestReset
+    | GuestPanic
+    | VncConnect
+    | VncInitialize
+    | VncDisconnect
+    | SpiceConnect
+    | SpiceInitialize
+    | SpiceDisconnect
+)
+
+
 @dataclass(frozen=True)
 class VmConfig:
     """The VM description; defaults give an idle machine like ``qemu-system-x86_64 -M none``."""
@@ -86,6 +191,22 @@ class Machine:
         now = self.clock()
         seconds = int(now)
         return Event(name, data, seconds, int(round((now - seconds) * 1_000_000)) % 1_000_000)
+
+    def cause(self, cause: Cause) -> list[Event]:
+        """Apply a cause; the events it produces now, in order (throttled ones may come later)."""
+        raise NotImplementedError
+
+    def poll(self) -> list[Event]:
+        """Events that became due by the clock's current time (throttled ones)."""
+        return []
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` next has something to return, on the clock's scale."""
+        return None
+
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
+        """An explicit event, validated against the profile (``CatalogError`` otherwise)."""
+        return self._event(name, data)
 
     def execute(self, command: str, arguments: Mapping[str, Any]) -> Outcome:
         """Run a command whose arguments the protocol has already validated."""
