@@ -1,0 +1,98 @@
+"""The import layering of docs/design.md, enforced.
+
+Two checks: every intra-package import (at any depth in a module) points to a
+module the map allows, and importing a core module in a fresh interpreter does
+not pull in the heavy optional dependencies it has no business with.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "qmpsim"
+
+# module -> the qmpsim modules it may import (errors is everyone's leaf).
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "wire": set(),
+    "catalog": {"errors"},
+    "protocol": {"wire", "catalog", "errors"},
+    "fakedata": {"errors"},
+    "machine": {"catalog", "fakedata", "errors"},
+    "transcript": {"wire", "errors"},
+    "conformance": {"catalog", "wire", "transcript", "errors"},
+    "scenario": {"machine", "catalog", "fakedata", "errors"},
+    "server": {"protocol", "machine", "scenario", "transcript", "catalog", "wire", "errors"},
+    "engine": {"scenario", "server", "machine", "catalog", "fakedata", "transcript", "errors"},
+    "control": {
+        "engine",
+        "server",
+        "scenario",
+        "machine",
+        "protocol",
+        "catalog",
+        "transcript",
+        "wire",
+        "errors",
+    },
+    "strategies": {"machine", "catalog", "fakedata", "scenario", "conformance", "errors"},
+    "pytest_plugin": {
+        "server",
+        "engine",
+        "scenario",
+        "transcript",
+        "machine",
+        "catalog",
+        "errors",
+    },
+}
+
+# Third-party modules a core module must not load when imported.
+HEAVY = ("trio", "pytest", "hypothesis", "faker")
+LIGHT_MODULES = ("wire", "catalog", "protocol", "machine", "transcript", "conformance")
+
+
+def _qmpsim_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("qmpsim."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("qmpsim."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_imports_point_down_the_map(module: str) -> None:
+    path = PACKAGE / f"{module}.py"
+    if not path.exists():
+        pytest.skip(f"qmpsim/{module}.py does not exist")
+    unexpected = _qmpsim_imports(path) - ALLOWED[module] - {module}
+    assert not unexpected, f"qmpsim.{module} imports {sorted(unexpected)}, against the layering"
+
+
+def test_every_module_is_on_the_map() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__", "cli"}
+    assert modules <= set(ALLOWED), f"not on the layering map: {sorted(modules - set(ALLOWED))}"
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_core_modules_stay_light(module: str) -> None:
+    code = f"import sys, qmpsim.{module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"importing qmpsim.{module} loaded {out}"
