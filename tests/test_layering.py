@@ -91,6 +91,8 @@ def test_every_module_is_on_the_map() -> None:
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_core_modules_stay_light(module: str) -> None:
+    if not (PACKAGE / f"{module}.py").exists():
+        pytest.skip(f"qmpsim/{module}.py does not exist")
     code = f"import sys, qmpsim.{module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
