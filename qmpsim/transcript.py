@@ -1,0 +1,288 @@
+"""An append-only record of every byte in and out of a simulator, with assertions over it.
+
+Each :class:`Entry` keeps the bytes exactly as they crossed the wire (one read
+for incoming data, one message for outgoing data) and the JSON values those
+bytes completed, parsed the way QEMU parses them.  Transcripts export to and
+import from JSON lines, one entry per line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from .wire import JsonStreamer, ParseError
+
+
+class Direction(StrEnum):
+    """Which way the bytes went, seen from the simulator."""
+
+    IN = "in"
+    OUT = "out"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Bytes that crossed the wire, and the JSON values they completed."""
+
+    direction: Direction
+    client: int
+    time: float
+    raw: bytes
+    messages: tuple[Any, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-lines form: raw bytes as text when they are UTF-8, else base64."""
+        out: dict[str, Any] = {"dir": str(self.direction), "client": self.client, "time": self.time}
+        try:
+            out["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            out["raw_b64"] = base64.b64encode(self.raw).decode("ascii")
+        out["json"] = list(self.messages)
+        if self.errors:
+            out["errors"] = list(self.errors)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Entry:
+        """The entry an exported line describes (``ValueError`` when it is malformed)."""
+        if not isinstance(obj, dict):
+            raise ValueError("a transcript line must be a JSON object")
+        try:
+            direction = Direction(obj["dir"])
+            client = obj["client"]
+            time = obj["time"]
+            if "raw_b64" in obj:
+                raw = base64.b64decode(obj["raw_b64"], validate=True)
+            else:
+                raw = str(obj["raw"]).encode("utf-8")
+            messages = tuple(obj.get("json", ()))
+            errors = tuple(str(e) for e in obj.get("errors", ()))
+        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
+            raise ValueError(f"malformed transcript entry: {exc}") from None
+        if not isinstance(client, int) or not isinstance(time, int | float):
+            raise ValueError("malformed transcript entry: 'client' and 'time' must be numbers")
+        return cls(direction, client, float(time), raw, messages, errors)
+
+
+@dataclass(frozen=True)
+class SentCommand:
+    """A command a client sent, as the transcript saw it."""
+
+    client: int
+    time: float
+    command: str
+    arguments: Mapping[str, Any]
+    id: Any | None
+    oob: bool
+    message: Mapping[str, Any]
+
+
+def _subset(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """``expected`` is found in ``actual`` (nested objects compared as subsets too)."""
+    for key, want in expected.items():
+        if key not in actual:
+            return False
+        have = actual[key]
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            if not _subset(want, have):
+                return False
+        elif want != have:
+            return False
+    return True
+
+
+@dataclass
+class Transcript:
+    """Append-only record of a simulator's traffic; observers see each entry as it lands."""
+
+    entries: list[Entry] = field(default_factory=list)
+    _streamers: dict[tuple[int, Direction], JsonStreamer] = field(default_factory=dict, repr=False)
+    _observers: list[Callable[[Entry], None]] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def record(self, direction: Direction, client: int, time: float, raw: bytes) -> Entry:
+        """Append ``raw`` as it crossed the wire; returns the entry with what it parsed to."""
+        key = (client, direction)
+        streamer = self._streamers.get(key)
+        if streamer is None:
+            streamer = self._streamers[key] = JsonStreamer()
+        messages: list[Any] = []
+        errors: list[str] = []
+        for item in streamer.feed(raw) if raw else ():
+            if isinstance(item, ParseError):
+                errors.append(item.message)
+            else:
+                messages.append(item)
+        entry = Entry(direction, client, time, raw, tuple(messages), tuple(errors))
+        self.append(entry)
+        return entry
+
+    def append(self, entry: Entry) -> None:
+        """Append a ready-made entry (used by :meth:`record` and when importing)."""
+        self.entries.append(entry)
+        for observer in list(self._observers):
+            observer(entry)
+
+    def end_client(self, client: int) -> None:
+        """Forget the parsing state of a client that went away."""
+        for direction in Direction:
+            self._streamers.pop((client, direction), None)
+
+    def subscribe(self, observer: Callable[[Entry], None]) -> Callable[[], None]:
+        """Call ``observer`` on every new entry; returns a function that unsubscribes."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def clear(self) -> None:
+        """Drop every entry (between tests sharing one simulator)."""
+        self.entries.clear()
+
+    # --- queries -----------------------------------------------------------------
+
+    def messages(self, direction: Direction | None = None) -> list[Any]:
+        """Every parsed message, in order, optionally of one direction."""
+        return [
+            m
+            for e in self.entries
+            if direction is None or e.direction is direction
+            for m in e.messages
+        ]
+
+    def commands_sent(self, name: str | None = None) -> list[SentCommand]:
+        """The commands clients sent (``execute`` and ``exec-oob``), optionally by name."""
+        out: list[SentCommand] = []
+        for entry in self.entries:
+            if entry.direction is not Direction.IN:
+                continue
+            for msg in entry.messages:
+                if not isinstance(msg, dict):
+                    continue
+                oob = "exec-oob" in msg
+                command = msg.get("exec-oob" if oob else "execute")
+                if not isinstance(command, str) or (name is not None and command != name):
+                    continue
+                args = msg.get("arguments", {})
+                out.append(
+                    SentCommand(
+                        entry.client,
+                        entry.time,
+                        command,
+                        args if isinstance(args, dict) else {},
+                        msg.get("id"),
+                        oob,
+                        msg,
+                    )
+                )
+        return out
+
+    def events_sent(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The event messages written to clients, optionally by name."""
+        return [
+            m
+            for m in self.messages(Direction.OUT)
+            if isinstance(m, dict) and "event" in m and (name is None or m["event"] == name)
+        ]
+
+    def replies_sent(self) -> list[dict[str, Any]]:
+        """The ``return`` and ``error`` messages written to clients."""
+        return [
+            m
+            for m in self.messages(Direction.OUT)
+            if isinstance(m, dict) and ("return" in m or "error" in m)
+        ]
+
+    def assert_command_sent(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        count: int | None = None,
+    ) -> list[SentCommand]:
+        """Fail with a readable message unless ``name`` was sent (with these arguments).
+
+        ``arguments`` matches a subset of the arguments sent; ``count`` demands an
+        exact number of matching commands (default: at least one).
+        """
+        matching = [
+            c
+            for c in self.commands_sent(name)
+            if arguments is None or _subset(arguments, c.arguments)
+        ]
+        ok = len(matching) == count if count is not None else bool(matching)
+        if not ok:
+            what = name if arguments is None else f"{name} with arguments ⊇ {_dump(arguments)}"
+            wanted = f"exactly {count}" if count is not None else "at least 1"
+            sent = self.commands_sent()
+            lines = [f"expected {wanted} {what}, found {len(matching)}"]
+            if sent:
+                lines.append("commands sent:")
+                lines += [f"  client {c.client}: {_dump(c.message)}" for c in sent]
+            else:
+                lines.append("no command was sent")
+            raise AssertionError("\n".join(lines))
+        return matching
+
+    def assert_event_sent(self, name: str, count: int | None = None) -> list[dict[str, Any]]:
+        """Fail with a readable message unless event ``name`` was written (``count`` times)."""
+        matching = self.events_sent(name)
+        ok = len(matching) == count if count is not None else bool(matching)
+        if not ok:
+            wanted = f"exactly {count}" if count is not None else "at least 1"
+            names = [str(m["event"]) for m in self.events_sent()]
+            sent = ", ".join(names) if names else "none"
+            raise AssertionError(
+                f"expected {wanted} {name} event(s), found {len(matching)}; events sent: {sent}"
+            )
+        return matching
+
+    # --- JSON lines ----------------------------------------------------------------
+
+    def dump(self, out: IO[str]) -> None:
+        """Write every entry as one JSON line."""
+        for entry in self.entries:
+            out.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+
+    def save(self, path: str | Path) -> None:
+        """Write the transcript to ``path`` as JSON lines."""
+        with open(path, "w", encoding="utf-8") as out:
+            self.dump(out)
+
+    @classmethod
+    def load(cls, lines: Iterable[str], *, source: str = "<transcript>") -> Transcript:
+        """A transcript from JSON lines; ``ValueError`` names the source and line when bad."""
+        transcript = cls()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                transcript.append(Entry.from_json(json.loads(line)))
+            except ValueError as exc:
+                raise ValueError(f"{source}:{number}: {exc}") from None
+        return transcript
+
+    @classmethod
+    def read(cls, path: str | Path) -> Transcript:
+        """A transcript from a JSON-lines file."""
+        with open(path, encoding="utf-8") as lines:
+            return cls.load(lines, source=str(path))
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)
