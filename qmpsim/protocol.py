@@ -1,0 +1,399 @@
+"""The sans-I/O server side of one QMP connection.
+
+Bytes go in through :meth:`ServerConnection.receive_data`; complete requests come
+out of :meth:`ServerConnection.next_request`, either as a :class:`Request` for the
+machine to run or as reply bytes the protocol produced on its own (parse errors,
+invalid requests, capabilities negotiation, argument errors, unknown commands).
+Replies and events are turned into bytes by the ``send_*`` methods.  There is no
+I/O and no clock here: the connection is a state machine driven by one
+transition table, :data:`TRANSITIONS`.
+
+Every text and every check order below is QEMU 7.2's (``monitor/qmp.c``,
+``qapi/qmp-dispatch.c``, ``qapi/qobject-input-visitor.c``), measured against a
+real QEMU by ``tests/test_diff_protocol.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .catalog import Array, Builtin, CommandSpec, Enum, Object, ProfileSpec, Type
+from .errors import QmpSimError
+from .wire import JsonStreamer, ParseError, encode
+
+__all__ = [
+    "NO_ID",
+    "TRANSITIONS",
+    "ConnectionState",
+    "ProtocolError",
+    "Request",
+    "ServerConnection",
+    "Trigger",
+]
+
+
+class _NoId:
+    """The type of :data:`NO_ID`."""
+
+    _instance: _NoId | None = None
+
+    def __new__(cls) -> _NoId:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_ID"
+
+    def __reduce__(self) -> str:
+        return "NO_ID"
+
+
+NO_ID: Final = _NoId()
+"""Sentinel for a request that carried no ``id`` member."""
+
+
+class ProtocolError(QmpSimError):
+    """The caller used a :class:`ServerConnection` out of order (a local bug, not bad input)."""
+
+
+class ConnectionState(enum.Enum):
+    """Where one QMP connection is."""
+
+    GREETING = "greeting"
+    """Connected; the greeting has not been sent yet."""
+    NEGOTIATION = "negotiation"
+    """Greeting sent; only ``qmp_capabilities`` is accepted, events are held back."""
+    COMMAND = "command"
+    """Capabilities negotiated: every command runs and events are delivered."""
+    CLOSED = "closed"
+    """The peer closed its side, or the server closed the connection."""
+
+
+class Trigger(enum.Enum):
+    """What moves a connection from one state to the next."""
+
+    SEND_GREETING = "send-greeting"
+    NEGOTIATED = "negotiated"
+    CLOSE = "close"
+
+
+_S = ConnectionState
+_T = Trigger
+
+TRANSITIONS: Final[Mapping[tuple[ConnectionState, Trigger], ConnectionState]] = {
+    (_S.GREETING, _T.SEND_GREETING): _S.NEGOTIATION,
+    (_S.NEGOTIATION, _T.NEGOTIATED): _S.COMMAND,
+    (_S.GREETING, _T.CLOSE): _S.CLOSED,
+    (_S.NEGOTIATION, _T.CLOSE): _S.CLOSED,
+    (_S.COMMAND, _T.CLOSE): _S.CLOSED,
+    (_S.CLOSED, _T.CLOSE): _S.CLOSED,
+    # Requests received before the peer closed are still answered (a half-closed
+    # peer may be waiting for them), so negotiation can complete after the close.
+    (_S.CLOSED, _T.NEGOTIATED): _S.CLOSED,
+}
+"""The whole life cycle of a connection; any pair not listed is a :class:`ProtocolError`."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A valid command for the machine to run; answer it with ``send_return``/``send_error``."""
+
+    command: str
+    arguments: dict[str, Any]
+    id: Any
+    """``NO_ID`` when absent; otherwise any JSON value, echoed verbatim."""
+    oob: bool
+    """Sent with ``exec-oob``."""
+
+
+# --- QEMU's QDict iteration order ---------------------------------------------------
+
+_QDICT_BUCKETS: Final = 512
+
+
+def _tdb_hash(key: str) -> int:
+    data = key.encode("utf-8")
+    value = (0x238F13AF * len(data)) & 0xFFFFFFFF
+    for i, byte in enumerate(data):
+        value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * value + 12345) & 0xFFFFFFFF
+
+
+def _qdict_order(keys: Iterable[str]) -> list[str]:
+    """Keys in the order QEMU walks a QDict built by inserting them in this order.
+
+    QEMU checks request members one by one in this order, so when a request has
+    several faults the one QEMU reports depends on it.  Buckets ascend; inside a
+    bucket the most recent insertion comes first.
+    """
+    indexed = list(enumerate(keys))
+    indexed.sort(key=lambda item: (_tdb_hash(item[1]) % _QDICT_BUCKETS, -item[0]))
+    return [key for _, key in indexed]
+
+
+# --- argument checking (QEMU's QObject input visitor) -------------------------------
+
+_BUILTIN_NAMES: Final[Mapping[str, str]] = {
+    "str": "string",
+    "int": "integer",
+    "number": "number",
+    "bool": "boolean",
+    "null": "null",
+}
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+
+
+class _ArgumentError(Exception):
+    def __init__(self, desc: str) -> None:
+        super().__init__(desc)
+        self.desc = desc
+
+
+def _invalid_type(name: str, expected: str) -> _ArgumentError:
+    return _ArgumentError(f"Invalid parameter type for '{name}', expected: {expected}")
+
+
+def _builtin_ok(kind: str, value: Any) -> bool:
+    if kind == "any":
+        return True
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
+    if kind == "number":
+        return isinstance(value, int | float)
+    raise ProtocolError(f"unknown builtin type {kind!r} in the command table")
+
+
+def _check_value(typ: Type, value: Any, name: str, display: str) -> None:
+    """Check one value; ``name`` is its full name for messages, ``display`` QEMU's enum label."""
+    if isinstance(typ, Builtin):
+        if not _builtin_ok(typ.name, value):
+            raise _invalid_type(name, _BUILTIN_NAMES.get(typ.name, typ.name))
+    elif isinstance(typ, Enum):
+        if not isinstance(value, str):
+            raise _invalid_type(name, "string")
+        if value not in typ.values:
+            raise _ArgumentError(f"Parameter '{display}' does not accept value '{value}'")
+    elif isinstance(typ, Array):
+        if not isinstance(value, list):
+            raise _invalid_type(name, "array")
+        for index, element in enumerate(value):
+            # QEMU visits list elements without a name: enum errors say 'null'.
+            _check_value(typ.of, element, f"{name}[{index}]", "null")
+    else:
+        if not isinstance(value, dict):
+            raise _invalid_type(name, "object")
+        _check_object(typ, value, name + ".")
+
+
+def _check_object(typ: Object, value: Mapping[str, Any], prefix: str) -> None:
+    for spec in typ.fields:
+        full = prefix + spec.name
+        if spec.name not in value:
+            if spec.optional:
+                continue
+            raise _ArgumentError(f"Parameter '{full}' is missing")
+        _check_value(spec.type, value[spec.name], full, spec.name)
+    known = {spec.name for spec in typ.fields}
+    for key in _qdict_order(value):
+        if key not in known:
+            raise _ArgumentError(f"Parameter '{prefix}{key}' is unexpected")
+
+
+# --- the connection ---------------------------------------------------------------
+
+_NEGOTIATE: Final = "qmp_capabilities"
+
+
+class ServerConnection:
+    """The server side of one QMP connection, as a pure state machine."""
+
+    def __init__(self, profile: ProfileSpec, *, greeting: Mapping[str, Any] | None = None) -> None:
+        self._profile = profile
+        self._greeting: Mapping[str, Any] = profile.greeting() if greeting is None else greeting
+        self._offered = frozenset(_offered_capabilities(self._greeting))
+        self._state = ConnectionState.GREETING
+        self._oob = False
+        self._negotiated = False
+        self._streamer = JsonStreamer()
+        self._pending: deque[Any] = deque()
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current :class:`ConnectionState`."""
+        return self._state
+
+    @property
+    def oob_enabled(self) -> bool:
+        """Whether the client negotiated the ``oob`` capability."""
+        return self._oob
+
+    @property
+    def profile(self) -> ProfileSpec:
+        """The protocol profile this connection speaks."""
+        return self._profile
+
+    def _fire(self, trigger: Trigger) -> None:
+        try:
+            self._state = TRANSITIONS[self._state, trigger]
+        except KeyError:
+            raise ProtocolError(f"cannot {trigger.value} in state {self._state.value}") from None
+
+    # -- input ---------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        """The first bytes to send; moves the connection into negotiation."""
+        self._fire(Trigger.SEND_GREETING)
+        return encode(self._greeting)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its side."""
+        if self._state is ConnectionState.CLOSED:
+            if data:
+                raise ProtocolError("data received after the connection was closed")
+            return
+        if not data:
+            self._fire(Trigger.CLOSE)
+            return
+        self._pending.extend(self._streamer.feed(data))
+
+    def close(self) -> None:
+        """The server closes the connection (after ``quit``, for instance)."""
+        self._fire(Trigger.CLOSE)
+
+    def next_request(self) -> Request | bytes | None:
+        """The next request to run, reply bytes to write as is, or ``None`` (need more data)."""
+        if self._state is ConnectionState.GREETING:
+            raise ProtocolError("send the greeting before reading requests")
+        if not self._pending:
+            return None
+        return self._dispatch(self._pending.popleft())
+
+    # -- output --------------------------------------------------------------
+
+    def send_return(self, request: Request, value: Any) -> bytes:
+        """The success reply to ``request``."""
+        return encode(_with_id({"return": value}, request.id))
+
+    def send_error(self, request: Request, error_class: str, desc: str) -> bytes:
+        """The error reply to ``request``."""
+        return encode(_error(error_class, desc, request.id))
+
+    def send_event(self, event: Mapping[str, Any]) -> bytes:
+        """The event's bytes, or ``b""`` while events cannot be delivered (not negotiated)."""
+        if self._state is not ConnectionState.COMMAND:
+            return b""
+        return encode(dict(event))
+
+    # -- dispatch (qmp_dispatch) -----------------------------------------------
+
+    def _dispatch(self, item: Any) -> Request | bytes:
+        if isinstance(item, ParseError):
+            return encode(_error("GenericError", item.message, NO_ID))
+        if not isinstance(item, dict):
+            return encode(_error("GenericError", "QMP input must be a JSON object", NO_ID))
+        req_id = item.get("id", NO_ID)
+        negotiating = not self._negotiated
+        try:
+            command, oob = self._check_obj(item)
+            spec = self._find(command, negotiating)
+            if oob and not spec.allow_oob:
+                raise _Refusal("GenericError", f"The command {command} does not support OOB")
+            arguments: dict[str, Any] = item.get("arguments", {})
+            try:
+                _check_object(spec.arguments, arguments, "")
+            except _ArgumentError as exc:
+                raise _Refusal("GenericError", exc.desc) from None
+            if command == _NEGOTIATE:
+                return self._negotiate(arguments, req_id, negotiating)
+        except _Refusal as refusal:
+            return encode(_error(refusal.error_class, refusal.desc, req_id))
+        return Request(command, dict(arguments), req_id, oob)
+
+    def _check_obj(self, request: Mapping[str, Any]) -> tuple[str, bool]:
+        exec_key: str | None = None
+        for key in _qdict_order(request):
+            value = request[key]
+            if key == "execute" or (key == "exec-oob" and self._oob):
+                if not isinstance(value, str):
+                    raise _Refusal("GenericError", f"QMP input member '{key}' must be a string")
+                if exec_key is not None:
+                    raise _Refusal(
+                        "GenericError", f"QMP input member '{key}' clashes with '{exec_key}'"
+                    )
+                exec_key = key
+            elif key == "arguments":
+                if not isinstance(value, dict):
+                    raise _Refusal("GenericError", "QMP input member 'arguments' must be an object")
+            elif key != "id":
+                raise _Refusal("GenericError", f"QMP input member '{key}' is unexpected")
+        if exec_key is None:
+            raise _Refusal("GenericError", "QMP input lacks member 'execute'")
+        command: str = request[exec_key]
+        return command, exec_key == "exec-oob"
+
+    def _find(self, command: str, negotiating: bool) -> CommandSpec:
+        spec = self._profile.commands.get(command)
+        if negotiating and command != _NEGOTIATE:
+            spec = None
+        if spec is None:
+            if negotiating:
+                raise _Refusal(
+                    "CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'"
+                )
+            raise _Refusal("CommandNotFound", f"The command {command} has not been found")
+        return spec
+
+    def _negotiate(self, arguments: Mapping[str, Any], req_id: Any, negotiating: bool) -> bytes:
+        if not negotiating:
+            raise _Refusal(
+                "CommandNotFound", "Capabilities negotiation is already complete, command ignored"
+            )
+        enable: list[str] = arguments.get("enable", [])
+        unavailable = [cap for cap in enable if cap not in self._offered]
+        if unavailable:
+            raise _Refusal("GenericError", f"Capability {', '.join(unavailable)} not available")
+        self._oob = "oob" in enable
+        self._negotiated = True
+        self._fire(Trigger.NEGOTIATED)
+        return encode(_with_id({"return": {}}, req_id))
+
+
+class _Refusal(Exception):
+    def __init__(self, error_class: str, desc: str) -> None:
+        super().__init__(desc)
+        self.error_class = error_class
+        self.desc = desc
+
+
+def _with_id(message: dict[str, Any], req_id: Any) -> dict[str, Any]:
+    if req_id is not NO_ID:
+        message["id"] = req_id
+    return message
+
+
+def _error(error_class: str, desc: str, req_id: Any) -> dict[str, Any]:
+    return _with_id({"error": {"class": error_class, "desc": desc}}, req_id)
+
+
+def _offered_capabilities(greeting: Mapping[str, Any]) -> list[str]:
+    qmp = greeting.get("QMP")
+    caps = qmp.get("capabilities") if isinstance(qmp, Mapping) else None
+    if not isinstance(caps, list):
+        return []
+    return [cap for cap in caps if isinstance(cap, str)]
