@@ -90,7 +90,12 @@ class EventSpec:
 
 @dataclass(frozen=True)
 class ProfileSpec:
-    """Everything one protocol profile says about the wire."""
+    """Everything one protocol profile says about the wire.
+
+    ``throttle`` maps event names to QEMU's minimum interval between two of
+    them (seconds); ``run_states`` is whether ``query-status`` reports ``status``
+    (QEMU 1.1 and later) and commands check it.
+    """
 
     name: str
     version: tuple[int, int, int]
@@ -98,6 +103,8 @@ class ProfileSpec:
     capabilities: tuple[str, ...]
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
     events: Mapping[str, EventSpec] = field(default_factory=dict)
+    throttle: Mapping[str, float] = field(default_factory=dict)
+    run_states: bool = True
 
     def greeting(self) -> dict[str, Any]:
         """The greeting object, in the member order QEMU builds it."""
@@ -134,11 +141,180 @@ _COMMON_COMMANDS: tuple[CommandSpec, ...] = (
     _cmd("stop"),
     _cmd("cont"),
     _cmd("system_reset"),
+    _cmd("system_powerdown"),
     _cmd("quit", preconfig=True),
+    _cmd("query-name", preconfig=True),
+    _cmd("query-uuid", preconfig=True),
+    _cmd("query-kvm", preconfig=True),
+    _cmd("query-block"),
+    _cmd("query-vnc"),
+    _cmd("query-spice"),
+    _cmd(
+        "human-monitor-command",
+        Field("command-line", STR),
+        Field("cpu-index", INT, optional=True),
+    ),
+)
+
+# QEMU 0.14 negotiated no capabilities: qmp_capabilities took no arguments.
+_COMMANDS_0_14: tuple[CommandSpec, ...] = (
+    _cmd("qmp_capabilities"),
+    *(spec for spec in _COMMON_COMMANDS if spec.name != "qmp_capabilities"),
 )
 
 
 def _by_name(specs: tuple[CommandSpec, ...]) -> dict[str, CommandSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+# --- events ---------------------------------------------------------------------
+# Members are listed in QAPI declaration order, which is the order QEMU inserts
+# them into the event's dictionary.
+
+_FAMILY_0_14 = Enum("NetworkAddressFamily", ("ipv4", "ipv6"))
+_FAMILY = Enum("NetworkAddressFamily", ("ipv4", "ipv6", "unix", "vsock", "unknown"))
+_IO_OPERATION = Enum("IoOperationType", ("read", "write"))
+_ERROR_ACTION = Enum("BlockErrorAction", ("ignore", "report", "stop"))
+_SHUTDOWN_CAUSE = Enum(
+    "ShutdownCause",
+    (
+        "none",
+        "host-error",
+        "host-qmp-quit",
+        "host-qmp-system-reset",
+        "host-signal",
+        "host-ui",
+        "guest-shutdown",
+        "guest-reset",
+        "guest-panic",
+        "subsystem-reset",
+        "snapshot-load",
+    ),
+)
+WATCHDOG_ACTIONS_0_14 = ("reset", "shutdown", "poweroff", "pause", "debug", "none")
+WATCHDOG_ACTIONS = (*WATCHDOG_ACTIONS_0_14, "inject-nmi")
+
+
+def _vnc_events(websocket: bool, family: Enum) -> tuple[EventSpec, ...]:
+    ws = (Field("websocket", BOOL),) if websocket else ()
+    basic = (Field("host", STR), Field("service", STR), Field("family", family), *ws)
+    server = Object("VncServerInfo", (*basic, Field("auth", STR, optional=True)))
+    client = Object("VncBasicInfo", basic)
+    client_info = Object(
+        "VncClientInfo",
+        (
+            *basic,
+            Field("x509_dname", STR, optional=True),
+            Field("sasl_username", STR, optional=True),
+        ),
+    )
+    return (
+        EventSpec("VNC_CONNECTED", Object("VNC_CONNECTED", _server_client(server, client))),
+        EventSpec(
+            "VNC_INITIALIZED", Object("VNC_INITIALIZED", _server_client(server, client_info))
+        ),
+        EventSpec(
+            "VNC_DISCONNECTED", Object("VNC_DISCONNECTED", _server_client(server, client_info))
+        ),
+    )
+
+
+def _server_client(server: Object, client: Object) -> tuple[Field, ...]:
+    return (Field("server", server), Field("client", client))
+
+
+def _spice_events(family: Enum) -> tuple[EventSpec, ...]:
+    basic = Object(
+        "SpiceBasicInfo", (Field("host", STR), Field("port", STR), Field("family", family))
+    )
+    server = Object("SpiceServerInfo", (*basic.fields, Field("auth", STR, optional=True)))
+    channel = Object(
+        "SpiceChannel",
+        (
+            *basic.fields,
+            Field("connection-id", INT),
+            Field("channel-type", INT),
+            Field("channel-id", INT),
+            Field("tls", BOOL),
+        ),
+    )
+    return (
+        EventSpec("SPICE_CONNECTED", Object("SPICE_CONNECTED", _server_client(basic, basic))),
+        EventSpec(
+            "SPICE_INITIALIZED", Object("SPICE_INITIALIZED", _server_client(server, channel))
+        ),
+        EventSpec("SPICE_DISCONNECTED", Object("SPICE_DISCONNECTED", _server_client(basic, basic))),
+    )
+
+
+_EVENTS_0_14: tuple[EventSpec, ...] = (
+    EventSpec(
+        "BLOCK_IO_ERROR",
+        Object(
+            "BLOCK_IO_ERROR",
+            (
+                Field("device", STR),
+                Field("operation", _IO_OPERATION),
+                Field("action", _ERROR_ACTION),
+            ),
+        ),
+    ),
+    EventSpec("RESET", None),
+    EventSpec("RESUME", None),
+    EventSpec("RTC_CHANGE", Object("RTC_CHANGE", (Field("offset", INT),))),
+    EventSpec("SHUTDOWN", None),
+    EventSpec("POWERDOWN", None),
+    EventSpec("STOP", None),
+    *_vnc_events(websocket=False, family=_FAMILY_0_14),
+    *_spice_events(_FAMILY_0_14),
+    EventSpec(
+        "WATCHDOG",
+        Object("WATCHDOG", (Field("action", Enum("WatchdogAction", WATCHDOG_ACTIONS_0_14)),)),
+    ),
+)
+
+_SHUTDOWN_DATA = (Field("guest", BOOL), Field("reason", _SHUTDOWN_CAUSE))
+
+_EVENTS_7_2: tuple[EventSpec, ...] = (
+    EventSpec(
+        "BLOCK_IO_ERROR",
+        Object(
+            "BLOCK_IO_ERROR",
+            (
+                Field("device", STR),
+                Field("node-name", STR, optional=True),
+                Field("operation", _IO_OPERATION),
+                Field("action", _ERROR_ACTION),
+                Field("nospace", BOOL, optional=True),
+                Field("reason", STR),
+            ),
+        ),
+    ),
+    EventSpec("RESET", Object("RESET", _SHUTDOWN_DATA)),
+    EventSpec("RESUME", None),
+    EventSpec("RTC_CHANGE", Object("RTC_CHANGE", (Field("offset", INT), Field("qom-path", STR)))),
+    EventSpec("SHUTDOWN", Object("SHUTDOWN", _SHUTDOWN_DATA)),
+    EventSpec("POWERDOWN", None),
+    EventSpec("STOP", None),
+    *_vnc_events(websocket=True, family=_FAMILY),
+    *_spice_events(_FAMILY),
+    EventSpec(
+        "WATCHDOG", Object("WATCHDOG", (Field("action", Enum("WatchdogAction", WATCHDOG_ACTIONS)),))
+    ),
+    EventSpec(
+        "GUEST_PANICKED",
+        Object(
+            "GUEST_PANICKED",
+            (
+                Field("action", Enum("GuestPanicAction", ("pause", "poweroff", "run"))),
+                Field("info", ANY, optional=True),
+            ),
+        ),
+    ),
+)
+
+
+def _events_by_name(specs: tuple[EventSpec, ...]) -> dict[str, EventSpec]:
     return {spec.name: spec for spec in specs}
 
 
@@ -150,9 +326,22 @@ QEMU_7_2 = ProfileSpec(
     package="",
     capabilities=("oob",),
     commands=_by_name(_COMMON_COMMANDS),
+    events=_events_by_name(_EVENTS_7_2),
+    # monitor_qapi_event_conf: rates QEMU applies to the events qmpsim knows.
+    throttle={"RTC_CHANGE": 1.0, "WATCHDOG": 1.0},
 )
 
-PROFILES: Mapping[str, ProfileSpec] = {QEMU_7_2.name: QEMU_7_2}
+QEMU_0_14 = ProfileSpec(
+    name="qemu-0.14",
+    version=(0, 14, 0),
+    package="",
+    capabilities=(),
+    commands=_by_name(_COMMANDS_0_14),
+    events=_events_by_name(_EVENTS_0_14),
+    run_states=False,
+)
+
+PROFILES: Mapping[str, ProfileSpec] = {p.name: p for p in (QEMU_7_2, QEMU_0_14)}
 DEFAULT_PROFILE = QEMU_7_2.name
 
 
@@ -163,3 +352,93 @@ def get_profile(name: str) -> ProfileSpec:
     except KeyError:
         known = ", ".join(sorted(PROFILES))
         raise CatalogError(f"unknown profile {name!r} (known profiles: {known})") from None
+
+
+# --- validation -----------------------------------------------------------------
+
+
+def check_value(schema: Type, value: Any, path: str = "") -> list[str]:
+    """Every way ``value`` departs from ``schema``; ``path`` names where, for messages."""
+    where = path or "value"
+    if isinstance(schema, Builtin):
+        return _check_builtin(schema.name, value, where)
+    if isinstance(schema, Enum):
+        if not isinstance(value, str) or value not in schema.values:
+            allowed = ", ".join(schema.values)
+            return [f"{where}: {value!r} is not one of {schema.name} ({allowed})"]
+        return []
+    if isinstance(schema, Array):
+        if not isinstance(value, list):
+            return [f"{where}: expected an array, got {_kind(value)}"]
+        problems: list[str] = []
+        for i, item in enumerate(value):
+            problems += check_value(schema.of, item, f"{where}[{i}]")
+        return problems
+    return _check_object(schema, value, path)
+
+
+def _check_object(schema: Object, value: Any, path: str) -> list[str]:
+    where = path or "value"
+    if not isinstance(value, dict):
+        return [f"{where}: expected an object ({schema.name}), got {_kind(value)}"]
+    problems: list[str] = []
+    prefix = f"{path}." if path else ""
+    for f in schema.fields:
+        if f.name in value:
+            problems += check_value(f.type, value[f.name], prefix + f.name)
+        elif not f.optional:
+            problems.append(f"{where}: missing member '{f.name}'")
+    for key in value:
+        if schema.member(key) is None:
+            problems.append(f"{where}: unexpected member '{key}'")
+    return problems
+
+
+def _check_builtin(name: str, value: Any, where: str) -> list[str]:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "null": value is None,
+        "any": True,
+    }[name]
+    return [] if ok else [f"{where}: expected {name}, got {_kind(value)}"]
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def validate_event(profile: ProfileSpec, message: Mapping[str, Any]) -> list[str]:
+    """Every way the event message ``message`` departs from ``profile`` (empty: conformant)."""
+    problems: list[str] = []
+    for key in message:
+        if key not in ("event", "data", "timestamp"):
+            problems.append(f"unexpected member '{key}' in an event message")
+    name = message.get("event")
+    ts = message.get("timestamp")
+    problems += check_value(_TIMESTAMP, ts, "timestamp")
+    micro = ts.get("microseconds") if isinstance(ts, dict) else None
+    if isinstance(micro, int) and not 0 <= micro < 1_000_000:
+        problems.append("timestamp.microseconds: must be in 0..999999")
+    if not isinstance(name, str):
+        return [*problems, "event: expected the event name as a string"]
+    spec = profile.events.get(name)
+    if spec is None:
+        return [*problems, f"event {name!r} does not exist in profile {profile.name}"]
+    if spec.data is None:
+        if "data" in message:
+            problems.append(f"{name}: has no data in profile {profile.name}")
+        return problems
+    if "data" not in message:
+        return [*problems, f"{name}: missing member 'data'"]
+    return problems + [f"{name}: {p}" for p in check_value(spec.data, message["data"], "data")]
+
+
+_TIMESTAMP = Object("timestamp", (Field("seconds", INT), Field("microseconds", INT)))
