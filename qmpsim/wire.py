@@ -1,16 +1,29 @@
-"""QEMU-compatible JSON streaming (placeholder: newline-free raw_decode; to be replaced).
+"""QEMU-compatible JSON streaming: QEMU 7.2's lexer, streamer, parser and writer.
 
-API contract:
 - ``JsonStreamer().feed(data: bytes) -> list[Any | ParseError]``: every complete
-  top-level JSON value (or parse error) found so far, in order.
-- ``encode(value) -> bytes``: one message exactly as QEMU writes it, ending in ``\\r\\n``.
+  top-level JSON value (or parse error) found so far, in order, split and
+  resynchronised exactly as QEMU's ``json-lexer.c``/``json-streamer.c``/``json-parser.c``
+  do it (no newline framing, single-quoted strings, 64 MiB / 2 Mi tokens / 1024
+  nesting limits, lexical error recovery).
+- ``encode(value) -> bytes``: one message exactly as QEMU's JSON writer writes it,
+  ending in ``\\r\\n``, with object members in QEMU's QDict iteration order.
 """
 
 from __future__ import annotations
 
-import json
+import enum
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Final
+
+MAX_TOKEN_SIZE: Final = 64 << 20
+MAX_TOKEN_COUNT: Final = 2 << 20
+MAX_NESTING: Final = 1 << 10
+_PARSE_ERROR_MAX: Final = 1023  # QEMU formats parser messages into a 1024-byte buffer
+
+_PREFIX: Final = "JSON parse error, "
 
 
 @dataclass(frozen=True)
@@ -20,29 +33,659 @@ class ParseError:
     message: str
 
 
+class _S(enum.IntEnum):
+    """Lexer states (QEMU's ``json_lexer_state``; interpolation is never enabled)."""
+
+    START = 0
+    RECOVERY = 1
+    DQ = 2
+    DQ_ESC = 3
+    SQ = 4
+    SQ_ESC = 5
+    ZERO = 6
+    DIGITS = 7
+    SIGN = 8
+    MANTISSA = 9
+    MANTISSA_DIGITS = 10
+    EXP_E = 11
+    EXP_SIGN = 12
+    EXP_DIGITS = 13
+    KEYWORD = 14
+
+
+class _T(enum.IntEnum):
+    """Token types."""
+
+    LCURLY = 1
+    RCURLY = 2
+    LSQUARE = 3
+    RSQUARE = 4
+    COLON = 5
+    COMMA = 6
+    INTEGER = 7
+    FLOAT = 8
+    KEYWORD = 9
+    STRING = 10
+    OVERSIZE = 11  # QEMU hands the streamer a lexer state here; it is always rejected
+
+
+_Token = tuple[_T, bytes]
+
+_STRUCTURAL: Final = {
+    ord("{"): _T.LCURLY,
+    ord("}"): _T.RCURLY,
+    ord("["): _T.LSQUARE,
+    ord("]"): _T.RSQUARE,
+    ord(":"): _T.COLON,
+    ord(","): _T.COMMA,
+}
+_WS: Final = frozenset(b" \t\r\n")
+_DIGIT: Final = frozenset(b"0123456789")
+_LOWER: Final = frozenset(range(ord("a"), ord("z") + 1))
+
+# Runs that keep the lexer in the same state, matched in one go for speed.
+_RUNS: Final = {
+    _S.DQ: re.compile(rb"[\x20\x21\x23-\x5b\x5d-\xfd]+"),
+    _S.SQ: re.compile(rb"[\x20-\x26\x28-\x5b\x5d-\xfd]+"),
+    _S.DIGITS: re.compile(rb"[0-9]+"),
+    _S.MANTISSA_DIGITS: re.compile(rb"[0-9]+"),
+    _S.EXP_DIGITS: re.compile(rb"[0-9]+"),
+    _S.KEYWORD: re.compile(rb"[a-z]+"),
+}
+# Recovery skips everything but structural brackets, control characters other
+# than tab, and the impossible UTF-8 bytes 0xFE/0xFF.
+_RECOVERY_SKIP: Final = re.compile(rb"[\x09\x20-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+")
+_WS_RUN: Final = re.compile(rb"[ \t\r\n]+")
+
+
 class JsonStreamer:
-    """Split a byte stream into JSON values."""
+    """Split a byte stream into JSON values exactly as QEMU 7.2's monitor does."""
 
     def __init__(self) -> None:
-        self._buf = ""
-        self._decoder = json.JSONDecoder()
+        self._state = _S.START
+        self._token = bytearray()
+        self._tokens: list[_Token] = []
+        self._token_size = 0
+        self._braces = 0
+        self._brackets = 0
+        self._out: list[Any | ParseError] = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the value in progress (useful for a per-connection bound)."""
+        return self._token_size + len(self._token)
+
+    def reset(self) -> None:
+        """Forget any partial input."""
+        self._state = _S.START
+        self._token.clear()
+        self._tokens = []
+        self._token_size = 0
+        self._braces = 0
+        self._brackets = 0
+        self._out = []
 
     def feed(self, data: bytes) -> list[Any | ParseError]:
-        self._buf += data.decode("utf-8", "replace")
-        out: list[Any | ParseError] = []
+        """Consume ``data``; return the values and errors it completed, in order."""
+        self._feed(bytes(data))
+        out, self._out = self._out, []
+        return out
+
+    def flush(self) -> list[Any | ParseError]:
+        """End of input: finish a pending token and parse what is left, as QEMU does on EOF."""
+        terminal = {
+            _S.ZERO: _T.INTEGER,
+            _S.DIGITS: _T.INTEGER,
+            _S.MANTISSA_DIGITS: _T.FLOAT,
+            _S.EXP_DIGITS: _T.FLOAT,
+            _S.KEYWORD: _T.KEYWORD,
+        }
+        state = self._state
+        if state in terminal:
+            self._process(terminal[state], bytes(self._token))
+        elif state not in (_S.START, _S.RECOVERY):
+            self._process_error(bytes(self._token))
+        self._token.clear()
+        self._state = _S.START
+        if self._tokens:
+            self._emit_parse()
+        out, self._out = self._out, []
+        return out
+
+    # -- lexer -------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        pos = 0
+        n = len(data)
+        token = self._token
+        while pos < n:
+            state = self._state
+            if state is _S.START:
+                m = _WS_RUN.match(data, pos)
+                if m:
+                    pos = m.end()
+                    continue
+                ch = data[pos]
+                pos += 1
+                kind = _STRUCTURAL.get(ch)
+                if kind is not None:
+                    self._process(kind, bytes((ch,)))
+                    continue
+                token.append(ch)
+                if ch == 0x22:
+                    self._state = _S.DQ
+                elif ch == 0x27:
+                    self._state = _S.SQ
+                elif ch == 0x30:
+                    self._state = _S.ZERO
+                elif 0x31 <= ch <= 0x39:
+                    self._state = _S.DIGITS
+                elif ch == 0x2D:
+                    self._state = _S.SIGN
+                elif ch in _LOWER:
+                    self._state = _S.KEYWORD
+                else:
+                    self._lex_error()
+                continue
+            if state is _S.RECOVERY:
+                m = _RECOVERY_SKIP.match(data, pos)
+                if m:
+                    pos = m.end()
+                if pos < n:
+                    self._state = _S.START
+                continue
+            run = _RUNS.get(state)
+            if run is not None:
+                m = run.match(data, pos)
+                if m:
+                    room = MAX_TOKEN_SIZE + 1 - len(token)
+                    end = min(m.end(), pos + room)
+                    token += data[pos:end]
+                    pos = end
+                    if len(token) > MAX_TOKEN_SIZE:
+                        self._oversize()
+                    continue
+            ch = data[pos]
+            consumed = self._step(state, ch)
+            if consumed:
+                pos += 1
+                if len(token) > MAX_TOKEN_SIZE:
+                    self._oversize()
+
+    def _step(self, state: _S, ch: int) -> bool:
+        """One transition that is not a run; return whether ``ch`` was consumed."""
+        token = self._token
+        nxt: _S | None = None
+        terminal: _T | None = None
+        if state is _S.DQ or state is _S.SQ:
+            quote = 0x22 if state is _S.DQ else 0x27
+            if ch == quote:
+                token.append(ch)
+                self._emit_token(_T.STRING)
+                return True
+            if ch == 0x5C:
+                nxt = _S.DQ_ESC if state is _S.DQ else _S.SQ_ESC
+        elif state is _S.DQ_ESC or state is _S.SQ_ESC:
+            if 0x20 <= ch <= 0xFD:
+                nxt = _S.DQ if state is _S.DQ_ESC else _S.SQ
+        elif state is _S.ZERO:
+            if ch == 0x2E:
+                nxt = _S.MANTISSA
+            elif ch not in _DIGIT:
+                terminal = _T.INTEGER
+        elif state is _S.DIGITS:
+            if ch in b"eE":
+                nxt = _S.EXP_E
+            elif ch == 0x2E:
+                nxt = _S.MANTISSA
+            else:
+                terminal = _T.INTEGER
+        elif state is _S.SIGN:
+            if ch == 0x30:
+                nxt = _S.ZERO
+            elif ch in _DIGIT:
+                nxt = _S.DIGITS
+        elif state is _S.MANTISSA:
+            if ch in _DIGIT:
+                nxt = _S.MANTISSA_DIGITS
+        elif state is _S.MANTISSA_DIGITS:
+            if ch in b"eE":
+                nxt = _S.EXP_E
+            else:
+                terminal = _T.FLOAT
+        elif state is _S.EXP_E:
+            if ch in b"+-":
+                nxt = _S.EXP_SIGN
+            elif ch in _DIGIT:
+                nxt = _S.EXP_DIGITS
+        elif state is _S.EXP_SIGN:
+            if ch in _DIGIT:
+                nxt = _S.EXP_DIGITS
+        elif state is _S.EXP_DIGITS:
+            terminal = _T.FLOAT
+        elif state is _S.KEYWORD:
+            terminal = _T.KEYWORD
+        if terminal is not None:
+            self._emit_token(terminal)
+            return False
+        token.append(ch)
+        if nxt is None:
+            self._lex_error()
+        else:
+            self._state = nxt
+        return True
+
+    def _emit_token(self, kind: _T) -> None:
+        text = bytes(self._token)
+        self._token.clear()
+        self._state = _S.START
+        self._process(kind, text)
+
+    def _lex_error(self) -> None:
+        text = bytes(self._token)
+        self._token.clear()
+        self._state = _S.RECOVERY
+        self._process_error(text)
+
+    def _oversize(self) -> None:
+        text = bytes(self._token)
+        self._token.clear()
+        self._state = _S.START
+        self._process(_T.OVERSIZE, text)
+
+    # -- streamer ------------------------------------------------------------
+
+    def _process_error(self, text: bytes) -> None:
+        stray = _lenient_decode(text.split(b"\x00", 1)[0])
+        self._emit(ParseError(f"{_PREFIX}stray '{stray}'"))
+
+    def _process(self, kind: _T, text: bytes) -> None:
+        if kind is _T.LCURLY:
+            self._braces += 1
+        elif kind is _T.RCURLY:
+            self._braces -= 1
+        elif kind is _T.LSQUARE:
+            self._brackets += 1
+        elif kind is _T.RSQUARE:
+            self._brackets -= 1
+        if self._token_size + len(text) + 1 > MAX_TOKEN_SIZE:
+            self._emit(ParseError("JSON token size limit exceeded"))
+            return
+        if len(self._tokens) + 1 > MAX_TOKEN_COUNT:
+            self._emit(ParseError("JSON token count limit exceeded"))
+            return
+        if self._brackets + self._braces > MAX_NESTING:
+            self._emit(ParseError("JSON nesting depth limit exceeded"))
+            return
+        self._tokens.append((kind, text))
+        self._token_size += len(text)
+        if (self._braces > 0 or self._brackets > 0) and self._braces >= 0 and self._brackets >= 0:
+            return
+        self._emit_parse()
+
+    def _emit_parse(self) -> None:
+        tokens = self._tokens
+        self._tokens = []
+        try:
+            value: Any | ParseError = _parse(tokens)
+        except _Fail as fail:
+            value = ParseError(_PREFIX + fail.message)
+        self._emit(value)
+
+    def _emit(self, item: Any | ParseError) -> None:
+        self._braces = 0
+        self._brackets = 0
+        self._tokens = []
+        self._token_size = 0
+        self._out.append(item)
+
+
+# -- parser ------------------------------------------------------------------
+
+
+class _Fail(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message[:_PARSE_ERROR_MAX]
+
+
+_EOI: Final = "premature EOI"
+_EXPECTING: Final = "expecting value"
+
+
+def _parse(tokens: list[_Token]) -> Any:
+    """Parse one value from ``tokens`` (QEMU's recursive descent, made iterative)."""
+    n = len(tokens)
+    i = 0
+    # Each frame: [container, pending key or None]; dict frames hold a key slot.
+    stack: list[list[Any]] = []
+    while True:
+        # parse_value
+        if i >= n:
+            raise _Fail(_EOI)
+        kind, text = tokens[i]
+        value: Any
+        if kind is _T.LCURLY or kind is _T.LSQUARE:
+            i += 1
+            if i >= n:
+                raise _Fail(_EOI)
+            close = _T.RCURLY if kind is _T.LCURLY else _T.RSQUARE
+            if tokens[i][0] is close:
+                i += 1
+                value = {} if kind is _T.LCURLY else []
+            else:
+                stack.append([{} if kind is _T.LCURLY else [], None, False])
+                continue
+        elif kind is _T.STRING:
+            i += 1
+            value = _parse_string(text)
+        elif kind is _T.INTEGER:
+            i += 1
+            value = _parse_integer(text)
+        elif kind is _T.FLOAT:
+            i += 1
+            value = float(text)
+        elif kind is _T.KEYWORD:
+            i += 1
+            value = _KEYWORDS.get(text, _NOKEY)
+            if value is _NOKEY:
+                raise _Fail(f"invalid keyword '{text.decode('ascii')}'")
+        else:
+            raise _Fail(_EXPECTING)
+        # A value is complete: hand it to the enclosing containers.
         while True:
-            stripped = self._buf.lstrip()
-            if not stripped:
-                self._buf = ""
-                return out
-            try:
-                value, end = self._decoder.raw_decode(stripped)
-            except json.JSONDecodeError:
-                self._buf = stripped
-                return out
-            out.append(value)
-            self._buf = stripped[end:]
+            if not stack:
+                return value
+            frame = stack[-1]
+            container = frame[0]
+            if isinstance(container, list):
+                container.append(value)
+                if i >= n:
+                    raise _Fail(_EOI)
+                kind = tokens[i][0]
+                i += 1
+                if kind is _T.RSQUARE:
+                    stack.pop()
+                    value = container
+                    continue
+                if kind is not _T.COMMA:
+                    raise _Fail("expected separator in list")
+                break
+            if not frame[2]:  # the value was a key
+                if not isinstance(value, str):
+                    raise _Fail("key is not a string in object")
+                if i >= n:
+                    raise _Fail(_EOI)
+                kind = tokens[i][0]
+                i += 1
+                if kind is not _T.COLON:
+                    raise _Fail("missing : in object pair")
+                frame[1] = value
+                frame[2] = True
+                break
+            key = frame[1]
+            if key in container:
+                raise _Fail("duplicate key")
+            container[key] = value
+            frame[2] = False
+            if i >= n:
+                raise _Fail(_EOI)
+            kind = tokens[i][0]
+            i += 1
+            if kind is _T.RCURLY:
+                stack.pop()
+                value = container
+                continue
+            if kind is not _T.COMMA:
+                raise _Fail("expected separator in dict")
+            break
+
+
+_NOKEY: Final = object()
+_KEYWORDS: Final[dict[bytes, Any]] = {b"true": True, b"false": False, b"null": None}
+_INT64_MIN: Final = -(1 << 63)
+_UINT64_MAX: Final = (1 << 64) - 1
+
+
+def _parse_integer(text: bytes) -> int | float:
+    value = int(text)
+    if _INT64_MIN <= value <= _UINT64_MAX:
+        return value
+    return float(text)
+
+
+_ESCAPES: Final = {
+    ord('"'): '"',
+    ord("'"): "'",
+    ord("\\"): "\\",
+    ord("/"): "/",
+    ord("b"): "\b",
+    ord("f"): "\f",
+    ord("n"): "\n",
+    ord("r"): "\r",
+    ord("t"): "\t",
+}
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _hex4(body: bytes, at: int) -> int:
+    chunk = body[at : at + 4]
+    if len(chunk) < 4 or any(c not in _HEX for c in chunk):
+        return -1
+    return int(chunk, 16)
+
+
+def _parse_string(token: bytes) -> str:
+    """Decode a string token (with its quotes) as QEMU's ``parse_string`` does."""
+    body = token[1:-1]
+    if b"\\" not in body:
+        return _strict_decode(body)
+    parts: list[str] = []
+    pos = 0
+    n = len(body)
+    while pos < n:
+        bs = body.find(b"\\", pos)
+        if bs < 0:
+            parts.append(_strict_decode(body[pos:]))
+            break
+        if bs > pos:
+            parts.append(_strict_decode(body[pos:bs]))
+        esc = body[bs + 1]
+        simple = _ESCAPES.get(esc)
+        if simple is not None:
+            parts.append(simple)
+            pos = bs + 2
+            continue
+        if esc != ord("u"):
+            raise _Fail("invalid escape sequence in string")
+        cp = _hex4(body, bs + 2)
+        end = bs + 6
+        if 0xD800 <= cp <= 0xDBFF and body[end : end + 2] == b"\\u":
+            trailing = _hex4(body, end + 2)
+            if 0xDC00 <= trailing <= 0xDFFF:
+                cp = 0x10000 + ((cp & 0x3FF) << 10) | (trailing & 0x3FF)
+                end += 6
+            else:
+                cp = -1
+        if not _valid_codepoint(cp):
+            # QEMU prints the escape from the original token, quote included when reached.
+            shown = token[1 + bs : 1 + end].decode("ascii", "replace")
+            raise _Fail(f"{shown} is not a valid Unicode character")
+        parts.append(chr(cp))
+        pos = end
+    return "".join(parts)
+
+
+def _valid_codepoint(cp: int) -> bool:
+    if cp < 0 or cp > 0x10FFFF:
+        return False
+    if 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
+        return False
+    return not 0xD800 <= cp <= 0xDFFF
+
+
+_NONCHARACTERS: Final = re.compile(
+    "[\ufdd0-\ufdef"
+    + "".join(chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(17))
+    + "]"
+)
+
+
+def _strict_decode(raw: bytes) -> str:
+    """QEMU's modified UTF-8 validation of string contents (``\\xC0\\x80`` is NUL)."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if not _NONCHARACTERS.search(text):
+            return text
+    out: list[str] = []
+    pos = 0
+    while pos < len(raw):
+        cp, pos = _mod_utf8_codepoint(raw, pos)
+        if cp < 0:
+            raise _Fail("invalid UTF-8 sequence in string")
+        out.append(chr(cp))
+    return "".join(out)
+
+
+_MIN_CP: Final = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)
+
+
+def _mod_utf8_codepoint(raw: bytes, pos: int) -> tuple[int, int]:
+    """One code point from ``raw`` at ``pos`` as QEMU's ``mod_utf8_codepoint``; -1 if invalid."""
+    byte = raw[pos]
+    pos += 1
+    if byte < 0x80:
+        return byte, pos
+    if byte >= 0xFE or not byte & 0x40:
+        return -1, pos
+    length = 0
+    mask = 0x80
+    while byte & mask:
+        length += 1
+        mask >>= 1
+    cp = byte & (mask - 1)
+    for _ in range(1, length):
+        nxt = raw[pos] if pos < len(raw) else 0
+        if nxt & 0xC0 != 0x80:
+            return -1, pos
+        pos += 1
+        cp = cp << 6 | (nxt & 0x3F)
+    if cp > 0x10FFFF or 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
+        return -1, pos
+    if 0xD800 <= cp <= 0xDFFF:
+        return -1, pos
+    if cp < _MIN_CP[length - 2] and not (cp == 0 and length == 2):
+        return -1, pos
+    return cp, pos
+
+
+def _lenient_decode(raw: bytes) -> str:
+    """Bytes as QEMU's writer shows them: each invalid sequence becomes U+FFFD."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    out: list[str] = []
+    pos = 0
+    while pos < len(raw):
+        cp, pos = _mod_utf8_codepoint(raw, pos)
+        out.append("\ufffd" if cp < 0 else chr(cp))
+    return "".join(out)
+
+
+# -- writer ------------------------------------------------------------------
+
+_BUCKETS: Final = 512
+
+
+def _tdb_hash(name: bytes) -> int:
+    value = (0x238F13AF * len(name)) & 0xFFFFFFFF
+    for i, byte in enumerate(name):
+        value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * value + 12345) & 0xFFFFFFFF
+
+
+@lru_cache(maxsize=4096)
+def _bucket(key: str) -> int:
+    raw = key.encode("utf-8", "surrogatepass").replace(b"\x00", b"\xc0\x80")
+    return _tdb_hash(raw) % _BUCKETS
+
+
+def qdict_order(keys: Sequence[str]) -> list[str]:
+    """``keys`` (in insertion order) in the order QEMU's QDict iterates them."""
+    indexed = sorted(enumerate(keys), key=lambda item: (_bucket(item[1]), -item[0]))
+    return [key for _, key in indexed]
+
+
+_SHORT: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
+_SHORT["\t"] = "\\t"
+_NEEDS_ESCAPE: Final = re.compile("[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    short = _SHORT.get(ch)
+    if short is not None:
+        return short
+    cp = ord(ch)
+    if not _valid_codepoint(cp) and cp != 0:
+        cp = 0xFFFD
+    if cp > 0xFFFF:
+        cp -= 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04X}\\u{0xDC00 + (cp & 0x3FF):04X}"
+    return f"\\u{cp:04X}"
+
+
+def _quote(text: str) -> str:
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(_quote(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(f"{value:.17g}")
+    elif isinstance(value, Mapping):
+        if not value:
+            out.append("{}")
+            return
+        out.append("{")
+        first = True
+        for key in qdict_order(list(value)):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be str, not {type(key).__name__}")
+            if not first:
+                out.append(", ")
+            first = False
+            out.append(_quote(key))
+            out.append(": ")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(", ")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as QMP JSON")
 
 
 def encode(value: Any) -> bytes:
-    return (json.dumps(value, ensure_ascii=True) + "\r\n").encode("ascii")
+    """One message exactly as QEMU 7.2 writes it, ending in ``\\r\\n``."""
+    out: list[str] = []
+    _write(value, out)
+    out.append("\r\n")
+    return "".join(out).encode("ascii")
