@@ -1,0 +1,1146 @@
+"""YAML scenarios: the language, its strict loader and its JSON Schema.
+
+A scenario is metadata, a VM description and a timeline of steps.  The loader
+composes the YAML node tree (safe loading, no object construction) so every
+mistake is reported with its file, line, column and path in the document.  The
+grammar lives in one table of definitions (``_STEP_SPECS``, ``_VM``, ``_TOP``);
+the loader validates with it and :func:`scenario_schema` is generated from it,
+so the two never drift.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import yaml
+
+from . import machine as m
+from .catalog import DEFAULT_PROFILE, PROFILES, Array, Builtin, Enum, Object, ProfileSpec, Type
+from .errors import ScenarioError
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+"""Where the shipped scenario library lives."""
+
+# --- the typed model --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a step was written: file (``None`` for a string), 1-based line and column."""
+
+    file: str | None
+    line: int
+    column: int = 1
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk and its error policies (QEMU's ``rerror``/``werror``)."""
+
+    name: str
+    on_read_error: str = "report"
+    on_write_error: str = "enospc"
+    thin: bool = False
+
+
+@dataclass(frozen=True)
+class Vnc:
+    """A VNC server the VM exposes."""
+
+    host: str = "127.0.0.1"
+    port: int = 5900
+    family: str = "ipv4"
+    auth: str = "none"
+
+
+@dataclass(frozen=True)
+class Spice:
+    """A SPICE server the VM exposes."""
+
+    host: str = "127.0.0.1"
+    port: int = 5930
+    family: str = "ipv4"
+    auth: str = "spice"
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """The VM a scenario runs on."""
+
+    name: str | None = None
+    uuid: str | None = None
+    seed: int = 0
+    no_shutdown: bool = False
+    initial_state: str = "running"
+    watchdog: str | None = None
+    disks: tuple[Disk, ...] = ()
+    vnc: Vnc | None = None
+    spice: Spice | None = None
+
+
+@dataclass(frozen=True)
+class CauseStep:
+    """Make something happen the way QEMU would; the machine emits the events."""
+
+    kind: str
+    cause: m.Cause
+    where: Where
+
+
+@dataclass(frozen=True)
+class EmitStep:
+    """Emit one event with explicit data (validated) and/or data filled by Faker."""
+
+    event: str
+    data: Mapping[str, Any] | None
+    fake: bool
+    where: Where
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    """Let ``seconds`` of (scaled, possibly virtual) time pass."""
+
+    seconds: float
+    where: Where
+
+
+@dataclass(frozen=True)
+class UntilStep:
+    """Wait until a client sends ``command`` (its arguments containing ``arguments``)."""
+
+    command: str
+    arguments: Mapping[str, Any] | None
+    timeout: float | None
+    where: Where
+
+
+@dataclass(frozen=True)
+class ReplyStep:
+    """Override the reply to ``command``: a canned ``result`` or an ``error``."""
+
+    command: str
+    result: Any
+    error_class: str | None
+    error_desc: str | None
+    times: int | None  # None: always
+    where: Where
+
+
+@dataclass(frozen=True)
+class OnStep:
+    """Whenever a client sends ``command`` (matching ``arguments``), run ``steps``."""
+
+    command: str
+    arguments: Mapping[str, Any] | None
+    steps: tuple[Step, ...]
+    times: int | None  # None: always
+    where: Where
+
+
+@dataclass(frozen=True)
+class RepeatStep:
+    """Run ``steps`` ``count`` times (``None``: forever)."""
+
+    count: int | None
+    steps: tuple[Step, ...]
+    where: Where
+
+
+@dataclass(frozen=True)
+class IncludeStep:
+    """The timeline of another scenario file, run in place."""
+
+    path: str
+    steps: tuple[Step, ...]
+    where: Where
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    """Misbehave on the wire to test a client's robustness."""
+
+    kind: str
+    text: str | None
+    command: str | None
+    chunk: int
+    delay: float
+    where: Where
+
+
+Step: TypeAlias = (
+    CauseStep | EmitStep | WaitStep | UntilStep | ReplyStep | OnStep | RepeatStep | IncludeStep
+) | FaultStep
+
+ClockMode = Literal["first-client", "startup"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A loaded, validated scenario."""
+
+    name: str
+    description: str
+    profile: str
+    vm: VmSpec
+    clock: ClockMode
+    steps: tuple[Step, ...]
+    actions: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
+    source: str | None = None
+
+
+# --- the grammar: one table, used by the loader and by the JSON Schema -------------
+
+
+@dataclass(frozen=True)
+class _Scalar:
+    type: Literal["str", "int", "number", "bool"]
+    enum: tuple[str, ...] = ()
+    minimum: float | None = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class _Duration:
+    """Seconds as a number, or a string such as ``500ms``, ``2s``, ``1.5m``, ``1h``."""
+
+
+@dataclass(frozen=True)
+class _Json:
+    """Any JSON value (command results, arguments)."""
+
+    object_only: bool = False
+
+
+@dataclass(frozen=True)
+class _Count:
+    """A positive integer, or the word ``forever`` (or ``always``)."""
+
+    word: str
+
+
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    kind: _Kind
+    required: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class _Obj:
+    name: str
+    keys: tuple[_Key, ...]
+    doc: str = ""
+
+    def key(self, name: str) -> _Key | None:
+        return next((k for k in self.keys if k.name == name), None)
+
+
+@dataclass(frozen=True)
+class _List:
+    item: _Kind
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """A list of steps."""
+
+
+@dataclass(frozen=True)
+class _StepsMap:
+    """Named lists of steps."""
+
+
+_Kind: TypeAlias = _Scalar | _Duration | _Json | _Count | _Obj | _List | _Steps | _StepsMap
+
+_STR = _Scalar("str")
+_BOOL = _Scalar("bool")
+_PORT = _Scalar("int", minimum=0)
+_NAME = _Scalar("str", pattern=r"^[A-Za-z0-9_.:-]+$")
+_COMMAND = _Scalar("str", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+_FAMILY = _Scalar("str", enum=("ipv4", "ipv6", "unix"))
+_TIMES = _Count("always")
+
+_DISK = _Obj(
+    "disk",
+    (
+        _Key("name", _NAME, True, "The block device name, as in BLOCK_IO_ERROR's `device`."),
+        _Key(
+            "on_read_error",
+            _Scalar("str", enum=("report", "ignore", "stop")),
+            doc="QEMU's `rerror`: what a read error does (default `report`).",
+        ),
+        _Key(
+            "on_write_error",
+            _Scalar("str", enum=("enospc", "report", "ignore", "stop")),
+            doc="QEMU's `werror`: what a write error does (default `enospc`: stop when "
+            "the host is out of space, report otherwise).",
+        ),
+        _Key("thin", _BOOL, doc="A thin-provisioned disk (documents ENOSPC scenarios)."),
+    ),
+)
+_VNC = _Obj(
+    "vnc",
+    (
+        _Key("host", _STR, doc="Listening address (default 127.0.0.1)."),
+        _Key("port", _PORT, doc="Listening port (default 5900)."),
+        _Key("family", _FAMILY, doc="Address family of `host`."),
+        _Key(
+            "auth",
+            _Scalar("str", enum=("none", "vnc", "sasl", "x509", "x509-sasl", "tls", "vencrypt")),
+            doc="Authentication the server requires.",
+        ),
+    ),
+)
+_SPICE = _Obj(
+    "spice",
+    (
+        _Key("host", _STR, doc="Listening address (default 127.0.0.1)."),
+        _Key("port", _PORT, doc="Listening port (default 5930)."),
+        _Key("family", _FAMILY, doc="Address family of `host`."),
+        _Key("auth", _Scalar("str", enum=("spice", "none", "sasl")), doc="Authentication."),
+        _Key("tls", _BOOL, doc="Whether channels are encrypted."),
+    ),
+)
+_WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi")
+_VM = _Obj(
+    "vm",
+    (
+        _Key("name", _STR, doc="The guest name (`-name`)."),
+        _Key("uuid", _Scalar("str", pattern=r"^[0-9a-fA-F-]{36}$"), doc="The VM UUID."),
+        _Key("seed", _Scalar("int"), doc="Seed for every random or fake value (default 0)."),
+        _Key("no_shutdown", _BOOL, doc="`-no-shutdown`: a guest shutdown stops instead of exits."),
+        _Key(
+            "initial_state",
+            _Scalar("str", enum=("running", "paused", "prelaunch")),
+            doc="Run state at start-up (`paused` is `-S`).",
+        ),
+        _Key(
+            "watchdog",
+            _Scalar("str", enum=_WATCHDOG_ACTIONS),
+            doc="A watchdog device and its action (`-watchdog-action`).",
+        ),
+        _Key("disks", _List(_DISK), doc="Block devices."),
+        _Key("vnc", _VNC, doc="A VNC server."),
+        _Key("spice", _SPICE, doc="A SPICE server."),
+    ),
+)
+
+_CLIENT = _Key("client", _NAME, True, "A label naming the remote client (any stable word).")
+_CHANNEL = (
+    _CLIENT,
+    _Key("channel_type", _Scalar("int", minimum=1), doc="SPICE channel type (1 is main)."),
+    _Key("channel_id", _Scalar("int", minimum=0), doc="SPICE channel id (default 0)."),
+)
+# cause kind -> (its keys, how it becomes a machine cause, one-line description)
+_CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], str]] = {
+    "disk-error": (
+        (
+            _Key("device", _NAME, True, "The disk (one of `vm.disks`)."),
+            _Key("operation", _Scalar("str", enum=("read", "write")), doc="Default `read`."),
+            _Key("nospace", _BOOL, doc="The host ran out of space (ENOSPC)."),
+        ),
+        lambda a: m.DiskError(a["device"], a.get("operation", "read"), a.get("nospace", False)),
+        "a disk I/O error; the disk's policy decides report, ignore or stop",
+    ),
+    "watchdog": (
+        (_Key("action", _Scalar("str", enum=_WATCHDOG_ACTIONS), doc="Overrides `vm.watchdog`."),),
+        lambda a: m.WatchdogExpired(a.get("action")),
+        "the watchdog timer expires",
+    ),
+    "rtc-change": (
+        (_Key("offset", _Scalar("int"), True, "Seconds from host UTC."),),
+        lambda a: m.RtcChange(a["offset"]),
+        "the guest writes its RTC",
+    ),
+    "guest-shutdown": ((), lambda a: m.GuestShutdown(), "the guest powers itself off"),
+    "guest-reset": ((), lambda a: m.GuestReset(), "the guest reboots itself"),
+    "guest-panic": ((), lambda a: m.GuestPanic(), "the guest kernel panics"),
+    "vnc-connect": ((_CLIENT,), lambda a: m.VncConnect(a["client"]), "a VNC client connects"),
+    "vnc-initialize": (
+        (_CLIENT,),
+        lambda a: m.VncInitialize(a["client"]),
+        "a VNC client authenticates",
+    ),
+    "vnc-disconnect": ((_CLIENT,), lambda a: m.VncDisconnect(a["client"]), "a VNC client leaves"),
+    "spice-connect": (
+        _CHANNEL,
+        lambda a: m.SpiceConnect(a["client"], a.get("channel_type", 1), a.get("channel_id", 0)),
+        "a SPICE channel connects",
+    ),
+    "spice-initialize": (
+        _CHANNEL,
+        lambda a: m.SpiceInitialize(a["client"], a.get("channel_type", 1), a.get("channel_id", 0)),
+        "a SPICE channel completes its handshake",
+    ),
+    "spice-disconnect": (
+        _CHANNEL,
+        lambda a: m.SpiceDisconnect(a["client"], a.get("channel_type", 1), a.get("channel_id", 0)),
+        "a SPICE channel leaves",
+    ),
+}
+
+_FAULT_COMMAND = _Key("command", _COMMAND, doc="The command whose reply is affected.")
+# fault kind -> (its keys, one-line description)
+_FAULTS: dict[str, tuple[tuple[_Key, ...], str]] = {
+    "disconnect": ((), "close every client connection"),
+    "garbage": (
+        (_Key("text", _STR, doc="The bytes to send (default `}garbage{`), then CRLF."),),
+        "send a line that is not JSON",
+    ),
+    "error-without-id": ((), "send an error reply that carries no id"),
+    "unknown-id-reply": ((), "send a reply whose id no request used"),
+    "split": (
+        (
+            _Key("chunk", _Scalar("int", minimum=1), doc="Bytes per write (default 1)."),
+            _Key("command", _COMMAND, doc="Only replies to this command (default: next message)."),
+        ),
+        "write the next message in many small writes",
+    ),
+    "coalesce": ((), "write the next message and the one after it in a single write"),
+    "delayed-reply": (
+        (
+            _Key("command", _COMMAND, True, "The command whose next reply is late."),
+            _Key("delay", _Duration(), True, "How late."),
+        ),
+        "answer a command late",
+    ),
+    "event-before-greeting": (
+        (_Key("event", _Scalar("str"), doc="Event name (default RESUME)."),),
+        "send an event before the greeting to the next client",
+    ),
+}
+_TIMES_KEY = _Key("times", _TIMES, doc="`once`, a count, or `always` (default).")
+_ARGS_KEY = _Key(
+    "arguments",
+    _Json(object_only=True),
+    doc="Match commands whose arguments contain these members.",
+)
+# step head -> its other keys (cause and fault are per-kind, above)
+_STEP_KEYS: dict[str, tuple[_Key, ...]] = {
+    "emit": (
+        _Key("data", _Json(object_only=True), doc="The event's data, checked against the profile."),
+        _Key("fake", _BOOL, doc="Fill the data (or its missing members) with realistic values."),
+    ),
+    "wait": (),
+    "until": (_ARGS_KEY, _Key("timeout", _Duration(), doc="Give up and go on after this long.")),
+    "reply": (
+        _Key("return", _Json(), doc="The canned result."),
+        _Key(
+            "error",
+            _Obj(
+                "error",
+                (
+                    _Key(
+                        "class",
+                        _Scalar(
+                            "str",
+                            enum=(
+                                "GenericError",
+                                "CommandNotFound",
+                                "DeviceNotActive",
+                                "DeviceNotFound",
+                                "KVMMissingCap",
+                            ),
+                        ),
+                        True,
+                    ),
+                    _Key("desc", _STR, True),
+                ),
+            ),
+            doc="An error reply instead of a result.",
+        ),
+        _TIMES_KEY,
+    ),
+    "on": (_ARGS_KEY, _Key("steps", _Steps(), True, "What to run."), _TIMES_KEY),
+    "repeat": (_Key("steps", _Steps(), True, "The block to repeat."),),
+    "include": (),
+}
+_HEADS: dict[str, tuple[_Kind, str]] = {
+    "cause": (_Scalar("str", enum=tuple(_CAUSES)), "make something happen the way QEMU would"),
+    "emit": (_Scalar("str", pattern=r"^[A-Z][A-Z0-9_]*$"), "emit one event"),
+    "wait": (_Duration(), "let time pass"),
+    "until": (_COMMAND, "wait until a client sends a command"),
+    "reply": (_COMMAND, "override a command's reply"),
+    "on": (_COMMAND, "run steps when a client sends a command"),
+    "repeat": (_Count("forever"), "repeat a block"),
+    "include": (_Scalar("str"), "run another scenario file's timeline here"),
+    "fault": (_Scalar("str", enum=tuple(_FAULTS)), "misbehave on the wire"),
+}
+_TOP = _Obj(
+    "scenario",
+    (
+        _Key("name", _NAME, doc="Short name (default: the file name)."),
+        _Key("description", _STR, doc="One line saying what real situation this mimics."),
+        _Key("profile", _Scalar("str", enum=tuple(PROFILES)), doc="Protocol profile."),
+        _Key("clock", _Scalar("str", enum=("first-client", "startup")), doc="When time starts."),
+        _Key("vm", _VM, doc="The VM description."),
+        _Key("steps", _Steps(), doc="The timeline."),
+        _Key("actions", _StepsMap(), doc="Named blocks the control channel can trigger."),
+    ),
+)
+
+
+# --- loading ----------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_TAGS = {
+    "tag:yaml.org,2002:str": "str",
+    "tag:yaml.org,2002:int": "int",
+    "tag:yaml.org,2002:float": "number",
+    "tag:yaml.org,2002:bool": "bool",
+    "tag:yaml.org,2002:null": "null",
+}
+_JSON_TAGS = {*_TAGS, "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    kind = _TAGS.get(node.tag, "a value")
+    if kind == "null":
+        return "nothing (null)"
+    return f"{kind} {node.value!r}" if kind in ("str", "int", "number", "bool") else kind
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class _State:
+    """Causal facts tracked along the timeline to catch impossible orders."""
+
+    strict: bool = True
+    exited: Where | None = None
+    vnc: dict[str, str] = field(default_factory=dict)  # client -> connected|initialized
+    spice: dict[tuple[str, int, int], str] = field(default_factory=dict)
+
+    def copy(self, strict: bool | None = None) -> _State:
+        return _State(
+            self.strict if strict is None else strict, self.exited, dict(self.vnc), dict(self.spice)
+        )
+
+
+class _Loader:
+    def __init__(self, file: str | None, stack: tuple[Path, ...] = ()) -> None:
+        self.file = file
+        self.stack = stack
+        self.base = Path(file).resolve().parent if file else Path.cwd()
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.profile: ProfileSpec = PROFILES[DEFAULT_PROFILE]
+        self.vm = VmSpec()
+
+    # errors --------------------------------------------------------------------
+
+    def error(self, node: yaml.Node | None, path: str, message: str) -> ScenarioError:
+        if node is None:
+            return ScenarioError(message, self.file, None, None, path)
+        mark = node.start_mark
+        return ScenarioError(message, self.file, mark.line + 1, mark.column + 1, path)
+
+    # documents -----------------------------------------------------------------
+
+    def compose(self, text: str) -> yaml.Node | None:
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = exc.problem or "invalid YAML"
+            if exc.context:
+                problem = f"{exc.context}, {problem}"
+            raise ScenarioError(
+                f"not valid YAML: {problem}",
+                self.file,
+                mark.line + 1 if mark else None,
+                mark.column + 1 if mark else None,
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"not valid YAML: {exc}", self.file) from None
+
+    def scenario(self, text: str) -> Scenario:
+        root = self.compose(text)
+        if root is None:
+            raise ScenarioError("the file is empty; expected a mapping with `steps`", self.file)
+        top = self.mapping(root, "", _TOP, heads=False)
+        if "profile" in top:
+            self.profile = PROFILES[top["profile"][0]]
+        if "vm" in top:
+            self.vm = self.vm_spec(top["vm"][0])
+        steps_node = top.get("steps", (None, None))[1]
+        steps = self.steps(steps_node, "steps") if steps_node is not None else ()
+        actions: dict[str, tuple[Step, ...]] = {}
+        if "actions" in top:
+            node = top["actions"][1]
+            for key_node, value_node in self.pairs(node, "actions"):
+                name = self.scalar(key_node, "actions", _NAME)
+                actions[name] = self.steps(value_node, f"actions.{name}")
+        state = _State()
+        self.check_causal(steps, state, "steps")
+        for name, block in actions.items():
+            self.check_causal(block, _State(strict=False), f"actions.{name}")
+        default_name = Path(self.file).stem if self.file else "scenario"
+        return Scenario(
+            name=top.get("name", (default_name,))[0],
+            description=top.get("description", ("",))[0],
+            profile=self.profile.name,
+            vm=self.vm,
+            clock=top.get("clock", ("first-client",))[0],
+            steps=steps,
+            actions=actions,
+            source=self.file,
+        )
+
+    # generic validation ----------------------------------------------------------
+
+    def pairs(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, path, f"expected a mapping, found {_describe(node)}")
+        seen: dict[str, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.error(key_node, path, "expected a plain key, found a complex key")
+            if key_node.value in seen:
+                first = seen[key_node.value].start_mark.line + 1
+                raise self.error(
+                    key_node,
+                    path,
+                    f"duplicate key {key_node.value!r} (first given on line {first})",
+                )
+            seen[key_node.value] = key_node
+        return list(node.value)
+
+    def mapping(
+        self, node: yaml.Node, path: str, spec: _Obj, heads: bool
+    ) -> dict[str, tuple[Any, yaml.Node]]:
+        """Validate a mapping against ``spec``: key -> (value, value node)."""
+        out: dict[str, tuple[Any, yaml.Node]] = {}
+        for key_node, value_node in self.pairs(node, path):
+            name = key_node.value
+            key = spec.key(name)
+            sub = f"{path}.{name}" if path else name
+            if key is None:
+                if heads and name in _HEADS:
+                    raise self.error(
+                        key_node, path, f"a step has exactly one kind, but {name!r} is a second one"
+                    )
+                expected = ", ".join(k.name for k in spec.keys) or "no other key"
+                raise self.error(
+                    key_node,
+                    sub,
+                    f"unknown key {name!r} in {spec.name}"
+                    f"{_suggest(name, [k.name for k in spec.keys])}; expected one of: {expected}",
+                )
+            out[name] = (self.value(value_node, sub, key.kind), value_node)
+        for key in spec.keys:
+            if key.required and key.name not in out:
+                raise self.error(node, path, f"{spec.name} needs the key {key.name!r}")
+        return out
+
+    def value(self, node: yaml.Node, path: str, kind: _Kind) -> Any:
+        if isinstance(kind, _Scalar):
+            return self.scalar(node, path, kind)
+        if isinstance(kind, _Duration):
+            return self.duration(node, path)
+        if isinstance(kind, _Json):
+            return self.json(node, path, kind.object_only)
+        if isinstance(kind, _Count):
+            return self.count(node, path, kind.word)
+        if isinstance(kind, _Obj):
+            return self.mapping(node, path, kind, heads=False)
+        if isinstance(kind, _List):
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.error(node, path, f"expected a list, found {_describe(node)}")
+            return [self.value(n, f"{path}[{i}]", kind.item) for i, n in enumerate(node.value)]
+        return None  # steps and step maps are built by the caller from the node
+
+    def scalar(self, node: yaml.Node, path: str, kind: _Scalar) -> Any:
+        want = {
+            "str": "a string",
+            "int": "an integer",
+            "number": "a number",
+            "bool": "true or false",
+        }
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, path, f"expected {want[kind.type]}, found {_describe(node)}")
+        tag = _TAGS.get(node.tag)
+        ok = tag == kind.type or (kind.type == "number" and tag == "int")
+        if not ok:
+            raise self.error(node, path, f"expected {want[kind.type]}, found {_describe(node)}")
+        value = self.constructor.construct_object(node) if tag != "str" else node.value
+        if kind.enum and value not in kind.enum:
+            raise self.error(
+                node,
+                path,
+                f"unknown value {value!r}{_suggest(str(value), kind.enum)};"
+                f" expected one of: {', '.join(kind.enum)}",
+            )
+        if kind.minimum is not None and value < kind.minimum:
+            raise self.error(
+                node, path, f"expected a value of at least {kind.minimum:g}, got {value}"
+            )
+        if kind.pattern is not None and not re.match(kind.pattern, value):
+            raise self.error(node, path, f"{value!r} does not match the pattern {kind.pattern}")
+        return value
+
+    def duration(self, node: yaml.Node, path: str) -> float:
+        expected = "expected a duration (seconds, or a string like 500ms, 2s, 1.5m, 1h)"
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, path, f"{expected}, found {_describe(node)}")
+        match = _DURATION.match(node.value)
+        if (
+            node.tag
+            not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+            or not match
+        ):
+            raise self.error(node, path, f"{expected}, found {_describe(node)}")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    def count(self, node: yaml.Node, path: str, word: str) -> int | None:
+        expected = f"expected a positive count, `once` or `{word}`"
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int":
+                value = int(node.value)
+                if value >= 1:
+                    return value
+            elif node.value == word:
+                return None
+            elif node.value == "once":
+                return 1
+        raise self.error(node, path, f"{expected}, found {_describe(node)}")
+
+    def json(self, node: yaml.Node, path: str, object_only: bool) -> Any:
+        if object_only and not isinstance(node, yaml.MappingNode):
+            raise self.error(node, path, f"expected a mapping, found {_describe(node)}")
+        for sub, sub_path in self.walk(node, path):
+            if sub.tag not in _JSON_TAGS:
+                raise self.error(sub, sub_path, f"{sub.tag} is not plain JSON data")
+            if isinstance(sub, yaml.MappingNode):
+                for key_node, _ in self.pairs(sub, sub_path):
+                    if key_node.tag != "tag:yaml.org,2002:str":
+                        raise self.error(key_node, sub_path, "JSON object keys must be strings")
+        return self.constructor.construct_object(node, deep=True)
+
+    def walk(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
+        out = [(node, path)]
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                out += self.walk(v, f"{path}.{k.value}")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out += self.walk(v, f"{path}[{i}]")
+        return out
+
+    # the VM ------------------------------------------------------------------------
+
+    def vm_spec(self, raw: dict[str, tuple[Any, yaml.Node]]) -> VmSpec:
+        disks: list[Disk] = []
+        for i, d in enumerate(raw.get("disks", ([], None))[0]):
+            disk = Disk(**{k: v for k, (v, _) in d.items()})
+            if any(x.name == disk.name for x in disks):
+                node = raw["disks"][1].value[i]
+                raise self.error(node, f"vm.disks[{i}]", f"a second disk named {disk.name!r}")
+            disks.append(disk)
+
+        def sub(key: str, cls: type[Vnc] | type[Spice]) -> Any:
+            if key not in raw:
+                return None
+            return cls(**{k: v for k, (v, _) in raw[key][0].items()})
+
+        return VmSpec(
+            name=raw.get("name", (None,))[0],
+            uuid=raw.get("uuid", (None,))[0],
+            seed=raw.get("seed", (0,))[0],
+            no_shutdown=raw.get("no_shutdown", (False,))[0],
+            initial_state=raw.get("initial_state", ("running",))[0],
+            watchdog=raw.get("watchdog", (None,))[0],
+            disks=tuple(disks),
+            vnc=sub("vnc", Vnc),
+            spice=sub("spice", Spice),
+        )
+
+    # steps ---------------------------------------------------------------------------
+
+    def steps(self, node: yaml.Node, path: str) -> tuple[Step, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, path, f"expected a list of steps, found {_describe(node)}")
+        out: list[Step] = []
+        for i, item in enumerate(node.value):
+            out.append(self.step(item, f"{path}[{i}]"))
+        return tuple(out)
+
+    def step(self, node: yaml.Node, path: str) -> Step:
+        kinds = ", ".join(_HEADS)
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(
+                node,
+                path,
+                f"expected a step (a mapping with one of: {kinds}), found {_describe(node)}",
+            )
+        pairs = self.pairs(node, path)
+        heads = [(k, v) for k, v in pairs if k.value in _HEADS]
+        if not heads:
+            first = pairs[0][0] if pairs else node
+            word = first.value if isinstance(first, yaml.ScalarNode) else ""
+            raise self.error(
+                first,
+                path,
+                f"a step needs one of: {kinds}; found {word!r}{_suggest(word, list(_HEADS))}",
+            )
+        head_node, value_node = heads[0]
+        head = head_node.value
+        head_kind, _ = _HEADS[head]
+        value = self.value(value_node, f"{path}.{head}", head_kind)
+        where = Where(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        if head == "cause":
+            keys, build, _ = _CAUSES[value]
+            spec = _Obj(f"a {value} cause step", (_Key("cause", head_kind), *keys))
+        elif head == "fault":
+            fkeys, _ = _FAULTS[value]
+            spec = _Obj(f"a {value} fault step", (_Key("fault", head_kind), *fkeys))
+        else:
+            spec = _Obj(f"a {head} step", (_Key(head, head_kind), *_STEP_KEYS[head]))
+        raw = self.mapping(node, path, spec, heads=True)
+        args = {k: v for k, (v, _) in raw.items() if k != head}
+        if head == "cause":
+            self.check_cause(value, raw, path)
+            return CauseStep(value, build(args), where)
+        if head == "fault":
+            return FaultStep(
+                value,
+                args.get("text", args.get("event")),
+                args.get("command"),
+                args.get("chunk", 1),
+                args.get("delay", 0.0),
+                where,
+            )
+        if head == "emit":
+            return self.emit_step(value, raw, value_node, path, where)
+        if head == "wait":
+            return WaitStep(value, where)
+        if head == "until":
+            return UntilStep(value, args.get("arguments"), args.get("timeout"), where)
+        if head == "reply":
+            if ("return" in args) == ("error" in args):
+                raise self.error(
+                    node, path, "a reply step needs exactly one of `return` or `error`"
+                )
+            err = args.get("error")
+            return ReplyStep(
+                value,
+                args.get("return"),
+                err["class"][0] if err else None,
+                err["desc"][0] if err else None,
+                args.get("times"),
+                where,
+            )
+        if head == "on":
+            steps = self.steps(raw["steps"][1], f"{path}.steps")
+            return OnStep(value, args.get("arguments"), steps, args.get("times"), where)
+        if head == "repeat":
+            return RepeatStep(value, self.steps(raw["steps"][1], f"{path}.steps"), where)
+        return self.include(value, value_node, path, where)
+
+    def check_cause(self, kind: str, raw: dict[str, tuple[Any, yaml.Node]], path: str) -> None:
+        if kind == "disk-error":
+            device, node = raw["device"]
+            names = [d.name for d in self.vm.disks]
+            if device not in names:
+                known = ", ".join(names) if names else "none: add them under vm.disks"
+                raise self.error(
+                    node,
+                    f"{path}.device",
+                    f"no disk named {device!r}{_suggest(device, names)};"
+                    f" the VM's disks are: {known}",
+                )
+        elif kind.startswith("vnc-") and self.vm.vnc is None:
+            raise self.error(
+                raw["cause"][1], f"{path}.cause", f"{kind} needs a VNC server: add vm.vnc"
+            )
+        elif kind.startswith("spice-") and self.vm.spice is None:
+            raise self.error(
+                raw["cause"][1], f"{path}.cause", f"{kind} needs a SPICE server: add vm.spice"
+            )
+        elif kind == "watchdog" and "action" not in raw and self.vm.watchdog is None:
+            raise self.error(
+                raw["cause"][1],
+                f"{path}.cause",
+                "the VM has no watchdog: set vm.watchdog to its action, or give `action`",
+            )
+
+    def emit_step(
+        self,
+        event: str,
+        raw: dict[str, tuple[Any, yaml.Node]],
+        event_node: yaml.Node,
+        path: str,
+        where: Where,
+    ) -> EmitStep:
+        spec = self.profile.events.get(event) if self.profile.events else None
+        if self.profile.events and spec is None:
+            names = sorted(self.profile.events)
+            raise self.error(
+                event_node,
+                f"{path}.emit",
+                f"unknown event {event!r}{_suggest(event, names)} in profile {self.profile.name}",
+            )
+        fake = bool(raw.get("fake", (False,))[0])
+        data_node = raw["data"][1] if "data" in raw else None
+        if spec is not None:
+            if spec.data is None and (data_node is not None or fake):
+                node = data_node if data_node is not None else raw["fake"][1]
+                raise self.error(node, f"{path}.data", f"{event} carries no data")
+            if spec.data is not None and data_node is not None:
+                self.check_data(data_node, f"{path}.data", spec.data, partial=fake)
+            elif (
+                spec.data is not None and not fake and any(not f.optional for f in spec.data.fields)
+            ):
+                raise self.error(
+                    event_node, path, f"{event} needs `data` (or `fake: true` to fill it)"
+                )
+        data = raw["data"][0] if data_node is not None else None
+        return EmitStep(event, data, fake, where)
+
+    def check_data(self, node: yaml.Node, path: str, type_: Type, partial: bool) -> None:
+        if isinstance(type_, Object):
+            if not isinstance(node, yaml.MappingNode):
+                raise self.error(
+                    node, path, f"expected {type_.name} (a mapping), found {_describe(node)}"
+                )
+            given = set()
+            for key_node, value_node in node.value:
+                member = type_.member(key_node.value)
+                names = [f.name for f in type_.fields]
+                if member is None:
+                    raise self.error(
+                        key_node,
+                        f"{path}.{key_node.value}",
+                        f"{type_.name} has no member {key_node.value!r}"
+                        f"{_suggest(key_node.value, names)}; expected: {', '.join(names)}",
+                    )
+                given.add(member.name)
+                self.check_data(value_node, f"{path}.{member.name}", member.type, partial)
+            missing = [f.name for f in type_.fields if not f.optional and f.name not in given]
+            if missing and not partial:
+                raise self.error(node, path, f"{type_.name} is missing {', '.join(missing)}")
+        elif isinstance(type_, Array):
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.error(node, path, f"expected a list, found {_describe(node)}")
+            for i, item in enumerate(node.value):
+                self.check_data(item, f"{path}[{i}]", type_.of, partial)
+        elif isinstance(type_, Enum):
+            self.scalar(node, path, _Scalar("str", enum=type_.values))
+        elif isinstance(type_, Builtin) and type_.name in ("str", "int", "number", "bool"):
+            self.scalar(node, path, _Scalar(type_.name))  # type: ignore[arg-type]
+
+    def include(self, target: str, node: yaml.Node, path: str, where: Where) -> IncludeStep:
+        resolved = (self.base / target).resolve()
+        if resolved in self.stack:
+            chain = " -> ".join(p.name for p in (*self.stack, resolved))
+            raise self.error(node, f"{path}.include", f"include cycle: {chain}")
+        try:
+            text = resolved.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise self.error(
+                node,
+                f"{path}.include",
+                f"cannot read {target!r} ({exc.strerror}); paths are "
+                "relative to the including file",
+            ) from None
+        sub = _Loader(str(resolved), (*self.stack, resolved))
+        sub.profile = self.profile
+        sub.vm = self.vm
+        root = sub.compose(text)
+        if root is None:
+            return IncludeStep(target, (), where)
+        top = sub.mapping(root, "", _TOP, heads=False)
+        steps_node = top.get("steps", (None, None))[1]
+        steps = sub.steps(steps_node, "steps") if steps_node is not None else ()
+        return IncludeStep(target, steps, where)
+
+    # causal order --------------------------------------------------------------------
+
+    def check_causal(self, steps: Sequence[Step], state: _State, path: str) -> None:
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
+            if (
+                state.exited is not None
+                and state.strict
+                and not isinstance(step, ReplyStep | OnStep)
+            ):
+                raise ScenarioError(
+                    f"the VM has already exited (shutdown on line {state.exited.line} without"
+                    " vm.no_shutdown), so this step can never run",
+                    step.where.file,
+                    step.where.line,
+                    step.where.column,
+                    here,
+                )
+            if isinstance(step, CauseStep):
+                problem = self.causal(step, state)
+                if problem and state.strict:
+                    raise ScenarioError(
+                        problem, step.where.file, step.where.line, step.where.column, here
+                    )
+            elif isinstance(step, RepeatStep):
+                # twice: a block that leaves a client connected fails on its second round
+                for _ in range(1 if step.count == 1 else 2):
+                    self.check_causal(step.steps, state, f"{here}.steps")
+            elif isinstance(step, IncludeStep):
+                self.check_causal(step.steps, state, f"{here}.include")
+            elif isinstance(step, OnStep):
+                self.check_causal(step.steps, state.copy(strict=False), f"{here}.steps")
+
+    def causal(self, step: CauseStep, state: _State) -> str | None:
+        c = step.cause
+        if isinstance(c, m.VncConnect):
+            if c.client in state.vnc:
+                return f"VNC client {c.client!r} is already connected"
+            state.vnc[c.client] = "connected"
+        elif isinstance(c, m.VncInitialize):
+            if state.vnc.get(c.client) != "connected":
+                return (
+                    f"VNC client {c.client!r} must connect (vnc-connect) before it initializes"
+                    if c.client not in state.vnc
+                    else f"VNC client {c.client!r} is already initialized"
+                )
+            state.vnc[c.client] = "initialized"
+        elif isinstance(c, m.VncDisconnect):
+            if state.vnc.pop(c.client, None) is None:
+                return f"VNC client {c.client!r} is not connected, it cannot disconnect"
+        elif isinstance(c, m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect):
+            key = (c.client, c.channel_type, c.channel_id)
+            label = f"SPICE channel {c.channel_type}/{c.channel_id} of {c.client!r}"
+            if isinstance(c, m.SpiceConnect):
+                if key in state.spice:
+                    return f"{label} is already connected"
+                state.spice[key] = "connected"
+            elif isinstance(c, m.SpiceInitialize):
+                if state.spice.get(key) != "connected":
+                    return f"{label} must connect (spice-connect) before it initializes"
+                state.spice[key] = "initialized"
+            elif state.spice.pop(key, None) is None:
+                return f"{label} is not connected, it cannot disconnect"
+        elif not self.vm.no_shutdown and (
+            isinstance(c, m.GuestShutdown)
+            or (
+                isinstance(c, m.WatchdogExpired)
+                and (c.action or self.vm.watchdog) in ("shutdown", "poweroff")
+            )
+        ):
+            state.exited = step.where
+        return None
+
+
+def loads_scenario(text: str, file: str | None = None) -> Scenario:
+    """Load a scenario from YAML text; ``file`` names it in errors and anchors includes."""
+    return _Loader(file, (Path(file).resolve(),) if file else ()).scenario(text)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario file (:class:`~qmpsim.errors.ScenarioError` otherwise)."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read the file ({exc.strerror})", name) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"the file is not UTF-8 text ({exc.reason})", name) from None
+    return loads_scenario(text, name)
+
+
+def shipped_scenarios() -> list[Path]:
+    """The scenario files shipped with qmpsim, sorted by name."""
+    return sorted(SHIPPED_DIR.glob("*.yaml"))
+
+
+# --- JSON Schema ----------------------------------------------------------------------
+
+
+def _schema(kind: _Kind, doc: str = "") -> dict[str, Any]:
+    out: dict[str, Any]
+    if isinstance(kind, _Scalar):
+        json_type = {"str": "string", "int": "integer", "number": "number", "bool": "boolean"}
+        out = {"type": json_type[kind.type]}
+        if kind.enum:
+            out["enum"] = list(kind.enum)
+        if kind.minimum is not None:
+            out["minimum"] = kind.minimum
+        if kind.pattern is not None:
+            out["pattern"] = kind.pattern
+    elif isinstance(kind, _Duration):
+        out = {"$ref": "#/$defs/duration"}
+    elif isinstance(kind, _Json):
+        out = {"type": "object"} if kind.object_only else {}
+    elif isinstance(kind, _Count):
+        out = {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"enum": ["once", kind.word]},
+            ]
+        }
+    elif isinstance(kind, _Obj):
+        out = _object_schema(kind.keys)
+    elif isinstance(kind, _List):
+        out = {"type": "array", "items": _schema(kind.item)}
+    elif isinstance(kind, _Steps):
+        out = {"$ref": "#/$defs/steps"}
+    else:
+        out = {"type": "object", "additionalProperties": {"$ref": "#/$defs/steps"}}
+    if doc:
+        out["description"] = doc
+    return out
+
+
+def _object_schema(keys: Sequence[_Key], head: dict[str, Any] | None = None) -> dict[str, Any]:
+    props = {k.name: _schema(k.kind, k.doc) for k in keys}
+    if head:
+        props.update(head)
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    required = [*(head or {}), *(k.name for k in keys if k.required)]
+    if required:
+        out["required"] = required
+    return out
+
+
+def scenario_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of the scenario format, from the loader's own grammar."""
+    variants: list[dict[str, Any]] = []
+    for kind, (keys, _, doc) in _CAUSES.items():
+        variants.append(_object_schema(keys, {"cause": {"const": kind, "description": doc}}))
+    for kind, (fkeys, doc) in _FAULTS.items():
+        variants.append(_object_schema(fkeys, {"fault": {"const": kind, "description": doc}}))
+    for head, keys in _STEP_KEYS.items():
+        head_kind, doc = _HEADS[head]
+        variants.append(_object_schema(keys, {head: _schema(head_kind, doc)}))
+    top = _schema(_TOP)
+    top.update(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://qmpsim.invalid/scenario.schema.json",
+            "title": "qmpsim scenario",
+            "$defs": {
+                "duration": {
+                    "description": "Seconds, or a string such as 500ms, 2s, 1.5m, 1h.",
+                    "anyOf": [
+                        {"type": "number", "minimum": 0},
+                        {"type": "string", "pattern": _DURATION.pattern},
+                    ],
+                },
+                "step": {"oneOf": variants},
+                "steps": {"type": "array", "items": {"$ref": "#/$defs/step"}},
+            },
+        }
+    )
+    return top
