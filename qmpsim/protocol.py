@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .catalog import Array, Builtin, CommandSpec, Enum, Object, ProfileSpec, Type
 from .errors import QmpSimError
-from .wire import JsonStreamer, ParseError, encode
+from .wire import JsonStreamer, ParseError, encode, qdict_order
 
 __all__ = [
     "NO_ID",
@@ -111,31 +111,6 @@ class Request:
     """Sent with ``exec-oob``."""
 
 
-# --- QEMU's QDict iteration order ---------------------------------------------------
-
-_QDICT_BUCKETS: Final = 512
-
-
-def _tdb_hash(key: str) -> int:
-    data = key.encode("utf-8")
-    value = (0x238F13AF * len(data)) & 0xFFFFFFFF
-    for i, byte in enumerate(data):
-        value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
-    return (1103515243 * value + 12345) & 0xFFFFFFFF
-
-
-def _qdict_order(keys: Iterable[str]) -> list[str]:
-    """Keys in the order QEMU walks a QDict built by inserting them in this order.
-
-    QEMU checks request members one by one in this order, so when a request has
-    several faults the one QEMU reports depends on it.  Buckets ascend; inside a
-    bucket the most recent insertion comes first.
-    """
-    indexed = list(enumerate(keys))
-    indexed.sort(key=lambda item: (_tdb_hash(item[1]) % _QDICT_BUCKETS, -item[0]))
-    return [key for _, key in indexed]
-
-
 # --- argument checking (QEMU's QObject input visitor) -------------------------------
 
 _BUILTIN_NAMES: Final[Mapping[str, str]] = {
@@ -208,7 +183,7 @@ def _check_object(typ: Object, value: Mapping[str, Any], prefix: str) -> None:
             raise _ArgumentError(f"Parameter '{full}' is missing")
         _check_value(spec.type, value[spec.name], full, spec.name)
     known = {spec.name for spec in typ.fields}
-    for key in _qdict_order(value):
+    for key in qdict_order(list(value)):
         if key not in known:
             raise _ArgumentError(f"Parameter '{prefix}{key}' is unexpected")
 
@@ -327,7 +302,7 @@ class ServerConnection:
 
     def _check_obj(self, request: Mapping[str, Any]) -> tuple[str, bool]:
         exec_key: str | None = None
-        for key in _qdict_order(request):
+        for key in qdict_order(list(request)):
             value = request[key]
             if key == "execute" or (key == "exec-oob" and self._oob):
                 if not isinstance(value, str):

@@ -119,3 +119,92 @@ def mask(data: bytes) -> bytes:
     """Hide what legitimately differs: version numbers, package string, timestamps."""
     data = _VERSION.sub(b'"qemu": {"micro": M, "minor": N, "major": J}, "package": "P"', data)
     return _TIMESTAMP.sub(b'"timestamp": {"seconds": S, "microseconds": U}', data)
+
+
+def _count_lines(data: bytes) -> int:
+    return data.count(b"\r\n")
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    """Connect, retrying while QEMU has bound its socket file but is not listening yet."""
+    deadline = time.monotonic() + SAFETY_TIMEOUT
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)  # polling an external process's listener, not syncing
+
+
+def paced_unix_session(
+    path: str, steps: Sequence[tuple[bytes, int]], *, sync: bool = True
+) -> bytes:
+    """Like :func:`unix_session`, but after each chunk wait for a total of N reply lines.
+
+    Out-of-band requests are answered by QEMU's I/O thread as soon as they are
+    parsed, ahead of queued in-band ones; waiting for the earlier replies first
+    makes such sessions deterministic.  ``N`` counts every line including the greeting;
+    with N = 0 everywhere this is :func:`unix_session`, with a connect that retries.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SAFETY_TIMEOUT)
+        connect_unix(sock, path)
+        data = b""
+        for chunk, lines in steps:
+            sock.sendall(chunk)
+            while _count_lines(data) < lines:
+                try:
+                    more = sock.recv(1 << 16)
+                except TimeoutError:
+                    pytest.fail(f"expected {lines} lines within {SAFETY_TIMEOUT}s; got {data!r}")
+                if not more:
+                    return data
+                data += more
+        if sync:
+            sock.sendall(SYNC)
+        return data + read_until_sync(sock, sync=sync)
+
+
+def qemu_session_paced(steps: Sequence[tuple[bytes, int]], *, sync: bool = True) -> bytes:
+    """One paced session (see :func:`paced_unix_session`) against a fresh real QEMU."""
+    with qemu_process() as path:
+        return paced_unix_session(path, steps, sync=sync)
+
+
+def qmpsim_session(
+    chunks: Sequence[bytes], *, sync: bool = True, greeting: dict[str, object] | None = None
+) -> bytes:
+    """The same session as :func:`qemu_session`, run through qmpsim's sans-I/O protocol.
+
+    Each chunk is fed to a ``ServerConnection``; every request it yields runs on a
+    ``Machine``, whose events are written before its reply.  The session stops
+    when a command closes the connection; otherwise the sync sequence follows.
+    """
+    from qmpsim.catalog import DEFAULT_PROFILE, get_profile
+    from qmpsim.machine import CommandError, Machine
+    from qmpsim.protocol import Request, ServerConnection
+
+    profile = get_profile(DEFAULT_PROFILE)
+    conn = ServerConnection(profile, greeting=greeting)
+    machine = Machine(profile=profile)
+    out = [conn.greeting()]
+    for chunk in [*chunks, SYNC] if sync else chunks:
+        conn.receive_data(chunk)
+        while (item := conn.next_request()) is not None:
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            assert isinstance(item, Request)
+            outcome = machine.execute(item.command, item.arguments)
+            out.extend(conn.send_event(event.to_json()) for event in outcome.events)
+            if isinstance(outcome.reply, CommandError):
+                out.append(conn.send_error(item, outcome.reply.error_class, outcome.reply.desc))
+            else:
+                out.append(conn.send_return(item, outcome.reply))
+            out.extend(conn.send_event(event.to_json()) for event in machine.poll())
+            if outcome.close:
+                conn.close()
+                return b"".join(out)
+    return b"".join(out)
