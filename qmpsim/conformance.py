@@ -1,0 +1,566 @@
+"""The conformance checker: does a recorded QMP event stream obey a profile?
+
+It reads JSON lines (raw server messages, transcript lines as
+``qmpsim.transcript`` exports them, bare events, or the ``<--``/``-->`` debug log
+of ``qemu.qmp``) and reports every violation of the profile with the line it was
+found on and the name of the rule: schema, run-state changes, the causal rules
+of the event specification and of QEMU, throttling and timestamp order.
+
+The rules are those QEMU itself obeys, so a stream recorded from a real QEMU
+passes.  Two QEMU facts shape them:
+
+* A throttled event (``RTC_CHANGE``, ``WATCHDOG`` in QEMU 7.2) that arrives less
+  than a second after the previous one of its kind is held back and sent when
+  the second is over, *with the timestamp it was created with*.  It can therefore
+  appear after events with later timestamps, and after its own consequences
+  (a delayed ``WATCHDOG`` of action ``reset`` after its ``RESET``).
+* The sending times of two consecutive events of one throttled kind are at least
+  the interval apart; the checker derives from the timestamps a lower bound of
+  the time each event was sent and flags streams for which no sending schedule
+  exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
+
+RULES: Mapping[str, str] = {
+    "json": "every line holds a JSON value (or belongs to a qemu.qmp log record)",
+    "message": "every JSON value is a QMP message: greeting, reply, event, command "
+    "or transcript record",
+    "schema": "every event validates against the profile's schema",
+    "timestamp-order": "timestamps never go backwards (only a throttled event may carry an "
+    "older timestamp than events sent before it)",
+    "throttle": "throttled events of one kind are sent at most once per interval",
+    "stop-while-stopped": "STOP only while the VM runs",
+    "resume-while-running": "RESUME only while the VM is stopped",
+    "resume-needs-reset": "after a SHUTDOWN that stopped the VM, RESUME needs a RESET first",
+    "block-io-error-stop": "BLOCK_IO_ERROR with action 'stop' on a running VM is followed by STOP",
+    "watchdog-action": "WATCHDOG reset/pause/shutdown/poweroff is followed by its consequence",
+    "guest-panicked": "GUEST_PANICKED pause/poweroff stops the VM (and poweroff shuts it down)",
+    "shutdown-stop": "after SHUTDOWN the VM either quits (end of stream) or stops (-no-shutdown)",
+    "vnc-session": "VNC_INITIALIZED/VNC_DISCONNECTED only for a connected VNC client, "
+    "VNC_CONNECTED only for a new one",
+    "spice-session": "SPICE_INITIALIZED/SPICE_DISCONNECTED only for a connected SPICE channel, "
+    "SPICE_CONNECTED only for a new one",
+}
+
+_US = 1_000_000
+# QEMU times its throttle windows on the monotonic clock but stamps events with
+# the wall clock; allow for the two drifting apart a little.
+_THROTTLE_SLACK_US = 1_000
+_LOG_RECORD = re.compile(r"(<--|-->) ?(?=[{\[])")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One departure from the profile: where (1-based line), which rule, what happened."""
+
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.rule}: {self.message}"
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int
+    stream: str
+    message: Any
+    outgoing: bool  # from the server to the client
+
+
+def check(
+    lines: Iterable[str],
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    *,
+    initial_status: str | None = None,
+) -> list[Violation]:
+    """Every violation of ``profile`` in a JSON-lines QMP log, ordered by line.
+
+    ``initial_status`` is the VM's run state before the first line (``"running"``
+    or ``"paused"``); by default it is unknown until a STOP, a RESUME or a
+    ``query-status`` reply reveals it.  Transcript lines are checked per client.
+    """
+    spec = get_profile(profile) if isinstance(profile, str) else profile
+    if initial_status not in (None, "running", "paused"):
+        raise ValueError(
+            f"initial_status must be 'running', 'paused' or None, not {initial_status!r}"
+        )
+    violations: list[Violation] = []
+    checkers: dict[str, _StreamChecker] = {}
+    for item in _read(lines):
+        if isinstance(item, Violation):
+            violations.append(item)
+            continue
+        checker = checkers.get(item.stream)
+        if checker is None:
+            checker = checkers[item.stream] = _StreamChecker(spec, initial_status)
+        violations += checker.feed(item)
+    for checker in checkers.values():
+        violations += checker.finish()
+    violations.sort(key=lambda v: v.line)
+    return violations
+
+
+def check_events(
+    events: Iterable[Mapping[str, Any]],
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    *,
+    initial_status: str | None = None,
+) -> list[Violation]:
+    """:func:`check` over event messages already decoded; ``line`` is the 1-based index."""
+    return check((json.dumps(dict(e)) for e in events), profile, initial_status=initial_status)
+
+
+# --- reading --------------------------------------------------------------------
+
+
+def _read(lines: Iterable[str]) -> Iterator[_Record | Violation]:
+    decoder = json.JSONDecoder()
+    it = iter(enumerate(lines, start=1))
+    for number, text in it:
+        stripped = text.strip()
+        if not stripped:
+            continue
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            yield from _classify(number, value)
+            continue
+        match = _LOG_RECORD.search(text)
+        if match is None:
+            yield Violation(number, "json", f"not JSON: {_clip(stripped)}")
+            continue
+        outgoing = match.group(1) == "<--"
+        buffer = text[match.end() :]
+        start = number
+        while True:
+            try:
+                value, _ = decoder.raw_decode(buffer.strip())
+            except ValueError:
+                nxt = next(it, None)
+                if nxt is None:
+                    yield Violation(start, "json", "log record ends before its JSON value")
+                    break
+                buffer += "\n" + nxt[1]
+                continue
+            yield from _classify(start, value, default_outgoing=outgoing, stream="log")
+            break
+
+
+def _classify(
+    line: int, value: Any, *, default_outgoing: bool = True, stream: str = ""
+) -> Iterator[_Record | Violation]:
+    if not isinstance(value, dict):
+        yield Violation(line, "message", f"a QMP message is a JSON object, not {_clip(value)}")
+        return
+    if "dir" in value and "json" in value:
+        direction = value.get("dir")
+        messages = value.get("json")
+        if direction not in ("in", "out") or not isinstance(messages, list):
+            yield Violation(line, "message", "malformed transcript record")
+            return
+        client = value.get("client")
+        for message in messages:
+            if direction == "out":
+                yield from _classify(line, message, stream=f"client {client}")
+        return
+    if "direction" in value and "message" in value:
+        direction = str(value["direction"]).lower()
+        outgoing = direction in ("out", "recv", "received", "server", "<--", "s2c")
+        yield from _classify_message(line, value["message"], outgoing, stream)
+        return
+    yield from _classify_message(line, value, default_outgoing, stream)
+
+
+def _classify_message(
+    line: int, message: Any, outgoing: bool, stream: str
+) -> Iterator[_Record | Violation]:
+    if not isinstance(message, dict):
+        yield Violation(line, "message", f"a QMP message is a JSON object, not {_clip(message)}")
+        return
+    known = ("event", "return", "error", "QMP", "execute", "exec-oob")
+    if not any(key in message for key in known):
+        yield Violation(
+            line, "message", f"neither an event, a reply nor a command: {_clip(message)}"
+        )
+        return
+    if "execute" in message or "exec-oob" in message:
+        outgoing = False
+    yield _Record(line, stream, message, outgoing)
+
+
+def _clip(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- checking -------------------------------------------------------------------
+
+
+@dataclass
+class _Obligation:
+    line: int
+    rule: str
+    kinds: tuple[str, ...]  # any of these event names discharges it
+    what: str
+
+
+@dataclass
+class _Consequence:
+    name: str
+    data: Any
+    stamp: int
+    claimed: bool = False
+
+
+@dataclass
+class _Throttled:
+    line: int
+    stamp: int
+    sent_at_least: int
+
+
+@dataclass
+class _StreamChecker:
+    profile: ProfileSpec
+    status: str | None  # "running", "paused" or None (unknown)
+    violations: list[Violation] = field(default_factory=list)
+    obligations: list[_Obligation] = field(default_factory=list)
+    since_watchdog: list[_Consequence] = field(default_factory=list)
+    throttled: dict[str, _Throttled] = field(default_factory=dict)
+    max_stamp: int | None = None
+    max_stamp_line: int = 0
+    floor: int | None = None  # lower bound of the wall clock when the last event was sent
+    floor_line: int = 0
+    shutdown_line: int | None = None  # a SHUTDOWN on a running VM, not yet followed by STOP
+    needs_reset: bool = False
+    vnc: _Sessions = field(default_factory=dict)
+    spice: _Sessions = field(default_factory=dict)
+
+    # -- entry points --
+
+    def feed(self, record: _Record) -> list[Violation]:
+        self.violations = []
+        message = record.message
+        if not record.outgoing:
+            return []
+        if "event" in message:
+            self._event(record.line, message)
+        elif "return" in message:
+            self._reply(message["return"])
+        return self.violations
+
+    def finish(self) -> list[Violation]:
+        self.violations = []
+        for ob in self.obligations:
+            self._report(ob.line, ob.rule, f"{ob.what}, but the stream ends first")
+        self.obligations = []
+        return self.violations
+
+    # -- helpers --
+
+    def _report(self, line: int, rule: str, message: str) -> None:
+        self.violations.append(Violation(line, rule, message))
+
+    def _reply(self, value: Any) -> None:
+        # a query-status reply reveals the run state
+        running = value.get("running") if isinstance(value, dict) else None
+        if isinstance(running, bool) and ("singlestep" in value or "status" in value):
+            self.status = "running" if running else "paused"
+
+    @property
+    def _modern(self) -> bool:
+        return self.profile.version >= (1, 2, 0)
+
+    # -- events --
+
+    def _event(self, line: int, message: dict[str, Any]) -> None:
+        problems = validate_event(self.profile, message)
+        for problem in problems:
+            self._report(line, "schema", problem)
+        name = message.get("event")
+        if not isinstance(name, str):
+            return
+        data = message.get("data")
+        data = data if isinstance(data, dict) else {}
+        stamp = _stamp(message.get("timestamp"))
+        if stamp is not None:
+            self._timestamps(line, name, stamp)
+        self._discharge(name)
+        handler = getattr(self, "_on_" + name.lower(), None)
+        if handler is not None:
+            handler(line, data, stamp)
+        if name in ("RESET", "POWERDOWN", "SHUTDOWN", "STOP") and stamp is not None:
+            self.since_watchdog.append(_Consequence(name, data, stamp))
+
+    def _timestamps(self, line: int, name: str, stamp: int) -> None:
+        interval = self.profile.throttle.get(name)
+        if interval is None:
+            if self.max_stamp is not None and stamp < self.max_stamp:
+                self._report(
+                    line,
+                    "timestamp-order",
+                    f"{name} at {_fmt(stamp)} is earlier than the event of line "
+                    f"{self.max_stamp_line} at {_fmt(self.max_stamp)}",
+                )
+            elif self.floor is not None and stamp < self.floor:
+                self._report(
+                    line,
+                    "throttle",
+                    f"{name} at {_fmt(stamp)} comes after the throttled event of line "
+                    f"{self.floor_line}, which cannot have been sent before {_fmt(self.floor)}",
+                )
+            self._raise_floor(stamp, line)
+        else:
+            sent = stamp
+            prev = self.throttled.get(name)
+            if prev is not None:
+                if stamp < prev.stamp:
+                    self._report(
+                        line,
+                        "timestamp-order",
+                        f"{name} at {_fmt(stamp)} is earlier than the {name} of line "
+                        f"{prev.line} at {_fmt(prev.stamp)}",
+                    )
+                elif stamp + _THROTTLE_SLACK_US < prev.sent_at_least:
+                    self._report(
+                        line,
+                        "throttle",
+                        f"{name} at {_fmt(stamp)} was created before the {name} of line "
+                        f"{prev.line} was sent (not before {_fmt(prev.sent_at_least)}), "
+                        "so it should have replaced it",
+                    )
+                sent = max(sent, prev.sent_at_least + int(interval * _US) - _THROTTLE_SLACK_US)
+            if self.floor is not None:
+                sent = max(sent, self.floor)
+            self.throttled[name] = _Throttled(line, stamp, sent)
+            self._raise_floor(sent, line)
+        if self.max_stamp is None or stamp >= self.max_stamp:
+            self.max_stamp, self.max_stamp_line = stamp, line
+
+    def _raise_floor(self, stamp: int, line: int) -> None:
+        if self.floor is None or stamp > self.floor:
+            self.floor, self.floor_line = stamp, line
+
+    def _discharge(self, name: str) -> None:
+        # QEMU coalesces pending stop requests: one STOP answers them all
+        for ob in list(self.obligations):
+            if name in ob.kinds:
+                self.obligations.remove(ob)
+                for c in self.since_watchdog:
+                    if not c.claimed and c.name == name:
+                        c.claimed = True
+                        break
+                if name != "STOP":
+                    return
+
+    def _owe(self, line: int, rule: str, kinds: tuple[str, ...], what: str) -> None:
+        self.obligations.append(_Obligation(line, rule, kinds, what))
+
+    def _owes_stop(self) -> bool:
+        return any("STOP" in ob.kinds for ob in self.obligations)
+
+    def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        if self.status == "paused":
+            self._report(line, "stop-while-stopped", "STOP while the VM is already stopped")
+        if self.shutdown_line is not None:
+            self.needs_reset = self.profile.run_states
+            self.shutdown_line = None
+        self.status = "paused"
+
+    def _on_resume(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        owed = [ob for ob in self.obligations if "STOP" in ob.kinds]
+        if owed:
+            self._report(
+                line, owed[0].rule, f"RESUME before the STOP due since line {owed[0].line}"
+            )
+            self.obligations = [ob for ob in self.obligations if ob not in owed]
+        elif self.status == "running":
+            self._report(line, "resume-while-running", "RESUME while the VM is already running")
+        elif self.needs_reset:
+            self._report(
+                line, "resume-needs-reset", "RESUME after a SHUTDOWN stopped the VM, with no RESET"
+            )
+        self._after_shutdown(line, "RESUME")
+        self.needs_reset = False
+        self.status = "running"
+
+    def _on_reset(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._after_shutdown(line, "RESET")
+        self.needs_reset = False
+
+    def _on_powerdown(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._after_shutdown(line, "POWERDOWN")
+
+    def _on_shutdown(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._after_shutdown(line, "SHUTDOWN")
+        # `quit` and host signals end the process whatever -no-shutdown says
+        if self.status != "paused" and data.get("reason") not in ("host-qmp-quit", "host-signal"):
+            self.shutdown_line = line
+
+    def _after_shutdown(self, line: int, name: str) -> None:
+        if self.shutdown_line is not None:
+            self._report(
+                line,
+                "shutdown-stop",
+                f"{name} after the SHUTDOWN of line {self.shutdown_line}: the VM should have "
+                "quit, or stopped first (-no-shutdown)",
+            )
+            self.shutdown_line = None
+
+    def _on_block_io_error(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        if data.get("action") == "stop" and self.status != "paused" and not self._owes_stop():
+            self._owe(
+                line,
+                "block-io-error-stop",
+                ("STOP",),
+                "BLOCK_IO_ERROR with action 'stop' on a running VM must be followed by STOP",
+            )
+
+    def _on_watchdog(self, line: int, data: Mapping[str, Any], stamp: int | None) -> None:
+        action = data.get("action")
+        kinds: tuple[str, ...]
+        if action == "reset":
+            kinds = ("RESET", "SHUTDOWN") if self._modern else ("RESET",)
+        elif action == "pause":
+            kinds = ("STOP",)
+        elif action == "shutdown":
+            kinds = ("POWERDOWN",) if self._modern else ("SHUTDOWN",)
+        elif action == "poweroff":
+            kinds = ("SHUTDOWN",)
+        else:
+            kinds = ()
+        earlier, self.since_watchdog = self.since_watchdog, []
+        if not kinds or (kinds == ("STOP",) and self.status == "paused"):
+            return
+        # a held-back WATCHDOG comes after its own consequence
+        for c in earlier:
+            if not c.claimed and c.name in kinds and stamp is not None and c.stamp >= stamp:
+                c.claimed = True
+                return
+        self._owe(
+            line,
+            "watchdog-action",
+            kinds,
+            f"WATCHDOG with action {action!r} must be followed by {' or '.join(kinds)}",
+        )
+
+    def _on_guest_panicked(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        action = data.get("action")
+        if action in ("pause", "poweroff") and self.status != "paused":
+            self._owe(
+                line, "guest-panicked", ("STOP",), f"GUEST_PANICKED {action} must stop the VM"
+            )
+        if action == "poweroff":
+            self._owe(
+                line, "guest-panicked", ("SHUTDOWN",), "GUEST_PANICKED poweroff must shut down"
+            )
+
+    # -- remote displays --
+
+    def _on_vnc_connected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._connected(line, self.vnc, "VNC", _peer(data, "service"))
+
+    def _on_vnc_initialized(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._initialized(line, self.vnc, "VNC", _peer(data, "service"))
+
+    def _on_vnc_disconnected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._disconnected(line, self.vnc, "VNC", _peer(data, "service"))
+
+    def _on_spice_connected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._connected(line, self.spice, "SPICE", _peer(data, "port"))
+
+    def _on_spice_initialized(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._initialized(line, self.spice, "SPICE", _peer(data, "port"))
+
+    def _on_spice_disconnected(
+        self, line: int, data: Mapping[str, Any], _stamp: int | None
+    ) -> None:
+        self._disconnected(line, self.spice, "SPICE", _peer(data, "port"))
+
+    # Sessions are keyed by the client's address; clients on a Unix socket all
+    # share one empty address, so each key holds a list of sessions.
+
+    def _connected(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
+        sessions = table.setdefault(key, [])
+        if sessions and _is_inet(key):
+            self._report(line, _rule(kind), f"{kind} client {_who(key)} is already connected")
+        sessions.append(False)
+
+    def _initialized(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
+        sessions = table.get(key)
+        if not sessions:
+            self._report(
+                line, _rule(kind), f"{kind}_INITIALIZED for {_who(key)}, which is not connected"
+            )
+            table[key] = [True]
+        elif all(sessions):
+            self._report(line, _rule(kind), f"{kind} client {_who(key)} is already initialized")
+        else:
+            sessions[sessions.index(False)] = True
+
+    def _disconnected(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
+        sessions = table.get(key)
+        if not sessions:
+            self._report(
+                line, _rule(kind), f"{kind}_DISCONNECTED for {_who(key)}, which is not connected"
+            )
+            return
+        sessions.pop()
+        if not sessions:
+            del table[key]
+
+
+_Peer = tuple[str, str, str]  # family, host, port
+_Sessions = dict[_Peer, list[bool]]  # one entry per open session: initialized yet?
+
+
+def _rule(kind: str) -> str:
+    return f"{kind.lower()}-session"
+
+
+def _is_inet(key: _Peer) -> bool:
+    return key[0] in ("ipv4", "ipv6")
+
+
+def _stamp(value: Any) -> int | None:
+    if not isinstance(value, dict):
+        return None
+    seconds, micro = value.get("seconds"), value.get("microseconds")
+    if type(seconds) is not int or type(micro) is not int:
+        return None
+    return seconds * _US + micro
+
+
+def _fmt(stamp: int) -> str:
+    return f"{stamp // _US}.{stamp % _US:06d}"
+
+
+def _peer(data: Mapping[str, Any], port_key: str) -> _Peer:
+    client = data.get("client")
+    if not isinstance(client, dict):
+        return ("?", "?", "?")
+    return (
+        str(client.get("family", "?")),
+        str(client.get("host", "?")),
+        str(client.get(port_key, "?")),
+    )
+
+
+def _who(key: _Peer) -> str:
+    family, host, port = key
+    if family == "unix":
+        return "on a Unix socket"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
