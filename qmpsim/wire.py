@@ -92,9 +92,9 @@ _RUNS: Final = {
     _S.EXP_DIGITS: re.compile(rb"[0-9]+"),
     _S.KEYWORD: re.compile(rb"[a-z]+"),
 }
-# Recovery skips everything but structural brackets, control characters other
+# Recovery skips everything but structural characters, control characters other
 # than tab, and the impossible UTF-8 bytes 0xFE/0xFF.
-_RECOVERY_SKIP: Final = re.compile(rb"[\x09\x20-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+")
+_RECOVERY_SKIP: Final = re.compile(rb"[\x09\x20-\x2b\x2d-\x39\x3b-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+")
 _WS_RUN: Final = re.compile(rb"[ \t\r\n]+")
 
 
@@ -622,7 +622,7 @@ def qdict_order(keys: Sequence[str]) -> list[str]:
 
 _SHORT: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
 _SHORT["\t"] = "\\t"
-_NEEDS_ESCAPE: Final = re.compile("[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_NEEDS_ESCAPE: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -643,44 +643,53 @@ def _quote(text: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
 
 
+class _Raw(str):
+    """Literal output text on the writer's work stack."""
+
+
 def _write(value: Any, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(_quote(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(str(value))
-    elif isinstance(value, float):
-        out.append(f"{value:.17g}")
-    elif isinstance(value, Mapping):
-        if not value:
-            out.append("{}")
-            return
-        out.append("{")
-        first = True
-        for key in qdict_order(list(value)):
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be str, not {type(key).__name__}")
-            if not first:
-                out.append(", ")
-            first = False
-            out.append(_quote(key))
-            out.append(": ")
-            _write(value[key], out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(", ")
-            _write(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as QMP JSON")
+    # Iterative, so that values nested 1024 deep are written like any other.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(_quote(item))
+        elif item is None:
+            out.append("null")
+        elif item is True:
+            out.append("true")
+        elif item is False:
+            out.append("false")
+        elif isinstance(item, int):
+            out.append(str(item))
+        elif isinstance(item, float):
+            out.append(f"{item:.17g}")
+        elif isinstance(item, Mapping):
+            if not item:
+                out.append("{}")
+                continue
+            out.append("{")
+            work: list[Any] = []
+            for index, key in enumerate(qdict_order(list(item))):
+                if not isinstance(key, str):
+                    raise TypeError(f"object keys must be str, not {type(key).__name__}")
+                work.append(_Raw((", " if index else "") + _quote(key) + ": "))
+                work.append(item[key])
+            work.append(_Raw("}"))
+            stack.extend(reversed(work))
+        elif isinstance(item, (list, tuple)):
+            out.append("[")
+            work = []
+            for index, element in enumerate(item):
+                if index:
+                    work.append(_Raw(", "))
+                work.append(element)
+            work.append(_Raw("]"))
+            stack.extend(reversed(work))
+        else:
+            raise TypeError(f"cannot encode {type(item).__name__} as QMP JSON")
 
 
 def encode(value: Any) -> bytes:
@@ -689,3 +698,21 @@ def encode(value: Any) -> bytes:
     _write(value, out)
     out.append("\r\n")
     return "".join(out).encode("ascii")
+
+
+def qdict_insertion(value: Any) -> Any:
+    """Rebuild the objects in ``value`` so that :func:`encode` keeps their current member order.
+
+    QEMU writes members that share a hash bucket in reverse insertion order, so a
+    value parsed from QEMU's output must be re-inserted that way to be written
+    back identically (QEMU itself would swap such members when echoing them).
+    """
+    if isinstance(value, Mapping):
+        groups: dict[int, list[str]] = {}
+        for key in value:
+            groups.setdefault(_bucket(key), []).append(key)
+        ordered = [key for bucket in sorted(groups) for key in reversed(groups[bucket])]
+        return {key: qdict_insertion(value[key]) for key in ordered}
+    if isinstance(value, list):
+        return [qdict_insertion(item) for item in value]
+    return value
