@@ -398,10 +398,7 @@ _FAULTS: dict[str, tuple[tuple[_Key, ...], str]] = {
     "error-without-id": ((), "send an error reply that carries no id"),
     "unknown-id-reply": ((), "send a reply whose id no request used"),
     "split": (
-        (
-            _Key("chunk", _Scalar("int", minimum=1), doc="Bytes per write (default 1)."),
-            _Key("command", _COMMAND, doc="Only replies to this command (default: next message)."),
-        ),
+        (_Key("chunk", _Scalar("int", minimum=1), doc="Bytes per write (default 1)."),),
         "write the next message in many small writes",
     ),
     "coalesce": ((), "write the next message and the one after it in a single write"),
