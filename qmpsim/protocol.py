@@ -183,9 +183,43 @@ def _check_object(typ: Object, value: Mapping[str, Any], prefix: str) -> None:
             raise _ArgumentError(f"Parameter '{full}' is missing")
         _check_value(spec.type, value[spec.name], full, spec.name)
     known = {spec.name for spec in typ.fields}
-    for key in qdict_order(list(value)):
-        if key not in known:
-            raise _ArgumentError(f"Parameter '{prefix}{key}' is unexpected")
+    unexpected = _first_unvisited(qdict_order(list(value)), known)
+    if unexpected is not None:
+        raise _ArgumentError(f"Parameter '{prefix}{unexpected}' is unexpected")
+
+
+def _g_str_hash(key: str) -> int:
+    value = 5381
+    for byte in key.encode("utf-8"):
+        signed = byte - 256 if byte >= 128 else byte  # GLib hashes signed chars
+        value = (value * 33 + signed) & 0xFFFFFFFF
+    return max(value, 2)
+
+
+_GHASH_MIN_SIZE: Final = 8
+_GHASH_MIN_MOD: Final = 7
+
+
+def _first_unvisited(keys: list[str], visited: set[str]) -> str | None:
+    """The member QEMU names when several are unexpected.
+
+    QEMU keeps a struct's members in a GLib hash table (inserted in QDict order),
+    removes each one it visits and reports the first left in the table's slot
+    order.  A table of fewer than eight members is never resized, so its slots
+    are computed exactly; larger ones fall back to QDict order.
+    """
+    left = [key for key in keys if key not in visited]
+    if len(left) < 2 or len(keys) >= _GHASH_MIN_SIZE:
+        return left[0] if left else None
+    slots: list[str | None] = [None] * _GHASH_MIN_SIZE
+    for key in keys:
+        index = (_g_str_hash(key) * 11 & 0xFFFFFFFF) % _GHASH_MIN_MOD
+        step = 0
+        while slots[index] is not None:
+            step += 1
+            index = (index + step) & (_GHASH_MIN_SIZE - 1)
+        slots[index] = key
+    return next(key for key in slots if key is not None and key not in visited)
 
 
 # --- the connection ---------------------------------------------------------------

@@ -115,6 +115,19 @@ CASES: tuple[Case, ...] = (
         "negotiate-unexpected-argument",
         b'{"execute": "qmp_capabilities", "arguments": {"oob": true}, "id": 3}',
     ),
+    _case(
+        "negotiate-two-unexpected",
+        b'{"execute": "qmp_capabilities", "arguments": {"b": 1, "a": 2}}',
+    ),
+    _case(
+        "negotiate-unexpected-beside-enable",
+        b'{"execute": "qmp_capabilities", '
+        b'"arguments": {"zeta": 1, "enable": ["oob"], "alpha": 2, "mid": 3}}',
+    ),
+    _case(
+        "negotiate-bad-enable-and-unexpected",
+        b'{"execute": "qmp_capabilities", "arguments": {"x": 1, "enable": [true]}}',
+    ),
     _case("negotiate-twice", NEG, NEG),
     _case("negotiate-twice-oob", NEG, NEG_OOB),
     _case(

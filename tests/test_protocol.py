@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import FrozenInstanceError, replace
 from typing import Any
 
 import pytest
 
-from qmpsim.catalog import QEMU_7_2
+from qmpsim.catalog import QEMU_7_2, CommandSpec, Object
 from qmpsim.protocol import (
     NO_ID,
     TRANSITIONS,
@@ -92,3 +94,215 @@ def test_transition_table_has_no_way_back_from_closed() -> None:
     reachable = {dst for (src, _), dst in TRANSITIONS.items() if src is ConnectionState.CLOSED}
     assert reachable == {ConnectionState.CLOSED}
     assert TRANSITIONS[ConnectionState.NEGOTIATION, Trigger.NEGOTIATED] is ConnectionState.COMMAND
+
+
+def test_every_pair_outside_the_table_is_refused() -> None:
+    for state in ConnectionState:
+        for trigger in Trigger:
+            if (state, trigger) in TRANSITIONS:
+                continue
+            conn = ServerConnection(QEMU_7_2)
+            conn._state = state  # drive the table directly
+            with pytest.raises(ProtocolError):
+                conn._fire(trigger)
+
+
+def test_next_request_before_greeting_is_a_local_error() -> None:
+    conn = ServerConnection(QEMU_7_2)
+    conn.receive_data(b'{"execute": "qmp_capabilities"}')
+    with pytest.raises(ProtocolError):
+        conn.next_request()
+    conn.greeting()
+    assert conn.next_request() == b'{"return": {}}\r\n'
+
+
+def test_custom_greeting_without_oob_refuses_it() -> None:
+    greeting = {"QMP": {"version": QEMU_7_2.greeting()["QMP"]["version"], "capabilities": []}}
+    conn = ServerConnection(QEMU_7_2, greeting=greeting)
+    assert json.loads(conn.greeting()) == greeting
+    reply = _reply(conn, b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}')
+    assert reply == {"error": {"class": "GenericError", "desc": "Capability oob not available"}}
+    reply = _reply(
+        conn, b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob", "oob"]}}'
+    )
+    assert reply["error"]["desc"] == "Capability oob, oob not available"
+    assert conn.state is ConnectionState.NEGOTIATION
+    assert _reply(conn, b'{"execute": "qmp_capabilities"}') == {"return": {}}
+    assert not conn.oob_enabled
+
+
+@pytest.mark.parametrize(
+    ("data", "reply"),
+    [
+        (
+            b'{"execute": "query-status", "id": 1}',
+            {
+                "error": {
+                    "class": "CommandNotFound",
+                    "desc": "Expecting capabilities negotiation with 'qmp_capabilities'",
+                },
+                "id": 1,
+            },
+        ),
+        (
+            b'{"execute": "no-such", "arguments": {"x": 1}}',
+            {
+                "error": {
+                    "class": "CommandNotFound",
+                    "desc": "Expecting capabilities negotiation with 'qmp_capabilities'",
+                }
+            },
+        ),
+        (b"[]", {"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}),
+        (
+            b'{"exec-oob": "qmp_capabilities"}',
+            {
+                "error": {
+                    "class": "GenericError",
+                    "desc": "QMP input member 'exec-oob' is unexpected",
+                }
+            },
+        ),
+        (
+            b'{"execute": "qmp_capabilities", "arguments": null, "id": null}',
+            {
+                "error": {
+                    "class": "GenericError",
+                    "desc": "QMP input member 'arguments' must be an object",
+                },
+                "id": None,
+            },
+        ),
+    ],
+)
+def test_refusals_before_negotiation(data: bytes, reply: Any) -> None:
+    conn = _connect()
+    assert _reply(conn, data) == reply
+    assert conn.state is ConnectionState.NEGOTIATION
+
+
+def test_second_negotiation_is_ignored() -> None:
+    conn = _connect(negotiate=True)
+    reply = _reply(conn, b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}')
+    assert reply["error"] == {
+        "class": "CommandNotFound",
+        "desc": "Capabilities negotiation is already complete, command ignored",
+    }
+    assert not conn.oob_enabled
+
+
+def test_unknown_command_after_negotiation() -> None:
+    conn = _connect(negotiate=True)
+    reply = _reply(conn, b'{"execute": "frobnicate", "id": "f"}')
+    assert reply == {
+        "error": {"class": "CommandNotFound", "desc": "The command frobnicate has not been found"},
+        "id": "f",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "desc"),
+    [
+        (b'{"exec-oob": "stop", "id": 1}', "The command stop does not support OOB"),
+        (b'{"exec-oob": 1, "id": 1}', "QMP input member 'exec-oob' must be a string"),
+        (
+            b'{"execute": "stop", "exec-oob": "stop", "id": 1}',
+            "QMP input member 'execute' clashes with 'exec-oob'",
+        ),
+    ],
+)
+def test_exec_oob_refusals(data: bytes, desc: str) -> None:
+    conn = _connect(negotiate=True, oob=True)
+    assert _reply(conn, data) == {"error": {"class": "GenericError", "desc": desc}, "id": 1}
+
+
+def test_exec_oob_reaches_a_command_that_allows_it() -> None:
+    ping = CommandSpec("x-ping", Object("q_obj_x-ping-arg", ()), allow_oob=True)
+    profile = replace(QEMU_7_2, commands={**QEMU_7_2.commands, "x-ping": ping})
+    conn = ServerConnection(profile)
+    conn.greeting()
+    conn.receive_data(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}')
+    conn.next_request()
+    conn.receive_data(b'{"exec-oob": "x-ping", "id": "p"}{"execute": "x-ping"}')
+    assert conn.next_request() == Request("x-ping", {}, "p", True)
+    assert conn.next_request() == Request("x-ping", {}, NO_ID, False)
+
+
+def test_parse_error_reply_has_no_id() -> None:
+    conn = _connect(negotiate=True)
+    reply = _reply(conn, b'{"execute": "stop", "id": 1]')
+    assert set(reply) == {"error"}
+    assert reply["error"]["class"] == "GenericError"
+    assert reply["error"]["desc"].startswith("JSON parse error")
+
+
+@pytest.mark.parametrize(
+    "req_id", ["s", "", 0, -1, 2**62, 1.5, True, False, None, [], [1, "a"], {}, {"k": [None]}]
+)
+def test_ids_of_every_json_type_are_echoed(req_id: Any) -> None:
+    conn = _connect(negotiate=True)
+    conn.receive_data(json.dumps({"execute": "query-status", "id": req_id}).encode())
+    request = conn.next_request()
+    assert isinstance(request, Request)
+    assert request.id == req_id
+    assert json.loads(conn.send_return(request, {}))["id"] == req_id
+    invalid = _reply(conn, json.dumps({"execute": 5, "id": req_id}).encode())
+    assert invalid["id"] == req_id
+
+
+def test_reply_member_order_is_qemus() -> None:
+    conn = _connect(negotiate=True)
+    conn.receive_data(b'{"execute": "stop", "id": 7}{"execute": "nope", "id": 8}')
+    request = conn.next_request()
+    assert isinstance(request, Request)
+    assert conn.send_return(request, {}) == b'{"return": {}, "id": 7}\r\n'
+    assert conn.send_error(request, "GenericError", "x") == (
+        b'{"id": 7, "error": {"class": "GenericError", "desc": "x"}}\r\n'
+    )
+    assert conn.next_request() == (
+        b'{"id": 8, "error": {"class": "CommandNotFound",'
+        b' "desc": "The command nope has not been found"}}\r\n'
+    )
+
+
+def test_pipelined_and_split_input() -> None:
+    conn = _connect()
+    for piece in (b'{"execute": "qmp_capa', b'bilities"}\n\n{"execute": "stop"}', b" \r\n"):
+        conn.receive_data(piece)
+    assert conn.next_request() == b'{"return": {}}\r\n'
+    assert conn.next_request() == Request("stop", {}, NO_ID, False)
+    assert conn.next_request() is None
+
+
+def test_peer_close_still_answers_what_arrived() -> None:
+    conn = _connect()
+    conn.receive_data(b'{"execute": "qmp_capabilities"}{"execute": "cont"}')
+    conn.receive_data(b"")
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.next_request() == b'{"return": {}}\r\n'
+    assert conn.next_request() == Request("cont", {}, NO_ID, False)
+    assert conn.next_request() is None
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.send_event({"event": "RESUME"}) == b""
+    conn.receive_data(b"")
+    with pytest.raises(ProtocolError):
+        conn.receive_data(b"{}")
+
+
+def test_server_close_stops_events() -> None:
+    conn = _connect(negotiate=True)
+    conn.close()
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.send_event({"event": "SHUTDOWN"}) == b""
+
+
+def test_no_id_is_a_singleton() -> None:
+    assert repr(NO_ID) == "NO_ID"
+    assert type(NO_ID)() is NO_ID
+    assert pickle.loads(pickle.dumps(NO_ID)) is NO_ID
+
+
+def test_request_is_frozen() -> None:
+    request = Request("stop", {}, 1, False)
+    with pytest.raises(FrozenInstanceError):
+        request.command = "cont"  # type: ignore[misc]
