@@ -286,6 +286,20 @@ _DISK = _Obj(
         _Key("thin", _BOOL, doc="A thin-provisioned disk (documents ENOSPC scenarios)."),
     ),
 )
+# What QEMU's vnc_auth_name() reports in VncServerInfo.auth.
+_VNC_AUTHS = (
+    "none",
+    "vnc",
+    "ra2",
+    "ra2ne",
+    "tight",
+    "ultra",
+    "tls",
+    "sasl",
+    "vencrypt",
+    *(f"vencrypt+{t}+{a}" for t in ("tls", "x509") for a in ("none", "vnc", "plain", "sasl")),
+    "vencrypt+plain",
+)
 _VNC = _Obj(
     "vnc",
     (
@@ -294,7 +308,7 @@ _VNC = _Obj(
         _Key("family", _FAMILY, doc="Address family of `host`."),
         _Key(
             "auth",
-            _Scalar("str", enum=("none", "vnc", "sasl", "x509", "x509-sasl", "tls", "vencrypt")),
+            _Scalar("str", enum=_VNC_AUTHS),
             doc="Authentication the server requires.",
         ),
     ),
@@ -339,6 +353,16 @@ _CHANNEL = (
     _Key("channel_type", _Scalar("int", minimum=1), doc="SPICE channel type (1 is main)."),
     _Key("channel_id", _Scalar("int", minimum=0), doc="SPICE channel id (default 0)."),
 )
+_ADDRESS = (
+    _Key("host", _STR, doc="The client's address (default: made up)."),
+    _Key("family", _FAMILY, doc="Its address family."),
+)
+
+
+def _opt(a: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {n: a[n] for n in names if n in a}
+
+
 # cause kind -> (its keys, how it becomes a machine cause, one-line description)
 _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], str]] = {
     "disk-error": (
@@ -346,9 +370,24 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
             _Key("device", _NAME, True, "The disk (one of `vm.disks`)."),
             _Key("operation", _Scalar("str", enum=("read", "write")), doc="Default `read`."),
             _Key("nospace", _BOOL, doc="The host ran out of space (ENOSPC)."),
+            _Key(
+                "persistent",
+                _BOOL,
+                doc="The fault stays: every `cont` retry fails again until `disk-repaired`.",
+            ),
         ),
-        lambda a: m.DiskError(a["device"], a.get("operation", "read"), a.get("nospace", False)),
+        lambda a: m.DiskError(
+            a["device"],
+            a.get("operation", "read"),
+            a.get("nospace", False),
+            a.get("persistent", False),
+        ),
         "a disk I/O error; the disk's policy decides report, ignore or stop",
+    ),
+    "disk-repaired": (
+        (_Key("device", _NAME, True, "The disk (one of `vm.disks`)."),),
+        lambda a: m.DiskRepaired(a["device"]),
+        "the host fixed a persistent disk fault; the next `cont` retry succeeds",
     ),
     "watchdog": (
         (_Key("action", _Scalar("str", enum=_WATCHDOG_ACTIONS), doc="Overrides `vm.watchdog`."),),
@@ -363,21 +402,44 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
     "guest-shutdown": ((), lambda a: m.GuestShutdown(), "the guest powers itself off"),
     "guest-reset": ((), lambda a: m.GuestReset(), "the guest reboots itself"),
     "guest-panic": ((), lambda a: m.GuestPanic(), "the guest kernel panics"),
-    "vnc-connect": ((_CLIENT,), lambda a: m.VncConnect(a["client"]), "a VNC client connects"),
+    "guest-powerdown": (
+        (),
+        lambda a: m.GuestPowerdown(),
+        "an ACPI power button press reaches the guest",
+    ),
+    "vnc-connect": (
+        (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),
+        lambda a: m.VncConnect(a["client"], **_opt(a, "host", "service", "family")),
+        "a VNC client connects",
+    ),
     "vnc-initialize": (
-        (_CLIENT,),
-        lambda a: m.VncInitialize(a["client"]),
+        (
+            _CLIENT,
+            _Key("x509_dname", _STR, doc="The TLS certificate's dname (x509 auth)."),
+            _Key("sasl_username", _STR, doc="The SASL user name (sasl auth)."),
+        ),
+        lambda a: m.VncInitialize(a["client"], **_opt(a, "x509_dname", "sasl_username")),
         "a VNC client authenticates",
     ),
     "vnc-disconnect": ((_CLIENT,), lambda a: m.VncDisconnect(a["client"]), "a VNC client leaves"),
     "spice-connect": (
-        _CHANNEL,
-        lambda a: m.SpiceConnect(a["client"], a.get("channel_type", 1), a.get("channel_id", 0)),
+        (*_CHANNEL, *_ADDRESS, _Key("port", _STR, doc="The client's port (default: made up).")),
+        lambda a: m.SpiceConnect(
+            a["client"],
+            a.get("channel_type", 1),
+            a.get("channel_id", 0),
+            **_opt(a, "host", "port", "family"),
+        ),
         "a SPICE channel connects",
     ),
     "spice-initialize": (
-        _CHANNEL,
-        lambda a: m.SpiceInitialize(a["client"], a.get("channel_type", 1), a.get("channel_id", 0)),
+        (
+            *_CHANNEL,
+            _Key("tls", _BOOL, doc="Whether the channel is encrypted (default: vm.spice.tls)."),
+        ),
+        lambda a: m.SpiceInitialize(
+            a["client"], a.get("channel_type", 1), a.get("channel_id", 0), **_opt(a, "tls")
+        ),
         "a SPICE channel completes its handshake",
     ),
     "spice-disconnect": (
@@ -387,7 +449,6 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
     ),
 }
 
-_FAULT_COMMAND = _Key("command", _COMMAND, doc="The command whose reply is affected.")
 # fault kind -> (its keys, one-line description)
 _FAULTS: dict[str, tuple[tuple[_Key, ...], str]] = {
     "disconnect": ((), "close every client connection"),
@@ -411,7 +472,7 @@ _FAULTS: dict[str, tuple[tuple[_Key, ...], str]] = {
     ),
     "event-before-greeting": (
         (_Key("event", _Scalar("str"), doc="Event name (default RESUME)."),),
-        "send an event before the greeting to the next client",
+        "send an event raw to every client, even one still negotiating",
     ),
 }
 _TIMES_KEY = _Key("times", _TIMES, doc="`once`, a count, or `always` (default).")
@@ -850,7 +911,7 @@ class _Loader:
         return self.include(value, value_node, path, where)
 
     def check_cause(self, kind: str, raw: dict[str, tuple[Any, yaml.Node]], path: str) -> None:
-        if kind == "disk-error":
+        if kind in ("disk-error", "disk-repaired"):
             device, node = raw["device"]
             names = [d.name for d in self.vm.disks]
             if device not in names:
@@ -977,8 +1038,8 @@ class _Loader:
                 and not isinstance(step, ReplyStep | OnStep)
             ):
                 raise ScenarioError(
-                    f"the VM has already exited (shutdown on line {state.exited.line} without"
-                    " vm.no_shutdown), so this step can never run",
+                    f"the VM has already exited (on line {state.exited.line}), so this step"
+                    " can never run",
                     step.where.file,
                     step.where.line,
                     step.where.column,
@@ -1029,15 +1090,15 @@ class _Loader:
                 state.spice[key] = "initialized"
             elif state.spice.pop(key, None) is None:
                 return f"{label} is not connected, it cannot disconnect"
-        elif not self.vm.no_shutdown and (
-            isinstance(c, m.GuestShutdown)
-            or (
-                isinstance(c, m.WatchdogExpired)
-                and (c.action or self.vm.watchdog) in ("shutdown", "poweroff")
-            )
-        ):
+        elif self._exits(c):
             state.exited = step.where
         return None
+
+    def _exits(self, c: m.Cause) -> bool:
+        """Whether QEMU exits after ``c`` (poweroff, or shutdown without -no-shutdown)."""
+        if isinstance(c, m.WatchdogExpired):
+            return (c.action or self.vm.watchdog) == "poweroff"
+        return isinstance(c, m.GuestShutdown | m.GuestPanic) and not self.vm.no_shutdown
 
 
 def loads_scenario(text: str, file: str | None = None) -> Scenario:

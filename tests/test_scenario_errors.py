@@ -137,7 +137,7 @@ CASES = [
         "steps:\n  - cause: guest-shutdown\n  - wait: 1s\n",
         3,
         5,
-        "already exited (shutdown on line 2",
+        "already exited (on line 2)",
         "steps[1]",
     ),
     (
