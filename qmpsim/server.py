@@ -1,0 +1,697 @@
+"""The trio transport: listeners, one task group per client, event fan-out, faults.
+
+:class:`Simulator` is the public face: it owns a :class:`~qmpsim.machine.Machine`,
+a :class:`~qmpsim.transcript.Transcript` and the connected clients.  It serves any
+``trio.abc.Stream`` (:meth:`Simulator.handle_stream`), Unix sockets and loopback
+TCP.  By default it follows QEMU's monitor policy: one client at a time, and a
+second client is left waiting, without a greeting, until the first one leaves.
+
+Use it as an async context manager, which runs the background task that flushes
+throttled events::
+
+    async with Simulator() as sim:
+        path = await sim.listen_unix("/tmp/qmp.sock")
+        await sim.wait_negotiated()
+        sim.cause(DiskError("disk0"))
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import ipaddress
+import itertools
+import logging
+import os
+import socket as stdsocket
+import stat
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import trio
+
+from .catalog import DEFAULT_PROFILE, get_profile
+from .errors import QmpSimError
+from .machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
+from .protocol import ConnectionState, Request, ServerConnection
+from .transcript import Direction, Transcript
+from .wire import encode
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_BUFFER",
+    "CommandCallback",
+    "ListenError",
+    "Simulator",
+]
+
+log = logging.getLogger("qmpsim.server")
+
+DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
+"""Bytes queued for a client that does not read before it is disconnected."""
+
+_REQUEST_QUEUE = 8  # QEMU's QMP_REQ_QUEUE_LEN_MAX: reading pauses while this many wait
+_RECEIVE_SIZE = 1 << 16
+_REMEMBERED_COMMANDS = 1024
+
+CommandCallback = Callable[[Request], Awaitable[None] | None]
+"""Called with a request after the machine ran it and its reply was queued."""
+
+
+class ListenError(QmpSimError):
+    """A listener could not be started: the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _WriteFault:
+    kind: Literal["split", "coalesce"]
+    size: int = 1
+
+
+@dataclass
+class _Override:
+    reply: Any
+    once: bool
+
+
+@dataclass
+class _Delay:
+    seconds: float
+    once: bool
+
+
+@dataclass(eq=False)
+class _Client:
+    id: int
+    conn: ServerConnection
+    stream: trio.abc.Stream
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    outbox: deque[bytes] = field(default_factory=deque)
+    buffered: int = 0
+    wake: trio.Event = field(default_factory=trio.Event)
+    negotiated: bool = False
+    closing: bool = False
+
+    def poke(self) -> None:
+        self.wake.set()
+
+
+class Simulator:
+    """A simulated QEMU behind a QMP monitor: the machine, its clients and their traffic.
+
+    ``machine``: the VM to simulate (built from ``vm`` and ``profile`` when absent);
+    the simulator drives its clock.  ``epoch``: the timestamp (seconds since the
+    epoch) of the first clock reading, after which trio time drives the clock; the
+    current wall time when ``None``.  ``multi_client``: serve several clients at once
+    instead of QEMU's one at a time.  ``max_output_buffer``: bytes queued for a client
+    that stops reading before it is disconnected.
+    """
+
+    def __init__(
+        self,
+        machine: Machine | None = None,
+        *,
+        vm: VmConfig | None = None,
+        profile: str = DEFAULT_PROFILE,
+        multi_client: bool = False,
+        epoch: float | None = None,
+        max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
+        transcript: Transcript | None = None,
+    ) -> None:
+        if machine is None:
+            machine = Machine(vm=vm or VmConfig(), profile=get_profile(profile))
+        machine.clock = self.now
+        self.machine = machine
+        self.transcript = transcript if transcript is not None else Transcript()
+        self.multi_client = multi_client
+        self.max_output_buffer = max_output_buffer
+        self.errors: list[BaseException] = []
+        """Exceptions raised by ``on_command`` callbacks (also logged)."""
+        self._epoch = epoch
+        self._offset: float | None = None
+        self._ids = itertools.count(1)
+        self._clients: dict[int, _Client] = {}
+        self._slot = trio.Semaphore(1)
+        self._changed = trio.Event()
+        self._exited = trio.Event()
+        self._commands: deque[Request] = deque(maxlen=_REMEMBERED_COMMANDS)
+        self._overrides: dict[str, list[_Override]] = {}
+        self._delays: dict[str, list[_Delay]] = {}
+        self._callbacks: dict[str, list[CommandCallback]] = {}
+        self._write_fault: _WriteFault | None = None
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # --- lifetime -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Simulator:
+        stack = AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        self._nursery.start_soon(self._flush_throttled)
+        return self
+
+    async def __aexit__(
+        self,
+        etype: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._stack is not None and self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        stack, self._stack, self._nursery = self._stack, None, None
+        try:
+            return bool(await stack.__aexit__(etype, exc, tb))
+        except BaseExceptionGroup as group:
+            # The nursery wraps the body's exception; give the caller the original back.
+            leaves = group.exceptions
+            if len(leaves) == 1:
+                if leaves[0] is exc:
+                    return False
+                raise leaves[0] from None
+            raise
+
+    def now(self) -> float:
+        """The simulated wall clock: ``epoch`` plus trio time elapsed since the first reading."""
+        try:
+            current = trio.current_time()
+        except RuntimeError:
+            return self._epoch if self._epoch is not None else time.time()
+        if self._offset is None:
+            start = self._epoch if self._epoch is not None else time.time()
+            self._offset = start - current
+        return self._offset + current
+
+    def _trio_time(self, wall: float) -> float:
+        self.now()
+        assert self._offset is not None
+        return wall - self._offset
+
+    @property
+    def clients(self) -> list[int]:
+        """Ids of the clients currently connected (greeted or not)."""
+        return list(self._clients)
+
+    def reset(self) -> None:
+        """Back to a fresh VM: also forget overrides, delays, callbacks, faults, seen
+        commands and the transcript.  Connected clients stay connected."""
+        self.machine.reset()
+        self._exited = trio.Event()
+        self._overrides.clear()
+        self._delays.clear()
+        self._callbacks.clear()
+        self._write_fault = None
+        self._commands.clear()
+        self.errors.clear()
+        self.transcript.clear()
+
+    # --- delivery -------------------------------------------------------------------
+
+    def cause(self, cause: Cause) -> list[Event]:
+        """Apply a cause to the machine and deliver the events it produces now."""
+        events = self.machine.cause(cause)
+        self.deliver(events)
+        return events
+
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
+        """Deliver an explicit event, validated by the machine (``CatalogError`` otherwise)."""
+        event = self.machine.emit(name, data)
+        self.deliver([event])
+        return event
+
+    def deliver(self, events: Iterable[Event]) -> None:
+        """Write events to every negotiated client; clients still negotiating miss them."""
+        for event in events:
+            message = event.to_json()
+            for client in list(self._clients.values()):
+                if client.negotiated:
+                    self._enqueue(client, client.conn.send_event(message))
+        self._state_changed()
+
+    def emit_raw(self, message: Mapping[str, Any] | bytes) -> None:
+        """Write a message unvalidated to every negotiated client (for negative tests)."""
+        data = message if isinstance(message, bytes) else encode(dict(message))
+        for client in list(self._clients.values()):
+            if client.negotiated:
+                self._enqueue(client, data)
+
+    # --- faults ---------------------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are to every connected client, negotiated or not."""
+        for client in list(self._clients.values()):
+            self._enqueue(client, data)
+
+    def disconnect(self) -> None:
+        """Drop every connected client now (queued output is discarded)."""
+        for client in list(self._clients.values()):
+            log.info("client %d: disconnected by the simulator", client.id)
+            client.scope.cancel()
+
+    def split_next(self, size: int = 1) -> None:
+        """Write the next message (to whichever client) in writes of ``size`` bytes."""
+        if size < 1:
+            raise ValueError("split_next: size must be at least 1")
+        self._write_fault = _WriteFault("split", size)
+
+    def coalesce_next(self) -> None:
+        """Hold the next message back and write it in one write with the message after it."""
+        self._write_fault = _WriteFault("coalesce")
+
+    def delay_reply(self, command: str, seconds: float, *, once: bool = True) -> None:
+        """Make ``command`` take ``seconds`` before it runs and answers (in-band order kept)."""
+        if seconds < 0:
+            raise ValueError("delay_reply: seconds must not be negative")
+        self._delays.setdefault(command, []).append(_Delay(seconds, once))
+
+    # --- hooks ----------------------------------------------------------------------
+
+    def override_reply(
+        self, command: str, reply: Any | CommandError | Outcome, *, once: bool = True
+    ) -> None:
+        """Answer ``command`` with ``reply`` instead of running it on the machine.
+
+        ``reply`` is a return value, a :class:`CommandError`, or a whole
+        :class:`Outcome` (events, reply, close).  Overrides queue up per command;
+        ``once=False`` keeps one in place until :meth:`reset`.
+        """
+        self._overrides.setdefault(command, []).append(_Override(reply, once))
+
+    def on_command(self, command: str, callback: CommandCallback) -> Callable[[], None]:
+        """Run ``callback(request)`` each time ``command`` ran and its reply was queued.
+
+        The callback may be async; its exceptions are logged and kept in
+        :attr:`errors`.  Returns a function that removes the callback.
+        """
+        self._callbacks.setdefault(command, []).append(callback)
+
+        def remove() -> None:
+            callbacks = self._callbacks.get(command, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return remove
+
+    async def wait_negotiated(self) -> int:
+        """Wait until a connected client has negotiated capabilities; its id."""
+        while True:
+            for client in self._clients.values():
+                if client.negotiated:
+                    return client.id
+            await self._changed.wait()
+
+    async def wait_for_command(
+        self, command: str, arguments: Mapping[str, Any] | None = None
+    ) -> Request:
+        """The first unclaimed request for ``command`` whose arguments include ``arguments``.
+
+        Requests are remembered from the start (the last 1024), so a command sent
+        before the call is found; each request is returned once.  Returns after
+        the command ran and its reply was queued.
+        """
+        while True:
+            for request in self._commands:
+                if request.command == command and _includes(request.arguments, arguments or {}):
+                    self._commands.remove(request)
+                    return request
+            await self._changed.wait()
+
+    async def wait_exited(self) -> None:
+        """Wait until the VM quit (a client sent ``quit``); ``serve`` then stops, like QEMU."""
+        await self._exited.wait()
+
+    @property
+    def exited(self) -> bool:
+        """Whether the VM quit."""
+        return self._exited.is_set()
+
+    def _state_changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- listeners ------------------------------------------------------------------
+
+    async def listen_unix(self, path: str | os.PathLike[str]) -> str:
+        """Start serving a Unix socket in the background; the path it is bound to."""
+        result: str = await self._require_nursery().start(self.serve_unix, path)
+        return result
+
+    async def listen_tcp(
+        self, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False
+    ) -> tuple[str, int]:
+        """Start serving TCP in the background; the bound ``(host, port)``."""
+        serve = functools.partial(self.serve_tcp, host, port, allow_remote=allow_remote)
+        result: tuple[str, int] = await self._require_nursery().start(serve)
+        return result
+
+    def _require_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("enter the simulator first: `async with Simulator() as sim:`")
+        return self._nursery
+
+    async def serve_unix(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve a Unix socket until cancelled; the socket file is mode 0600 and removed at exit.
+
+        Refuses (``ListenError``) a path that holds anything but a stale socket.
+        """
+        path = os.fspath(path)
+        _clear_stale_socket(path)
+        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)  # the file is born 0600: no window for others
+            try:
+                await sock.bind(path)
+            finally:
+                os.umask(old_umask)
+            identity = _identity(path)
+            sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        try:
+            listener = trio.SocketListener(sock)
+            log.info("listening on %s", path)
+            task_status.started(path)
+            await self._accept_loop(listener)
+        finally:
+            sock.close()
+            if _identity(path) == identity:
+                os.unlink(path)
+
+    async def serve_tcp(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve TCP until cancelled; loopback only unless ``allow_remote``."""
+        if host == "localhost":
+            host = "127.0.0.1"  # one address, so port 0 means one port
+        if not allow_remote and not _is_loopback(host):
+            raise ListenError(
+                f"refusing to listen on {host}: not a loopback address, and the monitor "
+                "has no authentication; allow it explicitly (allow_remote=True, --allow-remote)"
+            )
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        sockname = listeners[0].socket.getsockname()
+        bound = (str(sockname[0]), int(sockname[1]))
+        log.info("listening on %s:%d", *bound)
+        task_status.started(bound)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                if not self.multi_client:
+                    # Like QEMU: while a client is connected, leave the next in the backlog.
+                    await self._slot.acquire()
+                    self._slot.release()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                        log.error("accept failed (%s); retrying shortly", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                held = False
+                if not self.multi_client:
+                    try:
+                        self._slot.acquire_nowait()
+                        held = True
+                    except trio.WouldBlock:
+                        pass
+                nursery.start_soon(self._run_client, stream, held)
+
+    # --- one client -----------------------------------------------------------------
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection over ``stream`` until either side closes it.
+
+        With the one-client policy this first waits, silently, for the current
+        client to leave.  The stream is closed on return.
+        """
+        await self._run_client(stream, False)
+
+    async def _run_client(self, stream: trio.abc.Stream, slot_held: bool) -> None:
+        try:
+            if not self.multi_client and not slot_held:
+                try:
+                    await self._slot.acquire()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+                slot_held = True
+            await self._serve_client(stream)
+        finally:
+            if slot_held:
+                self._slot.release()
+
+    async def _serve_client(self, stream: trio.abc.Stream) -> None:
+        client = _Client(next(self._ids), ServerConnection(self.machine.profile), stream)
+        self._clients[client.id] = client
+        log.info("client %d: connected", client.id)
+        try:
+            with client.scope:
+                self._enqueue(client, client.conn.greeting())
+                send, receive = trio.open_memory_channel[Request | bytes](_REQUEST_QUEUE)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, client)
+                    nursery.start_soon(self._dispatcher, client, receive)
+                    await self._reader(client, send)
+        except Exception:
+            log.exception("client %d: internal error; closing its connection", client.id)
+        finally:
+            del self._clients[client.id]
+            self.transcript.end_client(client.id)
+            self._state_changed()
+            await trio.aclose_forcefully(stream)
+            log.info("client %d: disconnected", client.id)
+
+    async def _reader(
+        self, client: _Client, requests: trio.MemorySendChannel[Request | bytes]
+    ) -> None:
+        async with requests:
+            while True:
+                try:
+                    data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if data:
+                    self.transcript.record(Direction.IN, client.id, self.now(), data)
+                client.conn.receive_data(data)
+                try:
+                    while (item := client.conn.next_request()) is not None:
+                        if isinstance(item, Request) and item.oob:
+                            await self._execute(client, item)
+                        else:
+                            await requests.send(item)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the dispatcher stopped: the connection is closing
+                if not data:
+                    return
+
+    async def _dispatcher(
+        self, client: _Client, requests: trio.MemoryReceiveChannel[Request | bytes]
+    ) -> None:
+        async with requests:
+            async for item in requests:
+                if isinstance(item, bytes):
+                    self._enqueue(client, item)
+                    if not client.negotiated and client.conn.state is ConnectionState.COMMAND:
+                        client.negotiated = True
+                        log.info("client %d: capabilities negotiated", client.id)
+                        self._state_changed()
+                else:
+                    await self._execute(client, item)
+                if client.closing:
+                    break
+        client.closing = True
+        client.poke()
+
+    async def _execute(self, client: _Client, request: Request) -> None:
+        delay = _take(self._delays, request.command)
+        if delay is not None and delay.seconds > 0:
+            await trio.sleep(delay.seconds)
+        override = _take(self._overrides, request.command)
+        try:
+            if override is None:
+                outcome = self.machine.execute(request.command, request.arguments)
+            elif isinstance(override.reply, Outcome):
+                outcome = override.reply
+            else:
+                outcome = Outcome(override.reply)
+        except Exception as exc:
+            log.exception("client %d: %s failed in the machine", client.id, request.command)
+            outcome = Outcome(CommandError("GenericError", f"qmpsim internal error: {exc}"))
+        self.deliver(outcome.events)
+        reply = outcome.reply
+        if isinstance(reply, CommandError):
+            data = client.conn.send_error(request, reply.error_class, reply.desc)
+        else:
+            data = client.conn.send_return(request, reply)
+        self._enqueue(client, data)
+        if outcome.close:
+            # ``quit``: QEMU exits, so every connection ends once its output is written.
+            closing = self._clients.values() if self.machine.exited else [client]
+            for each in list(closing):
+                each.conn.close()
+                each.closing = True
+                each.poke()
+            if self.machine.exited:
+                log.info("client %d: the VM quit", client.id)
+                self._exited.set()
+        self._commands.append(request)
+        self._state_changed()
+        for callback in list(self._callbacks.get(request.command, ())):
+            try:
+                result = callback(request)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.exception("on_command callback for %s failed", request.command)
+                self.errors.append(exc)
+
+    def _enqueue(self, client: _Client, data: bytes) -> None:
+        if not data or client.scope.cancel_called:
+            return
+        if client.buffered + len(data) > self.max_output_buffer:
+            log.warning(
+                "client %d: not reading (more than %d bytes queued); disconnecting it",
+                client.id,
+                self.max_output_buffer,
+            )
+            client.scope.cancel()
+            return
+        client.outbox.append(data)
+        client.buffered += len(data)
+        client.poke()
+
+    async def _next_message(self, client: _Client) -> bytes | None:
+        while not client.outbox:
+            if client.closing:
+                return None
+            client.wake = trio.Event()
+            await client.wake.wait()
+        data = client.outbox.popleft()
+        client.buffered -= len(data)
+        return data
+
+    async def _writer(self, client: _Client) -> None:
+        try:
+            while (data := await self._next_message(client)) is not None:
+                fault, self._write_fault = self._write_fault, None
+                chunks = [data]
+                if fault is not None and fault.kind == "coalesce":
+                    following = await self._next_message(client)
+                    if following is not None:
+                        chunks.append(following)
+                for chunk in chunks:
+                    self.transcript.record(Direction.OUT, client.id, self.now(), chunk)
+                joined = b"".join(chunks)
+                if fault is not None and fault.kind == "split":
+                    for start in range(0, len(joined), fault.size):
+                        await client.stream.send_all(joined[start : start + fault.size])
+                else:
+                    await client.stream.send_all(joined)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("client %d: went away while being written to", client.id)
+        client.scope.cancel()
+
+    # --- throttled events -----------------------------------------------------------
+
+    async def _flush_throttled(self) -> None:
+        while True:
+            changed = self._changed
+            deadline = self.machine.next_deadline()
+            if deadline is None:
+                await changed.wait()
+                continue
+            with trio.move_on_at(self._trio_time(deadline)):
+                await changed.wait()
+            due = self.machine.poll()
+            if due:
+                self.deliver(due)
+            elif self.machine.next_deadline() == deadline and trio.current_time() >= (
+                self._trio_time(deadline)
+            ):
+                await changed.wait()  # a deadline that yields nothing would spin otherwise
+
+
+def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:
+    entries = table.get(command)
+    if not entries:
+        return None
+    first = entries[0]
+    if first.once:
+        entries.pop(0)
+    return first
+
+
+def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    for key, want in expected.items():
+        if key not in actual:
+            return False
+        have = actual[key]
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            if not _includes(have, want):
+                return False
+        elif want != have:
+            return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _clear_stale_socket(path: str) -> None:
+    """Remove a socket nobody listens on; refuse anything else that is in the way."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(f"refusing to replace {path}: it exists and is not a socket")
+    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: left behind by a process that is gone
+        return
+    except OSError as exc:
+        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+    raise ListenError(f"refusing to replace {path}: a server is listening on it")
