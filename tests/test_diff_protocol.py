@@ -180,6 +180,10 @@ CASES: tuple[Case, ...] = (
     _after_neg("extra-key-and-bad-execute", b'{"execute": 1, "extra": true, "id": 1}'),
     _after_neg("several-faults", b'{"arguments": 1, "execute": 2, "zzz": 3, "id": 1}'),
     _after_neg("exec-oob-not-negotiated", b'{"exec-oob": "query-status", "id": 1}'),
+    _after_neg(
+        "exec-oob-beside-execute-not-negotiated", b'{"execute": "stop", "exec-oob": "cont"}'
+    ),
+    _after_neg("control-member", b'{"execute": "stop", "control": {"run-oob": true}}'),
     _after_neg("single-quotes", b"{'execute': 'query-status', 'id': 'sq'}"),
     # --- ids of every JSON type
     *(
@@ -203,6 +207,10 @@ CASES: tuple[Case, ...] = (
         b'{"execute": "cont", "id": 3}',
     ),
     _case("pipelined-newlines", NEG + b"\n" + b'{"execute": "query-version"}\n' * 3),
+    _case(
+        "pipelined-across-negotiation",
+        b'{"execute": "query-status", "id": 1}' + NEG + b'{"execute": "query-status", "id": 2}',
+    ),
     _case("split-request", b'{"execute": "qmp_', b'capabilities", "id"', b": 1}"),
     _case("byte-by-byte", *(bytes([b]) for b in NEG)),
     _case("blank-lines", b"\n\n", NEG, b"\r\n\r\n", b'{"execute": "query-status"}', b"\n"),
