@@ -62,6 +62,12 @@ _IDS: tuple[tuple[str, bytes], ...] = (
     ("object", b'{"a": 1, "b": [true]}'),
     ("empty-object", b"{}"),
     ("nested", b'{"x": {"y": {"z": []}}}'),
+    ("int64-max", b"9223372036854775807"),
+    ("uint64-max", b"18446744073709551615"),
+    ("beyond-uint64", b"36893488147419103232"),
+    ("exponent", b"1e3"),
+    ("negative-zero", b"-0.0"),
+    ("escapes", b'"tab\\there \\"q\\" \\u00e9"'),
 )
 
 CASES: tuple[Case, ...] = (
