@@ -280,6 +280,7 @@ class DiskConfig:
     file: str = "/var/lib/qemu/disk0.qcow2"
     format: str = "qcow2"
     virtual_size: int = 16 * 1024**3
+    actual_size: int = 200704
     read_only: bool = False
     on_read_error: str = "report"
     on_write_error: str = "enospc"
@@ -841,10 +842,8 @@ class Machine:
                 "locked": False,
                 "inserted": inserted0,
             }
-        image: dict[str, Any] = {"filename": d.file, "format": d.format}
-        if d.format == "qcow2":
-            image["dirty-flag"] = False
-        image["actual-size"] = 200704
+        image: dict[str, Any] = {"filename": d.file, "format": d.format, "dirty-flag": False}
+        image["actual-size"] = d.actual_size
         image["virtual-size"] = d.virtual_size
         if d.format == "qcow2":
             image["cluster-size"] = 65536
