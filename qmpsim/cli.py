@@ -1,21 +1,516 @@
-"""The ``qmpsim`` command."""
+"""The ``qmpsim`` command.
+
+Each subcommand is one function registered with :func:`subcommand`; its options
+are declared by the function given as ``arguments``.  trio and the server are
+imported inside the subcommands, so ``qmpsim --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
+import logging
+import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
+    from .server import Simulator
+    from .transcript import Entry
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""The command ran but could not do its job (cannot listen, bad scenario…)."""
+EXIT_USAGE = 2
+"""Bad arguments (argparse's convention)."""
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``qmpsim NAME``: its help texts, its options and the function that runs it."""
+
+    name: str
+    help: str
+    description: str
+    epilog: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Runner
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+"""Every subcommand, by name, in the order they were registered."""
+
+
+def subcommand(
+    name: str,
+    *,
+    help: str,
+    arguments: Callable[[argparse.ArgumentParser], None],
+    description: str | None = None,
+    epilog: str = "",
+) -> Callable[[Runner], Runner]:
+    """Register the decorated function as ``qmpsim NAME``."""
+
+    def register(run: Runner) -> Runner:
+        if name in SUBCOMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        SUBCOMMANDS[name] = Subcommand(
+            name, help, description or help[:1].upper() + help[1:] + ".", epilog, arguments, run
+        )
+        return run
+
+    return register
+
+
+class UsageError(Exception):
+    """An argument that parsed but makes no sense; reported like argparse's own errors."""
+
+
+# --- shared helpers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    """A ``HOST:PORT`` given on the command line."""
+
+    host: str
+    port: int
+
+
+def parse_tcp(text: str) -> TcpAddress:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (loopback); ``ArgumentTypeError`` otherwise."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT, e.g. [::1]:4444")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:4444 (PORT 0 picks a free one)"
+            )
+        if ":" in host:
+            raise argparse.ArgumentTypeError(f"{text!r}: write IPv6 hosts in brackets: [::1]:4444")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 0 to 65535")
+    return TcpAddress(host or "127.0.0.1", int(port))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _profile_names() -> list[str]:
+    from .catalog import PROFILES  # stdlib only: cheap
+
+    return sorted(PROFILES)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("qmpsim: %(message)s"))
+    root = logging.getLogger("qmpsim")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def traffic_printer(out: TextIO) -> Callable[[Entry], None]:
+    """An observer printing one line per message: client, direction, the JSON."""
+    from .transcript import Direction
+
+    def show(entry: Entry) -> None:
+        arrow = "->" if entry.direction is Direction.IN else "<-"
+        for message in entry.messages:
+            text = json.dumps(message, ensure_ascii=False)
+            print(f"client {entry.client} {arrow} {text}", file=out, flush=True)
+        for error in entry.errors:
+            print(f"client {entry.client} {arrow} (bad input: {error})", file=out, flush=True)
+
+    return show
+
+
+def load_scenario_arg(path: str | None) -> Scenario | None:
+    """The scenario named on the command line (``None``: an idle VM).
+
+    ``ScenarioError`` (from the scenario module) says where a file is wrong.
+    """
+    if path is None:
+        return None
+    from .scenario import load_scenario
+
+    return load_scenario(path)
+
+
+def make_simulator(
+    scenario: Scenario | None, *, profile: str | None, multi_client: bool = False
+) -> Simulator:
+    """A simulator for ``scenario`` (or an idle VM of ``profile``)."""
+    from .server import Simulator
+
+    if scenario is None:
+        from .catalog import DEFAULT_PROFILE
+
+        return Simulator(profile=profile or DEFAULT_PROFILE, multi_client=multi_client)
+    if profile is not None and profile != scenario.profile:
+        raise UsageError(
+            f"--profile {profile} contradicts the scenario, which is written for {scenario.profile}"
+        )
+    from .scenario import build_machine
+
+    return Simulator(build_machine(scenario), multi_client=multi_client)
+
+
+# --- qmpsim serve -----------------------------------------------------------------------
+
+SERVE_EPILOG = """\
+examples:
+  qmpsim serve --unix /tmp/qmp.sock
+      an idle VM on a Unix socket (mode 0600, removed on exit); connect with
+      qmp-shell /tmp/qmp.sock, socat - UNIX-CONNECT:/tmp/qmp.sock, or libvirt
+  qmpsim serve scenarios/tour.yaml --tcp 127.0.0.1:4444 -v
+      play a scenario on TCP and print every message in and out
+  qmpsim serve --tcp :0 --multi
+      any free port on 127.0.0.1, several clients at once
+
+Like QEMU's monitor, one client is served at a time: the next one waits, without
+a greeting, until the current one leaves (--multi serves them all at once).
+The VM quitting (the `quit` command, or a guest shutdown) stops the server, as
+it would stop QEMU.  Ctrl-C or SIGTERM stops it cleanly.
+
+exit status: 0 after a clean stop, 1 when it cannot listen or load the
+scenario, 2 for bad arguments."""
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        metavar="SCENARIO",
+        help="a scenario file (YAML) to play; without it the VM idles, running",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket at PATH")
+    where.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        type=parse_tcp,
+        help="listen on TCP (loopback only unless --allow-remote; PORT 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --tcp host (the monitor has no authentication)",
+    )
+    parser.add_argument(
+        "--multi", action="store_true", help="serve several clients at once, each its own session"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=_profile_names(),
+        help="which QEMU to speak like (default: the scenario's, else the newest)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log connections and every message on stderr, one line each",
+    )
+
+
+@subcommand(
+    "serve",
+    help="serve a simulated QEMU monitor on a socket",
+    description="Serve a simulated QEMU 7.2 QMP monitor on a Unix or TCP socket, optionally "
+    "playing a scenario, until interrupted.",
+    epilog=SERVE_EPILOG,
+    arguments=_serve_arguments,
+)
+def serve(args: argparse.Namespace) -> int:
+    """``qmpsim serve``."""
+    if args.tcp is not None and not args.allow_remote and not _is_loopback(args.tcp.host):
+        raise UsageError(
+            f"--tcp {args.tcp.host}: not a loopback address; the monitor has no "
+            "authentication, so add --allow-remote to expose it on purpose"
+        )
+    _setup_logging(args.verbose)
+    scenario = load_scenario_arg(args.scenario)
+    sim = make_simulator(scenario, profile=args.profile, multi_client=args.multi)
+    if args.verbose:
+        sim.transcript.subscribe(traffic_printer(sys.stderr))
+
+    import trio
+
+    return trio.run(_serve, sim, scenario, args)
+
+
+async def _serve(sim: Simulator, scenario: Scenario | None, args: argparse.Namespace) -> int:
+    import signal
+
+    import trio
+
+    from .server import ListenError
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with sim, trio.open_nursery() as nursery:
+            try:
+                if args.unix is not None:
+                    where = await sim.listen_unix(args.unix)
+                else:
+                    host, port = await sim.listen_tcp(
+                        args.tcp.host, args.tcp.port, allow_remote=args.allow_remote
+                    )
+                    where = f"{host}:{port}"
+            except ListenError as exc:
+                print(f"qmpsim serve: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
+            what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
+            print(f"qmpsim: listening on {where} ({what})", file=sys.stderr, flush=True)
+            if scenario is not None:
+                from .engine import ScenarioRunner
+
+                await nursery.start(ScenarioRunner(sim, scenario).run)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    print(f"qmpsim: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+                    break
+                nursery.cancel_scope.cancel()
+
+            async def stop_on_exit() -> None:
+                await sim.wait_exited()
+                with trio.move_on_after(1.0):  # a client that does not read cannot hold us
+                    await sim.wait_no_clients()
+                print("qmpsim: the VM exited, stopping", file=sys.stderr)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(stop_on_exit)
+    return EXIT_OK
+
+
+# --- qmpsim demo -------------------------------------------------------------------------
+
+DEMO_EPILOG = """\
+examples:
+  qmpsim demo                         an idle VM: query-status, stop, cont, quit
+  qmpsim demo scenarios/tour.yaml     play the tour and watch its events arrive
+  qmpsim demo scenarios/tour.yaml --speed 4"""
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "scenario", nargs="?", metavar="SCENARIO", help="a scenario to play (default: an idle VM)"
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="play the scenario this many times faster (default: 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop watching a scenario that has not ended after this long (default: 60)",
+    )
+
+
+@subcommand(
+    "demo",
+    help="serve a scenario and show a client talking to it",
+    description="Start a simulator on a temporary Unix socket, connect a small built-in "
+    "client, and print what it sends and receives while the scenario plays.",
+    epilog=DEMO_EPILOG,
+    arguments=_demo_arguments,
+)
+def demo(args: argparse.Namespace) -> int:
+    """``qmpsim demo``."""
+    if not args.speed > 0:
+        raise UsageError("--speed must be a positive number")
+    _setup_logging(False)
+    scenario = load_scenario_arg(args.scenario)
+    sim = make_simulator(scenario, profile=None)
+
+    import trio
+
+    return trio.run(_demo, sim, scenario, args, sys.stdout)
+
+
+class _DemoClient:
+    """A small QMP client that prints, readably, everything it sends and receives."""
+
+    def __init__(self, stream: Any, out: TextIO) -> None:
+        import trio
+
+        self.stream = stream
+        self.out = out
+        self.replies_in, self.replies = trio.open_memory_channel[dict[str, Any]](100)
+        self.events_in, self.events = trio.open_memory_channel[dict[str, Any]](100)
+        self.first_stamp: float | None = None
+        self.greeted = trio.Event()
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    async def read(self) -> None:
+        """Print and route every message until the server closes the connection."""
+        buffer = b""
+        async with self.replies_in, self.events_in:
+            while True:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    self.say("<- (connection closed by the server)")
+                    return
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        await self._route(json.loads(line))
+
+    async def _route(self, msg: dict[str, Any]) -> None:
+        if "event" in msg:
+            stamp = msg["timestamp"]["seconds"] + msg["timestamp"]["microseconds"] / 1e6
+            if self.first_stamp is None:
+                self.first_stamp = stamp
+            data = f" {json.dumps(msg['data'])}" if "data" in msg else ""
+            self.say(f"<- event {msg['event']}{data}  [+{stamp - self.first_stamp:.3f}s]")
+            await self.events_in.send(msg)
+        elif "QMP" in msg:
+            version = msg["QMP"]["version"]["qemu"]
+            caps = msg["QMP"]["capabilities"]
+            self.say(
+                f"<- greeting: QEMU {version['major']}.{version['minor']}.{version['micro']}, "
+                f"capabilities {json.dumps(caps)}"
+            )
+            self.greeted.set()
+        else:
+            self.say(f"<- {json.dumps(msg)}")
+            await self.replies_in.send(msg)
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        request: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            request["arguments"] = arguments
+        self.say(f"-> {json.dumps(request)}")
+        await self.stream.send_all(json.dumps(request).encode())
+        reply = await self.replies.receive()
+        return reply
+
+
+async def _demo(
+    sim: Simulator, scenario: Scenario | None, args: argparse.Namespace, out: TextIO
+) -> int:
+    import tempfile
+
+    import trio
+
+    with tempfile.TemporaryDirectory(prefix="qmpsim-demo-") as tmp:
+        path = os.path.join(tmp, "qmp.sock")
+        async with sim, trio.open_nursery() as nursery:
+            await sim.listen_unix(path)
+            what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
+            print(f"qmpsim demo: serving {what} on {path}", file=out, flush=True)
+            runner = None
+            if scenario is not None:
+                from .engine import ScenarioRunner
+
+                runner = ScenarioRunner(sim, scenario, speed=args.speed)
+                await nursery.start(runner.run)
+            stream = await trio.open_unix_socket(path)
+            client = _DemoClient(stream, out)
+            async with stream, trio.open_nursery() as talk:
+                talk.start_soon(client.read)
+                await client.greeted.wait()
+                await client.execute("qmp_capabilities", {"enable": ["oob"]})
+                await client.execute("query-status")
+                if runner is None:
+                    await client.execute("stop")
+                    await client.execute("cont")
+                else:
+                    await _watch(client, runner, args.timeout / args.speed)
+                await client.execute("quit")
+            nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def _watch(client: _DemoClient, runner: Any, timeout: float) -> None:
+    """Follow the scenario until its timeline ends; resume the VM when it stops on its own."""
+    import trio
+
+    async def operator() -> None:
+        async for event in client.events:
+            if event["event"] == "STOP":
+                client.say("   (the VM stopped on its own: resuming it, as an operator would)")
+                await client.execute("cont")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        with trio.move_on_after(timeout) as waited:
+            await runner.done.wait()
+        nursery.cancel_scope.cancel()
+    await client.execute("query-status")  # its reply comes after every event sent before it
+    if waited.cancelled_caught:
+        client.say(f"   (the scenario is still going after {timeout:g}s; leaving it)")
+    else:
+        client.say("   (the scenario's timeline has ended)")
+
+
+# --- main ----------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qmpsim", description=__doc__)
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    """The whole command line: one subparser per registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="qmpsim",
+        description="A QEMU event simulator and QMP test double: a fake QMP monitor that "
+        "speaks like QEMU 7.2 and plays scripted event sequences.",
+        epilog="Run `qmpsim COMMAND --help` for each command's options and examples.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"qmpsim {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for sub in SUBCOMMANDS.values():
+        child = commands.add_parser(
+            sub.name,
+            help=sub.help,
+            description=sub.description,
+            epilog=sub.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.arguments(child)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``qmpsim`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    from .errors import QmpSimError
+
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"qmpsim {args.command}: error: {exc}\n")
+    except QmpSimError as exc:
+        print(f"qmpsim {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"qmpsim {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -216,6 +216,8 @@ class Simulator:
         """Apply a cause to the machine and deliver the events it produces now."""
         events = self.machine.cause(cause)
         self.deliver(events)
+        if self.machine.exited:
+            self._vm_exited()
         return events
 
     def emit(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
@@ -322,12 +324,21 @@ class Simulator:
             await self._changed.wait()
 
     async def wait_exited(self) -> None:
-        """Wait until the VM quit (a client sent ``quit``); ``serve`` then stops, like QEMU."""
+        """Wait until the VM exited (``quit``, or a guest shutdown without ``-no-shutdown``).
+
+        Every connection is closed once its output is written; ``qmpsim serve`` then
+        stops, as QEMU's process would.
+        """
         await self._exited.wait()
+
+    async def wait_no_clients(self) -> None:
+        """Wait until no client is connected."""
+        while self._clients:
+            await self._changed.wait()
 
     @property
     def exited(self) -> bool:
-        """Whether the VM quit."""
+        """Whether the VM exited."""
         return self._exited.is_set()
 
     def _state_changed(self) -> None:
@@ -380,7 +391,7 @@ class Simulator:
             raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         try:
             listener = trio.SocketListener(sock)
-            log.info("listening on %s", path)
+            log.debug("listening on %s", path)
             task_status.started(path)
             await self._accept_loop(listener)
         finally:
@@ -410,7 +421,7 @@ class Simulator:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         sockname = listeners[0].socket.getsockname()
         bound = (str(sockname[0]), int(sockname[1]))
-        log.info("listening on %s:%d", *bound)
+        log.debug("listening on %s:%d", *bound)
         task_status.started(bound)
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -548,16 +559,10 @@ class Simulator:
         else:
             data = client.conn.send_return(request, reply)
         self._enqueue(client, data)
-        if outcome.close:
-            # ``quit``: QEMU exits, so every connection ends once its output is written.
-            closing = self._clients.values() if self.machine.exited else [client]
-            for each in list(closing):
-                each.conn.close()
-                each.closing = True
-                each.poke()
-            if self.machine.exited:
-                log.info("client %d: the VM quit", client.id)
-                self._exited.set()
+        if self.machine.exited:
+            self._vm_exited()
+        elif outcome.close:
+            self._close_after_output(client)
         self._commands.append(request)
         self._state_changed()
         for callback in list(self._callbacks.get(request.command, ())):
@@ -568,6 +573,20 @@ class Simulator:
             except Exception as exc:
                 log.exception("on_command callback for %s failed", request.command)
                 self.errors.append(exc)
+
+    @staticmethod
+    def _close_after_output(client: _Client) -> None:
+        client.conn.close()
+        client.closing = True
+        client.poke()
+
+    def _vm_exited(self) -> None:
+        """QEMU exits: every connection ends once its output is written."""
+        if not self._exited.is_set():
+            log.info("the VM exited")
+            self._exited.set()
+        for client in list(self._clients.values()):
+            self._close_after_output(client)
 
     def _enqueue(self, client: _Client, data: bytes) -> None:
         if not data or client.scope.cancel_called:
