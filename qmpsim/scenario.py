@@ -11,7 +11,10 @@ so the two never drift.
 from __future__ import annotations
 
 import difflib
+import json
+import random
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1106,6 +1109,19 @@ def loads_scenario(text: str, file: str | None = None) -> Scenario:
     return _Loader(file, (Path(file).resolve(),) if file else ()).scenario(text)
 
 
+def load_steps(steps: Any, scenario: Scenario, origin: str = "<control>") -> tuple[Step, ...]:
+    """Steps given as JSON data (a list of step mappings), validated against ``scenario``."""
+    loader = _Loader(scenario.source)
+    loader.file = origin
+    loader.profile = PROFILES[scenario.profile]
+    loader.vm = scenario.vm
+    root = loader.compose(json.dumps(steps))
+    assert root is not None
+    out = loader.steps(root, "steps")
+    loader.check_causal(out, _State(strict=False), "steps")
+    return out
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a scenario file (:class:`~qmpsim.errors.ScenarioError` otherwise)."""
     name = str(path)
@@ -1121,6 +1137,54 @@ def load_scenario(path: str | Path) -> Scenario:
 def shipped_scenarios() -> list[Path]:
     """The scenario files shipped with qmpsim, sorted by name."""
     return sorted(SHIPPED_DIR.glob("*.yaml"))
+
+
+# --- the machine a scenario runs on ------------------------------------------------
+
+
+def vm_config(vm: VmSpec) -> m.VmConfig:
+    """The machine's VM description for a scenario's ``vm`` section."""
+    extra: dict[str, Any] = {}
+    if vm.uuid is not None:
+        extra["uuid"] = vm.uuid
+    return m.VmConfig(
+        name=vm.name,
+        no_shutdown=vm.no_shutdown,
+        initial_state=vm.initial_state,
+        watchdog=vm.watchdog,
+        disks=tuple(
+            m.DiskConfig(
+                name=d.name,
+                on_read_error=d.on_read_error,
+                on_write_error=d.on_write_error,
+                qdev=f"/machine/peripheral-anon/device[{i}]/virtio-backend",
+            )
+            for i, d in enumerate(vm.disks)
+        ),
+        vnc=(
+            m.VncConfig(vm.vnc.host, vm.vnc.port, vm.vnc.family, vm.vnc.auth)
+            if vm.vnc is not None
+            else None
+        ),
+        spice=(
+            m.SpiceConfig(
+                vm.spice.host, vm.spice.port, vm.spice.family, vm.spice.auth, vm.spice.tls
+            )
+            if vm.spice is not None
+            else None
+        ),
+        **extra,
+    )
+
+
+def build_machine(
+    scenario: Scenario, seed: int | None = None, clock: m.Clock = time.time
+) -> m.Machine:
+    """A fresh machine for ``scenario`` (``seed`` overrides ``vm.seed``)."""
+    rng = random.Random(scenario.vm.seed if seed is None else seed)
+    return m.Machine(
+        vm=vm_config(scenario.vm), profile=PROFILES[scenario.profile], clock=clock, rng=rng
+    )
 
 
 # --- JSON Schema ----------------------------------------------------------------------
@@ -1202,3 +1266,144 @@ def scenario_schema() -> dict[str, Any]:
         }
     )
     return top
+
+
+# --- the timeline a person can read (`qmpsim show`) --------------------------------------
+
+
+def _step_text(step: Step) -> str:
+    if isinstance(step, CauseStep):
+        args = {k: v for k, v in vars(step.cause).items() if v not in (None, False)}
+        return " ".join([f"cause {step.kind}", *(f"{k}={_word(v)}" for k, v in args.items())])
+    if isinstance(step, EmitStep):
+        return f"emit {step.event}" + (" (fake data)" if step.fake else "")
+    if isinstance(step, WaitStep):
+        return f"wait {step.seconds:g}s"
+    if isinstance(step, UntilStep):
+        cond = f" {json.dumps(step.arguments)}" if step.arguments else ""
+        limit = f", at most {step.timeout:g}s" if step.timeout is not None else ""
+        return f"until the client sends {step.command}{cond}{limit}"
+    if isinstance(step, ReplyStep):
+        what = (
+            f"error {step.error_class}" if step.error_class else f"return {json.dumps(step.result)}"
+        )
+        return f"reply to {step.command} with {what} ({_times(step.times)})"
+    if isinstance(step, OnStep):
+        return f"on {step.command} ({_times(step.times)}):"
+    if isinstance(step, RepeatStep):
+        return "repeat forever:" if step.count is None else f"repeat {step.count} times:"
+    if isinstance(step, IncludeStep):
+        return f"include {step.path}:"
+    extra: dict[str, Any] = {"chunk": step.chunk} if step.kind == "split" else {}
+    if step.kind == "delayed-reply":
+        extra = {"command": step.command, "delay": f"{step.delay:g}s"}
+    return " ".join([f"fault {step.kind}", *(f"{k}={v}" for k, v in extra.items())])
+
+
+def _word(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _times(times: int | None) -> str:
+    return "always" if times is None else "once" if times == 1 else f"{times} times"
+
+
+class _Show:
+    def __init__(self, scenario: Scenario) -> None:
+        self.clock = m.ManualClock(0.0)
+        self.machine = build_machine(scenario, clock=self.clock)
+        self.lines: list[str] = []
+        self.start = 0.0
+
+    def events(self, events: Sequence[m.Event]) -> str:
+        names = []
+        for e in events:
+            detail = ""
+            if e.data and "action" in e.data:
+                detail = f" ({e.data['action']})"
+            elif e.data and "offset" in e.data:
+                detail = f" ({e.data['offset']:+d}s)"
+            names.append(e.name + detail)
+        return ", ".join(names)
+
+    def line(self, depth: int, text: str, events: str = "", live: bool = True) -> None:
+        stamp = f"{self.start:8.3f}s" if live else " " * 9
+        row = f"{stamp}  {'  ' * depth}{text}"
+        self.lines.append(f"{row:<60} -> {events}" if events else row)
+
+    def run(self, steps: Sequence[Step], depth: int, live: bool) -> None:
+        for step in steps:
+            text = _step_text(step)
+            self.start = self.clock.now
+            if not live:
+                self.line(depth, text, live=False)
+                if isinstance(step, OnStep | RepeatStep | IncludeStep):
+                    self.run(step.steps, depth + 1, live=False)
+                continue
+            if isinstance(step, CauseStep):
+                problem = self.machine.cause_error(step.cause)
+                if problem:
+                    self.line(depth, text, f"nothing: {problem}")
+                else:
+                    self.line(depth, text, self.events(self.machine.cause(step.cause)))
+            elif isinstance(step, EmitStep):
+                self.line(depth, text, step.event)
+            elif isinstance(step, WaitStep):
+                self.clock.advance(step.seconds)
+                due = self.events(self.machine.poll())
+                self.line(depth, text, f"{due} (throttled)" if due else "")
+            elif isinstance(step, UntilStep):
+                out = self.machine.execute(step.command, step.arguments or {})
+                shown = self.events([*out.events, *self.machine.poll()])
+                self.line(depth, text, f"when it does: {shown}" if shown else "")
+            elif isinstance(step, OnStep):
+                self.line(depth, text)
+                self.run(step.steps, depth + 1, live=False)
+            elif isinstance(step, RepeatStep):
+                self.line(depth, text)
+                self.run(step.steps, depth + 1, live=True)
+                if step.count != 1:
+                    self.line(depth + 1, "(and so on)", live=False)
+            elif isinstance(step, IncludeStep):
+                self.line(depth, text)
+                self.run(step.steps, depth + 1, live=True)
+            else:
+                self.line(depth, text)
+
+
+def show_timeline(scenario: Scenario) -> str:
+    """The scenario as a person reads it: each step and the events the VM answers with.
+
+    ``until`` steps assume the client sends the command; ``on`` handlers and
+    actions are listed without their effects (they depend on the client);
+    repeated blocks are played once.
+    """
+    vm = scenario.vm
+    head = [f"{scenario.name}: {scenario.description}".rstrip(": ")]
+    clock = (
+        "starts when the first client has negotiated"
+        if scenario.clock == "first-client"
+        else "starts with the server, like QEMU"
+    )
+    head.append(f"profile {scenario.profile}; clock {scenario.clock} ({clock})")
+    parts = [f"VM {vm.name or '(unnamed)'}, {vm.initial_state}"]
+    parts += [f"disk {d.name} rerror={d.on_read_error} werror={d.on_write_error}" for d in vm.disks]
+    if vm.watchdog:
+        parts.append(f"watchdog {vm.watchdog}")
+    if vm.no_shutdown:
+        parts.append("-no-shutdown")
+    if vm.vnc:
+        parts.append(f"VNC {vm.vnc.host}:{vm.vnc.port} auth {vm.vnc.auth}")
+    if vm.spice:
+        parts.append(f"SPICE {vm.spice.host}:{vm.spice.port}{' tls' if vm.spice.tls else ''}")
+    head.append("; ".join(parts))
+    show = _Show(scenario)
+    show.run(scenario.steps, 0, live=True)
+    body = show.lines or ["(no steps: an idle VM that answers commands)"]
+    tail: list[str] = []
+    for name, block in scenario.actions.items():
+        tail.append(f"action {name}:")
+        sub = _Show(scenario)
+        sub.run(block, 1, live=False)
+        tail += sub.lines
+    return "\n".join([*head, "", *body, *(["", *tail] if tail else [])]) + "\n"

@@ -1,0 +1,351 @@
+"""Run a :class:`~qmpsim.scenario.Scenario` against a trio :class:`~qmpsim.server.Simulator`.
+
+The engine walks the timeline: causes go to the machine (which emits the
+conformant events), waits sleep on trio's clock (virtual under ``MockClock``),
+``until`` waits for a client's command, ``reply``/``fault`` steps install the
+server's hooks, and ``on`` handlers run their steps alongside the timeline each
+time their command has been answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import machine as m
+from .catalog import DEFAULT_PROFILE, Array, Builtin, Enum, Object, Type
+from .protocol import Request
+from .scenario import (
+    CauseStep,
+    EmitStep,
+    FaultStep,
+    IncludeStep,
+    OnStep,
+    RepeatStep,
+    ReplyStep,
+    Scenario,
+    Step,
+    UntilStep,
+    VmSpec,
+    WaitStep,
+    build_machine,
+    vm_config,
+)
+from .server import Simulator
+from .wire import encode
+
+if TYPE_CHECKING:
+    from .fakedata import FakeData
+
+__all__ = ["IDLE", "ScenarioRunner", "Session", "build_machine", "fake_data", "serve", "vm_config"]
+
+log = logging.getLogger("qmpsim.engine")
+
+
+_ADDRESS_KEYS = {"host", "service", "port", "family"}
+
+
+def fake_data(type_: Object, fake: FakeData, given: Mapping[str, Any] | None = None) -> Any:
+    """Data for an event of schema ``type_``: ``given`` members kept, the others made up.
+
+    Required members are filled, and the address members of server/client objects.
+    """
+    out: dict[str, Any] = dict(given or {})
+    family = str(out.get("family", "ipv4"))
+    for f in type_.fields:
+        if f.name in out:
+            if isinstance(f.type, Object) and isinstance(out[f.name], Mapping):
+                out[f.name] = fake_data(f.type, fake, out[f.name])
+            continue
+        if f.optional and f.name not in _ADDRESS_KEYS:
+            continue
+        out[f.name] = _fake_value(f.name, f.type, fake, family)
+    return out
+
+
+def _fake_value(name: str, type_: Type, fake: FakeData, family: str) -> Any:
+    rng = fake.rng
+    if isinstance(type_, Object):
+        return fake_data(type_, fake)
+    if isinstance(type_, Enum):
+        if name == "family":
+            return family if family in type_.values else type_.values[0]
+        return rng.choice(type_.values)
+    if isinstance(type_, Array):
+        return [_fake_value(name, type_.of, fake, family)]
+    assert isinstance(type_, Builtin)
+    if type_.name == "bool":
+        return rng.random() < 0.5
+    if name == "offset":
+        return fake.rtc_offset()
+    if name == "connection-id":
+        return fake.connection_id("client")
+    if type_.name in ("int", "number"):
+        return rng.randint(0, 16)
+    if name == "host":
+        return fake.host(family)
+    if name in ("service", "port"):
+        return fake.ephemeral_port()
+    if name == "device":
+        return fake.drive_name()
+    if name == "node-name":
+        return fake.node_name()
+    if name == "sasl_username":
+        return fake.sasl_username()
+    if name == "x509_dname":
+        return fake.x509_dname()
+    return f"{name}{rng.randint(0, 99)}"
+
+
+@dataclass
+class _Handler:
+    step: OnStep
+    remaining: int | None
+
+
+class ScenarioRunner:
+    """Plays a scenario on a simulator.
+
+    ``speed`` scales time (2.0 runs twice as fast); ``seed`` overrides ``vm.seed``
+    for fake data.  Start :meth:`run` in a nursery; :attr:`done` is set when the
+    timeline has ended (``on`` handlers stay active until the run is cancelled).
+    """
+
+    def __init__(
+        self,
+        sim: Simulator,
+        scenario: Scenario,
+        *,
+        speed: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.sim = sim
+        self.scenario = scenario
+        self.speed = speed
+        self.seed = scenario.vm.seed if seed is None else seed
+        self._fake: FakeData | None = None
+        self.done = trio.Event()
+        self.notes: list[str] = []
+        """What did not go as written: timeouts, causes the VM refused."""
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Play the timeline, then keep the ``on`` handlers alive until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            if self.scenario.clock == "first-client":
+                await self.sim.wait_negotiated()
+            await self.run_steps(self.scenario.steps)
+            self.done.set()
+            await trio.sleep_forever()
+
+    def trigger(self, action: str) -> None:
+        """Run the named action of the scenario alongside the timeline."""
+        if action not in self.scenario.actions:
+            known = ", ".join(sorted(self.scenario.actions)) or "none"
+            raise KeyError(f"no action named {action!r} (actions: {known})")
+        self.start_steps(self.scenario.actions[action])
+
+    def start_steps(self, steps: Sequence[Step]) -> None:
+        """Run ``steps`` alongside the timeline."""
+        if self._nursery is None:
+            raise RuntimeError("the scenario is not running")
+        self._nursery.start_soon(self.run_steps, steps)
+
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        """Run ``steps`` in order, in the caller's task."""
+        for step in steps:
+            await self.run_step(step)
+
+    async def run_step(self, step: Step) -> None:
+        """Run one step."""
+        if isinstance(step, CauseStep):
+            self._cause(step)
+        elif isinstance(step, EmitStep):
+            self._emit(step)
+        elif isinstance(step, WaitStep):
+            await trio.sleep(step.seconds / self.speed)
+        elif isinstance(step, UntilStep):
+            await self._until(step)
+        elif isinstance(step, ReplyStep):
+            self._reply(step)
+        elif isinstance(step, OnStep):
+            self._on(step)
+        elif isinstance(step, RepeatStep):
+            n = 0
+            while step.count is None or n < step.count:
+                await self.run_steps(step.steps)
+                n += 1
+                if not step.steps:
+                    await trio.sleep_forever()  # an empty forever block must not spin
+        elif isinstance(step, IncludeStep):
+            await self.run_steps(step.steps)
+        else:
+            await self._fault(step)
+
+    def _note(self, step: Step, text: str) -> None:
+        where = f"{step.where.file or '<scenario>'}:{step.where.line}"
+        self.notes.append(f"{where}: {text}")
+        log.info("%s: %s", where, text)
+
+    def _cause(self, step: CauseStep) -> None:
+        refused = self.sim.machine.cause_error(step.cause)
+        if refused is not None:
+            self._note(step, f"{step.kind} skipped: {refused}")
+            return
+        self.sim.cause(step.cause)
+
+    def _emit(self, step: EmitStep) -> None:
+        data = step.data
+        if step.fake:
+            spec = self.sim.machine.profile.events[step.event].data
+            assert spec is not None  # the loader refuses `fake` on events without data
+            if self._fake is None:
+                from .fakedata import FakeData  # Faker is slow to import: only when used
+
+                self._fake = FakeData(self.seed)
+            data = fake_data(spec, self._fake, data)
+        self.sim.emit(step.event, data)
+
+    async def _until(self, step: UntilStep) -> None:
+        timeout = float("inf") if step.timeout is None else step.timeout / self.speed
+        with trio.move_on_after(timeout):
+            await self.sim.wait_for_command(step.command, step.arguments)
+            return
+        self._note(step, f"no {step.command} within {step.timeout:g}s, going on")
+
+    def _reply(self, step: ReplyStep) -> None:
+        reply: Any = step.result
+        if step.error_class is not None:
+            reply = m.CommandError(step.error_class, step.error_desc or "")
+        if step.times is None:
+            self.sim.override_reply(step.command, reply, once=False)
+        else:
+            for _ in range(step.times):
+                self.sim.override_reply(step.command, reply, once=True)
+
+    def _on(self, step: OnStep) -> None:
+        handler = _Handler(step, step.times)
+
+        def fire(request: Request) -> None:
+            if handler.remaining == 0 or not _includes(request.arguments, step.arguments):
+                return
+            if handler.remaining is not None:
+                handler.remaining -= 1
+                if handler.remaining == 0:
+                    remove()
+            self.start_steps(step.steps)
+
+        remove = self.sim.on_command(step.command, fire)
+
+    async def _fault(self, step: FaultStep) -> None:
+        sim = self.sim
+        if step.kind == "disconnect":
+            sim.disconnect()
+        elif step.kind == "garbage":
+            sim.send_raw((step.text or "}garbage{").encode() + b"\r\n")
+        elif step.kind == "error-without-id":
+            sim.emit_raw({"error": {"class": "GenericError", "desc": "qmpsim: error without id"}})
+        elif step.kind == "unknown-id-reply":
+            sim.emit_raw({"return": {}, "id": "qmpsim-unknown-id"})
+        elif step.kind == "split":
+            sim.split_next(step.chunk)
+        elif step.kind == "coalesce":
+            sim.coalesce_next()
+        elif step.kind == "delayed-reply":
+            assert step.command is not None
+            sim.delay_reply(step.command, step.delay / self.speed)
+        else:
+            # The server has no hook before its greeting: the event goes raw to every
+            # connected client, including one that has not negotiated yet.
+            event = m.Event(step.text or "RESUME", None, int(sim.now()), 0).to_json()
+            sim.send_raw(encode(event))
+
+
+def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any] | None) -> bool:
+    return all(k in actual and actual[k] == v for k, v in (expected or {}).items())
+
+
+IDLE = Scenario(
+    name="idle",
+    description="An idle VM, like qemu-system-x86_64 -M none -nodefaults",
+    profile=DEFAULT_PROFILE,
+    vm=VmSpec(),
+    clock="startup",
+    steps=(),
+)
+"""What ``qmpsim serve`` plays without a scenario: nothing but answers to commands."""
+
+
+class Session:
+    """A simulator playing a scenario, which :meth:`reset` restarts from the top."""
+
+    def __init__(
+        self, sim: Simulator, scenario: Scenario, *, speed: float = 1.0, seed: int | None = None
+    ) -> None:
+        self.sim = sim
+        self.scenario = scenario
+        self.speed = speed
+        self.seed = seed
+        self.runner = ScenarioRunner(sim, scenario, speed=speed, seed=seed)
+        self._scope: trio.CancelScope | None = None
+        self._started = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Play the scenario until cancelled, restarting it after each :meth:`reset`."""
+        while True:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.runner.run)
+                    self._started.set()
+                    task_status.started()
+                    task_status = trio.TASK_STATUS_IGNORED
+            self.runner = ScenarioRunner(self.sim, self.scenario, speed=self.speed, seed=self.seed)
+
+    async def reset(self) -> None:
+        """A fresh VM, no overrides, an empty transcript, and the timeline from the top."""
+        assert self._scope is not None
+        self._started = trio.Event()
+        self._scope.cancel()
+        self.sim.reset()
+        await self._started.wait()
+
+
+async def serve(
+    scenario: Scenario,
+    *,
+    unix: str | None = None,
+    tcp: tuple[str, int] | None = None,
+    allow_remote: bool = False,
+    control: str | None = None,
+    speed: float = 1.0,
+    seed: int | None = None,
+    multi_client: bool = False,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve ``scenario`` on the given sockets until the VM exits or the task is cancelled."""
+    from .control import ControlChannel
+
+    machine = build_machine(scenario, seed)
+    async with Simulator(machine, multi_client=multi_client) as sim, trio.open_nursery() as n:
+        session = Session(sim, scenario, speed=speed, seed=seed)
+        await n.start(session.run)
+        if unix is not None:
+            announce(f"QMP monitor on unix:{await sim.listen_unix(unix)}")
+        if tcp is not None:
+            host, port = await sim.listen_tcp(*tcp, allow_remote=allow_remote)
+            announce(f"QMP monitor on tcp:{host}:{port}")
+        if control is not None:
+            channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
+            announce(f"control channel on unix:{await n.start(channel.serve_unix, control)}")
+        await sim.wait_exited()
+        announce("the VM exited")
+        n.cancel_scope.cancel()
