@@ -1,0 +1,194 @@
+"""The control channel: a second QMP-framed socket that drives a running simulator.
+
+It is a separate listener (``qmpsim serve --control PATH``), never the VM's
+monitor.  A client reads the greeting, sends ``qmp_capabilities``, then
+``qmpsim-*`` commands; replies carry the request's ``id`` like QMP's.  Plain
+``socat`` or a few lines of any language are enough to use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .errors import QmpSimError
+from .scenario import EmitStep, Scenario, load_steps
+from .server import Simulator
+from .wire import JsonStreamer, ParseError, encode
+
+__all__ = ["COMMANDS", "ControlChannel"]
+
+log = logging.getLogger("qmpsim.control")
+
+COMMANDS: Mapping[str, str] = {
+    "qmp_capabilities": "leave capabilities negotiation",
+    "qmpsim-trigger": "run one of the scenario's actions: {action}",
+    "qmpsim-run": "run steps now, written as in a scenario: {steps}",
+    "qmpsim-emit": "emit one event: {event, data?, fake?}",
+    "qmpsim-transcript": "every message the monitor exchanged so far",
+    "qmpsim-reset": "a fresh VM, no overrides, an empty transcript; the timeline restarts",
+    "qmpsim-status": "the VM's run state, the connected clients, the timeline's progress",
+    "query-commands": "the commands of this channel",
+}
+
+
+class _Refused(Exception):
+    def __init__(self, desc: str, error_class: str = "GenericError") -> None:
+        super().__init__(desc)
+        self.error_class = error_class
+
+
+@dataclass
+class ControlChannel:
+    """Serves the control protocol for one simulator and the scenario it plays.
+
+    ``runner()`` returns the current :class:`~qmpsim.engine.ScenarioRunner`;
+    ``reset()`` restarts the VM and the timeline.
+    """
+
+    sim: Simulator
+    scenario: Scenario
+    runner: Callable[[], Any]
+    reset: Callable[[], Awaitable[None]]
+
+    async def serve_unix(
+        self, path: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on the Unix socket ``path`` (mode 0600) until cancelled."""
+        import os
+        import socket as stdsocket
+
+        if os.path.exists(path):
+            raise QmpSimError(f"cannot listen on {path}: the path exists")
+        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            await sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            raise QmpSimError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        finally:
+            os.umask(old)
+        sock.listen(8)
+        try:
+            listener = trio.SocketListener(sock)
+            task_status.started(path)
+            await trio.serve_listeners(self.handle_stream, [listener])
+        finally:
+            sock.close()
+            if os.path.exists(path):
+                os.unlink(path)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """One control connection, until the peer closes it."""
+        async with stream:
+            version = self.sim.machine.profile.greeting()["QMP"]["version"]
+            await stream.send_all(encode({"QMP": {"version": version, "capabilities": []}}))
+            streamer = JsonStreamer()
+            negotiated = False
+            while True:
+                try:
+                    data = await stream.receive_some()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                values = streamer.feed(bytes(data)) if data else streamer.flush()
+                for value in values:
+                    reply, negotiated = await self._answer(value, negotiated)
+                    try:
+                        await stream.send_all(encode(reply))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                if not data:
+                    return
+
+    async def _answer(self, value: Any, negotiated: bool) -> tuple[dict[str, Any], bool]:
+        if isinstance(value, ParseError):
+            return _error("GenericError", value.message), negotiated
+        if not isinstance(value, dict):
+            return _error("GenericError", "QMP input must be a JSON object"), negotiated
+        ident = value.get("id")
+        command = value.get("execute")
+        arguments = value.get("arguments", {})
+        try:
+            if not isinstance(command, str):
+                raise _Refused("QMP input lacks member 'execute'")
+            if not isinstance(arguments, dict):
+                raise _Refused("QMP input member 'arguments' must be an object")
+            if command == "qmp_capabilities":
+                if negotiated:
+                    raise _Refused(
+                        "Capabilities negotiation is already complete, command ignored",
+                        "CommandNotFound",
+                    )
+                result: Any = {}
+                negotiated = True
+            elif not negotiated:
+                raise _Refused(
+                    "Expecting capabilities negotiation with 'qmp_capabilities'", "CommandNotFound"
+                )
+            else:
+                result = await self._run(command, arguments)
+        except _Refused as exc:
+            reply = _error(exc.error_class, str(exc))
+        except QmpSimError as exc:
+            reply = _error("GenericError", str(exc))
+        else:
+            reply = {"return": result}
+        if ident is not None:
+            reply["id"] = ident
+        return reply, negotiated
+
+    async def _run(self, command: str, args: dict[str, Any]) -> Any:
+        runner = self.runner()
+        if command == "query-commands":
+            return [{"name": name} for name in COMMANDS]
+        if command == "qmpsim-trigger":
+            action = _arg(args, "action", str)
+            if action not in self.scenario.actions:
+                known = ", ".join(sorted(self.scenario.actions)) or "none"
+                raise _Refused(f"no action named {action!r} (actions: {known})")
+            runner.trigger(action)
+            return {}
+        if command == "qmpsim-run":
+            runner.start_steps(load_steps(_arg(args, "steps", list), self.scenario))
+            return {}
+        if command == "qmpsim-emit":
+            step: dict[str, Any] = {"emit": _arg(args, "event", str)}
+            for key in ("data", "fake"):
+                if key in args:
+                    step[key] = args[key]
+            (loaded,) = load_steps([step], self.scenario)
+            assert isinstance(loaded, EmitStep)
+            runner.start_steps([loaded])
+            return {}
+        if command == "qmpsim-transcript":
+            return [entry.to_json() for entry in self.sim.transcript]
+        if command == "qmpsim-reset":
+            await self.reset()
+            return {}
+        if command == "qmpsim-status":
+            return {
+                "status": self.sim.machine.status,
+                "clients": self.sim.clients,
+                "timeline": "done" if runner.done.is_set() else "running",
+                "notes": list(runner.notes),
+            }
+        raise _Refused(f"The command {command} has not been found", "CommandNotFound")
+
+
+def _arg(args: Mapping[str, Any], name: str, kind: type) -> Any:
+    if name not in args:
+        raise _Refused(f"Parameter '{name}' is missing")
+    if not isinstance(args[name], kind):
+        names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+        expected = names.get(kind, kind.__name__)
+        raise _Refused(f"Parameter '{name}' expects {expected}")
+    return args[name]
+
+
+def _error(error_class: str, desc: str) -> dict[str, Any]:
+    return {"error": {"class": error_class, "desc": desc}}
