@@ -421,7 +421,7 @@ class Machine:
         self._spice: dict[tuple[str, int, int], _SpiceChannel] = {}
         self._spice_ids: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
-        self._later: list[Event] = []
+        self._retry: list[DiskError] = []
 
     @property
     def running(self) -> bool:
@@ -473,8 +473,15 @@ class Machine:
         return []
 
     def poll(self) -> list[Event]:
-        """Events that became due by the clock's current time (throttled or deferred ones)."""
-        out, self._later = self._later, []
+        """Events that became due by the clock's current time.
+
+        These are throttled events whose window closed, and the outcome of requests
+        the devices retry after ``cont`` (which may stop the VM again).
+        """
+        out: list[Event] = []
+        retry, self._retry = self._retry, []
+        for error in retry:
+            out += self._on_DiskError(error)
         now = self.clock()
         due = sorted((w.closes, name) for name, w in self._windows.items() if w.closes <= now)
         for _, name in due:
@@ -489,16 +496,16 @@ class Machine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has something to do, on the clock's scale."""
-        if self._later:
+        if self._retry:
             return self.clock()
         if not self._windows:
             return None
         return min(w.closes for w in self._windows.values())
 
     def pending_events(self) -> list[Event]:
-        """Events held back (throttled or deferred), oldest first, without releasing them."""
+        """Throttled events held back, oldest first, without releasing them."""
         held = [w.pending for w in self._windows.values() if w.pending is not None]
-        return [*self._later, *sorted(held, key=lambda e: (e.seconds, e.microseconds))]
+        return sorted(held, key=lambda e: (e.seconds, e.microseconds))
 
     def _stop(self, state: str) -> list[Event]:
         """``vm_stop(state)``: a STOP event only when the guest was running."""
@@ -809,9 +816,8 @@ class Machine:
         self.status = "running"
         resume = self._event("RESUME")
         # the devices retry their failed requests once the VM runs again, after the reply
-        for device, error in list(self._failing.items()):
-            del self._failing[device]
-            self._later += self._on_DiskError(error)
+        self._retry += self._failing.values()
+        self._failing.clear()
         return Outcome({}, (resume,))
 
     def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
