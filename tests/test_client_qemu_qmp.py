@@ -9,63 +9,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 from qemu.qmp import ExecuteError, QMPClient
-
-from qmpsim.server import Simulator
+from test_server_peer import ThreadedSimulator
 
 TIMEOUT = 20.0
 QMP_SHELL = Path(sys.executable).with_name("qmp-shell")
-
-
-class ThreadedSimulator:
-    """A simulator on a Unix socket, run by trio in a thread (qemu.qmp needs asyncio)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.ready = threading.Event()
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:
-            self.failure = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        async with Simulator() as sim:
-            self.sim = sim
-            self.token = trio.lowlevel.current_trio_token()
-            self.scope = trio.CancelScope()
-            await sim.listen_unix(self.path)
-            self.ready.set()
-            with self.scope:
-                await trio.sleep_forever()
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the simulator's trio thread."""
-        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
-
-    def __enter__(self) -> ThreadedSimulator:
-        self.thread.start()
-        assert self.ready.wait(TIMEOUT), "the simulator did not start"
-        if self.failure is not None:
-            raise self.failure
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.failure is None:
-            self.call(self.scope.cancel)
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
