@@ -31,9 +31,11 @@ NEGOTIATE = b'{"execute": "qmp_capabilities"}'
 
 @contextmanager
 def qmpsim_process() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="qs-") as tmp:
-        with ThreadedSimulator(str(Path(tmp) / "qmp.sock")) as threaded:
-            yield threaded.path
+    with (
+        tempfile.TemporaryDirectory(prefix="qs-") as tmp,
+        ThreadedSimulator(str(Path(tmp) / "qmp.sock")) as threaded,
+    ):
+        yield threaded.path
 
 
 def session(path: str, chunks: list[bytes], *, sync: bool = True) -> bytes:
