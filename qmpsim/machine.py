@@ -327,7 +327,8 @@ class VmConfig:
     """The VM description; defaults give an idle machine like ``qemu-system-x86_64 -M none``.
 
     ``watchdog`` is the watchdog device's action (``None``: no watchdog device);
-    ``initial_state`` is ``running``, ``paused`` or ``prelaunch`` (``-S``).
+    ``initial_state`` is ``running``, ``paused`` or ``prelaunch`` (``-S``);
+    ``cpus`` is the vCPU count (``-M none`` has none; ``-M pc`` has one).
     """
 
     name: str | None = None
@@ -338,6 +339,7 @@ class VmConfig:
     disks: tuple[DiskConfig, ...] = ()
     vnc: VncConfig | None = None
     spice: SpiceConfig | None = None
+    cpus: int = 0
     kvm_enabled: bool = False
     kvm_present: bool = True
     rtc_qom_path: str = "/machine/unattached/device[9]"
@@ -916,6 +918,11 @@ class Machine:
 
     def _cmd_human_monitor_command(self, args: Mapping[str, Any]) -> Outcome:
         line = str(args.get("command-line", ""))
+        cpu = args.get("cpu-index")
+        if cpu is not None and not 0 <= cpu < self.vm.cpus:
+            return Outcome(
+                CommandError("GenericError", "Parameter 'cpu-index' expects a CPU number")
+            )
         words = line.split()
         if not words:
             return Outcome("")

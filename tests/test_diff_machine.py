@@ -201,6 +201,8 @@ def test_prelaunch_identity_and_hmp() -> None:
         (hmp, {"command-line": "info uuid"}),
         (hmp, {"command-line": "info kvm"}),
         (hmp, {"command-line": "info nothing"}),
+        (hmp, {"command-line": "  info   status  "}),
+        (hmp, {"command-line": "info status", "cpu-index": 0}),
         ("cont", None),
         (hmp, {"command-line": "stop"}),
         (hmp, {"command-line": "info status"}),

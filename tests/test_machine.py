@@ -218,3 +218,11 @@ def test_reset_restores_the_described_vm() -> None:
     m.execute("quit", {})
     m.reset()
     assert (m.status, m.exited) == ("paused", False)
+
+
+def test_hmp_cpu_index_must_name_a_cpu() -> None:
+    args = {"command-line": "info status", "cpu-index": 0}
+    assert machine().execute("human-monitor-command", args).reply == CommandError(
+        "GenericError", "Parameter 'cpu-index' expects a CPU number"
+    )
+    assert machine(cpus=1).execute("human-monitor-command", args).reply == "VM status: running\r\n"
