@@ -935,7 +935,8 @@ class Machine:
             if isinstance(outcome.reply, CommandError):
                 return Outcome(f"Error: {outcome.reply.desc}\r\n", outcome.events)
             return Outcome("", outcome.events)
-        info = self._hmp_info(words[1] if len(words) == 2 and words[0] == "info" else None)
+        what = " ".join(words[1:]) if words[0] == "info" and len(words) <= 2 else None
+        info = self._hmp_info(what)
         if info is not None:
             return Outcome(info)
         match = re.match(r"\s*(info\s+\S+|\S+)", line)
@@ -943,6 +944,8 @@ class Machine:
         return Outcome(f"unknown command: '{name}'\r\n")
 
     def _hmp_info(self, what: str | None) -> str | None:
+        if what == "":
+            return "".join(f"info {name}  -- {text}\r\n" for name, text in _HMP_INFO.items())
         if what == "status":
             text = "VM status: " + ("running" if self.running else "paused")
             if self.profile.run_states and self.status not in ("running", "paused"):
@@ -959,6 +962,16 @@ class Machine:
             state = "enabled" if self.vm.kvm_enabled else "disabled"
             return f"kvm support: {state}\r\n"
         return None
+
+
+# the `info` subcommands qmpsim answers, with QEMU's help texts
+_HMP_INFO = {
+    "kvm": "show KVM information",
+    "name": "show the current VM name",
+    "status": "show the current VM status (running|paused)",
+    "uuid": "show the current VM UUID",
+    "version": "show the version of QEMU",
+}
 
 
 def _loopback(family: str) -> str:

@@ -226,3 +226,9 @@ def test_hmp_cpu_index_must_name_a_cpu() -> None:
         "GenericError", "Parameter 'cpu-index' expects a CPU number"
     )
     assert machine(cpus=1).execute("human-monitor-command", args).reply == "VM status: running\r\n"
+
+
+def test_hmp_info_alone_lists_the_info_commands() -> None:
+    text = machine().execute("human-monitor-command", {"command-line": "info"}).reply
+    assert text.startswith("info kvm  -- show KVM information\r\n")
+    assert "info status  -- show the current VM status (running|paused)\r\n" in text
