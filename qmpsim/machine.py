@@ -411,10 +411,15 @@ class Machine:
     status: str = "running"
 
     def __post_init__(self) -> None:
+        self._rng_state = self.rng.getstate()
         self.reset()
 
     def reset(self) -> None:
-        """Back to the VM as described: initial run state, no clients, nothing pending."""
+        """Back to the VM as described: initial run state, no clients, nothing pending.
+
+        The random generator rewinds too, so a reset machine repeats its values.
+        """
+        self.rng.setstate(self._rng_state)
         self.status = self.vm.initial_state
         self.exited = False
         self._io_status: dict[str, str] = {d.name: "ok" for d in self.vm.disks}

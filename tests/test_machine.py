@@ -16,6 +16,8 @@ from qmpsim.machine import (
     ManualClock,
     Outcome,
     VmConfig,
+    VncConfig,
+    VncConnect,
     virtual_clock,
 )
 
@@ -213,11 +215,13 @@ def test_bad_vm_descriptions_are_refused() -> None:
 
 
 def test_reset_restores_the_described_vm() -> None:
-    m = machine(initial_state="paused")
+    m = machine(initial_state="paused", vnc=VncConfig())
+    first = m.cause(VncConnect("a"))
     m.execute("cont", {})
     m.execute("quit", {})
     m.reset()
     assert (m.status, m.exited) == ("paused", False)
+    assert m.cause(VncConnect("a")) == first  # same client port: the generator rewound
 
 
 def test_hmp_cpu_index_must_name_a_cpu() -> None:
