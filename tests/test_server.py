@@ -8,7 +8,7 @@ import trio.testing
 from test_server_peer import EPOCH, Peer, connect
 
 from qmpsim.catalog import get_profile
-from qmpsim.machine import RtcChange
+from qmpsim.machine import GuestShutdown, RtcChange
 from qmpsim.server import Simulator
 
 pytestmark = pytest.mark.trio
@@ -185,6 +185,21 @@ async def test_quit_sends_shutdown_then_reply_then_closes(autojump_clock: trio.a
         assert sim.exited
         sim.reset()
         assert not sim.exited and sim.machine.status == "running"
+
+
+async def test_a_guest_shutdown_exits_the_vm_and_ends_connections(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with Simulator(epoch=EPOCH) as sim, trio.open_nursery() as nursery:
+        peer, _ = connect(sim, nursery)
+        await peer.negotiate()
+        events = sim.cause(GuestShutdown())
+        assert [e.name for e in events] == ["SHUTDOWN"]
+        assert (await peer.recv())["data"]["guest"] is True
+        await peer.recv_eof()
+        await sim.wait_exited()
+        await sim.wait_no_clients()
+        assert sim.clients == []
 
 
 async def test_a_client_that_stops_reading_is_dropped_alone(autojump_clock: trio.abc.Clock) -> None:
