@@ -306,3 +306,13 @@ def test_request_is_frozen() -> None:
     request = Request("stop", {}, 1, False)
     with pytest.raises(FrozenInstanceError):
         request.command = "cont"  # type: ignore[misc]
+
+
+def test_greeting_bytes_in_qemus_member_order() -> None:
+    # QEMU 7.2 sends exactly this shape (measured); the profile must insert the
+    # version members as QEMU does (major, minor, micro) for wire.encode to match.
+    greeting = ServerConnection(QEMU_7_2).greeting()
+    assert greeting == (
+        b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""},'
+        b' "capabilities": ["oob"]}}\r\n'
+    )
