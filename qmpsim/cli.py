@@ -227,6 +227,21 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="log connections and every message on stderr, one line each",
     )
+    _scenario_play_arguments(parser)
+
+
+def _scenario_play_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="time scale: 10 plays ten times faster"
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed for fake values and client ports (default: vm.seed)"
+    )
+    parser.add_argument(
+        "--control",
+        metavar="PATH",
+        help="also serve the control channel (qmpsim-* commands) on a Unix socket at PATH",
+    )
 
 
 @subcommand(
@@ -244,6 +259,8 @@ def serve(args: argparse.Namespace) -> int:
             f"--tcp {args.tcp.host}: not a loopback address; the monitor has no "
             "authentication, so add --allow-remote to expose it on purpose"
         )
+    if not args.speed > 0:
+        raise UsageError("--speed must be a positive number")
     _setup_logging(args.verbose)
     scenario = load_scenario_arg(args.scenario)
     sim = make_simulator(scenario, profile=args.profile, multi_client=args.multi)
@@ -277,10 +294,17 @@ async def _serve(sim: Simulator, scenario: Scenario | None, args: argparse.Names
                 return EXIT_FAILURE
             what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
             print(f"qmpsim: listening on {where} ({what})", file=sys.stderr, flush=True)
-            if scenario is not None:
-                from .engine import ScenarioRunner
+            from .engine import start_session
 
-                await nursery.start(ScenarioRunner(sim, scenario).run)
+            await start_session(
+                nursery,
+                sim,
+                scenario,
+                speed=args.speed,
+                seed=args.seed,
+                control=args.control,
+                announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
+            )
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
@@ -466,6 +490,64 @@ async def _watch(client: _DemoClient, runner: Any, timeout: float) -> None:
         client.say(f"   (the scenario is still going after {timeout:g}s; leaving it)")
     else:
         client.say("   (the scenario's timeline has ended)")
+
+
+# --- qmpsim list / validate / show / schema (the scenario language) ---------------------------
+
+
+@subcommand("list", help="list the shipped scenarios", arguments=lambda parser: None)
+def list_scenarios(args: argparse.Namespace) -> int:
+    """``qmpsim list``."""
+    from .scenario import list_shipped
+
+    print(list_shipped(), end="")
+    return EXIT_OK
+
+
+def _files_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="scenario files")
+
+
+@subcommand(
+    "validate",
+    help="check scenario files",
+    description="Check scenario files: one line per file, FILE:LINE:COLUMN: message for "
+    "mistakes; exit status 1 when any file is wrong.",
+    arguments=_files_arguments,
+)
+def validate(args: argparse.Namespace) -> int:
+    """``qmpsim validate``."""
+    from .scenario import validate_files
+
+    return validate_files(args.files, sys.stdout)
+
+
+def _scenario_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "scenario", metavar="SCENARIO", help="a scenario file, or the name of a shipped one"
+    )
+
+
+@subcommand(
+    "show",
+    help="print a scenario's timeline and the events it produces",
+    arguments=_scenario_argument,
+)
+def show(args: argparse.Namespace) -> int:
+    """``qmpsim show``."""
+    from .scenario import load_scenario, resolve, show_timeline
+
+    print(show_timeline(load_scenario(resolve(args.scenario))), end="")
+    return EXIT_OK
+
+
+@subcommand("schema", help="print the JSON Schema of scenario files", arguments=lambda parser: None)
+def schema(args: argparse.Namespace) -> int:
+    """``qmpsim schema``."""
+    from .scenario import scenario_schema
+
+    print(json.dumps(scenario_schema(), indent=2))
+    return EXIT_OK
 
 
 # --- main ----------------------------------------------------------------------------------

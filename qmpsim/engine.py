@@ -9,6 +9,7 @@ time their command has been answered.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,7 +111,9 @@ class _Handler:
 class ScenarioRunner:
     """Plays a scenario on a simulator.
 
-    ``speed`` scales time (2.0 runs twice as fast); ``seed`` overrides ``vm.seed``
+    ``speed`` scales the VM's time, the ``wait`` steps and delayed replies (2.0 runs
+    twice as fast; ``until`` timeouts wait for a client and are not scaled, nor is
+    QEMU's one-second event throttle); ``seed`` overrides ``vm.seed``
     for fake data.  Start :meth:`run` in a nursery; :attr:`done` is set when the
     timeline has ended (``on`` handlers stay active until the run is cancelled).
     """
@@ -215,7 +218,8 @@ class ScenarioRunner:
         self.sim.emit(step.event, data)
 
     async def _until(self, step: UntilStep) -> None:
-        timeout = float("inf") if step.timeout is None else step.timeout / self.speed
+        # The client is not sped up: its timeout is not scaled.
+        timeout = float("inf") if step.timeout is None else step.timeout
         with trio.move_on_after(timeout):
             await self.sim.wait_for_command(step.command, step.arguments)
             return
@@ -332,20 +336,44 @@ async def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve ``scenario`` on the given sockets until the VM exits or the task is cancelled."""
-    from .control import ControlChannel
-
     machine = build_machine(scenario, seed)
     async with Simulator(machine, multi_client=multi_client) as sim, trio.open_nursery() as n:
-        session = Session(sim, scenario, speed=speed, seed=seed)
-        await n.start(session.run)
         if unix is not None:
             announce(f"QMP monitor on unix:{await sim.listen_unix(unix)}")
         if tcp is not None:
             host, port = await sim.listen_tcp(*tcp, allow_remote=allow_remote)
             announce(f"QMP monitor on tcp:{host}:{port}")
-        if control is not None:
-            channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
-            announce(f"control channel on unix:{await n.start(channel.serve_unix, control)}")
+        await start_session(
+            n, sim, scenario, speed=speed, seed=seed, control=control, announce=announce
+        )
         await sim.wait_exited()
         announce("the VM exited")
         n.cancel_scope.cancel()
+
+
+async def start_session(
+    nursery: trio.Nursery,
+    sim: Simulator,
+    scenario: Scenario | None,
+    *,
+    speed: float = 1.0,
+    seed: int | None = None,
+    control: str | None = None,
+    announce: Callable[[str], None] = print,
+) -> Session:
+    """Play ``scenario`` (``None``: idle) on a running simulator, with its control channel.
+
+    ``seed`` also reseeds the machine's own randomness (client ports, connection ids).
+    """
+    from .control import ControlChannel
+
+    if scenario is None:
+        scenario = dataclasses.replace(IDLE, profile=sim.machine.profile.name)
+    if seed is not None:
+        sim.machine.rng.seed(seed)
+    session = Session(sim, scenario, speed=speed, seed=seed)
+    await nursery.start(session.run)
+    if control is not None:
+        channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
+        announce(f"control channel on unix:{await nursery.start(channel.serve_unix, control)}")
+    return session

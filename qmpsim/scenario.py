@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TextIO, TypeAlias
 
 import yaml
 
@@ -1407,3 +1407,41 @@ def show_timeline(scenario: Scenario) -> str:
         sub.run(block, 1, live=False)
         tail += sub.lines
     return "\n".join([*head, "", *body, *(["", *tail] if tail else [])]) + "\n"
+
+
+# --- what the command line prints ----------------------------------------------------------
+
+
+def validate_files(paths: Sequence[str], out: TextIO) -> int:
+    """Check scenario files: one line each; the exit status (0: all valid, 1: some are not)."""
+    failures = 0
+    for path in paths:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            failures += 1
+            print(exc, file=out)
+        else:
+            print(f"{path}: ok ({scenario.name}, {len(scenario.steps)} steps)", file=out)
+    return 1 if failures else 0
+
+
+def list_shipped() -> str:
+    """The shipped scenarios, one line each: name and description."""
+    rows = []
+    for path in shipped_scenarios():
+        try:
+            rows.append((path.stem, load_scenario(path).description))
+        except ScenarioError as exc:
+            rows.append((path.stem, f"(broken: {exc})"))
+    width = max((len(name) for name, _ in rows), default=0)
+    return "".join(f"{name:<{width}}  {text}\n" for name, text in rows)
+
+
+def resolve(name: str) -> Path:
+    """A scenario argument: a file path, or the name of a shipped scenario."""
+    path = Path(name)
+    shipped = SHIPPED_DIR / f"{name}.yaml"
+    if not path.exists() and "/" not in name and shipped.exists():
+        return shipped
+    return path

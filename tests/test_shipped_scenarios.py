@@ -1,18 +1,82 @@
-"""The shipped scenario library: every file loads, and together they cover the spec."""
+"""The shipped scenario library: every file loads, covers the spec, and plays end to end
+under `qmpsim serve` with QEMU's own Python client (qemu.qmp) watching."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qmpsim.scenario import load_scenario, shipped_scenarios
+from qmpsim.catalog import get_profile
+from qmpsim.scenario import load_scenario, shipped_scenarios, show_timeline
 
 SHIPPED = shipped_scenarios()
+HANG_GUARD = 20.0  # seconds; only a guard against a hang, never an assertion on timing
+
+# What a client sees: an event name, "!command" to send (its events are expected
+# next; "!?command" when it fails), "=status" for query-status's answer, "~" for
+# the connection to drop.
+# fmt: off
+SCRIPTS: dict[str, list[str]] = {
+    "tour": [
+        "RTC_CHANGE", "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_DISCONNECTED",
+        "BLOCK_IO_ERROR", "STOP", "=io-error", "!cont", "RESUME", "RESET", "=running",
+    ],
+    "disk-read-error-stop": [
+        "BLOCK_IO_ERROR", "STOP", "=io-error", "!cont", "RESUME", "BLOCK_IO_ERROR", "STOP",
+        "=io-error", "!cont", "RESUME", "=running",
+    ],
+    "disk-write-error-report": ["BLOCK_IO_ERROR"] * 3 + ["=running"],
+    "enospc-thin-disk": [
+        "BLOCK_IO_ERROR", "BLOCK_IO_ERROR", "STOP", "=io-error", "!cont", "RESUME", "=running",
+    ],
+    "watchdog-reset": ["WATCHDOG", "RESET", "=running"],
+    "watchdog-pause": ["WATCHDOG", "STOP", "=watchdog", "!cont", "RESUME", "=running"],
+    "watchdog-shutdown": ["WATCHDOG", "POWERDOWN", "SHUTDOWN", "STOP", "=shutdown"],
+    "guest-shutdown": ["SHUTDOWN", "~"],
+    "guest-shutdown-no-shutdown": [
+        "SHUTDOWN", "STOP", "=shutdown", "!system_reset", "RESET", "!cont", "RESUME", "=running",
+    ],
+    "guest-panic": [
+        "GUEST_PANICKED", "STOP", "=guest-panicked", "!system_reset", "RESET", "!cont",
+        "RESUME", "=running",
+    ],
+    # the first write, then the last one when the one-second window closes
+    "rtc-drift": ["RTC_CHANGE", "RTC_CHANGE"],
+    "vnc-sasl-x509": [
+        "VNC_CONNECTED", "VNC_INITIALIZED", "VNC_CONNECTED", "VNC_INITIALIZED",
+        "VNC_DISCONNECTED", "VNC_DISCONNECTED",
+    ],
+    "vnc-probe": ["VNC_CONNECTED", "VNC_DISCONNECTED"] * 3,
+    "spice-channels": ["SPICE_CONNECTED", "SPICE_INITIALIZED"] * 4 + ["SPICE_DISCONNECTED"] * 4,
+    "reboot-loop": ["RESET"] * 4 + ["=running"],
+    # one round at --speed 100; its throttled RTC_CHANGE comes a real second later
+    "soak": [
+        "RTC_CHANGE", "VNC_CONNECTED", "VNC_INITIALIZED", "BLOCK_IO_ERROR", "VNC_DISCONNECTED",
+        "SPICE_CONNECTED", "SPICE_INITIALIZED", "SPICE_DISCONNECTED", "WATCHDOG", "RESET",
+        "=running",
+    ],
+    "flaky-monitor": ["=running", "RESUME", "STOP", "=running", "!?query-version", "~"],
+}
+# fmt: on
 
 
-def test_the_library_has_at_least_twelve_scenarios() -> None:
+def test_the_library_has_at_least_twelve_scenarios_each_scripted() -> None:
     assert len(SHIPPED) >= 12
+    assert {p.stem for p in SHIPPED} == set(SCRIPTS)
+
+
+def test_the_library_covers_every_event_of_the_spec() -> None:
+    spec_events = set(get_profile("qemu-0.14").events)
+    seen = {item for script in SCRIPTS.values() for item in script if item.isupper()}
+    assert spec_events <= seen
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -21,3 +85,75 @@ def test_shipped_scenario_loads_and_says_what_it_mimics(path: Path) -> None:
     assert scenario.name == path.stem
     assert scenario.description
     assert path.read_text().startswith("# "), "each file opens with a comment on what it mimics"
+    assert show_timeline(scenario).startswith(f"{scenario.name}: ")
+
+
+@contextmanager
+def serving(path: Path, sock: Path) -> Iterator[subprocess.Popen[str]]:
+    cmd = [sys.executable, "-m", "qmpsim", "serve", str(path), "--unix", str(sock)]
+    proc = subprocess.Popen(
+        [*cmd, "--speed", "100"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the server says where it listens once it does
+        assert "listening on" in line, line
+        yield proc
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=HANG_GUARD)
+
+
+async def play(sock: Path, script: list[str]) -> list[str]:
+    from qemu.qmp import ExecuteError, QMPClient
+
+    qmp = QMPClient("shipped")
+    seen: list[str] = []
+    await qmp.connect(str(sock))
+    try:
+        for item in script:
+            if item == "~":
+                # the server (or the VM) ends the session: qemu.qmp's reader stops
+                await asyncio.wait_for(_dropped(qmp), HANG_GUARD)
+                seen.append("~")
+            elif item.startswith("!?"):
+                with pytest.raises(ExecuteError):
+                    await asyncio.wait_for(qmp.execute(item[2:]), HANG_GUARD)
+                seen.append(item)
+            elif item.startswith("!"):
+                await asyncio.wait_for(qmp.execute(item[1:]), HANG_GUARD)
+                seen.append(item)
+            elif item.startswith("="):
+                status: Any = await asyncio.wait_for(qmp.execute("query-status"), HANG_GUARD)
+                assert status["running"] == (status["status"] == "running")
+                seen.append(f"={status['status']}")
+            else:
+                event = await asyncio.wait_for(qmp.events.get(), HANG_GUARD)
+                seen.append(event["event"])
+    finally:
+        try:
+            await qmp.disconnect()
+        except Exception:
+            # qemu.qmp re-raises what killed its reader (the garbage of a faulty monitor)
+            if script[-1] != "~":
+                raise
+    return seen
+
+
+async def _dropped(qmp: Any) -> None:
+    from qemu.qmp import Runstate
+
+    while qmp.runstate is Runstate.RUNNING:
+        await qmp.runstate_changed()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_scenario_plays_to_qemu_qmp(path: Path, tmp_path: Path) -> None:
+    script = SCRIPTS[path.stem]
+    sock = tmp_path / "qmp.sock"
+    with serving(path, sock):
+        seen = asyncio.run(play(sock, script))
+    assert seen == script
