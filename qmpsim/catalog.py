@@ -112,7 +112,7 @@ class ProfileSpec:
         return {
             "QMP": {
                 "version": {
-                    "qemu": {"micro": micro, "minor": minor, "major": major},
+                    "qemu": {"major": major, "minor": minor, "micro": micro},
                     "package": self.package,
                 },
                 "capabilities": list(self.capabilities),
