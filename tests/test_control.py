@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -94,6 +97,7 @@ async def socat(path: Path, *requests: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 CAPS = {"execute": "qmp_capabilities"}
+HANG_GUARD = 20.0  # seconds; a guard against a hang, not an assertion on timing
 
 
 @pytest.mark.trio
@@ -150,3 +154,47 @@ async def test_reset_restarts_the_vm_and_is_not_on_the_monitor(tmp_path: Path) -
         assert (await monitor.execute("stop"))["return"] == {}
         assert await socat(control, CAPS, {"execute": "qmpsim-reset"}) == [{"return": {}}] * 2
         assert (await monitor.execute("query-status"))["return"]["status"] == "running"
+
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "scenarios.md").read_text()
+
+
+def _block(lang: str, containing: str) -> str:
+    blocks = re.findall(rf"```{lang}\n(.*?)```", DOC, flags=re.DOTALL)
+    return next(b for b in blocks if containing in b)
+
+
+def test_the_documented_socat_and_python_examples_drive_qmpsim_serve(tmp_path: Path) -> None:
+    (tmp_path / "scenario.yaml").write_text(_block("yaml", "fail-disk:"))
+    cmd = ["serve", "scenario.yaml", "--unix", "qmp.sock", "--control", "control.sock"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "qmpsim", *cmd], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        while "control channel on" not in server.stderr.readline():
+            assert server.poll() is None, "qmpsim serve ended early"
+        shell = subprocess.run(
+            ["sh", "-c", _block("sh", "socat")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+            check=True,
+        )
+        replies = [json.loads(line) for line in shell.stdout.splitlines()]
+        assert replies[1:3] == [{"return": {}}, {"return": {}}]
+        assert isinstance(replies[3]["return"], list)
+        python = subprocess.run(
+            [sys.executable, "-c", _block("python", "qmpsim-trigger")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+            check=True,
+        )
+        lines = [line for line in python.stdout.splitlines() if line.strip()]
+        assert [json.loads(line) for line in lines] == [{"return": {}}] * 2
+    finally:
+        server.terminate()
+        server.communicate(timeout=HANG_GUARD)
