@@ -26,13 +26,14 @@ import logging
 import os
 import socket as stdsocket
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import trio
 
@@ -45,12 +46,14 @@ from .wire import encode
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
+    "BackgroundSimulator",
     "CommandCallback",
     "ListenError",
     "Simulator",
 ]
 
 log = logging.getLogger("qmpsim.server")
+T = TypeVar("T")
 
 DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
 """Bytes queued for a client that does not read before it is disconnected."""
@@ -133,7 +136,9 @@ class Simulator:
         self.errors: list[BaseException] = []
         """Exceptions raised by ``on_command`` callbacks (also logged)."""
         self._epoch = epoch
+        self._wall_clock = epoch is None
         self._offset: float | None = None
+        self._last = 0.0
         self._ids = itertools.count(1)
         self._clients: dict[int, _Client] = {}
         self._slot = trio.Semaphore(1)
@@ -150,6 +155,11 @@ class Simulator:
     # --- lifetime -------------------------------------------------------------------
 
     async def __aenter__(self) -> Simulator:
+        if self._nursery is not None:
+            raise RuntimeError("this simulator is already running")
+        if self._offset is not None and not self._wall_clock:
+            self._epoch = self._last  # a new trio run: time goes on from the last reading
+        self._offset = None
         stack = AsyncExitStack()
         self._nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack = stack
@@ -185,7 +195,8 @@ class Simulator:
         if self._offset is None:
             start = self._epoch if self._epoch is not None else time.time()
             self._offset = start - current
-        return self._offset + current
+        self._last = self._offset + current
+        return self._last
 
     def _trio_time(self, wall: float) -> float:
         self.now()
@@ -652,6 +663,86 @@ class Simulator:
                 self._trio_time(deadline)
             ):
                 await changed.wait()  # a deadline that yields nothing would spin otherwise
+
+
+class BackgroundSimulator:
+    """A :class:`Simulator` served by trio in a daemon thread, for synchronous or asyncio code.
+
+    ``with BackgroundSimulator(unix=path) as bg:`` returns once the socket listens;
+    :attr:`address` is where (a path, or ``(host, port)`` for ``tcp=``).  Reach the
+    simulator only through :meth:`call` and :meth:`run`, which execute in its thread.
+    """
+
+    def __init__(
+        self,
+        sim: Simulator | None = None,
+        *,
+        unix: str | os.PathLike[str] | None = None,
+        tcp: tuple[str, int] | None = None,
+        allow_remote: bool = False,
+        start_timeout: float = 10.0,
+    ) -> None:
+        if (unix is None) == (tcp is None):
+            raise ValueError("BackgroundSimulator: give exactly one of unix= or tcp=")
+        self.sim = sim if sim is not None else Simulator()
+        self.address: str | tuple[str, int] | None = None
+        self._unix = unix
+        self._tcp = tcp
+        self._allow_remote = allow_remote
+        self._start_timeout = start_timeout
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop = trio.CancelScope()
+        self._thread = threading.Thread(target=self._main, name="qmpsim", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with self.sim:
+            self._token = trio.lowlevel.current_trio_token()
+            if self._unix is not None:
+                self.address = await self.sim.listen_unix(self._unix)
+            else:
+                assert self._tcp is not None
+                host, port = self._tcp
+                self.address = await self.sim.listen_tcp(
+                    host, port, allow_remote=self._allow_remote
+                )
+            self._ready.set()
+            with self._stop:
+                await trio.sleep_forever()
+
+    def __enter__(self) -> BackgroundSimulator:
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout):
+            raise RuntimeError("the simulator thread did not start in time")
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread.is_alive() and self._token is not None:
+            with suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
+        self._thread.join()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` run in the simulator's thread: ``bg.call(bg.sim.emit, "STOP")``."""
+        assert self._token is not None, "enter the BackgroundSimulator first"
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` in the simulator's thread: ``bg.run(bg.sim.wait_negotiated)``."""
+        assert self._token is not None, "enter the BackgroundSimulator first"
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
 
 
 def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:

@@ -14,25 +14,26 @@ from pathlib import Path
 
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
-from test_server_peer import ThreadedSimulator
+
+from qmpsim.server import BackgroundSimulator
 
 TIMEOUT = 20.0
 QMP_SHELL = Path(sys.executable).with_name("qmp-shell")
 
 
 @pytest.fixture
-def server() -> Iterator[ThreadedSimulator]:
+def server() -> Iterator[BackgroundSimulator]:
     with (
         tempfile.TemporaryDirectory(prefix="qs-") as tmp,
-        ThreadedSimulator(str(Path(tmp) / "qmp.sock")) as threaded,
+        BackgroundSimulator(unix=str(Path(tmp) / "qmp.sock")) as threaded,
     ):
         yield threaded
 
 
-def test_qmpclient_full_session(server: ThreadedSimulator) -> None:
+def test_qmpclient_full_session(server: BackgroundSimulator) -> None:
     async def main() -> None:
         qmp = QMPClient("qmpsim-test")
-        await asyncio.wait_for(qmp.connect(server.path), TIMEOUT)
+        await asyncio.wait_for(qmp.connect(str(server.address)), TIMEOUT)
         try:
             assert qmp.greeting is not None
             assert "oob" in qmp.greeting.QMP.capabilities
@@ -55,24 +56,24 @@ def test_qmpclient_full_session(server: ThreadedSimulator) -> None:
             await qmp.disconnect()
 
     asyncio.run(main())
-    commands = [c.command for c in server.sim.transcript.commands_sent()]
+    commands = [c.command for c in server.call(server.sim.transcript.commands_sent)]
     assert commands[:4] == ["qmp_capabilities", "query-status", "stop", "cont"]
-    (caps,) = server.sim.transcript.commands_sent("qmp_capabilities")
+    (caps,) = server.call(server.sim.transcript.commands_sent, "qmp_capabilities")
     assert caps.arguments == {"enable": ["oob"]}
 
 
-def test_qmpclient_reconnects_after_disconnect(server: ThreadedSimulator) -> None:
+def test_qmpclient_reconnects_after_disconnect(server: BackgroundSimulator) -> None:
     async def main() -> None:
         for _ in range(2):
             qmp = QMPClient("again")
-            await asyncio.wait_for(qmp.connect(server.path), TIMEOUT)
+            await asyncio.wait_for(qmp.connect(str(server.address)), TIMEOUT)
             try:
                 assert (await qmp.execute("query-status"))["status"] == "running"
             finally:
                 await qmp.disconnect()
 
     asyncio.run(main())
-    assert len(server.sim.transcript.commands_sent("qmp_capabilities")) == 2
+    assert len(server.call(server.sim.transcript.commands_sent, "qmp_capabilities")) == 2
 
 
 @pytest.fixture

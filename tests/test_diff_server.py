@@ -22,7 +22,8 @@ from qemu_harness import (
     qemu_process,
     require_qemu,
 )
-from test_server_peer import ThreadedSimulator
+
+from qmpsim.server import BackgroundSimulator
 
 pytestmark = pytest.mark.qemu
 
@@ -33,9 +34,9 @@ NEGOTIATE = b'{"execute": "qmp_capabilities"}'
 def qmpsim_process() -> Iterator[str]:
     with (
         tempfile.TemporaryDirectory(prefix="qs-") as tmp,
-        ThreadedSimulator(str(Path(tmp) / "qmp.sock")) as threaded,
+        BackgroundSimulator(unix=str(Path(tmp) / "qmp.sock")) as threaded,
     ):
-        yield threaded.path
+        yield str(threaded.address)
 
 
 def session(path: str, chunks: list[bytes], *, sync: bool = True) -> bytes:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +12,6 @@ import trio.testing
 from qmpsim.server import Simulator
 
 EPOCH = 1_700_000_000.0
-THREAD_TIMEOUT = 20.0
 
 
 class Peer:
@@ -120,48 +117,3 @@ async def test_peer_reads_messages_split_across_reads(autojump_clock: trio.abc.C
     await server.aclose()
     await peer.recv_eof()
     assert peer.eof
-
-
-class ThreadedSimulator:
-    """A simulator on a Unix socket, run by trio in a thread (qemu.qmp needs asyncio)."""
-
-    def __init__(self, path: str, **options: Any) -> None:
-        self.path = path
-        self.options = options
-        self.ready = threading.Event()
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:
-            self.failure = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        async with Simulator(**self.options) as sim:
-            self.sim = sim
-            self.token = trio.lowlevel.current_trio_token()
-            self.scope = trio.CancelScope()
-            await sim.listen_unix(self.path)
-            self.ready.set()
-            with self.scope:
-                await trio.sleep_forever()
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the simulator's trio thread."""
-        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
-
-    def __enter__(self) -> ThreadedSimulator:
-        self.thread.start()
-        assert self.ready.wait(THREAD_TIMEOUT), "the simulator did not start"
-        if self.failure is not None:
-            raise self.failure
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.failure is None:
-            self.call(self.scope.cancel)
-        self.thread.join(THREAD_TIMEOUT)
-        assert not self.thread.is_alive()
