@@ -200,6 +200,16 @@ def test_demo_of_an_idle_vm() -> None:
     assert "<- (connection closed by the server)" in out
 
 
+def test_demo_plays_the_tour_and_the_client_resumes_the_vm() -> None:
+    result = run("demo", "scenarios/tour.yaml", "--speed", "20")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for text in ("<- event BLOCK_IO_ERROR", "<- event STOP", "<- event RESUME", "<- event RESET"):
+        assert text in out
+    assert out.index("<- event STOP") < out.index('-> {"execute": "cont"}')
+    assert "(the scenario's timeline has ended)" in out
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
