@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from qemu_harness import SAFETY_TIMEOUT, connect_unix, qemu_process
+from qemu_harness import SAFETY_TIMEOUT, connect_unix, mask, qemu_process
 
 from qmpsim.catalog import QEMU_7_2, validate_event
 from qmpsim.machine import (
@@ -61,9 +62,11 @@ class RealMonitor:
         self.sock.settimeout(SAFETY_TIMEOUT)
         self.file = self.sock.makefile("rb")
         self.messages: list[Message] = []
+        self.raw: list[bytes] = []
         json.loads(self.file.readline())
         self.execute("qmp_capabilities")
         self.messages.clear()
+        self.raw.clear()
 
     def execute(self, command: str, arguments: Message | None = None) -> Message:
         request: Message = {"execute": command}
@@ -76,6 +79,7 @@ class RealMonitor:
                 return {}
             message = json.loads(line)
             self.messages.append(message)
+            self.raw.append(line)
             if "event" not in message:
                 return message  # type: ignore[no-any-return]
 
@@ -92,14 +96,17 @@ class SimMonitor:
         self.conn = ServerConnection(QEMU_7_2)
         self.conn.greeting()
         self.messages: list[Message] = []
+        self.raw: list[bytes] = []
         self.closed = False
         self.execute("qmp_capabilities")
         self.messages.clear()
+        self.raw.clear()
 
     def _out(self, data: bytes) -> None:
         assert data.endswith(b"\r\n")
         for line in data.split(b"\r\n")[:-1]:
             self.messages.append(json.loads(line))
+            self.raw.append(line + b"\r\n")
 
     def execute(self, command: str, arguments: Message | None = None) -> Message:
         request: Message = {"execute": command}
@@ -169,7 +176,9 @@ def test_stop_cont_reset_powerdown_and_status() -> None:
         for command in LIFECYCLE:
             qemu.execute(command)
             sim.execute(command)
-        assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages)
+    # byte for byte too: members go out in QEMU's order
+    assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
 def test_quit_sends_shutdown_then_reply_then_closes() -> None:
@@ -182,6 +191,7 @@ def test_quit_sends_shutdown_then_reply_then_closes() -> None:
         sim.execute("quit")
     assert sim.closed
     assert_same(qemu.messages, sim.messages)
+    assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
 def test_prelaunch_identity_and_hmp() -> None:
@@ -214,6 +224,7 @@ def test_prelaunch_identity_and_hmp() -> None:
             qemu.execute(command, args)
             sim.execute(command, args)
     assert_same(qemu.messages, sim.messages)
+    assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
 def test_query_block_of_a_virtio_disk() -> None:
@@ -236,6 +247,13 @@ def test_query_block_of_a_virtio_disk() -> None:
     (sim_info,) = SimMonitor(VmConfig(disks=(disk,))).execute("query-block")["return"]
     real_info["inserted"]["image"]["actual-size"] = sim_info["inserted"]["image"]["actual-size"]
     assert sim_info == real_info
+
+
+def _event_bytes(lines: list[bytes]) -> list[bytes]:
+    return [_PORT.sub(b'"service": "P"', mask(line)) for line in lines if b'"event"' in line]
+
+
+_PORT = re.compile(rb'"service": "\d+"')
 
 
 def _free_vnc_display() -> int:
@@ -313,6 +331,7 @@ def test_vnc_client_connects_authenticates_and_leaves() -> None:
         "VNC_DISCONNECTED",
     ]
     assert_same(real_events, sim_events)
+    assert _event_bytes(sim.raw) == _event_bytes(qemu.raw)
     # the replies: no client, one client, (polling, as long as QEMU took), no client
     assert_same(real_replies[:2], sim_replies[:2])
     assert_same(real_replies[-1:], sim_replies[-1:])
