@@ -670,11 +670,12 @@ def _write(value: Any, out: list[str]) -> None:
             if not item:
                 out.append("{}")
                 continue
+            for key in item:
+                if not isinstance(key, str):
+                    raise TypeError(f"object keys must be str, not {type(key).__name__}")
             out.append("{")
             work: list[Any] = []
             for index, key in enumerate(qdict_order(list(item))):
-                if not isinstance(key, str):
-                    raise TypeError(f"object keys must be str, not {type(key).__name__}")
                 work.append(_Raw((", " if index else "") + _quote(key) + ": "))
                 work.append(item[key])
             work.append(_Raw("}"))
