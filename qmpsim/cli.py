@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -569,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         child = commands.add_parser(
             sub.name,
             help=sub.help,
-            description=sub.description,
+            description=textwrap.fill(sub.description, 79),  # the epilog stays as written
             epilog=sub.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
