@@ -1,7 +1,829 @@
 """pytest plugin for qmpsim (registered through the ``pytest11`` entry point).
 
-Cheap to import: pytest loads it in every run of the environment, so heavy
-imports happen inside fixtures.
+Two fixtures and a marker:
+
+- ``qmp_server``: a simulator serving a fresh Unix socket (or loopback TCP) from a
+  background thread, for sync, asyncio and trio clients alike;
+- ``trio_qmp_server``: the same simulator running in the test's own trio run
+  (pytest-trio), so ``autojump_clock`` makes scenario delays free;
+- ``@pytest.mark.qmpsim(scenario=..., profile=..., vm=..., strict=..., ...)``
+  configures either fixture.
+
+Cheap to import: pytest loads it in every run of the environment, so trio and the
+simulator are imported inside the fixtures.
 """
 
 from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    import trio
+
+    from .engine import ScenarioRunner
+    from .machine import Cause, CommandError, Outcome
+    from .scenario import Scenario, Step
+    from .server import Simulator
+    from .transcript import SentCommand, Transcript
+
+__all__ = ["QmpServer", "TrioQmpServer"]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds the blocking ``wait_*`` methods of :class:`QmpServer` wait by default."""
+
+_MARKER_ARGS = ("scenario", "profile", "vm", "strict", "tcp", "seed", "speed", "multi_client")
+_MARKER_HELP = (
+    "qmpsim(scenario=None, profile=None, vm=None, strict=False, tcp=False, seed=None, "
+    "speed=1.0, multi_client=False): configure the qmp_server and trio_qmp_server fixtures"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_HELP)
+
+
+# --- configuration from the marker ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Config:
+    scenario: Scenario
+    scripted: bool  # the scenario came from the marker (its timeline plays)
+    strict: bool
+    tcp: bool
+    seed: int | None
+    speed: float
+    multi_client: bool
+
+
+def _config(node: pytest.Item | None) -> _Config:
+    marker = node.get_closest_marker("qmpsim") if node is not None else None
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    if marker is not None and marker.args:
+        if len(marker.args) > 1 or "scenario" in kwargs:
+            _usage("takes keyword arguments (and at most one positional: the scenario)")
+        kwargs["scenario"] = marker.args[0]
+    for name in kwargs:
+        if name not in _MARKER_ARGS:
+            close = difflib.get_close_matches(name, _MARKER_ARGS, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _usage(f"unknown argument {name!r}{hint}; it takes: {', '.join(_MARKER_ARGS)}")
+    strict = kwargs.get("strict", False)
+    tcp = kwargs.get("tcp", False)
+    multi_client = kwargs.get("multi_client", False)
+    for name, value in (("strict", strict), ("tcp", tcp), ("multi_client", multi_client)):
+        if not isinstance(value, bool):
+            _usage(f"{name} must be True or False, not {value!r}")
+    seed = kwargs.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        _usage(f"seed must be an integer, not {seed!r}")
+    speed = kwargs.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or speed <= 0:
+        _usage(f"speed must be a positive number, not {speed!r}")
+    scenario, scripted = _scenario(kwargs)
+    return _Config(scenario, scripted, strict, tcp, seed, float(speed), multi_client)
+
+
+def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
+    from .errors import ScenarioError
+    from .scenario import load_scenario, loads_scenario, resolve
+
+    source = kwargs.get("scenario")
+    if source is not None:
+        for name in ("vm", "profile"):
+            if kwargs.get(name) is not None:
+                _usage(f"give {name}= or scenario=, not both: the scenario describes its VM")
+        if not isinstance(source, str | os.PathLike):
+            _usage(f"scenario must be a shipped scenario's name or a path, not {source!r}")
+        try:
+            return load_scenario(_resolve_scenario(str(source), resolve)), True
+        except ScenarioError as exc:
+            _usage(f"cannot load the scenario: {exc}")
+    document: dict[str, Any] = {"clock": "startup", "steps": []}
+    vm = kwargs.get("vm")
+    if vm is not None:
+        if not isinstance(vm, Mapping):
+            _usage(f"vm must be a mapping written like a scenario's `vm` section, not {vm!r}")
+        document["vm"] = dict(vm)
+    if kwargs.get("profile") is not None:
+        document["profile"] = kwargs["profile"]
+    try:
+        # JSON is YAML: the scenario loader validates vm and profile with its usual messages.
+        text = json.dumps(document, default=str)
+        return loads_scenario(text, None), False
+    except ScenarioError as exc:
+        _usage(f"{exc.message}" + (f" (at {exc.path})" if exc.path else ""))
+
+
+def _resolve_scenario(name: str, resolve: Callable[[str], Path]) -> Path:
+    path = resolve(name)
+    if not path.exists():
+        from .errors import ScenarioError
+        from .scenario import shipped_scenarios
+
+        known = ", ".join(p.stem for p in shipped_scenarios())
+        raise ScenarioError(f"no such file or shipped scenario (shipped: {known})", name)
+    return path
+
+
+def _usage(message: str) -> NoReturn:
+    pytest.fail(f"@pytest.mark.qmpsim: {message}", pytrace=False)
+
+
+# --- the simulator side, shared by both fixtures (runs in trio) ---------------------
+
+
+@dataclass(frozen=True)
+class _Expectation:
+    command: str
+    arguments: Mapping[str, Any] | None
+    count: int | None
+    origin: str
+
+
+@dataclass
+class _Tracking:
+    """What strict mode compares the traffic with."""
+
+    expected: set[str] = field(default_factory=lambda: {"qmp_capabilities"})
+    expectations: list[_Expectation] = field(default_factory=list)
+    untils: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(step) -> step, state
+    replies: list[tuple[Any, int]] = field(default_factory=list)  # (step, sent before it)
+
+
+def _where(step: Any) -> str:
+    where = step.where
+    return f"{where.file or '<scenario>'}:{where.line}"
+
+
+def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
+    """Every step, nested ones included; ``timeline``: only those the timeline itself runs."""
+    from .scenario import IncludeStep, OnStep, RepeatStep
+
+    for step in steps:
+        yield step
+        if isinstance(step, IncludeStep):
+            yield from _walk(step.steps, timeline=timeline)
+        elif isinstance(step, RepeatStep):
+            if not timeline or step.count is not None:
+                yield from _walk(step.steps, timeline=timeline)
+        elif isinstance(step, OnStep) and not timeline:
+            yield from _walk(step.steps, timeline=timeline)
+
+
+def _commands_named(scenario: Scenario) -> set[str]:
+    from .scenario import FaultStep, OnStep, ReplyStep, UntilStep
+
+    names: set[str] = set()
+    blocks = [scenario.steps, *scenario.actions.values()]
+    for block in blocks:
+        for step in _walk(block, timeline=False):
+            command = getattr(step, "command", None)
+            if isinstance(step, UntilStep | OnStep | ReplyStep | FaultStep) and command:
+                names.add(command)
+    return names
+
+
+class _Core:
+    """The simulator, the scenarios it plays and the strict-mode bookkeeping."""
+
+    def __init__(self, config: _Config) -> None:
+        from .scenario import build_machine
+        from .server import Simulator
+
+        self.config = config
+        self.scenario = config.scenario
+        self.sim = Simulator(
+            build_machine(config.scenario, config.seed), multi_client=config.multi_client
+        )
+        self.tracking = _Tracking()
+        self.runners: list[ScenarioRunner] = []
+        self.scopes: list[trio.CancelScope] = []
+        self.path = ""
+        self.address: str | tuple[str, int] = ""
+
+    async def listen(self, directory: str) -> None:
+        self.path = await self.sim.listen_unix(os.path.join(directory, "qmp.sock"))
+        self.address = self.path
+        if self.config.tcp:
+            self.address = await self.sim.listen_tcp("127.0.0.1", 0)
+
+    async def start(self, nursery: trio.Nursery, scenario: Scenario, *, seed: int | None) -> None:
+        """Play ``scenario`` in ``nursery``; the VM becomes the scenario's (a fresh one)."""
+        from .scenario import UntilStep
+
+        if self.runners or scenario is not self.config.scenario:
+            from .scenario import build_machine
+
+            machine = build_machine(scenario, seed)
+            machine.clock = self.sim.now
+            self.sim.machine = machine
+        self.scenario = scenario
+        tracking = self.tracking
+        tracking.expected |= _commands_named(scenario)
+        for step in _walk(scenario.steps, timeline=True):
+            if isinstance(step, UntilStep):
+                tracking.untils[id(step)] = (step, "the timeline never reached it")
+        runner = _tracked_runner(self, scenario, speed=self.config.speed, seed=seed)
+        self.runners.append(runner)
+        await nursery.start(self._play, runner)
+
+    async def _play(self, runner: ScenarioRunner, *, task_status: trio.TaskStatus[None]) -> None:
+        import trio
+
+        with trio.CancelScope() as scope:
+            self.scopes.append(scope)
+            await runner.run(task_status=task_status)
+
+    def stop(self) -> None:
+        """Stop the scenarios (they play in a nursery the simulator does not own)."""
+        for scope in self.scopes:
+            scope.cancel()
+
+    def expect(
+        self, command: str, arguments: Mapping[str, Any] | None, count: int | None, origin: str
+    ) -> None:
+        if count is not None and count < 0:
+            raise ValueError("expect: count must not be negative")
+        self.tracking.expected.add(command)
+        self.tracking.expectations.append(_Expectation(command, arguments, count, origin))
+
+    def allow(self, command: str) -> None:
+        self.tracking.expected.add(command)
+
+    def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if isinstance(cause, str):
+            from .scenario import CauseStep, load_steps
+
+            (step,) = load_steps([{"cause": cause, **params}], self.scenario, "cause()")
+            assert isinstance(step, CauseStep)
+            cause = step.cause
+        elif params:
+            raise TypeError("cause(): keyword arguments go with a cause named by a string")
+        return [event.to_json() for event in self.sim.cause(cause)]
+
+    def snapshot(self) -> Transcript:
+        from .transcript import Transcript
+
+        return Transcript(entries=list(self.sim.transcript.entries))
+
+    def strict_report(self) -> str | None:
+        """A readable report of what strict mode objects to, or ``None``."""
+        from .transcript import _subset
+
+        tracking = self.tracking
+        transcript = self.sim.transcript
+        sent = transcript.commands_sent()
+        start = transcript.entries[0].time if transcript.entries else 0.0
+        unexpected = [c for c in sent if c.command not in tracking.expected]
+        unmet: list[str] = []
+        for step, state in tracking.untils.values():
+            args = f" {json.dumps(step.arguments)}" if step.arguments else ""
+            unmet.append(f"until {step.command}{args} ({_where(step)}): {state}")
+        pending: dict[str, int] = {}
+        for step, before in tracking.replies:
+            pending[step.command] = pending.get(step.command, 0) + step.times
+            used = len(transcript.commands_sent(step.command)) - before
+            if used < pending[step.command]:
+                unmet.append(
+                    f"reply to {step.command} ({_where(step)}): "
+                    f"{_n(step.times, 'time')} scripted, the client sent it {_n(used, 'time')}"
+                )
+        for expectation in tracking.expectations:
+            got = [
+                c
+                for c in transcript.commands_sent(expectation.command)
+                if expectation.arguments is None or _subset(expectation.arguments, c.arguments)
+            ]
+            count = expectation.count
+            if (count is None and got) or len(got) == count:
+                continue
+            args = f" {json.dumps(expectation.arguments)}" if expectation.arguments else ""
+            wanted = "at least once" if count is None else f"exactly {_n(count, 'time')}"
+            unmet.append(
+                f"{expectation.command}{args} ({expectation.origin}): expected {wanted}, "
+                f"sent {_n(len(got), 'time')}"
+            )
+        if not unexpected and not unmet:
+            return None
+        if self.runners:
+            source = f" ({self.scenario.source})" if self.scenario.source else ""
+            whose = f"scenario {self.scenario.name!r}{source}"
+        else:
+            whose = "the test"
+        lines = [f"qmpsim strict mode: the client did not do what {whose} expects"]
+        if unexpected:
+            lines.append("unexpected commands:")
+            lines += [f"  {_dump(c.message)}  (+{c.time - start:.3f}s)" for c in unexpected]
+        if unmet:
+            lines.append("unmet expectations:")
+            lines += [f"  {line}" for line in unmet]
+        lines.append(f"commands expected: {', '.join(sorted(tracking.expected))}")
+        if sent:
+            lines.append("commands sent, in order: " + ", ".join(c.command for c in sent))
+        else:
+            lines.append("no command was sent")
+        return "\n".join(lines)
+
+
+def _n(count: int | None, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _tracked_runner(
+    core: _Core, scenario: Scenario, *, speed: float, seed: int | None
+) -> ScenarioRunner:
+    """A scenario runner that tells strict mode which ``until`` and ``reply`` steps it met."""
+    from .engine import ScenarioRunner
+    from .scenario import ReplyStep, UntilStep
+
+    tracking = core.tracking
+
+    class Runner(ScenarioRunner):
+        async def run_step(self, step: Step) -> None:
+            if isinstance(step, UntilStep) and id(step) in tracking.untils:
+                tracking.untils[id(step)] = (step, "the client never sent it")
+                notes = len(self.notes)
+                await super().run_step(step)
+                if len(self.notes) > notes:
+                    tracking.untils[id(step)] = (step, f"timed out after {step.timeout:g}s")
+                else:
+                    del tracking.untils[id(step)]
+                return
+            if isinstance(step, ReplyStep) and step.times is not None:
+                sent = len(core.sim.transcript.commands_sent(step.command))
+                tracking.replies.append((step, sent))
+            await super().run_step(step)
+
+    return Runner(core.sim, scenario, speed=speed, seed=seed)
+
+
+class _ErrorLog(logging.Handler):
+    """Collects the exceptions the simulator logs from one thread instead of raising."""
+
+    def __init__(self, thread: int | None) -> None:
+        super().__init__(logging.ERROR)
+        self.thread = thread
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.thread is not None and record.thread != self.thread:
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+
+
+def _raise_errors(errors: list[BaseException]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise BaseExceptionGroup("errors inside the qmpsim simulator", errors)
+
+
+# --- the threaded fixture -------------------------------------------------------------
+
+
+class SimulatorError(Exception):
+    """The simulator's thread stopped because of an error (the cause is chained)."""
+
+
+class QmpServer:
+    """A running simulator on a fresh socket, served from a background thread.
+
+    Every method is safe to call from the test's thread, whatever event loop (if
+    any) the client uses.  ``path`` is the Unix socket; ``address`` is what to
+    connect to: the TCP ``(host, port)`` when the marker asked for ``tcp=True``,
+    else the socket path.
+    """
+
+    def __init__(self, config: _Config, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._config = config
+        self._directory = tempfile.mkdtemp(prefix="qmpsim-")
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="qmpsim-server", daemon=True)
+        self._crash: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._core: _Core | None = None
+        self._log = _ErrorLog(None)
+        self._reported: set[int] = set()
+        self._stopped = False
+
+    # lifetime
+
+    def _start(self) -> None:
+        self._thread.start()
+        self._log.thread = self._thread.ident
+        logging.getLogger("qmpsim").addHandler(self._log)
+        self._ready.wait()
+        if self._crash is not None:
+            self._close()
+            raise SimulatorError(f"the simulator did not start: {self._crash}") from self._crash
+
+    def _main(self) -> None:
+        import trio
+
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:
+            self._crash = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        import trio
+
+        core = _Core(self._config)
+        self._stop = trio.Event()
+        async with core.sim, trio.open_nursery() as nursery:
+            await core.listen(self._directory)
+            if self._config.scripted:
+                await core.start(nursery, core.scenario, seed=self._config.seed)
+            self._core = core
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def _close(self) -> None:
+        """Stop the simulator and wait for its thread; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._token is not None and self._thread.is_alive():
+            import trio
+
+            stop = self._stop
+            assert stop is not None
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(stop.set, trio_token=self._token)
+        self._thread.join()
+        logging.getLogger("qmpsim").removeHandler(self._log)
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _unreported_errors(self) -> list[BaseException]:
+        errors = list(self._log.errors)
+        if self._core is not None:
+            errors += [e for e in self._core.sim.errors if e not in errors]
+        if self._crash is not None and self._crash not in errors:
+            errors.append(self._crash)
+        fresh = [e for e in errors if id(e) not in self._reported]
+        self._reported.update(id(e) for e in fresh)
+        return fresh
+
+    def _after_test(self) -> None:
+        """At the end of a passing test: server-side errors, then strict mode."""
+        _raise_errors(self._unreported_errors())
+        if self._config.strict:
+            report = self._call(lambda core: core.strict_report())
+            if report is not None:
+                pytest.fail(report, pytrace=False)
+
+    def _teardown(self) -> None:
+        self._close()
+        _raise_errors(self._unreported_errors())
+
+    # running things in the simulator's thread
+
+    def _call(self, fn: Callable[[_Core], T]) -> T:
+        import trio
+
+        core = self._live()
+        try:
+            return trio.from_thread.run_sync(fn, core, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise self._dead() from self._crash
+
+    def _wait(self, fn: Callable[[_Core], Awaitable[T]], timeout: float | None, what: str) -> T:
+        import trio
+
+        core = self._live()
+        limit = self.timeout if timeout is None else timeout
+
+        async def bounded() -> T:
+            with trio.fail_after(limit):
+                return await fn(core)
+
+        try:
+            return trio.from_thread.run(bounded, trio_token=self._token)
+        except trio.TooSlowError:
+            raise TimeoutError(f"{what} within {limit:g}s{self._sent()}") from None
+        except (trio.RunFinishedError, trio.Cancelled):
+            raise self._dead() from self._crash
+
+    def _live(self) -> _Core:
+        if self._core is None or self._stopped or not self._thread.is_alive():
+            raise self._dead()
+        return self._core
+
+    def _dead(self) -> SimulatorError:
+        if self._crash is not None:
+            return SimulatorError(f"the simulator stopped: {self._crash!r}")
+        return SimulatorError("the simulator is not running")
+
+    def _sent(self) -> str:
+        sent = self.transcript.commands_sent()
+        names = ", ".join(c.command for c in sent) if sent else "none"
+        return f" (commands sent: {names})"
+
+    # public API
+
+    @property
+    def path(self) -> str:
+        """The Unix socket the simulator listens on (mode 0600, in a fresh directory)."""
+        return self._live().path
+
+    @property
+    def address(self) -> str | tuple[str, int]:
+        """What to connect to: ``(host, port)`` with ``tcp=True``, else the socket path."""
+        return self._live().address
+
+    @property
+    def sim(self) -> Simulator:
+        """The :class:`~qmpsim.server.Simulator`; touch it only through :meth:`call`."""
+        return self._live().sim
+
+    def call(self, fn: Callable[[Simulator], T]) -> T:
+        """Run ``fn(simulator)`` in the simulator's thread and return its result."""
+        return self._call(lambda core: fn(core.sim))
+
+    @property
+    def status(self) -> str:
+        """The VM's run state, as ``query-status`` would report it (``running``, ``paused``…)."""
+        return self._call(lambda core: core.sim.machine.status)
+
+    @property
+    def transcript(self) -> Transcript:
+        """A snapshot of everything the clients sent and received so far."""
+        return self._call(lambda core: core.snapshot())
+
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Send an event (validated against the profile) to negotiated clients; its JSON."""
+        return self._call(lambda core: core.sim.emit(name, data).to_json())
+
+    def cause(self, cause: Cause | str, **params: Any) -> list[dict[str, Any]]:
+        """Make something happen to the VM; the events it produced, as JSON.
+
+        ``cause`` is a :mod:`qmpsim.machine` cause (``DiskError("vda")``) or a cause
+        named as in scenarios, with its keys: ``cause("disk-error", device="vda")``.
+        """
+        return self._call(lambda core: core.cause(cause, params))
+
+    def run_scenario(
+        self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
+    ) -> None:
+        """Start playing a scenario (a shipped scenario's name or a file) on a fresh VM.
+
+        The VM becomes the scenario's; the timeline plays in the background
+        (:meth:`wait_scenario` waits for its end).
+        """
+        from .scenario import load_scenario, resolve
+
+        scenario = load_scenario(_resolve_scenario(str(name_or_path), resolve))
+
+        async def start(core: _Core) -> None:
+            assert self._nursery is not None
+            await core.start(self._nursery, scenario, seed=seed)
+
+        self._wait(start, None, "the scenario did not start")
+
+    def wait_scenario(self, timeout: float | None = None) -> None:
+        """Wait until the timeline of the last scenario started has ended."""
+
+        async def done(core: _Core) -> None:
+            if not core.runners:
+                raise RuntimeError("no scenario is playing")
+            await core.runners[-1].done.wait()
+
+        self._wait(done, timeout, "the scenario's timeline did not end")
+
+    def wait_for_client(self, timeout: float | None = None) -> int:
+        """Wait until a client has negotiated capabilities; its id."""
+        return self._wait(lambda core: core.sim.wait_negotiated(), timeout, "no client negotiated")
+
+    def wait_for_command(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Wait for (or find) a command the client sent; the message (each one returned once)."""
+
+        async def wait(core: _Core) -> dict[str, Any]:
+            request = await core.sim.wait_for_command(name, arguments)
+            return {"execute": request.command, "arguments": dict(request.arguments)}
+
+        return self._wait(wait, timeout, f"no {name} was sent")
+
+    def wait_exited(self, timeout: float | None = None) -> None:
+        """Wait until the VM exited (``quit``, or a guest shutdown)."""
+        self._wait(lambda core: core.sim.wait_exited(), timeout, "the VM did not exit")
+
+    def override_reply(
+        self, command: str, reply: Any | CommandError | Outcome, *, once: bool = True
+    ) -> None:
+        """Answer ``command`` with ``reply`` instead of the simulated one; strict mode allows it."""
+
+        def install(core: _Core) -> None:
+            core.allow(command)
+            core.sim.override_reply(command, reply, once=once)
+
+        self._call(install)
+
+    def expect(
+        self, command: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
+    ) -> None:
+        """Declare a command the client must send (strict mode checks it when the test ends).
+
+        ``arguments`` matches a subset of what is sent; ``count`` an exact number.
+        """
+        self._call(lambda core: core.expect(command, arguments, count, "expect()"))
+
+    def allow(self, *commands: str) -> None:
+        """Let strict mode accept these commands without demanding them."""
+
+        def allow(core: _Core) -> None:
+            for command in commands:
+                core.allow(command)
+
+        self._call(allow)
+
+    def disconnect(self) -> None:
+        """Drop every connected client."""
+        self._call(lambda core: core.sim.disconnect())
+
+    def assert_command_sent(
+        self, name: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
+    ) -> list[SentCommand]:
+        """Fail with a readable message unless ``name`` was sent (see :class:`Transcript`)."""
+        return self.transcript.assert_command_sent(name, arguments, count)
+
+    def assert_event_sent(self, name: str, count: int | None = None) -> list[dict[str, Any]]:
+        """Fail with a readable message unless event ``name`` was written (``count`` times)."""
+        return self.transcript.assert_event_sent(name, count)
+
+
+@pytest.fixture
+def qmp_server(request: pytest.FixtureRequest) -> Iterator[QmpServer]:
+    """A simulated QEMU monitor on a fresh socket, served from a background thread.
+
+    Configure it with ``@pytest.mark.qmpsim(...)``.
+    """
+    server = QmpServer(_config(request.node))
+    server._start()
+    try:
+        yield server
+    finally:
+        server._teardown()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # Runs once the test body passed, before fixtures are torn down: a strict-mode
+    # report or a server-side error then fails the test itself.
+    result = yield
+    server = getattr(item, "funcargs", {}).get("qmp_server")
+    if isinstance(server, QmpServer):
+        server._after_test()
+    return result
+
+
+# --- the trio fixture -----------------------------------------------------------------
+
+
+class TrioQmpServer:
+    """The simulator running in the test's own trio run (pytest-trio).
+
+    ``sim`` is the :class:`~qmpsim.server.Simulator` itself; every method is called
+    from trio code directly, and time is trio's (virtual under ``autojump_clock``).
+    """
+
+    def __init__(self, core: _Core, nursery: trio.Nursery) -> None:
+        self._core = core
+        self._nursery = nursery
+        self.sim: Simulator = core.sim
+        self.path: str = core.path
+        """The Unix socket the simulator listens on."""
+        self.address: str | tuple[str, int] = core.address
+        """``(host, port)`` with ``tcp=True``, else the socket path."""
+
+    @property
+    def status(self) -> str:
+        """The VM's run state, as ``query-status`` would report it."""
+        return self.sim.machine.status
+
+    @property
+    def transcript(self) -> Transcript:
+        """Everything the clients sent and received (the live record)."""
+        return self.sim.transcript
+
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Send an event (validated against the profile) to negotiated clients; its JSON."""
+        return self.sim.emit(name, data).to_json()
+
+    def cause(self, cause: Cause | str, **params: Any) -> list[dict[str, Any]]:
+        """Make something happen to the VM (see :meth:`QmpServer.cause`); the events."""
+        return self._core.cause(cause, params)
+
+    async def run_scenario(
+        self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
+    ) -> None:
+        """Start playing a scenario on a fresh VM, in the test's nursery."""
+        from .scenario import load_scenario, resolve
+
+        scenario = load_scenario(_resolve_scenario(str(name_or_path), resolve))
+        await self._core.start(self._nursery, scenario, seed=seed)
+
+    async def wait_scenario(self) -> None:
+        """Wait until the timeline of the last scenario started has ended."""
+        if not self._core.runners:
+            raise RuntimeError("no scenario is playing")
+        await self._core.runners[-1].done.wait()
+
+    async def wait_for_client(self) -> int:
+        """Wait until a client has negotiated capabilities; its id."""
+        return await self.sim.wait_negotiated()
+
+    async def wait_for_command(
+        self, name: str, arguments: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Wait for (or find) a command the client sent; each one is returned once."""
+        request = await self.sim.wait_for_command(name, arguments)
+        return {"execute": request.command, "arguments": dict(request.arguments)}
+
+    def override_reply(
+        self, command: str, reply: Any | CommandError | Outcome, *, once: bool = True
+    ) -> None:
+        """Answer ``command`` with ``reply`` instead of the simulated one."""
+        self._core.allow(command)
+        self.sim.override_reply(command, reply, once=once)
+
+    def expect(
+        self, command: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
+    ) -> None:
+        """Declare a command the client must send (checked in strict mode)."""
+        self._core.expect(command, arguments, count, "expect()")
+
+    def allow(self, *commands: str) -> None:
+        """Let strict mode accept these commands without demanding them."""
+        for command in commands:
+            self._core.allow(command)
+
+    def assert_command_sent(
+        self, name: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
+    ) -> list[SentCommand]:
+        """Fail with a readable message unless ``name`` was sent."""
+        return self.transcript.assert_command_sent(name, arguments, count)
+
+    def assert_event_sent(self, name: str, count: int | None = None) -> list[dict[str, Any]]:
+        """Fail with a readable message unless event ``name`` was written."""
+        return self.transcript.assert_event_sent(name, count)
+
+
+@pytest.fixture
+async def trio_qmp_server(
+    request: pytest.FixtureRequest, nursery: trio.Nursery
+) -> AsyncIterator[TrioQmpServer]:
+    """The simulator in the test's trio run (needs pytest-trio and a trio test)."""
+    config = _config(request.node)
+    core = _Core(config)
+    directory = tempfile.mkdtemp(prefix="qmpsim-")
+    log = _ErrorLog(threading.get_ident())
+    logging.getLogger("qmpsim").addHandler(log)
+    try:
+        async with core.sim:
+            await core.listen(directory)
+            if config.scripted:
+                await core.start(nursery, config.scenario, seed=config.seed)
+            try:
+                yield TrioQmpServer(core, nursery)
+            finally:
+                core.stop()
+            _raise_errors(log.errors + core.sim.errors)
+            if config.strict and (report := core.strict_report()) is not None:
+                pytest.fail(report, pytrace=False)
+    finally:
+        logging.getLogger("qmpsim").removeHandler(log)
+        shutil.rmtree(directory, ignore_errors=True)
