@@ -113,7 +113,8 @@ def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
         try:
             return load_scenario(_resolve_scenario(str(source), resolve)), True
         except ScenarioError as exc:
-            _usage(f"cannot load the scenario: {exc}")
+            problem = f"cannot load the scenario: {exc}"
+        _usage(problem)
     document: dict[str, Any] = {"clock": "startup", "steps": []}
     vm = kwargs.get("vm")
     if vm is not None:
@@ -127,7 +128,8 @@ def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
         text = json.dumps(document, default=str)
         return loads_scenario(text, None), False
     except ScenarioError as exc:
-        _usage(f"{exc.message}" + (f" (at {exc.path})" if exc.path else ""))
+        problem = exc.message + (f" (at {exc.path})" if exc.path else "")
+    _usage(problem)
 
 
 def _resolve_scenario(name: str, resolve: Callable[[str], Path]) -> Path:
