@@ -7,8 +7,7 @@ import pytest
 # Imported here so that pytester's inline runs share these modules instead of
 # importing fresh copies, whose classes would not match the ones already loaded.
 import qmpsim.conformance
-import qmpsim.engine
-import qmpsim.strategies  # noqa: F401
+import qmpsim.engine  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
