@@ -64,9 +64,12 @@ class FakeData:
         return Endpoint(self.client_host(client, family), self.ephemeral_port(), family)
 
     def connection_id(self, client: str) -> int:
-        """The SPICE connection id of ``client``'s session, stable across its channels."""
+        """The SPICE connection id of ``client``'s session, stable across its channels.
+
+        A random 32-bit value, signed as QEMU 7.2 reports it.
+        """
         if client not in self._connection_ids:
-            self._connection_ids[client] = self.rng.randint(1, 2**31 - 1)
+            self._connection_ids[client] = self.rng.randint(-(2**31), 2**31 - 1)
         return self._connection_ids[client]
 
     def drive_name(self, interface: str = "virtio", index: int = 0) -> str:

@@ -737,7 +737,8 @@ class Machine:
         spice = self.vm.spice
         assert spice is not None
         if c.client not in self._spice_ids:
-            self._spice_ids[c.client] = self.rng.randint(1, 2**31 - 1)
+            # spice-server's id is a random 32-bit value that QEMU 7.2 reports signed
+            self._spice_ids[c.client] = self.rng.randint(-(2**31), 2**31 - 1)
         # all channels of one client come from one host, each on its own port
         same = next((ch for k, ch in self._spice.items() if k[0] == c.client), None)
         ch = _SpiceChannel(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import struct
 from typing import Any
 
 import pytest
-from qemu_harness import SAFETY_TIMEOUT
+from qemu_harness import SAFETY_TIMEOUT, mask
 from test_diff_machine import RealMonitor, SimMonitor, assert_same, real
 
 from qmpsim.machine import SpiceConfig, SpiceConnect, SpiceDisconnect, SpiceInitialize, VmConfig
@@ -102,6 +103,15 @@ def _wait_events(qemu: RealMonitor, name: str, count: int) -> None:
     pytest.fail(f"QEMU never sent {count} {name}")
 
 
+_PORT = re.compile(rb'"port": "\d+"')
+_CONNECTION = re.compile(rb'"connection-id": -?\d+')
+
+
+def _event_bytes(lines: list[bytes]) -> list[bytes]:
+    masked = (_PORT.sub(b'"port": "P"', mask(line)) for line in lines if b'"event"' in line)
+    return [_CONNECTION.sub(b'"connection-id": 0', line) for line in masked]
+
+
 def _masked_spice(message: dict[str, Any]) -> dict[str, Any]:
     def client(info: dict[str, Any]) -> dict[str, Any]:
         out = {**info, "port": "PORT"}
@@ -156,6 +166,7 @@ def test_spice_channel_connects_initializes_and_leaves() -> None:
         "SPICE_DISCONNECTED",
     ]
     assert_same(real_events, sim_events)
+    assert _event_bytes(sim.raw) == _event_bytes(qemu.raw)
     # the first reply, the one with the channel up, and the last one
     with_channel = [r for r in real_replies if r["return"]["channels"]]
     assert_same([real_replies[0], with_channel[0], real_replies[-1]], sim_replies)
