@@ -208,3 +208,20 @@ def qmpsim_session(
                 conn.close()
                 return b"".join(out)
     return b"".join(out)
+
+
+def qemu_session_retrying(chunks: Sequence[bytes], *, sync: bool = True) -> bytes:
+    """Like :func:`qemu_session`, tolerating the window between QEMU's bind() and listen().
+
+    The socket file appears at bind(); a connect() before listen() is refused.
+    Nothing has been sent when that happens, so connecting again is safe.
+    """
+    with qemu_process() as path:
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while True:
+            try:
+                return unix_session(path, chunks, sync=sync)
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)  # waiting for an external process to listen, not syncing

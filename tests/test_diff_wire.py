@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from qemu_harness import SYNC, qemu_session
+from qemu_harness import SYNC, qemu_session_retrying
 
 from qmpsim.wire import JsonStreamer, ParseError, encode, qdict_insertion
 
@@ -51,7 +51,7 @@ def model(chunks: list[bytes]) -> bytes:
 
 
 def real(chunks: list[bytes]) -> bytes:
-    data = qemu_session([NEGOTIATE, *chunks])
+    data = qemu_session_retrying([NEGOTIATE, *chunks])
     return data.split(b"\r\n", 1)[1]  # drop the greeting
 
 
@@ -132,6 +132,20 @@ CASES: dict[str, list[bytes]] = {
     "percent": [b"%d" + C1],
     "garbage-bytes": [bytes(range(0x00, 0x20)) + C1],
     "high-bytes": [bytes(range(0x80, 0x100, 7)) + C1],
+    "del-at-top-level": [b"\x7f" + C1],
+    "adjacent-numbers": [b"1-2 3.5e1-0 "],
+    "keyword-then-string": [b'true"x"null' + C1],
+    "scalar-pending-until-sync": [C1, b"12"],
+    "negative-leading-zero": [b"-01 " + C1],
+    "sq-string-control-escape": [b"{'execute':'query-status','id':'\\u0007\\t'}"],
+    "crlf-terminated-commands": [C1 + b"\r\n" + cmd(2) + b"\r\n"],
+    "unicode-keys-order": [
+        cmd({k: i for i, k in enumerate(["é", "☃", "a\x00b", "\U0001f600", "A", "zz", "Ω", "x y"])})
+    ],
+    "many-keys-order": [cmd({f"key-{i * 7919 % 1000}": i for i in range(200)})],
+    "error-inside-string-resyncs-at-quote": [b'{"execute":"x\x02","id":1}' + C1],
+    "unclosed-then-sync": [b'{"execute":"query-status","id":[1,2'],
+    "unclosed-string-then-sync": [b'{"execute":"query-status","id":"abc'],
 }
 
 
