@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     # the VM model and its causes
     "Machine": "qmpsim.machine",
+    "MachineError": "qmpsim.machine",
+    "ManualClock": "qmpsim.machine",
     "VmConfig": "qmpsim.machine",
     "DiskConfig": "qmpsim.machine",
     "VncConfig": "qmpsim.machine",
@@ -37,6 +39,7 @@ _LAZY: dict[str, str] = {
     "SpiceConnect": "qmpsim.machine",
     "SpiceInitialize": "qmpsim.machine",
     "SpiceDisconnect": "qmpsim.machine",
+    "FakeData": "qmpsim.fakedata",
     # profiles
     "get_profile": "qmpsim.catalog",
     "PROFILES": "qmpsim.catalog",
@@ -67,11 +70,14 @@ __all__ = [
     "DiskError",
     "DiskRepaired",
     "Event",
+    "FakeData",
     "GuestPanic",
     "GuestPowerdown",
     "GuestReset",
     "GuestShutdown",
     "Machine",
+    "MachineError",
+    "ManualClock",
     "Outcome",
     "QmpSimError",
     "Request",
