@@ -51,6 +51,18 @@ ALLOWED: dict[str, set[str]] = {
         "wire",
         "errors",
     },
+    "fleet": {
+        "server",
+        "engine",
+        "control",
+        "scenario",
+        "machine",
+        "catalog",
+        "fakedata",
+        "transcript",
+        "wire",
+        "errors",
+    },
     "strategies": {"machine", "catalog", "fakedata", "scenario", "conformance", "errors"},
     "pytest_plugin": {
         "server",
