@@ -53,31 +53,30 @@ class _S(enum.IntEnum):
     KEYWORD = 14
 
 
-class _T(enum.IntEnum):
-    """Token types."""
+# Token types, plain ints because the streamer handles them on a hot path.
+_LCURLY: Final = 1
+_RCURLY: Final = 2
+_LSQUARE: Final = 3
+_RSQUARE: Final = 4
+_COLON: Final = 5
+_COMMA: Final = 6
+_INTEGER: Final = 7
+_FLOAT: Final = 8
+_KEYWORD: Final = 9
+_STRING: Final = 10
+_OVERSIZE: Final = 11  # QEMU hands the streamer a lexer state here; it is always rejected
+_BRACKET_DELTA: Final = {_LCURLY: (1, 0), _RCURLY: (-1, 0), _LSQUARE: (0, 1), _RSQUARE: (0, -1)}
 
-    LCURLY = 1
-    RCURLY = 2
-    LSQUARE = 3
-    RSQUARE = 4
-    COLON = 5
-    COMMA = 6
-    INTEGER = 7
-    FLOAT = 8
-    KEYWORD = 9
-    STRING = 10
-    OVERSIZE = 11  # QEMU hands the streamer a lexer state here; it is always rejected
 
-
-_Token = tuple[_T, bytes]
+_Token = tuple[int, bytes]
 
 _STRUCTURAL: Final = {
-    ord("{"): _T.LCURLY,
-    ord("}"): _T.RCURLY,
-    ord("["): _T.LSQUARE,
-    ord("]"): _T.RSQUARE,
-    ord(":"): _T.COLON,
-    ord(","): _T.COMMA,
+    ord("{"): _LCURLY,
+    ord("}"): _RCURLY,
+    ord("["): _LSQUARE,
+    ord("]"): _RSQUARE,
+    ord(":"): _COLON,
+    ord(","): _COMMA,
 }
 _WS: Final = frozenset(b" \t\r\n")
 _DIGIT: Final = frozenset(b"0123456789")
@@ -96,6 +95,21 @@ _RUNS: Final = {
 # than tab, and the impossible UTF-8 bytes 0xFE/0xFF.
 _RECOVERY_SKIP: Final = re.compile(rb"[\x09\x20-\x2b\x2d-\x39\x3b-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+")
 _WS_RUN: Final = re.compile(rb"[ \t\r\n]+")
+# Fast path from the start state: one whole common token whose end the lexer
+# would find at the same place (numbers and keywords only when the byte that
+# ends them is already here).  Anything else goes through the state machine.
+_FAST_TOKEN: Final = re.compile(
+    rb"[ \t\r\n]*(?:"
+    rb"([{}\[\],:])"
+    rb'|("(?:[\x20\x21\x23-\x5b\x5d-\xfd]|\\[\x20-\xfd])*"'
+    rb"|'(?:[\x20-\x26\x28-\x5b\x5d-\xfd]|\\[\x20-\xfd])*')"
+    rb"|(-?(?:0|[1-9][0-9]*)(?=[ \t\r\n,:\]}]))"
+    rb"|(-?(?:0\.[0-9]+(?:[eE][+-]?[0-9]+)?|[1-9][0-9]*(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+    rb"(?=[ \t\r\n,:\]}]))"
+    rb"|([a-z]+)(?=[^a-z])"
+    rb")"
+)
+_FAST_KINDS: Final = (_STRING, _INTEGER, _FLOAT, _KEYWORD)
 
 
 class JsonStreamer:
@@ -134,11 +148,11 @@ class JsonStreamer:
     def flush(self) -> list[Any | ParseError]:
         """End of input: finish a pending token and parse what is left, as QEMU does on EOF."""
         terminal = {
-            _S.ZERO: _T.INTEGER,
-            _S.DIGITS: _T.INTEGER,
-            _S.MANTISSA_DIGITS: _T.FLOAT,
-            _S.EXP_DIGITS: _T.FLOAT,
-            _S.KEYWORD: _T.KEYWORD,
+            _S.ZERO: _INTEGER,
+            _S.DIGITS: _INTEGER,
+            _S.MANTISSA_DIGITS: _FLOAT,
+            _S.EXP_DIGITS: _FLOAT,
+            _S.KEYWORD: _KEYWORD,
         }
         state = self._state
         if state in terminal:
@@ -161,6 +175,17 @@ class JsonStreamer:
         while pos < n:
             state = self._state
             if state is _S.START:
+                m = _FAST_TOKEN.match(data, pos)
+                if m:
+                    group = m.lastindex or 0
+                    text = m.group(group)
+                    if len(text) <= MAX_TOKEN_SIZE:
+                        pos = m.end()
+                        if group == 1:
+                            self._process(_STRUCTURAL[text[0]], text)
+                        else:
+                            self._process(_FAST_KINDS[group - 2], text)
+                        continue
                 m = _WS_RUN.match(data, pos)
                 if m:
                     pos = m.end()
@@ -216,12 +241,12 @@ class JsonStreamer:
         """One transition that is not a run; return whether ``ch`` was consumed."""
         token = self._token
         nxt: _S | None = None
-        terminal: _T | None = None
+        terminal: int | None = None
         if state is _S.DQ or state is _S.SQ:
             quote = 0x22 if state is _S.DQ else 0x27
             if ch == quote:
                 token.append(ch)
-                self._emit_token(_T.STRING)
+                self._emit_token(_STRING)
                 return True
             if ch == 0x5C:
                 nxt = _S.DQ_ESC if state is _S.DQ else _S.SQ_ESC
@@ -232,14 +257,14 @@ class JsonStreamer:
             if ch == 0x2E:
                 nxt = _S.MANTISSA
             elif ch not in _DIGIT:
-                terminal = _T.INTEGER
+                terminal = _INTEGER
         elif state is _S.DIGITS:
             if ch in b"eE":
                 nxt = _S.EXP_E
             elif ch == 0x2E:
                 nxt = _S.MANTISSA
             else:
-                terminal = _T.INTEGER
+                terminal = _INTEGER
         elif state is _S.SIGN:
             if ch == 0x30:
                 nxt = _S.ZERO
@@ -252,7 +277,7 @@ class JsonStreamer:
             if ch in b"eE":
                 nxt = _S.EXP_E
             else:
-                terminal = _T.FLOAT
+                terminal = _FLOAT
         elif state is _S.EXP_E:
             if ch in b"+-":
                 nxt = _S.EXP_SIGN
@@ -262,9 +287,9 @@ class JsonStreamer:
             if ch in _DIGIT:
                 nxt = _S.EXP_DIGITS
         elif state is _S.EXP_DIGITS:
-            terminal = _T.FLOAT
+            terminal = _FLOAT
         elif state is _S.KEYWORD:
-            terminal = _T.KEYWORD
+            terminal = _KEYWORD
         if terminal is not None:
             self._emit_token(terminal)
             return False
@@ -275,7 +300,7 @@ class JsonStreamer:
             self._state = nxt
         return True
 
-    def _emit_token(self, kind: _T) -> None:
+    def _emit_token(self, kind: int) -> None:
         text = bytes(self._token)
         self._token.clear()
         self._state = _S.START
@@ -291,7 +316,7 @@ class JsonStreamer:
         text = bytes(self._token)
         self._token.clear()
         self._state = _S.START
-        self._process(_T.OVERSIZE, text)
+        self._process(_OVERSIZE, text)
 
     # -- streamer ------------------------------------------------------------
 
@@ -299,15 +324,11 @@ class JsonStreamer:
         stray = _lenient_decode(text.split(b"\x00", 1)[0])
         self._emit(ParseError(f"{_PREFIX}stray '{stray}'"))
 
-    def _process(self, kind: _T, text: bytes) -> None:
-        if kind is _T.LCURLY:
-            self._braces += 1
-        elif kind is _T.RCURLY:
-            self._braces -= 1
-        elif kind is _T.LSQUARE:
-            self._brackets += 1
-        elif kind is _T.RSQUARE:
-            self._brackets -= 1
+    def _process(self, kind: int, text: bytes) -> None:
+        delta = _BRACKET_DELTA.get(kind)
+        if delta is not None:
+            self._braces += delta[0]
+            self._brackets += delta[1]
         if self._token_size + len(text) + 1 > MAX_TOKEN_SIZE:
             self._emit(ParseError("JSON token size limit exceeded"))
             return
@@ -365,27 +386,27 @@ def _parse(tokens: list[_Token]) -> Any:
             raise _Fail(_EOI)
         kind, text = tokens[i]
         value: Any
-        if kind is _T.LCURLY or kind is _T.LSQUARE:
+        if kind in (_LCURLY, _LSQUARE):
             i += 1
             if i >= n:
                 raise _Fail(_EOI)
-            close = _T.RCURLY if kind is _T.LCURLY else _T.RSQUARE
-            if tokens[i][0] is close:
+            close = _RCURLY if kind == _LCURLY else _RSQUARE
+            if tokens[i][0] == close:
                 i += 1
-                value = {} if kind is _T.LCURLY else []
+                value = {} if kind == _LCURLY else []
             else:
-                stack.append([{} if kind is _T.LCURLY else [], None, False])
+                stack.append([{} if kind == _LCURLY else [], None, False])
                 continue
-        elif kind is _T.STRING:
+        elif kind == _STRING:
             i += 1
             value = _parse_string(text)
-        elif kind is _T.INTEGER:
+        elif kind == _INTEGER:
             i += 1
             value = _parse_integer(text)
-        elif kind is _T.FLOAT:
+        elif kind == _FLOAT:
             i += 1
             value = float(text)
-        elif kind is _T.KEYWORD:
+        elif kind == _KEYWORD:
             i += 1
             value = _KEYWORDS.get(text, _NOKEY)
             if value is _NOKEY:
@@ -404,11 +425,11 @@ def _parse(tokens: list[_Token]) -> Any:
                     raise _Fail(_EOI)
                 kind = tokens[i][0]
                 i += 1
-                if kind is _T.RSQUARE:
+                if kind == _RSQUARE:
                     stack.pop()
                     value = container
                     continue
-                if kind is not _T.COMMA:
+                if kind != _COMMA:
                     raise _Fail("expected separator in list")
                 break
             if not frame[2]:  # the value was a key
@@ -418,7 +439,7 @@ def _parse(tokens: list[_Token]) -> Any:
                     raise _Fail(_EOI)
                 kind = tokens[i][0]
                 i += 1
-                if kind is not _T.COLON:
+                if kind != _COLON:
                     raise _Fail("missing : in object pair")
                 frame[1] = value
                 frame[2] = True
@@ -432,11 +453,11 @@ def _parse(tokens: list[_Token]) -> Any:
                 raise _Fail(_EOI)
             kind = tokens[i][0]
             i += 1
-            if kind is _T.RCURLY:
+            if kind == _RCURLY:
                 stack.pop()
                 value = container
                 continue
-            if kind is not _T.COMMA:
+            if kind != _COMMA:
                 raise _Fail("expected separator in dict")
             break
 
