@@ -8,6 +8,7 @@ QEMU gives it, a non-object to QEMU's protocol error, a :class:`ParseError` to a
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -193,3 +194,41 @@ def test_encode_reproduces_qemu_output() -> None:
         (value,) = JsonStreamer().feed(line)
         assert not isinstance(value, ParseError), line[:200]
         assert encode(qdict_insertion(value)) == line
+
+
+_GARBAGE = [b"\x00", b"\x01", b"\x1b", b"\x7f", b"\xff", b"\xfe", b"\xc3", b"@", b"X", b"]", b"}"]
+_GARBAGE += [b",", b":", b"1 ", b"-", b"0", b'"ab', b"'c", b"[", b"tru", b"\n", b"\t", b"\\", b"e"]
+
+
+def _fuzz_stream(rng: random.Random) -> list[bytes]:
+    """Commands, truncated commands and stray bytes, cut into random writes."""
+    parts: list[bytes] = []
+    for index in range(rng.randrange(10, 40)):
+        roll = rng.random()
+        command = cmd(rng.choice([index, f"s{index}", [index, None], {"k": index}, 0.5]))
+        if roll < 0.4:
+            parts.append(command)
+        elif roll < 0.6:
+            parts.append(command[: rng.randrange(1, len(command))])
+        else:
+            parts.append(rng.choice(_GARBAGE))
+    data = b"".join(parts)
+    cuts = sorted(rng.sample(range(1, len(data)), k=min(5, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def _modelled(chunks: list[bytes]) -> bool:
+    try:
+        model(chunks)
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_streams_match_qemu(seed: int) -> None:
+    rng = random.Random(seed)
+    chunks = _fuzz_stream(rng)
+    while not _modelled(chunks):  # keep to streams whose commands the model can answer
+        chunks = _fuzz_stream(rng)
+    assert real(chunks) == model(chunks)
