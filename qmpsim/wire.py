@@ -4,9 +4,13 @@
   top-level JSON value (or parse error) found so far, in order, split and
   resynchronised exactly as QEMU's ``json-lexer.c``/``json-streamer.c``/``json-parser.c``
   do it (no newline framing, single-quoted strings, 64 MiB / 2 Mi tokens / 1024
-  nesting limits, lexical error recovery).
+  nesting limits, lexical error recovery).  ``flush()`` ends the input,
+  ``reset()`` forgets it, ``buffered`` tells how many bytes a partial value holds.
+  A top-level scalar is a value here; rejecting it is the protocol's business.
 - ``encode(value) -> bytes``: one message exactly as QEMU's JSON writer writes it,
-  ending in ``\\r\\n``, with object members in QEMU's QDict iteration order.
+  ending in ``\\r\\n``, with object members in QEMU's QDict iteration order
+  (``qdict_order``); build dicts in QEMU's insertion order.  ``qdict_insertion``
+  re-inserts a value parsed from QEMU's output so that it is written back as it was.
 """
 
 from __future__ import annotations
