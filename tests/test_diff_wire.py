@@ -187,9 +187,13 @@ def test_encode_reproduces_qemu_output() -> None:
         b'{"execute":"query-name"}',
         b'{"execute":"query-machines","id":2}',
         b"{'execute':'nonexistent','id':3}",
+        b'{"execute":"stop","id":4}',
+        b'{"execute":"cont","id":5}',
+        b'{"execute":"query-status","id":{"micro":1,"minor":2}}',
     ]
     lines = _round_trip_lines(commands)
-    assert len(lines) >= len(commands)
+    assert len(lines) >= len(commands) + 2  # the STOP and RESUME events too
+    assert any(b'"event": "STOP"' in line for line in lines)
     for line in lines:
         (value,) = JsonStreamer().feed(line)
         assert not isinstance(value, ParseError), line[:200]
