@@ -44,9 +44,20 @@ def qemu_process(*extra: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
         path = os.path.join(tmp, "qmp.sock")
         proc = subprocess.Popen(
-            [binary, "-M", "none", "-nodefaults", "-display", "none",
-             "-qmp", f"unix:{path},server=on,wait=off", *extra],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                binary,
+                "-M",
+                "none",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-qmp",
+                f"unix:{path},server=on,wait=off",
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + SAFETY_TIMEOUT
@@ -94,7 +105,7 @@ def unix_session(path: str, chunks: Sequence[bytes], *, sync: bool = True) -> by
     last chunk and its reply ends the read.
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(path)
+        connect_unix(sock, path)
         for chunk in chunks:
             sock.sendall(chunk)
         if sync:
@@ -208,20 +219,3 @@ def qmpsim_session(
                 conn.close()
                 return b"".join(out)
     return b"".join(out)
-
-
-def qemu_session_retrying(chunks: Sequence[bytes], *, sync: bool = True) -> bytes:
-    """Like :func:`qemu_session`, tolerating the window between QEMU's bind() and listen().
-
-    The socket file appears at bind(); a connect() before listen() is refused.
-    Nothing has been sent when that happens, so connecting again is safe.
-    """
-    with qemu_process() as path:
-        deadline = time.monotonic() + SAFETY_TIMEOUT
-        while True:
-            try:
-                return unix_session(path, chunks, sync=sync)
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)  # waiting for an external process to listen, not syncing

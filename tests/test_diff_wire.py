@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 import pytest
-from qemu_harness import SYNC, qemu_session_retrying
+from qemu_harness import SYNC, qemu_session
 
 from qmpsim.wire import JsonStreamer, ParseError, encode, qdict_insertion
 
@@ -52,7 +52,7 @@ def model(chunks: list[bytes]) -> bytes:
 
 
 def real(chunks: list[bytes]) -> bytes:
-    data = qemu_session_retrying([NEGOTIATE, *chunks])
+    data = qemu_session([NEGOTIATE, *chunks])
     return data.split(b"\r\n", 1)[1]  # drop the greeting
 
 
