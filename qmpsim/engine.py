@@ -185,9 +185,8 @@ class ScenarioRunner:
             n = 0
             while step.count is None or n < step.count:
                 await self.run_steps(step.steps)
+                await trio.lowlevel.checkpoint()  # the server runs between rounds
                 n += 1
-                if not step.steps:
-                    await trio.sleep_forever()  # an empty forever block must not spin
         elif isinstance(step, IncludeStep):
             await self.run_steps(step.steps)
         else:

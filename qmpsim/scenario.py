@@ -551,6 +551,7 @@ _TOP = _Obj(
 
 # --- loading ----------------------------------------------------------------------
 
+_MAX_VALUES = 100_000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _TAGS = {
@@ -602,6 +603,7 @@ class _Loader:
         self.constructor = yaml.constructor.SafeConstructor()
         self.profile: ProfileSpec = PROFILES[DEFAULT_PROFILE]
         self.vm = VmSpec()
+        self.budget = [_MAX_VALUES]  # shared with included files' loaders
 
     # errors --------------------------------------------------------------------
 
@@ -794,14 +796,28 @@ class _Loader:
         return self.constructor.construct_object(node, deep=True)
 
     def walk(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
-        out = [(node, path)]
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                out += self.walk(v, f"{path}.{k.value}")
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                out += self.walk(v, f"{path}[{i}]")
+        out: list[tuple[yaml.Node, str]] = []
+        todo = [(node, path)]
+        while todo:
+            node, path = todo.pop()
+            self.spend(node, path)
+            out.append((node, path))
+            if isinstance(node, yaml.MappingNode):
+                todo += [(v, f"{path}.{k.value}") for k, v in reversed(node.value)]
+            elif isinstance(node, yaml.SequenceNode):
+                todo += [(v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node.value)))]
         return out
+
+    def spend(self, node: yaml.Node, path: str) -> None:
+        """Count a value; aliases that multiply a document beyond reason are refused."""
+        self.budget[0] -= 1
+        if self.budget[0] < 0:
+            raise self.error(
+                node,
+                path,
+                f"the document expands to more than {_MAX_VALUES} values "
+                "(aliases repeating aliases?)",
+            )
 
     # the VM ------------------------------------------------------------------------
 
@@ -842,6 +858,7 @@ class _Loader:
         return tuple(out)
 
     def step(self, node: yaml.Node, path: str) -> Step:
+        self.spend(node, path)
         kinds = ", ".join(_HEADS)
         if not isinstance(node, yaml.MappingNode):
             raise self.error(
@@ -974,6 +991,7 @@ class _Loader:
         return EmitStep(event, data, fake, where)
 
     def check_data(self, node: yaml.Node, path: str, type_: Type, partial: bool) -> None:
+        self.spend(node, path)
         if isinstance(type_, Object):
             if not isinstance(node, yaml.MappingNode):
                 raise self.error(
@@ -1022,6 +1040,7 @@ class _Loader:
         sub = _Loader(str(resolved), (*self.stack, resolved))
         sub.profile = self.profile
         sub.vm = self.vm
+        sub.budget = self.budget
         root = sub.compose(text)
         if root is None:
             return IncludeStep(target, (), where)
@@ -1055,8 +1074,20 @@ class _Loader:
                         problem, step.where.file, step.where.line, step.where.column, here
                     )
             elif isinstance(step, RepeatStep):
-                # twice: a block that leaves a client connected fails on its second round
-                for _ in range(1 if step.count == 1 else 2):
+                if step.count is None and not _takes_time(step.steps):
+                    raise ScenarioError(
+                        "a block repeated forever needs a `wait` (or an `until`) with a"
+                        " duration, or it floods the client",
+                        step.where.file,
+                        step.where.line,
+                        step.where.column,
+                        here,
+                    )
+                before = state.copy()
+                self.check_causal(step.steps, state, f"{here}.steps")
+                # A block that changes the state (leaves a client connected…) fails on
+                # its second round; one that does not can repeat forever.
+                if step.count != 1 and state != before:
                     self.check_causal(step.steps, state, f"{here}.steps")
             elif isinstance(step, IncludeStep):
                 self.check_causal(step.steps, state, f"{here}.include")
@@ -1104,9 +1135,21 @@ class _Loader:
         return isinstance(c, m.GuestShutdown | m.GuestPanic) and not self.vm.no_shutdown
 
 
+def _takes_time(steps: Sequence[Step]) -> bool:
+    for step in steps:
+        if (isinstance(step, WaitStep) and step.seconds > 0) or isinstance(step, UntilStep):
+            return True
+        if isinstance(step, RepeatStep | IncludeStep) and _takes_time(step.steps):
+            return True
+    return False
+
+
 def loads_scenario(text: str, file: str | None = None) -> Scenario:
     """Load a scenario from YAML text; ``file`` names it in errors and anchors includes."""
-    return _Loader(file, (Path(file).resolve(),) if file else ()).scenario(text)
+    try:
+        return _Loader(file, (Path(file).resolve(),) if file else ()).scenario(text)
+    except RecursionError:
+        raise ScenarioError("the document is nested too deeply", file) from None
 
 
 def load_steps(steps: Any, scenario: Scenario, origin: str = "<control>") -> tuple[Step, ...]:
@@ -1115,10 +1158,13 @@ def load_steps(steps: Any, scenario: Scenario, origin: str = "<control>") -> tup
     loader.file = origin
     loader.profile = PROFILES[scenario.profile]
     loader.vm = scenario.vm
-    root = loader.compose(json.dumps(steps))
-    assert root is not None
-    out = loader.steps(root, "steps")
-    loader.check_causal(out, _State(strict=False), "steps")
+    try:
+        root = loader.compose(json.dumps(steps))
+        assert root is not None
+        out = loader.steps(root, "steps")
+        loader.check_causal(out, _State(strict=False), "steps")
+    except RecursionError:
+        raise ScenarioError("the steps are nested too deeply", origin) from None
     return out
 
 

@@ -174,6 +174,23 @@ CASES = [
         "steps[0].include",
     ),
     (
+        "forever-without-time",
+        "steps:\n  - repeat: forever\n    steps: [{cause: guest-reset}]\n",
+        2,
+        5,
+        "needs a `wait`",
+        "steps[0]",
+    ),
+    (
+        "alias-bomb",
+        "steps:\n  - reply: x\n    return:\n      a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+        + "".join(f"      a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)),
+        4,
+        40,
+        "expands to more than 100000 values",
+        "steps[0].return.a4[7][8][8][8][8]",
+    ),
+    (
         "python-object",
         "steps:\n  - reply: x\n    return: !!python/object:os.system {}\n",
         3,
@@ -229,6 +246,11 @@ def test_unreadable_file_and_non_utf8(tmp_path: Path) -> None:
     bad.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(ScenarioError, match="not UTF-8"):
         load_scenario(bad)
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    with pytest.raises(ScenarioError, match="nested too deeply"):
+        loads_scenario("steps:\n  - reply: x\n    return: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
 def test_empty_document() -> None:
