@@ -136,6 +136,9 @@ class ControlChannel:
             reply = _error(exc.error_class, str(exc))
         except QmpSimError as exc:
             reply = _error("GenericError", str(exc))
+        except Exception as exc:  # a bug must not take the simulator down with it
+            log.exception("control command %s failed", command)
+            reply = _error("GenericError", f"internal error: {exc}")
         else:
             reply = {"return": result}
         if ident is not None:
