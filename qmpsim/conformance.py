@@ -42,7 +42,8 @@ RULES: Mapping[str, str] = {
     "resume-while-running": "RESUME only while the VM is stopped",
     "resume-needs-reset": "after a SHUTDOWN that stopped the VM, RESUME needs a RESET first",
     "block-io-error-stop": "BLOCK_IO_ERROR with action 'stop' on a running VM is followed by STOP",
-    "watchdog-action": "WATCHDOG reset/pause/shutdown/poweroff is followed by its consequence",
+    "watchdog-action": "WATCHDOG reset/pause/shutdown is followed by RESET/STOP/POWERDOWN "
+    "(qemu-0.14: SHUTDOWN)",
     "guest-panicked": "GUEST_PANICKED pause/poweroff stops the VM (and poweroff shuts it down)",
     "shutdown-stop": "after SHUTDOWN the VM either quits (end of stream) or stops (-no-shutdown)",
     "vnc-session": "VNC_INITIALIZED/VNC_DISCONNECTED only for a connected VNC client, "
@@ -441,10 +442,10 @@ class _StreamChecker:
         elif action == "pause":
             kinds = ("STOP",)
         elif action == "shutdown":
-            kinds = ("POWERDOWN",) if self._modern else ("SHUTDOWN",)
-        elif action == "poweroff":
-            kinds = ("SHUTDOWN",)
+            # before QEMU 1.2 a power button press had no event: the guest's SHUTDOWN follows
+            kinds = ("POWERDOWN",) if self._modern else ("SHUTDOWN", "POWERDOWN")
         else:
+            # "poweroff" exits QEMU at once, like `quit`, with no further event
             kinds = ()
         earlier, self.since_watchdog = self.since_watchdog, []
         if not kinds or (kinds == ("STOP",) and self.status == "paused"):

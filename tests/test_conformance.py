@@ -80,6 +80,7 @@ VALID_7_2: dict[str, list[dict[str, Any]]] = {
     "watchdog-pause": [ev("WATCHDOG", 0, {"action": "pause"}), ev("STOP", 0)],
     "watchdog-shutdown": [ev("WATCHDOG", 0, {"action": "shutdown"}), ev("POWERDOWN", 0)],
     "watchdog-none": [ev("WATCHDOG", 0, {"action": "none"})],
+    "watchdog-poweroff": [ev("WATCHDOG", 0, {"action": "poweroff"})],
     # the second WATCHDOG is held back until the window closes; its RESET is not
     "watchdog-delayed": [
         ev("WATCHDOG", 0, {"action": "reset"}),
@@ -221,7 +222,7 @@ def test_qemu_0_14_rules() -> None:
     burst = [ev("RTC_CHANGE", i / 10, {"offset": i}) for i in range(5)]
     assert rules(burst, "qemu-0.14") == []
     assert rules([ev("SHUTDOWN", 0), ev("STOP", 0), ev("RESUME", 1)], "qemu-0.14") == []
-    assert rules([ev("WATCHDOG", 0, {"action": "shutdown"}), ev("POWERDOWN", 0)], "qemu-0.14") == [
+    assert rules([ev("WATCHDOG", 0, {"action": "shutdown"}), ev("RESET", 0)], "qemu-0.14") == [
         "watchdog-action"
     ]
     assert rules([ev("SHUTDOWN", 0, reason("host-qmp-quit"))], "qemu-0.14") == ["schema"]

@@ -1,0 +1,476 @@
+"""Hypothesis strategies: conformant events, event streams, VMs and whole scenarios.
+
+Streams are drawn by walking the machine's legal moves (causes such as a disk
+error or a VNC client arriving, monitor commands such as ``stop``/``cont``, and
+the passing of time), so every stream obeys the causal rules and the throttling
+of its profile.  Draws shrink towards short streams of the simplest moves on the
+simplest VM.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import reject
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from . import machine as m
+from .catalog import DEFAULT_PROFILE, Array, Builtin, Enum, Object, ProfileSpec, Type, get_profile
+from .errors import CatalogError
+
+__all__ = [
+    "CAUSES",
+    "COMMANDS",
+    "event_streams",
+    "events",
+    "scenarios",
+    "vm_configs",
+]
+
+# Simplest first: the shrinker moves draws towards the front of these tuples.
+COMMANDS: tuple[str, ...] = ("stop", "cont", "system_reset", "system_powerdown", "quit")
+"""Monitor commands a stream may contain the effects of."""
+
+CAUSES: tuple[str, ...] = (
+    "rtc-change",
+    "guest-reset",
+    "disk-error",
+    "watchdog",
+    "vnc-connect",
+    "vnc-initialize",
+    "vnc-disconnect",
+    "spice-connect",
+    "spice-initialize",
+    "spice-disconnect",
+    "guest-powerdown",
+    "guest-shutdown",
+    "guest-panic",
+)
+"""Causes, named as in scenario files."""
+
+_MOVE_ORDER = ("stop", "cont", "system_reset", *CAUSES[:2], *COMMANDS[3:4], *CAUSES[2:], "quit")
+_START = 1_700_000_000.0
+_SPICE_CHANNELS = (1, 2, 3, 4)  # main, display, inputs, cursor
+_SPICE_CLIENT = "remote-viewer"
+_GUEST: dict[str, m.Cause] = {
+    "guest-reset": m.GuestReset(),
+    "guest-powerdown": m.GuestPowerdown(),
+    "guest-shutdown": m.GuestShutdown(),
+    "guest-panic": m.GuestPanic(),
+}
+_SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
+    "spice-connect": m.SpiceConnect,
+    "spice-initialize": m.SpiceInitialize,
+    "spice-disconnect": m.SpiceDisconnect,
+}
+
+
+# --- argument checking ------------------------------------------------------------
+
+
+def _profile(profile: ProfileSpec | str) -> ProfileSpec:
+    if isinstance(profile, ProfileSpec):
+        return profile
+    if not isinstance(profile, str):
+        raise InvalidArgument(f"profile must be a profile name or a ProfileSpec, not {profile!r}")
+    try:
+        return get_profile(profile)
+    except CatalogError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _size(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _names(label: str, value: Collection[str] | None, known: Collection[str]) -> frozenset[str]:
+    if value is None:
+        return frozenset(known)
+    if isinstance(value, str):
+        raise InvalidArgument(f"{label} must be a collection of names, not the string {value!r}")
+    chosen = frozenset(value)
+    unknown = sorted(n for n in chosen if n not in known)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown {label}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    if not chosen:
+        raise InvalidArgument(f"{label} must name at least one")
+    return chosen
+
+
+# --- single events ----------------------------------------------------------------
+
+
+def _values(type_: Type, name: str) -> st.SearchStrategy[Any]:
+    if isinstance(type_, Enum):
+        return st.sampled_from(type_.values)
+    if isinstance(type_, Array):
+        return st.lists(_values(type_.of, name), max_size=3)
+    if isinstance(type_, Object):
+        required = {f.name: _values(f.type, f.name) for f in type_.fields if not f.optional}
+        optional = {f.name: _values(f.type, f.name) for f in type_.fields if f.optional}
+        return st.fixed_dictionaries(required, optional=optional)
+    return _builtin(type_, name)
+
+
+def _builtin(type_: Builtin, name: str) -> st.SearchStrategy[Any]:
+    if type_.name == "str":
+        if name == "host":
+            return st.sampled_from(("127.0.0.1", "::1", "192.168.122.1", "10.0.0.7"))
+        if name in ("service", "port"):
+            return st.integers(1, 65535).map(str)
+        return st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=16)
+    if type_.name == "int":
+        return st.integers(-(2**31), 2**31 - 1)
+    if type_.name == "number":
+        return st.floats(allow_nan=False, allow_infinity=False)
+    if type_.name == "bool":
+        return st.booleans()
+    if type_.name == "null":
+        return st.none()
+    return st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+
+
+def _timestamps() -> st.SearchStrategy[dict[str, int]]:
+    return st.fixed_dictionaries(
+        {
+            "seconds": st.integers(1_000_000_000, 2_000_000_000),
+            "microseconds": st.integers(0, 999_999),
+        }
+    )
+
+
+def events(
+    *, profile: ProfileSpec | str = DEFAULT_PROFILE, names: Collection[str] | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Single event messages (``timestamp``, ``event``, ``data``) valid in ``profile``.
+
+    ``names`` restricts the events drawn; each must exist in the profile.
+    """
+    spec = _profile(profile)
+    chosen = sorted(_names(f"event names of {spec.name}", names, spec.events))
+
+    def one(name: str) -> st.SearchStrategy[dict[str, Any]]:
+        data = spec.events[name].data
+        members: dict[str, st.SearchStrategy[Any]] = {
+            "timestamp": _timestamps(),
+            "event": st.just(name),
+        }
+        if data is not None:
+            members["data"] = _values(data, name)
+        return st.fixed_dictionaries(members)
+
+    return st.sampled_from(chosen).flatmap(one)
+
+
+# --- VMs --------------------------------------------------------------------------
+
+
+def vm_configs(*, profile: ProfileSpec | str = DEFAULT_PROFILE) -> st.SearchStrategy[m.VmConfig]:
+    """VM descriptions a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown."""
+    spec = _profile(profile)
+    watchdog = spec.events.get("WATCHDOG")
+    actions: tuple[str, ...] = ()
+    if watchdog is not None and watchdog.data is not None:
+        field = watchdog.data.member("action")
+        if field is not None and isinstance(field.type, Enum):
+            actions = field.type.values
+    disk = st.builds(
+        m.DiskConfig,
+        on_read_error=st.sampled_from(("report", "stop", "ignore")),
+        on_write_error=st.sampled_from(("enospc", "report", "stop", "ignore")),
+    )
+
+    @st.composite
+    def build(draw: st.DrawFn) -> m.VmConfig:
+        disks = draw(st.lists(disk, max_size=2))
+        return m.VmConfig(
+            initial_state=draw(st.sampled_from(("running", "paused", "prelaunch"))),
+            no_shutdown=draw(st.booleans()),
+            watchdog=draw(st.none() | st.sampled_from(actions)) if actions else None,
+            disks=tuple(
+                dataclasses.replace(d, name=f"virtio{i}", node_name=f"#block{100 + 2 * i}")
+                for i, d in enumerate(disks)
+            ),
+            vnc=draw(st.none() | st.just(m.VncConfig())),
+            spice=draw(st.none() | st.just(m.SpiceConfig())),
+        )
+
+    return build()
+
+
+# --- walking the machine ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Move:
+    kind: str
+    args: dict[str, Any]
+    cause: m.Cause | None  # None: the monitor command named by kind
+
+
+@dataclass
+class _Walk:
+    """The machine, its clock, and what was emitted and done so far."""
+
+    machine: m.Machine
+    clock: m.ManualClock
+    allowed: frozenset[str]
+    events: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    vnc_seen: int = 0
+
+    def moves(self) -> list[_Move]:
+        found: list[_Move] = []
+        for kind in _MOVE_ORDER:
+            if kind in self.allowed:
+                found += self._moves(kind)
+        return found
+
+    def _legal(self, move: _Move) -> bool:
+        if move.cause is None:
+            return move.kind in self.machine.profile.commands
+        return self.machine.cause_error(move.cause) is None
+
+    def _moves(self, kind: str) -> list[_Move]:
+        vm = self.machine.vm
+        options: list[_Move] = []
+        if kind in COMMANDS:
+            options.append(_Move(kind, {}, None))
+        elif kind == "disk-error":
+            options += [_Move(kind, {"device": d.name}, m.DiskError(d.name)) for d in vm.disks]
+        elif kind == "watchdog" and vm.watchdog is not None:
+            options.append(_Move(kind, {}, m.WatchdogExpired()))
+        elif kind == "rtc-change":
+            options.append(_Move(kind, {"offset": 0}, m.RtcChange(0)))
+        elif kind in _GUEST:
+            options.append(_Move(kind, {}, _GUEST[kind]))
+        elif kind == "vnc-connect":
+            label = f"viewer{self.vnc_seen}"
+            options.append(_Move(kind, {"client": label}, m.VncConnect(label)))
+        elif kind == "vnc-initialize":
+            for label in (f"viewer{i}" for i in range(self.vnc_seen)):
+                options.append(_Move(kind, {"client": label}, m.VncInitialize(label)))
+        elif kind == "vnc-disconnect":
+            for label in (f"viewer{i}" for i in range(self.vnc_seen)):
+                options.append(_Move(kind, {"client": label}, m.VncDisconnect(label)))
+        elif kind in _SPICE:
+            for t in _SPICE_CHANNELS:
+                args = {"client": _SPICE_CLIENT, "channel_type": t}
+                options.append(_Move(kind, args, _SPICE[kind](_SPICE_CLIENT, t)))
+        return [o for o in options if self._legal(o)]
+
+    def apply(self, draw: st.DrawFn, move: _Move) -> list[m.Event]:
+        """Make the move; its arguments that do not decide legality are drawn now."""
+        if move.cause is None:
+            outcome = self.machine.execute(move.kind, {})
+            # events a command defers until after its reply (a disk's retry)
+            return [*outcome.events, *self.machine.poll()]
+        args = dict(move.args)
+        cause = move.cause
+        if isinstance(cause, m.DiskError):
+            args["operation"] = draw(st.sampled_from(("read", "write")))
+            args["nospace"] = draw(st.booleans())
+            cause = m.DiskError(cause.device, args["operation"], args["nospace"])
+        elif isinstance(cause, m.RtcChange):
+            args["offset"] = draw(st.integers(-86_400, 86_400))
+            cause = m.RtcChange(args["offset"])
+        elif isinstance(cause, m.VncConnect):
+            self.vnc_seen += 1
+        self.steps.append({"cause": move.kind, **args})
+        return self.machine.cause(cause)
+
+
+def _snapshot(walk: _Walk) -> _Walk:
+    machine = walk.machine
+    rng = random.Random()
+    rng.setstate(machine.rng.getstate())
+    # share what never changes; copy the rest (the emitted messages are never mutated)
+    memo: dict[int, Any] = {
+        id(machine.profile): machine.profile,
+        id(machine.vm): machine.vm,
+        id(machine.rng): rng,
+        id(walk.events): list(walk.events),
+        id(walk.steps): list(walk.steps),
+    }
+    memo.update((id(v), v) for v in vars(machine).values() if isinstance(v, tuple | str))
+    return copy.deepcopy(walk, memo)
+
+
+@st.composite
+def _walks(
+    draw: st.DrawFn,
+    profile: ProfileSpec,
+    vm: m.VmConfig | st.SearchStrategy[m.VmConfig],
+    min_size: int,
+    max_size: int,
+    allowed: frozenset[str],
+) -> _Walk:
+    config = draw(vm) if isinstance(vm, st.SearchStrategy) else vm
+    clock = m.ManualClock(_START)
+    machine = m.Machine(vm=config, profile=profile, clock=clock, rng=_rng(draw))
+    walk = _Walk(machine, clock, allowed, [], [])
+    target = draw(st.integers(min_size, max_size))
+    for _ in range(2 * max_size + 4):
+        if len(walk.events) >= target or walk.machine.exited:
+            break
+        walk = draw(_steps(walk, min_size, max_size))
+    # let held-back events go out when their throttle window closes
+    while walk.machine.pending_events():
+        deadline = walk.machine.next_deadline()
+        assert deadline is not None
+        walk.clock.now = max(walk.clock.now, deadline)
+        walk.events += [e.to_json() for e in walk.machine.poll()]
+    if len(walk.events) < min_size:
+        reject()
+    return walk
+
+
+# A move emits at most this many events (a cont that retries two failing disks).
+_MOST_PER_MOVE = 6
+
+
+_PAUSES = st.integers(1, 3000)
+_INDICES = [st.integers(0, n - 1) if n else st.just(0) for n in range(64)]
+
+
+def _index(n: int) -> st.SearchStrategy[int]:
+    return _INDICES[n] if n < len(_INDICES) else st.integers(0, n - 1)
+
+
+@st.composite
+def _steps(draw: st.DrawFn, walk: _Walk, min_size: int, max_size: int) -> _Walk:
+    """One wait (in milliseconds), then one legal move that keeps the stream within bounds.
+
+    Drawn as one strategy so that the shrinker sees, and can drop, each step whole.
+    """
+    pause = draw(_PAUSES)
+    walk.clock.advance(pause / 1000)
+    walk.steps.append({"wait": f"{pause}ms"})
+    walk.events += [e.to_json() for e in walk.machine.poll()]
+    moves = walk.moves()
+    while moves:
+        move = moves.pop(draw(_index(len(moves))))
+        held = len(walk.machine.pending_events())
+        careful = len(walk.events) < min_size or len(walk.events) + held + _MOST_PER_MOVE > max_size
+        before = _snapshot(walk) if careful else walk
+        out = walk.apply(draw, move)
+        total = len(walk.events) + len(out) + len(walk.machine.pending_events())
+        if careful and (total > max_size or (walk.machine.exited and total < min_size)):
+            walk = before
+            continue
+        walk.events += [e.to_json() for e in out]
+        break
+    return walk
+
+
+def _rng(draw: st.DrawFn) -> random.Random:
+    return random.Random(draw(st.integers(0, 2**32 - 1)))
+
+
+def event_streams(
+    *,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    vm: m.VmConfig | None = None,
+    min_size: int = 0,
+    max_size: int = 20,
+    causes: Collection[str] | None = None,
+) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Lists of event messages a VM emits, drawn by walking the machine's legal moves.
+
+    ``vm`` fixes the VM (default: drawn by :func:`vm_configs`); ``causes`` restricts
+    the moves to some of :data:`CAUSES` and :data:`COMMANDS`.  Every stream obeys
+    the causal rules and throttling of ``profile``; its timestamps never decrease
+    and grow between moves.  A stream holds ``min_size`` to ``max_size`` events.
+    """
+    spec = _profile(profile)
+    config = _vm(vm, spec)
+    low = _size("min_size", min_size)
+    high = _size("max_size", max_size)
+    if high < low:
+        raise InvalidArgument(f"max_size={high} is less than min_size={low}")
+    allowed = _names("causes", causes, (*CAUSES, *COMMANDS))
+    return _walks(spec, config, low, high, allowed).map(lambda w: w.events)
+
+
+def _vm(vm: m.VmConfig | None, spec: ProfileSpec) -> m.VmConfig | st.SearchStrategy[m.VmConfig]:
+    if vm is None:
+        return vm_configs(profile=spec)
+    if not isinstance(vm, m.VmConfig):
+        raise InvalidArgument(f"vm must be a qmpsim.machine.VmConfig, not {vm!r}")
+    return vm
+
+
+# --- scenarios ----------------------------------------------------------------------
+
+
+def scenarios(
+    *,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    vm: m.VmConfig | None = None,
+    min_events: int = 0,
+    max_events: int = 20,
+    causes: Collection[str] | None = None,
+) -> st.SearchStrategy[Any]:
+    """Whole scenarios (:class:`qmpsim.scenario.Scenario`) the simulator can run.
+
+    The timeline is a walk over the causes (no monitor commands: those are the
+    client's), with waits between them; run without client commands, it emits
+    ``min_events`` to ``max_events`` events.
+    """
+    spec = _profile(profile)
+    config = _vm(vm, spec)
+    low = _size("min_events", min_events)
+    high = _size("max_events", max_events)
+    if high < low:
+        raise InvalidArgument(f"max_events={high} is less than min_events={low}")
+    allowed = _names("causes", causes, CAUSES)
+    return _walks(spec, config, low, high, allowed).map(lambda w: _scenario(spec, w))
+
+
+def _scenario(spec: ProfileSpec, walk: _Walk) -> Any:
+    from .scenario import loads_scenario
+
+    vm = walk.machine.vm
+    doc: dict[str, Any] = {
+        "name": "drawn",
+        "description": "A scenario drawn by qmpsim.strategies.scenarios()",
+        "profile": spec.name,
+        "vm": _vm_doc(vm),
+        "steps": walk.steps,
+    }
+    return loads_scenario(json.dumps(doc, indent=1))
+
+
+def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {"initial_state": vm.initial_state, "no_shutdown": vm.no_shutdown}
+    if vm.watchdog is not None:
+        doc["watchdog"] = vm.watchdog
+    if vm.disks:
+        doc["disks"] = [
+            {"name": d.name, "on_read_error": d.on_read_error, "on_write_error": d.on_write_error}
+            for d in vm.disks
+        ]
+    if vm.vnc is not None:
+        v = vm.vnc
+        doc["vnc"] = {"host": v.host, "port": v.port, "family": v.family, "auth": v.auth}
+    if vm.spice is not None:
+        s = vm.spice
+        doc["spice"] = {
+            "host": s.host,
+            "port": s.port,
+            "family": s.family,
+            "auth": s.auth,
+            "tls": s.tls,
+        }
+    return doc
