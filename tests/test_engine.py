@@ -215,3 +215,27 @@ async def test_cause_the_vm_refuses_is_noted_not_fatal(mock_clock: trio.testing.
         await runner.done.wait()
         assert await client.names(2) == ["BLOCK_IO_ERROR", "STOP"]
         assert runner.notes[0].startswith("<scenario>:5: guest-reset skipped: ")
+
+
+@pytest.mark.trio
+async def test_the_timeline_outlives_a_client_and_the_next_one_joins_midway(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    s = loads_scenario(
+        DISK + "steps:\n  - wait: 1s\n  - cause: guest-reset\n  - wait: 10s\n"
+        "  - cause: disk-error\n    device: vda\n  - wait: 10s\n  - cause: guest-reset\n"
+    )
+    async with playing(s) as (sim, runner, first), trio.open_nursery() as n:
+        assert await first.names(1) == ["RESET"]
+        await first.stream.aclose()
+        await trio.sleep(15)  # the disk error happens while nobody listens: it is dropped
+        server_side, client_side = trio.testing.memory_stream_pair()
+        n.start_soon(sim.handle_stream, server_side)
+        second = Client(client_side)
+        assert "QMP" in await second.message()
+        await second.execute("qmp_capabilities")
+        assert (await second.execute("query-status"))["status"] == "io-error"
+        await second.execute("cont")
+        assert await second.names(2) == ["RESUME", "RESET"]
+        await runner.done.wait()
+        n.cancel_scope.cancel()
