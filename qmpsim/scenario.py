@@ -956,6 +956,24 @@ class _Loader:
                 f"{path}.cause",
                 "the VM has no watchdog: set vm.watchdog to its action, or give `action`",
             )
+        elif kind == "watchdog":
+            action, node = raw.get("action", (self.vm.watchdog, raw["cause"][1]))
+            spec = self.profile.events.get("WATCHDOG")
+            member = spec.data.member("action") if spec and spec.data else None
+            values = member.type.values if member and isinstance(member.type, Enum) else ()
+            if values and action not in values:
+                raise self.error(
+                    node,
+                    f"{path}.action" if "action" in raw else f"{path}.cause",
+                    f"watchdog action {action!r} does not exist in profile "
+                    f"{self.profile.name}; expected one of: {', '.join(values)}",
+                )
+        elif kind == "guest-panic" and "GUEST_PANICKED" not in self.profile.events:
+            raise self.error(
+                raw["cause"][1],
+                f"{path}.cause",
+                f"profile {self.profile.name} has no guest panic notification (GUEST_PANICKED)",
+            )
 
     def emit_step(
         self,

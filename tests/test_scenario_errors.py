@@ -191,6 +191,14 @@ CASES = [
         "steps[0].return.a4[7][8][8][8][8]",
     ),
     (
+        "not-in-this-profile",
+        "profile: qemu-0.14\nvm: {watchdog: inject-nmi}\nsteps:\n  - cause: watchdog\n",
+        4,
+        12,
+        "watchdog action 'inject-nmi' does not exist in profile qemu-0.14",
+        "steps[0].cause",
+    ),
+    (
         "python-object",
         "steps:\n  - reply: x\n    return: !!python/object:os.system {}\n",
         3,
