@@ -10,12 +10,12 @@ simplest VM.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import json
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import reject
 from hypothesis import strategies as st
@@ -30,6 +30,8 @@ __all__ = [
     "COMMANDS",
     "event_streams",
     "events",
+    "generate",
+    "random_scenario",
     "scenarios",
     "vm_configs",
 ]
@@ -173,40 +175,101 @@ def events(
     return st.sampled_from(chosen).flatmap(one)
 
 
+# --- where decisions come from ---------------------------------------------------------
+
+
+class _Choices:
+    """The decisions of a walk: drawn by Hypothesis (shrinkable) or by a seeded ``Random``."""
+
+    def integer(self, low: int, high: int) -> int:
+        raise NotImplementedError
+
+    def step(self, fn: Callable[[_Choices], _Walk]) -> _Walk:
+        """Run one step of a walk (Hypothesis sees it as one unit it can drop)."""
+        return fn(self)
+
+    def choice(self, options: Sequence[_T]) -> _T:
+        return options[self.integer(0, len(options) - 1)]
+
+    def boolean(self) -> bool:
+        return self.integer(0, 1) == 1
+
+
+class _Drawn(_Choices):
+    def __init__(self, draw: st.DrawFn) -> None:
+        self._draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        key = (low, high)
+        strategy = _INTEGERS.get(key)
+        if strategy is None:
+            strategy = _INTEGERS[key] = st.integers(low, high)
+        return self._draw(strategy)
+
+    def step(self, fn: Callable[[_Choices], _Walk]) -> _Walk:
+        return self._draw(_one_step(fn))
+
+
+@st.composite
+def _one_step(draw: st.DrawFn, fn: Callable[[_Choices], _Walk]) -> _Walk:
+    return fn(_Drawn(draw))
+
+
+class _Seeded(_Choices):
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def integer(self, low: int, high: int) -> int:
+        return self._rng.randint(low, high)
+
+
+_INTEGERS: dict[tuple[int, int], st.SearchStrategy[int]] = {}
+_T = TypeVar("_T")
+
+
 # --- VMs --------------------------------------------------------------------------
+
+_READ_POLICIES = ("report", "stop", "ignore")
+_WRITE_POLICIES = ("enospc", "report", "stop", "ignore")
+
+
+def _watchdog_actions(spec: ProfileSpec) -> tuple[str, ...]:
+    watchdog = spec.events.get("WATCHDOG")
+    if watchdog is None or watchdog.data is None:
+        return ()
+    member = watchdog.data.member("action")
+    return member.type.values if member is not None and isinstance(member.type, Enum) else ()
+
+
+def _choose_vm(ch: _Choices, spec: ProfileSpec) -> m.VmConfig:
+    disks = tuple(
+        m.DiskConfig(
+            name=f"virtio{i}",
+            node_name=f"#block{100 + 2 * i}",
+            on_read_error=ch.choice(_READ_POLICIES),
+            on_write_error=ch.choice(_WRITE_POLICIES),
+        )
+        for i in range(ch.integer(0, 2))
+    )
+    actions = _watchdog_actions(spec)
+    watchdog = ch.integer(0, len(actions))
+    return m.VmConfig(
+        initial_state=ch.choice(("running", "paused", "prelaunch")),
+        no_shutdown=ch.boolean(),
+        watchdog=actions[watchdog - 1] if watchdog else None,
+        disks=disks,
+        vnc=m.VncConfig() if ch.boolean() else None,
+        spice=m.SpiceConfig() if ch.boolean() else None,
+    )
 
 
 def vm_configs(*, profile: ProfileSpec | str = DEFAULT_PROFILE) -> st.SearchStrategy[m.VmConfig]:
     """VM descriptions a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown."""
     spec = _profile(profile)
-    watchdog = spec.events.get("WATCHDOG")
-    actions: tuple[str, ...] = ()
-    if watchdog is not None and watchdog.data is not None:
-        field = watchdog.data.member("action")
-        if field is not None and isinstance(field.type, Enum):
-            actions = field.type.values
-    disk = st.builds(
-        m.DiskConfig,
-        on_read_error=st.sampled_from(("report", "stop", "ignore")),
-        on_write_error=st.sampled_from(("enospc", "report", "stop", "ignore")),
-    )
+    return st.composite(lambda draw: _choose_vm(_Drawn(draw), spec))()
 
-    @st.composite
-    def build(draw: st.DrawFn) -> m.VmConfig:
-        disks = draw(st.lists(disk, max_size=2))
-        return m.VmConfig(
-            initial_state=draw(st.sampled_from(("running", "paused", "prelaunch"))),
-            no_shutdown=draw(st.booleans()),
-            watchdog=draw(st.none() | st.sampled_from(actions)) if actions else None,
-            disks=tuple(
-                dataclasses.replace(d, name=f"virtio{i}", node_name=f"#block{100 + 2 * i}")
-                for i, d in enumerate(disks)
-            ),
-            vnc=draw(st.none() | st.just(m.VncConfig())),
-            spice=draw(st.none() | st.just(m.SpiceConfig())),
-        )
 
-    return build()
+# --- walking the machine ----------------------------------------------------------
 
 
 # --- walking the machine ----------------------------------------------------------
@@ -270,8 +333,8 @@ class _Walk:
                 options.append(_Move(kind, args, _SPICE[kind](_SPICE_CLIENT, t)))
         return [o for o in options if self._legal(o)]
 
-    def apply(self, draw: st.DrawFn, move: _Move) -> list[m.Event]:
-        """Make the move; its arguments that do not decide legality are drawn now."""
+    def apply(self, ch: _Choices, move: _Move) -> list[m.Event]:
+        """Make the move; its arguments that do not decide legality are chosen now."""
         if move.cause is None:
             outcome = self.machine.execute(move.kind, {})
             # events a command defers until after its reply (a disk's retry)
@@ -279,11 +342,11 @@ class _Walk:
         args = dict(move.args)
         cause = move.cause
         if isinstance(cause, m.DiskError):
-            args["operation"] = draw(st.sampled_from(("read", "write")))
-            args["nospace"] = draw(st.booleans())
+            args["operation"] = ch.choice(("read", "write"))
+            args["nospace"] = ch.boolean()
             cause = m.DiskError(cause.device, args["operation"], args["nospace"])
         elif isinstance(cause, m.RtcChange):
-            args["offset"] = draw(st.integers(-86_400, 86_400))
+            args["offset"] = ch.integer(-86_400, 86_400)
             cause = m.RtcChange(args["offset"])
         elif isinstance(cause, m.VncConnect):
             self.vnc_seen += 1
@@ -307,64 +370,50 @@ def _snapshot(walk: _Walk) -> _Walk:
     return copy.deepcopy(walk, memo)
 
 
-@st.composite
-def _walks(
-    draw: st.DrawFn,
+# A move emits at most this many events (a cont that retries two failing disks).
+_MOST_PER_MOVE = 6
+
+
+def _walk(
+    ch: _Choices,
     profile: ProfileSpec,
-    vm: m.VmConfig | st.SearchStrategy[m.VmConfig],
+    vm: m.VmConfig | None,
     min_size: int,
     max_size: int,
     allowed: frozenset[str],
 ) -> _Walk:
-    config = draw(vm) if isinstance(vm, st.SearchStrategy) else vm
+    config = _choose_vm(ch, profile) if vm is None else vm
     clock = m.ManualClock(_START)
-    machine = m.Machine(vm=config, profile=profile, clock=clock, rng=_rng(draw))
+    rng = random.Random(ch.integer(0, 2**32 - 1))
+    machine = m.Machine(vm=config, profile=profile, clock=clock, rng=rng)
     walk = _Walk(machine, clock, allowed, [], [])
-    target = draw(st.integers(min_size, max_size))
+    target = ch.integer(min_size, max_size)
     for _ in range(2 * max_size + 4):
         if len(walk.events) >= target or walk.machine.exited:
             break
-        walk = draw(_steps(walk, min_size, max_size))
+        walk = ch.step(functools.partial(_step, walk=walk, min_size=min_size, max_size=max_size))
     # let held-back events go out when their throttle window closes
     while walk.machine.pending_events():
         deadline = walk.machine.next_deadline()
         assert deadline is not None
         walk.clock.now = max(walk.clock.now, deadline)
         walk.events += [e.to_json() for e in walk.machine.poll()]
-    if len(walk.events) < min_size:
-        reject()
     return walk
 
 
-# A move emits at most this many events (a cont that retries two failing disks).
-_MOST_PER_MOVE = 6
-
-
-_PAUSES = st.integers(1, 3000)
-_INDICES = [st.integers(0, n - 1) if n else st.just(0) for n in range(64)]
-
-
-def _index(n: int) -> st.SearchStrategy[int]:
-    return _INDICES[n] if n < len(_INDICES) else st.integers(0, n - 1)
-
-
-@st.composite
-def _steps(draw: st.DrawFn, walk: _Walk, min_size: int, max_size: int) -> _Walk:
-    """One wait (in milliseconds), then one legal move that keeps the stream within bounds.
-
-    Drawn as one strategy so that the shrinker sees, and can drop, each step whole.
-    """
-    pause = draw(_PAUSES)
+def _step(ch: _Choices, walk: _Walk, min_size: int, max_size: int) -> _Walk:
+    """One wait (in milliseconds), then one legal move that keeps the stream within bounds."""
+    pause = ch.integer(1, 3000)
     walk.clock.advance(pause / 1000)
     walk.steps.append({"wait": f"{pause}ms"})
     walk.events += [e.to_json() for e in walk.machine.poll()]
     moves = walk.moves()
     while moves:
-        move = moves.pop(draw(_index(len(moves))))
+        move = moves.pop(ch.integer(0, len(moves) - 1))
         held = len(walk.machine.pending_events())
         careful = len(walk.events) < min_size or len(walk.events) + held + _MOST_PER_MOVE > max_size
         before = _snapshot(walk) if careful else walk
-        out = walk.apply(draw, move)
+        out = walk.apply(ch, move)
         total = len(walk.events) + len(out) + len(walk.machine.pending_events())
         if careful and (total > max_size or (walk.machine.exited and total < min_size)):
             walk = before
@@ -374,8 +423,19 @@ def _steps(draw: st.DrawFn, walk: _Walk, min_size: int, max_size: int) -> _Walk:
     return walk
 
 
-def _rng(draw: st.DrawFn) -> random.Random:
-    return random.Random(draw(st.integers(0, 2**32 - 1)))
+@st.composite
+def _walks(
+    draw: st.DrawFn,
+    profile: ProfileSpec,
+    vm: m.VmConfig | None,
+    min_size: int,
+    max_size: int,
+    allowed: frozenset[str],
+) -> _Walk:
+    walk = _walk(_Drawn(draw), profile, vm, min_size, max_size, allowed)
+    if len(walk.events) < min_size:
+        reject()
+    return walk
 
 
 def event_streams(
@@ -388,25 +448,44 @@ def event_streams(
 ) -> st.SearchStrategy[list[dict[str, Any]]]:
     """Lists of event messages a VM emits, drawn by walking the machine's legal moves.
 
-    ``vm`` fixes the VM (default: drawn by :func:`vm_configs`); ``causes`` restricts
+    ``vm`` fixes the VM (default: drawn like :func:`vm_configs`); ``causes`` restricts
     the moves to some of :data:`CAUSES` and :data:`COMMANDS`.  Every stream obeys
-    the causal rules and throttling of ``profile``; its timestamps never decrease
-    and grow between moves.  A stream holds ``min_size`` to ``max_size`` events.
+    the causal rules and throttling of ``profile``, and holds ``min_size`` to
+    ``max_size`` events; time passes between moves (1 ms to 3 s).
     """
     spec = _profile(profile)
-    config = _vm(vm, spec)
-    low = _size("min_size", min_size)
-    high = _size("max_size", max_size)
-    if high < low:
-        raise InvalidArgument(f"max_size={high} is less than min_size={low}")
+    low, high = _bounds("min_size", min_size, "max_size", max_size)
     allowed = _names("causes", causes, (*CAUSES, *COMMANDS))
-    return _walks(spec, config, low, high, allowed).map(lambda w: w.events)
+    return _walks(spec, _vm(vm), low, high, allowed).map(lambda w: w.events)
 
 
-def _vm(vm: m.VmConfig | None, spec: ProfileSpec) -> m.VmConfig | st.SearchStrategy[m.VmConfig]:
-    if vm is None:
-        return vm_configs(profile=spec)
-    if not isinstance(vm, m.VmConfig):
+def generate(
+    *,
+    seed: int,
+    count: int = 20,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    vm: m.VmConfig | None = None,
+    causes: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """A reproducible random event stream (without Hypothesis): the same seed, the same stream.
+
+    It holds ``count`` events unless the VM runs out of moves first.
+    """
+    spec = _profile(profile)
+    size = _size("count", count)
+    allowed = _names("causes", causes, (*CAUSES, *COMMANDS))
+    return _walk(_Seeded(seed), spec, _vm(vm), size, size, allowed).events
+
+
+def _bounds(low_name: str, low: object, high_name: str, high: object) -> tuple[int, int]:
+    lo, hi = _size(low_name, low), _size(high_name, high)
+    if hi < lo:
+        raise InvalidArgument(f"{high_name}={hi} is less than {low_name}={lo}")
+    return lo, hi
+
+
+def _vm(vm: object) -> m.VmConfig | None:
+    if vm is not None and not isinstance(vm, m.VmConfig):
         raise InvalidArgument(f"vm must be a qmpsim.machine.VmConfig, not {vm!r}")
     return vm
 
@@ -429,22 +508,33 @@ def scenarios(
     ``min_events`` to ``max_events`` events.
     """
     spec = _profile(profile)
-    config = _vm(vm, spec)
-    low = _size("min_events", min_events)
-    high = _size("max_events", max_events)
-    if high < low:
-        raise InvalidArgument(f"max_events={high} is less than min_events={low}")
+    low, high = _bounds("min_events", min_events, "max_events", max_events)
     allowed = _names("causes", causes, CAUSES)
-    return _walks(spec, config, low, high, allowed).map(lambda w: _scenario(spec, w))
+    return _walks(spec, _vm(vm), low, high, allowed).map(lambda w: _scenario(spec, w))
 
 
-def _scenario(spec: ProfileSpec, walk: _Walk) -> Any:
+def random_scenario(
+    *,
+    seed: int,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    max_events: int = 20,
+    causes: Collection[str] | None = None,
+) -> Any:
+    """A reproducible random :class:`~qmpsim.scenario.Scenario` (for ``serve --random``)."""
+    spec = _profile(profile)
+    size = _size("max_events", max_events)
+    allowed = _names("causes", causes, CAUSES)
+    walk = _walk(_Seeded(seed), spec, None, 0, size, allowed)
+    return _scenario(spec, walk, name=f"random-{seed}")
+
+
+def _scenario(spec: ProfileSpec, walk: _Walk, name: str = "drawn") -> Any:
     from .scenario import loads_scenario
 
     vm = walk.machine.vm
     doc: dict[str, Any] = {
-        "name": "drawn",
-        "description": "A scenario drawn by qmpsim.strategies.scenarios()",
+        "name": name,
+        "description": "A random walk over the causes the VM can undergo",
         "profile": spec.name,
         "vm": _vm_doc(vm),
         "steps": walk.steps,

@@ -14,7 +14,16 @@ from qmpsim import machine as m
 from qmpsim.catalog import get_profile, validate_event
 from qmpsim.conformance import check_events
 from qmpsim.scenario import CauseStep, Scenario, VmSpec, WaitStep
-from qmpsim.strategies import CAUSES, COMMANDS, event_streams, events, scenarios, vm_configs
+from qmpsim.strategies import (
+    CAUSES,
+    COMMANDS,
+    event_streams,
+    events,
+    generate,
+    random_scenario,
+    scenarios,
+    vm_configs,
+)
 
 PROFILES = ("qemu-7.2", "qemu-0.14")
 FAST = settings(max_examples=60, derandomize=True, database=None, deadline=None)
@@ -167,3 +176,21 @@ def test_move_names() -> None:
     assert "disk-error" in CAUSES
     assert "cont" in COMMANDS
     assert not set(CAUSES) & set(COMMANDS)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_generate_is_reproducible_and_conformant(profile: str) -> None:
+    for seed in range(40):
+        stream = generate(seed=seed, count=25, profile=profile)
+        assert stream == generate(seed=seed, count=25, profile=profile)
+        assert len(stream) <= 25
+        assert check_events(stream, profile) == []
+    assert generate(seed=1, count=25) != generate(seed=2, count=25)
+    assert generate(seed=7, count=0) == []
+
+
+def test_random_scenario_is_reproducible() -> None:
+    first = random_scenario(seed=3, max_events=10)
+    assert isinstance(first, Scenario)
+    assert first.steps == random_scenario(seed=3, max_events=10).steps
+    assert first.name == "random-3"
