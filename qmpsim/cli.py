@@ -228,6 +228,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="log connections and every message on stderr, one line each",
     )
+    parser.add_argument(
+        "--random",
+        action="store_true",
+        help="play a random scenario drawn from --seed (see qmpsim generate) instead of SCENARIO",
+    )
     _scenario_play_arguments(parser)
 
 
@@ -263,7 +268,7 @@ def serve(args: argparse.Namespace) -> int:
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
     _setup_logging(args.verbose)
-    scenario = load_scenario_arg(args.scenario)
+    scenario = _random_scenario(args) if args.random else load_scenario_arg(args.scenario)
     sim = make_simulator(scenario, profile=args.profile, multi_client=args.multi)
     if args.verbose:
         sim.transcript.subscribe(traffic_printer(sys.stderr))
@@ -549,6 +554,95 @@ def schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(scenario_schema(), indent=2))
     return EXIT_OK
+
+
+# --- qmpsim check / generate (conformance and random streams) ------------------------------
+
+CHECK_EPILOG = """\
+examples:
+  qmpsim check events.jsonl
+      one event (or any QMP message) per line, as a client records them
+  qmpsim check --profile qemu-0.14 transcript.jsonl
+      a qmpsim transcript: each client's stream is checked on its own
+  python my_client.py 2>&1 | qmpsim check -
+      a qemu.qmp debug log (its "<--" records) read from standard input
+
+Each violation is printed as FILE:LINE: RULE: message; the exit status is 1
+when any file has one, so the command fits CI."""
+
+
+def _check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="JSON-lines logs of QMP traffic ('-': stdin)"
+    )
+    parser.add_argument(
+        "--profile", choices=_profile_names(), default="qemu-7.2", help="default: qemu-7.2"
+    )
+    parser.add_argument(
+        "--initial-status",
+        choices=("running", "paused"),
+        help="the VM's run state before the first line (default: unknown)",
+    )
+
+
+@subcommand(
+    "check",
+    help="check recorded QMP traffic against a profile's rules",
+    description="Check JSON-lines logs of QMP traffic (events, raw server messages, qmpsim "
+    "transcripts or qemu.qmp debug logs) against a profile: schemas, causal rules, sessions, "
+    "throttling and timestamp order.",
+    epilog=CHECK_EPILOG,
+    arguments=_check_arguments,
+)
+def check(args: argparse.Namespace) -> int:
+    """``qmpsim check``."""
+    from .conformance import check_files
+
+    return check_files(args.files, args.profile, sys.stdout, initial_status=args.initial_status)
+
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="the same seed, the same stream")
+    parser.add_argument("--count", type=int, default=20, help="how many events (default: 20)")
+    parser.add_argument(
+        "--profile", choices=_profile_names(), default="qemu-7.2", help="default: qemu-7.2"
+    )
+    parser.add_argument(
+        "--causes",
+        metavar="NAME,...",
+        help="only these causes and commands (e.g. disk-error,cont); default: all",
+    )
+
+
+@subcommand(
+    "generate",
+    help="print a reproducible random event stream as JSON lines",
+    description="Print a random event stream as JSON lines: a walk over a random VM's legal "
+    "moves, so it obeys every rule of the profile; the same seed gives the same stream.",
+    arguments=_generate_arguments,
+)
+def generate(args: argparse.Namespace) -> int:
+    """``qmpsim generate``."""
+    from .strategies import generate_lines
+
+    causes = args.causes.split(",") if args.causes else None
+    try:
+        lines = generate_lines(
+            seed=args.seed, count=args.count, profile=args.profile, causes=causes
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.writelines(lines)
+    return EXIT_OK
+
+
+def _random_scenario(args: argparse.Namespace) -> Scenario:
+    if args.scenario is not None:
+        raise UsageError("--random plays a drawn scenario: give either SCENARIO or --random")
+    from .strategies import random_scenario
+
+    scenario: Scenario = random_scenario(seed=args.seed or 0, profile=args.profile or "qemu-7.2")
+    return scenario
 
 
 # --- qmpsim fleet ----------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
 
@@ -569,3 +570,37 @@ def _who(key: _Peer) -> str:
     if family == "unix":
         return "on a Unix socket"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_files(
+    paths: Sequence[str],
+    profile: ProfileSpec | str,
+    out: TextIO,
+    *,
+    initial_status: str | None = None,
+) -> int:
+    """Check each file (``-``: standard input) and print ``FILE:LINE: rule: message`` lines.
+
+    Returns the exit status: 0 when every file conforms, 1 otherwise.
+    """
+    spec = get_profile(profile) if isinstance(profile, str) else profile
+    failed = 0
+    for path in paths:
+        try:
+            if path == "-":
+                violations = check(sys.stdin, spec, initial_status=initial_status)
+            else:
+                with open(path, encoding="utf-8", errors="replace") as lines:
+                    violations = check(lines, spec, initial_status=initial_status)
+        except OSError as exc:
+            failed += 1
+            print(f"{path}: cannot read: {exc.strerror or exc}", file=out)
+            continue
+        for v in violations:
+            print(f"{path}:{v.line}: {v.rule}: {v.message}", file=out)
+        if violations:
+            failed += 1
+            print(f"{path}: {len(violations)} violation(s) of {spec.name}", file=out)
+        else:
+            print(f"{path}: conforms to {spec.name}", file=out)
+    return 1 if failed else 0

@@ -31,6 +31,7 @@ __all__ = [
     "event_streams",
     "events",
     "generate",
+    "generate_lines",
     "random_scenario",
     "scenarios",
     "vm_configs",
@@ -564,3 +565,21 @@ def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
             "tls": s.tls,
         }
     return doc
+
+
+def generate_lines(
+    *,
+    seed: int,
+    count: int = 20,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    causes: Collection[str] | None = None,
+) -> list[str]:
+    """:func:`generate`'s stream as JSON lines, spelt as QEMU spells events on the wire.
+
+    Bad arguments raise ``ValueError`` (the command line reports them as usage errors).
+    """
+    try:
+        stream = generate(seed=seed, count=count, profile=profile, causes=causes)
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
+    return [json.dumps(event) + "\n" for event in stream]
