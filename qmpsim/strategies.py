@@ -10,6 +10,7 @@ simplest VM.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import random
@@ -525,7 +526,10 @@ def random_scenario(
     spec = _profile(profile)
     size = _size("max_events", max_events)
     allowed = _names("causes", causes, CAUSES)
-    walk = _walk(_Seeded(seed), spec, None, 0, size, allowed)
+    ch = _Seeded(seed)
+    # a scenario cannot `cont` a paused VM: start it running so that every cause can happen
+    vm = dataclasses.replace(_choose_vm(ch, spec), initial_state="running")
+    walk = _walk(ch, spec, vm, 0, size, allowed)
     return _scenario(spec, walk, name=f"random-{seed}")
 
 
