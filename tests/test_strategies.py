@@ -13,7 +13,7 @@ from hypothesis.errors import InvalidArgument
 from qmpsim import machine as m
 from qmpsim.catalog import get_profile, validate_event
 from qmpsim.conformance import check_events
-from qmpsim.scenario import CauseStep, Scenario, VmSpec, WaitStep
+from qmpsim.scenario import CauseStep, Scenario, WaitStep, build_machine
 from qmpsim.strategies import (
     CAUSES,
     COMMANDS,
@@ -112,24 +112,6 @@ def test_throttled_event_keeps_its_timestamp() -> None:
     assert check_events(stream, initial_status="running") == []
 
 
-def _vm_config(vm: VmSpec) -> m.VmConfig:
-    return m.VmConfig(
-        no_shutdown=vm.no_shutdown,
-        initial_state=vm.initial_state,
-        watchdog=vm.watchdog,
-        disks=tuple(
-            m.DiskConfig(d.name, on_read_error=d.on_read_error, on_write_error=d.on_write_error)
-            for d in vm.disks
-        ),
-        vnc=m.VncConfig(vm.vnc.host, vm.vnc.port, vm.vnc.family, vm.vnc.auth) if vm.vnc else None,
-        spice=m.SpiceConfig(
-            vm.spice.host, vm.spice.port, vm.spice.family, vm.spice.auth, vm.spice.tls
-        )
-        if vm.spice
-        else None,
-    )
-
-
 @pytest.mark.parametrize("profile", PROFILES)
 def test_scenarios_run_to_conformant_streams(profile: str) -> None:
     @settings(FAST, suppress_health_check=[HealthCheck.too_slow])
@@ -137,8 +119,7 @@ def test_scenarios_run_to_conformant_streams(profile: str) -> None:
     def runs(scenario: Scenario) -> None:
         assert scenario.profile == profile
         clock = m.ManualClock()
-        vm = _vm_config(scenario.vm)
-        machine = m.Machine(vm=vm, profile=get_profile(profile), clock=clock)
+        machine = build_machine(scenario, clock=clock)
         out: list[dict[str, Any]] = []
         for step in scenario.steps:
             if isinstance(step, WaitStep):
@@ -147,7 +128,8 @@ def test_scenarios_run_to_conformant_streams(profile: str) -> None:
             else:
                 assert isinstance(step, CauseStep)
                 out += [e.to_json() for e in machine.cause(step.cause)]
-        assert check_events(out, profile, initial_status=initial_status(vm)) == []
+        status = initial_status(machine.vm)
+        assert check_events(out, profile, initial_status=status) == []
 
     runs()
 
