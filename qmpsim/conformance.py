@@ -131,8 +131,10 @@ def _read(lines: Iterable[str]) -> Iterator[_Record | Violation]:
     lines = list(lines)
     # in a qemu.qmp debug log, lines that carry no message are the log's own
     log = any(_LOG_RECORD.search(text) for text in lines)
-    it = iter(enumerate(lines, start=1))
-    for number, text in it:
+    i = 0
+    while i < len(lines):
+        number, text = i + 1, lines[i]
+        i += 1
         stripped = text.strip()
         if not stripped:
             continue
@@ -150,18 +152,18 @@ def _read(lines: Iterable[str]) -> Iterator[_Record | Violation]:
             continue
         outgoing = match.group(1) == "<--"
         buffer = text[match.end() :]
-        start = number
         while True:
             try:
                 value, _ = decoder.raw_decode(buffer.strip())
             except ValueError:
-                nxt = next(it, None)
-                if nxt is None:
-                    yield Violation(start, "json", "log record ends before its JSON value")
+                # the record goes on over the next lines, until the next record
+                if i == len(lines) or _LOG_RECORD.search(lines[i]):
+                    yield Violation(number, "json", "log record ends before its JSON value")
                     break
-                buffer += "\n" + nxt[1]
+                buffer += "\n" + lines[i]
+                i += 1
                 continue
-            yield from _classify(start, value, default_outgoing=outgoing, stream="log")
+            yield from _classify(number, value, default_outgoing=outgoing, stream="log")
             break
 
 

@@ -6,7 +6,10 @@ import io
 import json
 from typing import Any
 
-from qmpsim.conformance import check
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qmpsim.conformance import RULES, check
 from qmpsim.transcript import Direction, Transcript
 
 
@@ -109,4 +112,36 @@ def test_bad_lines_are_reported_and_checking_goes_on() -> None:
         (4, "message"),
         (5, "message"),
         (7, "stop-while-stopped"),
+    ]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+KEYS = ("event", "data", "timestamp", "return", "dir", "json", "direction", "message", "client")
+MESSAGES = st.dictionaries(st.sampled_from(KEYS), JSON, max_size=4)
+
+
+@settings(max_examples=150, derandomize=True, database=None)
+@given(st.lists(st.one_of(st.text(max_size=30), JSON.map(json.dumps), MESSAGES.map(json.dumps))))
+def test_any_input_gives_violations_never_an_exception(lines: list[str]) -> None:
+    for v in check(lines):
+        assert v.rule in RULES
+        assert 1 <= v.line <= len(lines)
+
+
+def test_a_broken_log_record_does_not_swallow_the_next_ones() -> None:
+    text = (
+        'DEBUG:x:<-- {"event": "STOP", oops\n'
+        "  more garbage\n"
+        'DEBUG:x:<-- {"timestamp": {"seconds": 1, "microseconds": 0}, "event": "STOP"}\n'
+        'DEBUG:x:<-- {"timestamp": {"seconds": 2, "microseconds": 0}, "event": "STOP"}\n'
+    )
+    assert [(v.line, v.rule) for v in check(text.splitlines())] == [
+        (1, "json"),
+        (4, "stop-while-stopped"),
     ]
