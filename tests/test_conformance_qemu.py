@@ -9,13 +9,27 @@ import logging
 import os
 import socket
 import tempfile
+import time
 
 import pytest
-from qemu_harness import SAFETY_TIMEOUT, qemu_process, qemu_session
+from qemu_harness import SAFETY_TIMEOUT, qemu_process, read_until_sync
 
 from qmpsim.conformance import check
 
 pytestmark = pytest.mark.qemu
+
+
+def connect(sock: socket.socket, path: str) -> None:
+    """Connect once QEMU listens: its socket file appears a moment before it does."""
+    deadline = time.monotonic() + SAFETY_TIMEOUT
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)  # polling an external process's readiness, not syncing
 
 
 def events(lines: list[str]) -> list[str]:
@@ -29,7 +43,12 @@ def events(lines: list[str]) -> list[str]:
 
 def test_run_state_events_from_qemu_pass() -> None:
     commands = ["qmp_capabilities", "stop", "stop", "cont", "cont", "system_reset", "quit"]
-    out = qemu_session([json.dumps({"execute": c}).encode() for c in commands], sync=False)
+    with qemu_process() as path, socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(SAFETY_TIMEOUT)
+        connect(sock, path)
+        for command in commands:
+            sock.sendall(json.dumps({"execute": command}).encode())
+        out = read_until_sync(sock, sync=False)  # `quit` closes the connection
     lines = out.decode().splitlines()
     assert events(lines) == ["STOP", "RESUME", "RESET", "SHUTDOWN"]
     assert check(lines, "qemu-7.2") == []
@@ -59,7 +78,7 @@ def test_vnc_events_from_qemu_pass() -> None:
         socket.socket(socket.AF_UNIX) as sock,
     ):
         sock.settimeout(SAFETY_TIMEOUT)
-        sock.connect(qmp)
+        connect(sock, qmp)
         with sock.makefile("rwb") as stream:
             lines = [stream.readline().decode()]
             stream.write(b'{"execute": "qmp_capabilities"}')
@@ -91,7 +110,13 @@ def test_qemu_qmp_debug_log_from_qemu_passes() -> None:
 
     async def session(path: str) -> None:
         client = QMPClient("vm")
-        await client.connect(path)
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            connect(sock, path)
+        except OSError:
+            sock.close()
+            raise
+        await client.connect(sock)  # the client's transport owns the socket from now on
         try:
             for command in ("stop", "cont", "stop", "system_reset"):
                 await client.execute(command)

@@ -61,7 +61,7 @@ def test_events_restricted_by_name() -> None:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_stream_passes_the_checker(profile: str) -> None:
-    @settings(FAST, max_examples=150)
+    @settings(FAST, max_examples=100)
     @given(st.data())
     def passes(data: st.DataObject) -> None:
         vm = data.draw(vm_configs(profile=profile), label="vm")

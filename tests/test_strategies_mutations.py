@@ -16,7 +16,7 @@ from qmpsim.conformance import check_events
 from qmpsim.strategies import event_streams, vm_configs
 
 PROFILES = ("qemu-7.2", "qemu-0.14")
-MUTATIONS = settings(max_examples=60, derandomize=True, database=None, deadline=None)
+MUTATIONS = settings(max_examples=40, derandomize=True, database=None, deadline=None)
 Stream = list[dict[str, Any]]
 RUN_STATE_MOVES = {"stop", "cont", "disk-error", "watchdog", "rtc-change", "guest-reset"}
 
