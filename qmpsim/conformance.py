@@ -50,7 +50,7 @@ RULES: Mapping[str, str] = {
     "vnc-session": "VNC_INITIALIZED/VNC_DISCONNECTED only for a connected VNC client, "
     "VNC_CONNECTED only for a new one",
     "spice-session": "SPICE_INITIALIZED/SPICE_DISCONNECTED only for a connected SPICE channel, "
-    "SPICE_CONNECTED only for a new one",
+    "SPICE_CONNECTED only for a new one; a channel (connection, type, id) is up once at a time",
 }
 
 _US = 1_000_000
@@ -256,6 +256,8 @@ class _StreamChecker:
     needs_reset: bool = False
     vnc: _Sessions = field(default_factory=dict)
     spice: _Sessions = field(default_factory=dict)
+    # (connection-id, channel-type, channel-id) -> the address of the session it is up on
+    spice_channels: dict[tuple[Any, ...], _Peer] = field(default_factory=dict)
 
     # -- entry points --
 
@@ -491,7 +493,20 @@ class _StreamChecker:
         self._connected(line, self.spice, "SPICE", _peer(data, "port"))
 
     def _on_spice_initialized(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        self._initialized(line, self.spice, "SPICE", _peer(data, "port"))
+        key = _peer(data, "port")
+        client = data.get("client")
+        if isinstance(client, dict):
+            channel = tuple(client.get(k) for k in ("connection-id", "channel-type", "channel-id"))
+            holder = self.spice_channels.get(channel)
+            if holder is not None and holder != key and holder in self.spice:
+                self._report(
+                    line,
+                    "spice-session",
+                    f"SPICE channel {channel[1]}/{channel[2]} of connection {channel[0]} is "
+                    f"already up on {_who(holder)}",
+                )
+            self.spice_channels[channel] = key
+        self._initialized(line, self.spice, "SPICE", key)
 
     def _on_spice_disconnected(
         self, line: int, data: Mapping[str, Any], _stamp: int | None

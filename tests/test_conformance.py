@@ -116,6 +116,8 @@ VALID_7_2: dict[str, list[dict[str, Any]]] = {
         ev("SPICE_CONNECTED", 0, spice("50000")),
         ev("SPICE_INITIALIZED", 0, spice_init("50000")),
         ev("SPICE_DISCONNECTED", 1, spice("50000")),
+        ev("SPICE_CONNECTED", 2, spice("50001")),
+        ev("SPICE_INITIALIZED", 2, spice_init("50001")),  # the same channel, reconnected
     ],
     "panic-pause": [ev("GUEST_PANICKED", 0, {"action": "pause"}), ev("STOP", 0)],
     "panic-poweroff": [
@@ -201,6 +203,15 @@ INVALID_7_2: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
     ),
     "spice-init-unknown": ([ev("SPICE_INITIALIZED", 0, spice_init("7"))], ["spice-session"]),
     "spice-disconnect-unknown": ([ev("SPICE_DISCONNECTED", 0, spice("7"))], ["spice-session"]),
+    "spice-channel-twice": (
+        [
+            ev("SPICE_CONNECTED", 0, spice("7")),
+            ev("SPICE_INITIALIZED", 0, spice_init("7")),
+            ev("SPICE_CONNECTED", 0, spice("8")),
+            ev("SPICE_INITIALIZED", 0, spice_init("8")),
+        ],
+        ["spice-session"],
+    ),
     "panic-no-stop": ([ev("GUEST_PANICKED", 0, {"action": "pause"})], ["guest-panicked"]),
     "schema-unknown-event": ([ev("NO_SUCH_EVENT", 0)], ["schema"]),
     "schema-bad-data": ([ev("RTC_CHANGE", 0, {"offset": "x", "qom-path": "/m"})], ["schema"]),
