@@ -38,7 +38,6 @@ __all__ = [
     "vm_configs",
 ]
 
-# Simplest first: the shrinker moves draws towards the front of these tuples.
 COMMANDS: tuple[str, ...] = ("stop", "cont", "system_reset", "system_powerdown", "quit")
 """Monitor commands a stream may contain the effects of."""
 
@@ -59,7 +58,17 @@ CAUSES: tuple[str, ...] = (
 )
 """Causes, named as in scenario files."""
 
-_MOVE_ORDER = ("stop", "cont", "system_reset", *CAUSES[:2], *COMMANDS[3:4], *CAUSES[2:], "quit")
+# The order in which a walk offers its moves: simple ones first, endings last.
+_MOVE_ORDER = (
+    "stop",
+    "cont",
+    "system_reset",
+    "rtc-change",
+    "guest-reset",
+    "system_powerdown",
+    *CAUSES[2:],
+    "quit",
+)
 _START = 1_700_000_000.0
 _SPICE_CHANNELS = (1, 2, 3, 4)  # main, display, inputs, cursor
 _SPICE_CLIENT = "remote-viewer"
@@ -269,9 +278,6 @@ def vm_configs(*, profile: ProfileSpec | str = DEFAULT_PROFILE) -> st.SearchStra
     """VM descriptions a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown."""
     spec = _profile(profile)
     return st.composite(lambda draw: _choose_vm(_Drawn(draw), spec))()
-
-
-# --- walking the machine ----------------------------------------------------------
 
 
 # --- walking the machine ----------------------------------------------------------
