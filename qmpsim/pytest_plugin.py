@@ -216,6 +216,8 @@ class _Core:
         self.tracking = _Tracking()
         self.runners: list[ScenarioRunner] = []
         self.scopes: list[trio.CancelScope] = []
+        self.claimed: set[int] = set()
+        self.seen = 0
         self.path = ""
         self.address: str | tuple[str, int] = ""
 
@@ -278,6 +280,58 @@ class _Core:
         elif params:
             raise TypeError("cause(): keyword arguments go with a cause named by a string")
         return [event.to_json() for event in self.sim.cause(cause)]
+
+    async def wait_for_command(
+        self, name: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The first command ``name`` not returned before, once it has been answered.
+
+        Read from the transcript, so it never takes a command away from a
+        scenario's ``until`` step.
+        """
+        import trio
+
+        while True:
+            found = self._answered_command(name, arguments)
+            if found is not None:
+                return found
+            changed = trio.Event()
+            unsubscribe = self.sim.transcript.subscribe(_setter(changed))
+            try:
+                await changed.wait()
+            finally:
+                unsubscribe()
+
+    def _answered_command(
+        self, name: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        from .transcript import Direction, _subset
+
+        transcript = self.sim.transcript
+        if len(transcript) < self.seen:
+            self.claimed.clear()  # the transcript was cleared by a reset
+        self.seen = len(transcript)
+        sent = transcript.commands_sent()
+        for index, command in enumerate(sent):
+            if index in self.claimed or command.command != name:
+                continue
+            if arguments is not None and not _subset(arguments, command.arguments):
+                continue
+            # In-band replies come in order: the k-th command of a client has been
+            # answered once that client received k replies.
+            rank = sum(1 for c in sent[: index + 1] if c.client == command.client)
+            replies = sum(
+                1
+                for entry in transcript
+                if entry.direction is Direction.OUT and entry.client == command.client
+                for m in entry.messages
+                if isinstance(m, dict) and ("return" in m or "error" in m)
+            )
+            if replies < rank:
+                return None
+            self.claimed.add(index)
+            return dict(command.message)
+        return None
 
     def snapshot(self) -> Transcript:
         from .transcript import Transcript
@@ -343,6 +397,10 @@ class _Core:
         return "\n".join(lines)
 
 
+def _setter(event: trio.Event) -> Callable[[object], None]:
+    return lambda _entry: event.set()
+
+
 def _n(count: int | None, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -392,6 +450,10 @@ class _ErrorLog(logging.Handler):
             return
         if record.exc_info and record.exc_info[1] is not None:
             self.errors.append(record.exc_info[1])
+
+
+_FAILURE = pytest.StashKey[tuple[list[BaseException], str | None]]()
+"""What the trio fixture found at its teardown: server-side errors, a strict report."""
 
 
 def _raise_errors(errors: list[BaseException]) -> None:
@@ -631,13 +693,14 @@ class QmpServer:
         arguments: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Wait for (or find) a command the client sent; the message (each one returned once)."""
+        """Wait until the client sent ``name`` and got its answer; the message as sent.
 
-        async def wait(core: _Core) -> dict[str, Any]:
-            request = await core.sim.wait_for_command(name, arguments)
-            return {"execute": request.command, "arguments": dict(request.arguments)}
+        Each command is returned once; ``arguments`` matches a subset of its arguments.
+        """
 
-        return self._wait(wait, timeout, f"no {name} was sent")
+        return self._wait(
+            lambda core: core.wait_for_command(name, arguments), timeout, f"no {name} was sent"
+        )
 
     def wait_exited(self, timeout: float | None = None) -> None:
         """Wait until the VM exited (``quit``, or a guest shutdown)."""
@@ -709,6 +772,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     server = getattr(item, "funcargs", {}).get("qmp_server")
     if isinstance(server, QmpServer):
         server._after_test()
+    errors, report = item.stash.get(_FAILURE, ([], None))
+    _raise_errors(errors)
+    if report is not None:
+        pytest.fail(report, pytrace=False)
     return result
 
 
@@ -749,6 +816,14 @@ class TrioQmpServer:
         """Make something happen to the VM (see :meth:`QmpServer.cause`); the events."""
         return self._core.cause(cause, params)
 
+    def open_stream(self) -> trio.abc.Stream:
+        """A client connection over an in-memory stream: no socket, fully deterministic."""
+        import trio.testing
+
+        client, server = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self.sim.handle_stream, server)
+        return client
+
     async def run_scenario(
         self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
@@ -771,9 +846,8 @@ class TrioQmpServer:
     async def wait_for_command(
         self, name: str, arguments: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Wait for (or find) a command the client sent; each one is returned once."""
-        request = await self.sim.wait_for_command(name, arguments)
-        return {"execute": request.command, "arguments": dict(request.arguments)}
+        """Wait until the client sent ``name`` and got its answer; the message as sent."""
+        return await self._core.wait_for_command(name, arguments)
 
     def override_reply(
         self, command: str, reply: Any | CommandError | Outcome, *, once: bool = True
@@ -823,9 +897,12 @@ async def trio_qmp_server(
                 yield TrioQmpServer(core, nursery)
             finally:
                 core.stop()
-            _raise_errors(log.errors + core.sim.errors)
-            if config.strict and (report := core.strict_report()) is not None:
-                pytest.fail(report, pytrace=False)
+            # Raised here, the report would come wrapped in pytest-trio's exception
+            # groups: pytest_runtest_call raises it once the test has passed.
+            request.node.stash[_FAILURE] = (
+                log.errors + core.sim.errors,
+                core.strict_report() if config.strict else None,
+            )
     finally:
         logging.getLogger("qmpsim").removeHandler(log)
         shutil.rmtree(directory, ignore_errors=True)
