@@ -15,6 +15,7 @@ simulator are imported inside the fixtures.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import json
@@ -55,6 +56,31 @@ _MARKER_HELP = (
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_HELP)
+
+
+class _Sockets:
+    """One private directory per process for the fixtures' sockets.
+
+    Removing a directory costs milliseconds on some filesystems, far more than a
+    simulator; each socket file is removed by its simulator.
+    """
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.count = 0
+        self.lock = threading.Lock()
+
+
+_sockets = _Sockets()
+
+
+def _socket_path() -> str:
+    with _sockets.lock:
+        if _sockets.directory is None:
+            _sockets.directory = tempfile.mkdtemp(prefix="qmpsim-")
+            atexit.register(shutil.rmtree, _sockets.directory, ignore_errors=True)
+        _sockets.count += 1
+        return os.path.join(_sockets.directory, f"qmp-{_sockets.count}.sock")
 
 
 # --- configuration from the marker ----------------------------------------------------
@@ -221,8 +247,8 @@ class _Core:
         self.path = ""
         self.address: str | tuple[str, int] = ""
 
-    async def listen(self, directory: str) -> None:
-        self.path = await self.sim.listen_unix(os.path.join(directory, "qmp.sock"))
+    async def listen(self) -> None:
+        self.path = await self.sim.listen_unix(_socket_path())
         self.address = self.path
         if self.config.tcp:
             self.address = await self.sim.listen_tcp("127.0.0.1", 0)
@@ -482,7 +508,6 @@ class QmpServer:
     def __init__(self, config: _Config, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
         self._config = config
-        self._directory = tempfile.mkdtemp(prefix="qmpsim-")
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="qmpsim-server", daemon=True)
         self._crash: BaseException | None = None
@@ -521,7 +546,7 @@ class QmpServer:
         core = _Core(self._config)
         self._stop = trio.Event()
         async with core.sim, trio.open_nursery() as nursery:
-            await core.listen(self._directory)
+            await core.listen()
             if self._config.scripted:
                 await core.start(nursery, core.scenario, seed=self._config.seed)
             self._core = core
@@ -545,7 +570,6 @@ class QmpServer:
                 trio.from_thread.run_sync(stop.set, trio_token=self._token)
         self._thread.join()
         logging.getLogger("qmpsim").removeHandler(self._log)
-        shutil.rmtree(self._directory, ignore_errors=True)
 
     def _unreported_errors(self) -> list[BaseException]:
         errors = list(self._log.errors)
@@ -616,7 +640,7 @@ class QmpServer:
 
     @property
     def path(self) -> str:
-        """The Unix socket the simulator listens on (mode 0600, in a fresh directory)."""
+        """The Unix socket the simulator listens on (mode 0600, removed at teardown)."""
         return self._live().path
 
     @property
@@ -885,12 +909,11 @@ async def trio_qmp_server(
     """The simulator in the test's trio run (needs pytest-trio and a trio test)."""
     config = _config(request.node)
     core = _Core(config)
-    directory = tempfile.mkdtemp(prefix="qmpsim-")
     log = _ErrorLog(threading.get_ident())
     logging.getLogger("qmpsim").addHandler(log)
     try:
         async with core.sim:
-            await core.listen(directory)
+            await core.listen()
             if config.scripted:
                 await core.start(nursery, config.scenario, seed=config.seed)
             try:
@@ -905,4 +928,3 @@ async def trio_qmp_server(
             )
     finally:
         logging.getLogger("qmpsim").removeHandler(log)
-        shutil.rmtree(directory, ignore_errors=True)
