@@ -296,6 +296,11 @@ class _Core:
     def allow(self, command: str) -> None:
         self.tracking.expected.add(command)
 
+    def reset(self) -> None:
+        self.sim.reset()
+        self.claimed.clear()
+        self.seen = 0
+
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(cause, str):
             from .scenario import CauseStep, load_steps
@@ -763,6 +768,14 @@ class QmpServer:
         """Drop every connected client."""
         self._call(lambda core: core.sim.disconnect())
 
+    def reset(self) -> None:
+        """Back to a fresh VM and an empty transcript, as between Hypothesis examples.
+
+        Overrides and callbacks are dropped; connected clients stay connected and a
+        scenario's timeline is not restarted.
+        """
+        self._call(lambda core: core.reset())
+
     def assert_command_sent(
         self, name: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
     ) -> list[SentCommand]:
@@ -890,6 +903,10 @@ class TrioQmpServer:
         """Let strict mode accept these commands without demanding them."""
         for command in commands:
             self._core.allow(command)
+
+    def reset(self) -> None:
+        """Back to a fresh VM and an empty transcript (see :meth:`QmpServer.reset`)."""
+        self._core.reset()
 
     def assert_command_sent(
         self, name: str, arguments: Mapping[str, Any] | None = None, count: int | None = None
