@@ -187,3 +187,13 @@ def test_qemu_qmp_asyncio_client(qmp_server: QmpServer) -> None:
 
     assert asyncio.run(main()) == ["STOP", "POWERDOWN"]
     qmp_server.assert_command_sent("qmp_capabilities", {"enable": ["oob"]})
+
+
+def test_importing_the_plugin_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("trio", "hypothesis", "faker", "yaml", "qmpsim.server", "qmpsim.machine")
+    code = f"import sys, qmpsim.pytest_plugin; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

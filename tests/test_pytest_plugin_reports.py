@@ -180,3 +180,41 @@ def test_callback_breaks(qmp_server):
 def test_the_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.qmpsim(scenario=None, *strict=False*"])
+
+
+def test_strict_mode_reports_scripted_replies_left_unused(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".yaml",
+        flaky="""
+clock: startup
+steps:
+  - reply: query-status
+    error: {class: GenericError, desc: "monitor busy"}
+    times: 2
+  - on: cont
+    steps:
+      - emit: POWERDOWN
+""",
+    )
+    result = run(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.qmpsim(scenario="flaky.yaml", strict=True)
+def test_retries(qmp_server):
+    qmp_server.wait_scenario()
+    replies = session(qmp_server.path, "query-status", "cont")
+    assert replies[1]["error"]["desc"] == "monitor busy"
+""",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "qmpsim strict mode: the client did not do what scenario 'flaky' (flaky.yaml) expects",
+            "unmet expectations:",
+            "  reply to query-status (flaky.yaml:3): 2 times scripted, the client sent it 1 time",
+            "commands expected: cont, qmp_capabilities, query-status",
+        ]
+    )
+    result.stdout.no_fnmatch_line("unexpected commands:")
