@@ -38,5 +38,13 @@ typecheck: $(STAMP)
 bench: $(STAMP) qemu
 	$(PY) bench/run.py
 
+## fuzz: the atheris target on the wire and protocol, time-bounded (FUZZ_SECONDS, default 60)
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) -m pip install -q atheris
+	mkdir -p build/fuzz-corpus
+	$(PY) fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) build/fuzz-corpus fuzz/seeds
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
