@@ -95,6 +95,7 @@ class _Config:
     seed: int | None
     speed: float
     multi_client: bool
+    base: Path | None  # the test file's directory
 
 
 def _config(node: pytest.Item | None) -> _Config:
@@ -121,13 +122,14 @@ def _config(node: pytest.Item | None) -> _Config:
     speed = kwargs.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, int | float) or speed <= 0:
         _usage(f"speed must be a positive number, not {speed!r}")
-    scenario, scripted = _scenario(kwargs)
-    return _Config(scenario, scripted, strict, tcp, seed, float(speed), multi_client)
+    base = Path(node.path).parent if node is not None else None
+    scenario, scripted = _scenario(kwargs, base)
+    return _Config(scenario, scripted, strict, tcp, seed, float(speed), multi_client, base)
 
 
-def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
+def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, bool]:
     from .errors import ScenarioError
-    from .scenario import load_scenario, loads_scenario, resolve
+    from .scenario import load_scenario, loads_scenario
 
     source = kwargs.get("scenario")
     if source is not None:
@@ -137,7 +139,7 @@ def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
         if not isinstance(source, str | os.PathLike):
             _usage(f"scenario must be a shipped scenario's name or a path, not {source!r}")
         try:
-            return load_scenario(_resolve_scenario(str(source), resolve)), True
+            return load_scenario(_resolve_scenario(str(source), base)), True
         except ScenarioError as exc:
             problem = f"cannot load the scenario: {exc}"
         _usage(problem)
@@ -158,8 +160,16 @@ def _scenario(kwargs: Mapping[str, Any]) -> tuple[Scenario, bool]:
     _usage(problem)
 
 
-def _resolve_scenario(name: str, resolve: Callable[[str], Path]) -> Path:
+def _resolve_scenario(name: str, base: Path | None) -> Path:
+    """A shipped scenario's name, or a file (relative paths: from the current
+    directory, else from the test file's directory)."""
+    from .scenario import resolve
+
     path = resolve(name)
+    if not path.exists() and base is not None and not path.is_absolute():
+        beside = base / name
+        if beside.exists():
+            return beside
     if not path.exists():
         from .errors import ScenarioError
         from .scenario import shipped_scenarios
@@ -692,9 +702,9 @@ class QmpServer:
         The VM becomes the scenario's; the timeline plays in the background
         (:meth:`wait_scenario` waits for its end).
         """
-        from .scenario import load_scenario, resolve
+        from .scenario import load_scenario
 
-        scenario = load_scenario(_resolve_scenario(str(name_or_path), resolve))
+        scenario = load_scenario(_resolve_scenario(str(name_or_path), self._config.base))
 
         async def start(core: _Core) -> None:
             assert self._nursery is not None
@@ -865,9 +875,9 @@ class TrioQmpServer:
         self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
         """Start playing a scenario on a fresh VM, in the test's nursery."""
-        from .scenario import load_scenario, resolve
+        from .scenario import load_scenario
 
-        scenario = load_scenario(_resolve_scenario(str(name_or_path), resolve))
+        scenario = load_scenario(_resolve_scenario(str(name_or_path), self._core.config.base))
         await self._core.start(self._nursery, scenario, seed=seed)
 
     async def wait_scenario(self) -> None:

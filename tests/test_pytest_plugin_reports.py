@@ -218,3 +218,27 @@ def test_retries(qmp_server):
         ]
     )
     result.stdout.no_fnmatch_line("unexpected commands:")
+
+
+def test_a_scenario_file_is_found_beside_the_test(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("suite")
+    (pytester.path / "suite" / "powerdown.yaml").write_text(
+        "clock: startup\nsteps:\n  - emit: POWERDOWN\n"
+    )
+    (pytester.path / "suite" / "test_beside.py").write_text(
+        CLIENT
+        + """
+import pytest
+
+@pytest.mark.qmpsim(scenario="powerdown.yaml")
+def test_marker(qmp_server):
+    qmp_server.wait_scenario()
+    qmp_server.assert_event_sent("POWERDOWN", count=0)  # before any client came
+
+def test_run_scenario(qmp_server):
+    qmp_server.run_scenario("powerdown.yaml")
+    qmp_server.wait_scenario()
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "suite")
+    result.assert_outcomes(passed=2)
