@@ -264,9 +264,12 @@ class _Core:
             self.address = await self.sim.listen_tcp("127.0.0.1", 0)
 
     async def start(self, nursery: trio.Nursery, scenario: Scenario, *, seed: int | None) -> None:
-        """Play ``scenario`` in ``nursery``; the VM becomes the scenario's (a fresh one)."""
+        """Play ``scenario`` in ``nursery`` instead of the one playing, on a fresh VM of its own."""
         from .scenario import UntilStep
 
+        self.stop()
+        self.tracking.untils.clear()
+        self.tracking.replies.clear()
         if self.runners or scenario is not self.config.scenario:
             from .scenario import build_machine
 

@@ -135,3 +135,18 @@ def test_the_trio_fixture_needs_a_trio_test(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*Trio fixtures can only be used by Trio tests*"])
+
+
+@pytest.mark.trio
+async def test_run_scenario_replaces_the_one_playing(
+    trio_qmp_server: TrioQmpServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    await trio_qmp_server.run_scenario("vnc-probe")
+    client = await TrioClient.negotiated(trio_qmp_server.open_stream())
+    assert (await client.next_event())["event"] == "VNC_CONNECTED"
+    await trio_qmp_server.run_scenario("watchdog-pause")
+    assert (await client.next_event())["event"] == "WATCHDOG"
+    assert (await client.next_event())["event"] == "STOP"
+    await trio.sleep(10)
+    names = [e["event"] for e in trio_qmp_server.transcript.events_sent()]
+    assert names == ["VNC_CONNECTED", "WATCHDOG", "STOP"]
