@@ -197,3 +197,17 @@ def test_importing_the_plugin_stays_cheap() -> None:
     code = f"import sys, qmpsim.pytest_plugin; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_wait_for_command_matches_arguments_and_returns_each_once(
+    qmp_server: QmpServer, client: SyncClient
+) -> None:
+    for line in ("info version", "info status"):
+        assert "return" in client.execute("human-monitor-command", **{"command-line": line})
+    hmp = "human-monitor-command"
+    wanted = {"command-line": "info status"}
+    assert qmp_server.wait_for_command(hmp, wanted)["arguments"] == wanted
+    first = qmp_server.wait_for_command(hmp)
+    assert first["arguments"] == {"command-line": "info version"}
+    with pytest.raises(TimeoutError):
+        qmp_server.wait_for_command(hmp, timeout=0.01)
