@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
+from .errors import QmpSimError
+
 if TYPE_CHECKING:
     import trio
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from .server import Simulator
     from .transcript import SentCommand, Transcript
 
-__all__ = ["QmpServer", "TrioQmpServer"]
+__all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
 
 T = TypeVar("T")
 
@@ -523,7 +525,7 @@ def _raise_errors(errors: list[BaseException]) -> None:
 # --- the threaded fixture -------------------------------------------------------------
 
 
-class SimulatorError(Exception):
+class SimulatorError(QmpSimError):
     """The simulator's thread stopped because of an error (the cause is chained)."""
 
 
