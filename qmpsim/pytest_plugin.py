@@ -456,6 +456,15 @@ def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
 _MISSING = object()
 
 
+def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) -> None:
+    try:
+        box["value"] = fn()
+    except BaseException as exc:
+        box["error"] = exc
+    finally:
+        done.set()
+
+
 def _setter(event: trio.Event) -> Callable[[object], None]:
     return lambda _entry: event.set()
 
@@ -551,6 +560,8 @@ class QmpServer:
         self._log = _ErrorLog(None)
         self._reported: set[int] = set()
         self._stopped = False
+        self._lock = threading.Lock()
+        self._pending: set[threading.Event] = set()
 
     # lifetime
 
@@ -572,6 +583,9 @@ class QmpServer:
             self._crash = exc
         finally:
             self._ready.set()
+            with self._lock:
+                for waiting in self._pending:
+                    waiting.set()
 
     async def _serve(self) -> None:
         import trio
@@ -629,13 +643,9 @@ class QmpServer:
     # running things in the simulator's thread
 
     def _call(self, fn: Callable[[_Core], T]) -> T:
-        import trio
-
         core = self._live()
-        try:
-            return trio.from_thread.run_sync(fn, core, trio_token=self._token)
-        except trio.RunFinishedError:
-            raise self._dead() from self._crash
+        result: T = self._in_loop(lambda done, box: _capture(lambda: fn(core), done, box))
+        return result
 
     def _wait(self, fn: Callable[[_Core], Awaitable[T]], timeout: float | None, what: str) -> T:
         import trio
@@ -643,16 +653,54 @@ class QmpServer:
         core = self._live()
         limit = self.timeout if timeout is None else timeout
 
-        async def bounded() -> T:
-            with trio.fail_after(limit):
-                return await fn(core)
+        async def bounded(done: threading.Event, box: dict[str, Any]) -> None:
+            try:
+                with trio.fail_after(limit):
+                    box["value"] = await fn(core)
+            except trio.TooSlowError:
+                box["error"] = TimeoutError(f"{what} within {limit:g}s{self._sent_now(core)}")
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
 
+        def spawn(done: threading.Event, box: dict[str, Any]) -> None:
+            assert self._nursery is not None
+            self._nursery.start_soon(bounded, done, box)
+
+        result: T = self._in_loop(spawn)
+        return result
+
+    def _in_loop(self, schedule: Callable[[threading.Event, dict[str, Any]], None]) -> Any:
+        """Run ``schedule`` in the simulator's thread and wait until it fills ``box``.
+
+        Unlike ``trio.from_thread``, this works from any thread, trio's included:
+        a trio test may use this fixture too.
+        """
+        import trio
+
+        if threading.get_ident() == self._thread.ident:
+            raise RuntimeError("QmpServer: called from the simulator's own thread; use .sim")
+        done = threading.Event()
+        box: dict[str, Any] = {}
+        with self._lock:
+            self._pending.add(done)
         try:
-            return trio.from_thread.run(bounded, trio_token=self._token)
-        except trio.TooSlowError:
-            raise TimeoutError(f"{what} within {limit:g}s{self._sent()}") from None
-        except (trio.RunFinishedError, trio.Cancelled):
+            assert self._token is not None
+            self._token.run_sync_soon(schedule, done, box)
+            done.wait()
+        except trio.RunFinishedError:
+            pass
+        finally:
+            with self._lock:
+                self._pending.discard(done)
+        if "error" in box:
+            raise box["error"]
+        if "value" not in box:  # the simulator stopped before answering
             raise self._dead() from self._crash
+        return box["value"]
 
     def _live(self) -> _Core:
         if self._core is None or self._stopped or not self._thread.is_alive():
@@ -664,8 +712,9 @@ class QmpServer:
             return SimulatorError(f"the simulator stopped: {self._crash!r}")
         return SimulatorError("the simulator is not running")
 
-    def _sent(self) -> str:
-        sent = self.transcript.commands_sent()
+    @staticmethod
+    def _sent_now(core: _Core) -> str:
+        sent = core.sim.transcript.commands_sent()
         names = ", ".join(c.command for c in sent) if sent else "none"
         return f" (commands sent: {names})"
 

@@ -211,3 +211,20 @@ def test_wait_for_command_matches_arguments_and_returns_each_once(
     assert first["arguments"] == {"command-line": "info version"}
     with pytest.raises(TimeoutError):
         qmp_server.wait_for_command(hmp, timeout=0.01)
+
+
+def test_a_crashed_simulator_is_reported_not_hung() -> None:
+    server = QmpServer(_config(None))
+    server._start()
+
+    async def boom() -> None:
+        raise RuntimeError("the simulator broke")
+
+    # A task that fails in the simulator's nursery ends its trio run.
+    server.call(lambda sim: server._nursery.start_soon(boom))
+    server._thread.join()
+    with pytest.raises(SimulatorError, match=r"the simulator stopped: .*the simulator broke"):
+        server.emit("POWERDOWN")
+    with pytest.raises(BaseExceptionGroup) as info:
+        server._teardown()
+    assert info.group_contains(RuntimeError, match="the simulator broke")

@@ -11,7 +11,7 @@ import trio.testing
 
 import qmpsim.conformance
 import qmpsim.engine  # noqa: F401  (shared with pytester's inline runs, see below)
-from qmpsim.pytest_plugin import TrioQmpServer
+from qmpsim.pytest_plugin import QmpServer, TrioQmpServer
 
 pytest_plugins = ["pytester"]
 
@@ -150,3 +150,15 @@ async def test_run_scenario_replaces_the_one_playing(
     await trio.sleep(10)
     names = [e["event"] for e in trio_qmp_server.transcript.events_sent()]
     assert names == ["VNC_CONNECTED", "WATCHDOG", "STOP"]
+
+
+@pytest.mark.trio
+async def test_the_threaded_fixture_serves_a_trio_client_too(qmp_server: QmpServer) -> None:
+    async with await trio.open_unix_socket(qmp_server.path) as stream:
+        client = await TrioClient.negotiated(stream)
+        assert await client.execute("stop") == {"return": {}}
+        # Blocking waits go to a worker thread so that this trio run keeps going.
+        request = await trio.to_thread.run_sync(qmp_server.wait_for_command, "stop")
+        assert request == {"execute": "stop"}
+        assert (await client.next_event())["event"] == "STOP"
+    assert qmp_server.status == "paused"
