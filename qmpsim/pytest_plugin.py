@@ -131,7 +131,6 @@ def _config(node: pytest.Item | None) -> _Config:
 
 def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, bool]:
     from .errors import ScenarioError
-    from .scenario import load_scenario, loads_scenario
 
     source = kwargs.get("scenario")
     if source is not None:
@@ -141,7 +140,7 @@ def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, b
         if not isinstance(source, str | os.PathLike):
             _usage(f"scenario must be a shipped scenario's name or a path, not {source!r}")
         try:
-            return load_scenario(_resolve_scenario(str(source), base)), True
+            return _load_file(_resolve_scenario(str(source), base)), True
         except ScenarioError as exc:
             problem = f"cannot load the scenario: {exc}"
         _usage(problem)
@@ -155,11 +154,39 @@ def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, b
         document["profile"] = kwargs["profile"]
     try:
         # JSON is YAML: the scenario loader validates vm and profile with its usual messages.
-        text = json.dumps(document, default=str)
-        return loads_scenario(text, None), False
+        return _load_text(json.dumps(document, default=str, sort_keys=True)), False
     except ScenarioError as exc:
         problem = exc.message + (f" (at {exc.path})" if exc.path else "")
     _usage(problem)
+
+
+# Parsing YAML costs more than starting a simulator: tests that share a marker share
+# its (frozen) scenario.
+_loaded: dict[Any, Scenario] = {}
+
+
+def _load_text(text: str) -> Scenario:
+    scenario = _loaded.get(text)
+    if scenario is None:
+        from .scenario import loads_scenario
+
+        scenario = _loaded[text] = loads_scenario(text, None)
+    return scenario
+
+
+def _load_file(path: Path) -> Scenario:
+    """A scenario file, loaded again only when it changed (includes are not watched)."""
+    from .scenario import load_scenario
+
+    try:
+        st = path.stat()
+        key: Any = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_scenario(path)  # its error message says what is wrong
+    scenario = _loaded.get(key)
+    if scenario is None:
+        scenario = _loaded[key] = load_scenario(path)
+    return scenario
 
 
 def _resolve_scenario(name: str, base: Path | None) -> Path:
@@ -769,9 +796,7 @@ class QmpServer:
         The VM becomes the scenario's; the timeline plays in the background
         (:meth:`wait_scenario` waits for its end).
         """
-        from .scenario import load_scenario
-
-        scenario = load_scenario(_resolve_scenario(str(name_or_path), self._config.base))
+        scenario = _load_file(_resolve_scenario(str(name_or_path), self._config.base))
 
         async def start(core: _Core) -> None:
             assert self._nursery is not None
@@ -942,9 +967,7 @@ class TrioQmpServer:
         self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
         """Start playing a scenario on a fresh VM, in the test's nursery."""
-        from .scenario import load_scenario
-
-        scenario = load_scenario(_resolve_scenario(str(name_or_path), self._core.config.base))
+        scenario = _load_file(_resolve_scenario(str(name_or_path), self._core.config.base))
         await self._core.start(self._nursery, scenario, seed=seed)
 
     async def wait_scenario(self) -> None:
