@@ -210,6 +210,26 @@ def fixture_greeting(runs: int) -> Stat:
         return Stat(trio.run(main, tmp))
 
 
+def plugin_fixture_greeting(runs: int) -> Stat | None:
+    """The ``qmp_server`` pytest fixture: its server thread started to greeting read."""
+    try:
+        from qmpsim.pytest_plugin import QmpServer, _config
+    except ImportError:
+        return None
+    times = []
+    for _ in range(runs + 1):  # the first one pays for imports and is not counted
+        start = time.perf_counter()
+        server = QmpServer(_config(None))
+        server._start()
+        try:
+            sock, _ = connect_greeting(server.path, time.monotonic() + 20)
+            times.append((time.perf_counter() - start) * 1000)
+            sock.close()
+        finally:
+            server._teardown()
+    return Stat(times[1:])
+
+
 def bench_greeting(table: Table, runs: int) -> None:
     rows = table.section("time to greeting (ms; RSS in MB)")
     say("time to greeting: QEMU")
@@ -232,10 +252,22 @@ def bench_greeting(table: Table, runs: int) -> None:
     )
     say("time to greeting: in-process fixture")
     fix_t = fixture_greeting(runs * 4)
+    plugin_t = plugin_fixture_greeting(runs * 4)
     q = qemu_t.median
+    if plugin_t is not None:
+        rows.append(
+            Row(
+                "pytest fixture `qmp_server` (thread)",
+                plugin_t.show("{:.2f}"),
+                qemu_t.show(),
+                f"{q / plugin_t.median:.0f}x sooner",
+                ">= 10x sooner",
+                verdict(q / plugin_t.median >= 10),
+            )
+        )
     rows.append(
         Row(
-            "in-process simulator (fixture)",
+            "in-process `Simulator` (trio)",
             fix_t.show("{:.2f}"),
             qemu_t.show(),
             f"{q / fix_t.median:.0f}x sooner",
