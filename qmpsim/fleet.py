@@ -121,6 +121,7 @@ class FleetVm:
     listening: bool = False
     closed: trio.Event = field(default_factory=trio.Event)
     """Set when the VM's socket is gone (the VM exited, or the fleet stopped)."""
+    listener: trio.SocketListener | None = None
 
     @property
     def name(self) -> str:
@@ -242,7 +243,14 @@ class Fleet:
                 raise RuntimeError("the fleet is not running")
             vm.session = Session(vm.sim, vm.scenario, speed=self.speed)
             await self._nursery.start(vm.session.run)
+            # A played scenario can end the VM with nobody connected (a guest shutdown).
+            self._nursery.start_soon(self._close_on_exit, vm)
         return vm.session
+
+    @staticmethod
+    async def _close_on_exit(vm: FleetVm) -> None:
+        await vm.sim.wait_exited()
+        await _stop_listening(vm)
 
     async def _run_vm(
         self,
@@ -253,6 +261,7 @@ class Fleet:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
+        vm.listener = listener
         async with vm.sim:
             vm.listening = True
             task_status.started()
@@ -260,7 +269,7 @@ class Fleet:
                 try:
                     stream = await listener.accept()
                 except trio.ClosedResourceError:
-                    break  # the VM exited: _serve_client closed the listener
+                    break  # the VM exited: _stop_listening closed the listener
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
                         log.error("%s: accept failed (%s); retrying shortly", vm.name, exc)
@@ -270,21 +279,17 @@ class Fleet:
                 if vm.sim.exited:
                     await trio.aclose_forcefully(stream)
                     break
-                clients.start_soon(self._serve_client, vm, stream, listener)
+                clients.start_soon(self._serve_client, vm, stream)
         # Like QEMU's process ending: the monitor socket goes away with the VM.
         vm.listening = False
         bound.close()
         vm.closed.set()
 
     @staticmethod
-    async def _serve_client(
-        vm: FleetVm, stream: trio.SocketStream, listener: trio.SocketListener
-    ) -> None:
+    async def _serve_client(vm: FleetVm, stream: trio.SocketStream) -> None:
         await vm.sim.handle_stream(stream)
-        if vm.sim.exited and vm.listening:
-            vm.listening = False
-            log.info("%s: the VM exited", vm.name)
-            await listener.aclose()  # wakes the accept loop, which then ends
+        if vm.sim.exited:
+            await _stop_listening(vm)
 
     # --- the control channel ---------------------------------------------------------
 
@@ -371,6 +376,14 @@ class Fleet:
         if ident is not None:
             reply["id"] = ident
         return reply, negotiated
+
+
+async def _stop_listening(vm: FleetVm) -> None:
+    """The VM exited: close its listener, which ends its accept loop and its socket."""
+    if vm.listening and vm.listener is not None:
+        vm.listening = False
+        log.info("%s: the VM exited", vm.name)
+        await vm.listener.aclose()
 
 
 def _unknown(name: str, vms: Sequence[FleetVm]) -> str:

@@ -195,3 +195,18 @@ async def test_control_channel_lists_and_drives_every_vm(tmp_path: Path) -> None
             assert "error" in await ctl.message()
         nursery.cancel_scope.cancel()
     assert not os.path.exists(control)
+
+
+@pytest.mark.trio
+async def test_a_scenario_that_ends_the_vm_removes_its_socket(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    ending = loads_scenario("clock: startup\nsteps:\n  - wait: 2s\n  - cause: guest-shutdown\n")
+    fleet = Fleet(2, tmp_path, ending)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        for vm in fleet.vms:
+            await vm.closed.wait()  # nobody connected: the VM still goes away
+            assert not os.path.exists(vm.path)
+            assert vm.summary()["status"] == "exited"
+        nursery.cancel_scope.cancel()
