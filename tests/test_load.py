@@ -242,3 +242,22 @@ async def test_reconnect_storm_one_at_a_time_like_qemu(sock: str) -> None:
             assert all(r["return"]["status"] == "running" for r in served)
             assert mask(await _full_session(sock)) == mask(qmpsim_session([SESSION], sync=False))
     assert _open_fds() <= before
+
+
+async def test_a_client_flooding_commands_without_reading_is_bounded(
+    sock: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="qmpsim.server")
+    sim = Simulator(epoch=EPOCH, multi_client=True, max_output_buffer=64 << 10)
+    flood = b'{"execute": "query-status"}' * 1000
+    with trio.fail_after(HANG_GUARD):
+        async with sim:
+            await sim.listen_unix(sock)
+            async with await trio.open_unix_socket(sock) as stream:
+                await stream.send_all(b'{"execute": "qmp_capabilities"}')
+                with pytest.raises(trio.BrokenResourceError):
+                    for _ in range(10_000):  # ~270 MB unless the server cuts it off
+                        await stream.send_all(flood)
+            await sim.wait_no_clients()
+            assert mask(await _full_session(sock)) == mask(qmpsim_session([SESSION], sync=False))
+    assert any("not reading" in r.getMessage() for r in caplog.records)
