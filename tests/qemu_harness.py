@@ -43,6 +43,7 @@ def qemu_process(*extra: str) -> Iterator[str]:
     binary = require_qemu()
     with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
         path = os.path.join(tmp, "qmp.sock")
+        ready = os.path.join(tmp, "ready.sock")
         proc = subprocess.Popen(
             [
                 binary,
@@ -53,6 +54,8 @@ def qemu_process(*extra: str) -> Iterator[str]:
                 "none",
                 "-qmp",
                 f"unix:{path},server=on,wait=off",
+                "-qmp",
+                f"unix:{ready},server=on,wait=off",
                 *extra,
             ],
             stdin=subprocess.DEVNULL,
@@ -61,19 +64,40 @@ def qemu_process(*extra: str) -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + SAFETY_TIMEOUT
-            while not os.path.exists(path):
+            while not os.path.exists(ready):
                 if proc.poll() is not None:
                     err = proc.stderr.read().decode() if proc.stderr else ""
                     pytest.fail(f"qemu exited early: {err}")
                 if time.monotonic() > deadline:
                     pytest.fail("qemu never created its QMP socket")
                 time.sleep(0.002)  # polling for an external process's socket file, not syncing
+            _wait_until_initialised(ready)
             yield path
         finally:
             proc.kill()
             proc.wait()
             if proc.stderr:
                 proc.stderr.close()
+
+
+def _wait_until_initialised(ready: str) -> None:
+    """Return once QEMU's main loop runs, by a round trip on a second monitor.
+
+    A client that connects while QEMU is still starting can see start-up events
+    (RESUME when the VM starts) before its greeting.  Non-OOB commands run in the
+    main loop, so once a ``query-status`` on this second monitor is answered,
+    start-up is over and the tested monitor behaves as it does for any client.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SAFETY_TIMEOUT)
+        connect_unix(sock, ready)
+        sock.sendall(b'{"execute": "qmp_capabilities"}{"execute": "query-status", "id": "ready"}')
+        data = b""
+        while b'"id": "ready"' not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                pytest.fail(f"qemu closed its readiness monitor early: {data!r}")
+            data += chunk
 
 
 def read_until_sync(sock: socket.socket, *, sync: bool) -> bytes:

@@ -53,7 +53,9 @@ def model(chunks: list[bytes]) -> bytes:
 
 def real(chunks: list[bytes]) -> bytes:
     data = qemu_session([NEGOTIATE, *chunks])
-    return data.split(b"\r\n", 1)[1]  # drop the greeting
+    greeting, _, replies = data.partition(b"\r\n")
+    assert greeting.startswith(b'{"QMP": '), f"QEMU did not start with its greeting: {data!r}"
+    return replies
 
 
 def cmd(ident: object) -> bytes:
