@@ -143,15 +143,16 @@ def traffic_printer(out: TextIO) -> Callable[[Entry], None]:
 
 
 def load_scenario_arg(path: str | None) -> Scenario | None:
-    """The scenario named on the command line (``None``: an idle VM).
+    """The scenario named on the command line: a file, or a shipped scenario's name.
 
-    ``ScenarioError`` (from the scenario module) says where a file is wrong.
+    ``None`` is an idle VM.  ``ScenarioError`` (from the scenario module) says
+    where a file is wrong.
     """
     if path is None:
         return None
-    from .scenario import load_scenario
+    from .scenario import load_scenario, resolve
 
-    return load_scenario(path)
+    return load_scenario(resolve(path))
 
 
 def make_simulator(
@@ -199,7 +200,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "scenario",
         nargs="?",
         metavar="SCENARIO",
-        help="a scenario file (YAML) to play; without it the VM idles, running",
+        help="a scenario to play, a YAML file or a shipped name (see qmpsim list); "
+        "without it the VM idles, running",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket at PATH")

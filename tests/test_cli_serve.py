@@ -233,3 +233,10 @@ def test_subcommands_are_registered_once_each() -> None:
     parser = build_parser()
     assert {"serve", "demo"} <= set(SUBCOMMANDS)
     assert parser.parse_args(["serve", "--tcp", ":0"]).tcp == TcpAddress("127.0.0.1", 0)
+
+
+def test_serve_accepts_a_shipped_scenario_name() -> None:
+    from qmpsim.cli import load_scenario_arg
+    from qmpsim.scenario import SHIPPED_DIR, load_scenario
+
+    assert load_scenario_arg("tour") == load_scenario(SHIPPED_DIR / "tour.yaml")
