@@ -26,7 +26,16 @@ from . import machine as m
 from .catalog import DEFAULT_PROFILE, PROFILES, Array, Builtin, Enum, Object, ProfileSpec, Type
 from .errors import ScenarioError
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+def _shipped_dir() -> Path:
+    # Installed from a wheel the scenarios sit inside the package; in a source
+    # tree (and an editable install) they are the top-level scenarios/ folder.
+    here = Path(__file__).resolve().parent
+    installed = here / "scenarios"
+    return installed if installed.is_dir() else here.parent / "scenarios"
+
+
+SHIPPED_DIR = _shipped_dir()
 """Where the shipped scenario library lives."""
 
 # --- the typed model --------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +47,28 @@ def test_the_package_ships_its_type_marker() -> None:
     from importlib.resources import files
 
     assert files("qmpsim").joinpath("py.typed").is_file()
+
+
+def test_a_wheel_ships_the_scenarios_and_finds_them(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("qmpsim-*.whl")
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    shipped = sorted(p.name for p in (root / "scenarios").glob("*.yaml"))
+    assert sorted(p.name for p in (unpacked / "qmpsim" / "scenarios").glob("*.yaml")) == shipped
+    assert (unpacked / "qmpsim" / "py.typed").is_file()
+    out = subprocess.run(
+        [sys.executable, "-c", "import qmpsim.scenario as s; print(s.SHIPPED_DIR)"],
+        env={**os.environ, "PYTHONPATH": str(unpacked)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(out) == unpacked / "qmpsim" / "scenarios"
