@@ -266,10 +266,11 @@ class ScenarioRunner:
             assert step.command is not None
             sim.delay_reply(step.command, step.delay / self.speed)
         else:
-            # The server has no hook before its greeting: the event goes raw to every
-            # connected client, including one that has not negotiated yet.
-            event = m.Event(step.text or "RESUME", None, int(sim.now()), 0).to_json()
-            sim.send_raw(encode(event))
+            now = sim.now()
+            seconds = int(now)
+            micro = int((now - seconds) * 1_000_000)
+            event = m.Event(step.text or "RESUME", None, seconds, micro).to_json()
+            sim.before_greeting(encode(event))
 
 
 def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any] | None) -> bool:

@@ -484,7 +484,7 @@ _FAULTS: dict[str, tuple[tuple[_Key, ...], str]] = {
     ),
     "event-before-greeting": (
         (_Key("event", _Scalar("str"), doc="Event name (default RESUME)."),),
-        "send an event raw to every client, even one still negotiating",
+        "write an event to the next client that connects, before its greeting",
     ),
 }
 _TIMES_KEY = _Key("times", _TIMES, doc="`once`, a count, or `always` (default).")

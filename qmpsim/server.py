@@ -149,6 +149,7 @@ class Simulator:
         self._delays: dict[str, list[_Delay]] = {}
         self._callbacks: dict[str, list[CommandCallback]] = {}
         self._write_fault: _WriteFault | None = None
+        self._before_greeting: list[bytes] = []
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -217,6 +218,7 @@ class Simulator:
         self._delays.clear()
         self._callbacks.clear()
         self._write_fault = None
+        self._before_greeting.clear()
         self._commands.clear()
         self.errors.clear()
         self.transcript.clear()
@@ -259,6 +261,14 @@ class Simulator:
         """Write bytes as they are to every connected client, negotiated or not."""
         for client in list(self._clients.values()):
             self._enqueue(client, data)
+
+    def before_greeting(self, data: bytes) -> None:
+        """Write ``data`` to the next client that connects, ahead of its greeting.
+
+        QEMU itself does this to a client that connects while it starts up: the
+        start-up RESUME can arrive before the greeting.
+        """
+        self._before_greeting.append(data)
 
     def disconnect(self) -> None:
         """Drop every connected client now (queued output is discarded)."""
@@ -492,6 +502,9 @@ class Simulator:
         log.info("client %d: connected", client.id)
         try:
             with client.scope:
+                for early in self._before_greeting:
+                    self._enqueue(client, early)
+                self._before_greeting.clear()
                 self._enqueue(client, client.conn.greeting())
                 send, receive = trio.open_memory_channel[Request | bytes](_REQUEST_QUEUE)
                 async with trio.open_nursery() as nursery:

@@ -239,3 +239,24 @@ async def test_the_timeline_outlives_a_client_and_the_next_one_joins_midway(
         assert await second.names(2) == ["RESUME", "RESET"]
         await runner.done.wait()
         n.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_event_before_greeting_reaches_the_next_client_first(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    s = loads_scenario(
+        "steps:\n  - fault: event-before-greeting\n  - wait: 1s\n  - fault: disconnect\n"
+    )
+    async with playing(s) as (sim, runner, first), trio.open_nursery() as n:
+        await runner.done.wait()
+        with pytest.raises(EOFError):
+            await first.line()
+        server_side, client_side = trio.testing.memory_stream_pair()
+        n.start_soon(sim.handle_stream, server_side)
+        second = Client(client_side)
+        early = await second.message()
+        assert early["event"] == "RESUME"
+        assert early["timestamp"] == {"seconds": int(EPOCH), "microseconds": 0}
+        assert "QMP" in await second.message()
+        n.cancel_scope.cancel()

@@ -195,3 +195,16 @@ async def test_raw_messages_and_disconnect(autojump_clock: trio.abc.Clock) -> No
         sim.disconnect()
         await peer.recv_eof()
         nursery.cancel_scope.cancel()
+
+
+async def test_before_greeting_goes_to_the_next_client_only(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with Simulator(epoch=EPOCH, multi_client=True) as sim, trio.open_nursery() as nursery:
+        sim.before_greeting(b'{"event": "RESUME"}\r\n')
+        first, _ = connect(sim, nursery)
+        assert await first.recv() == {"event": "RESUME"}
+        assert "QMP" in await first.recv()
+        second, _ = connect(sim, nursery)
+        assert "QMP" in await second.recv()  # the early bytes were written once
+        nursery.cancel_scope.cancel()
