@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "catalog": {"errors"},
     "protocol": {"wire", "catalog", "errors"},
     "fakedata": {"errors"},
-    "machine": {"catalog", "fakedata", "errors"},
+    "machine": {"catalog", "errors"},
     "transcript": {"wire", "errors"},
     "conformance": {"catalog", "wire", "transcript", "errors"},
     "scenario": {"machine", "catalog", "fakedata", "errors"},
