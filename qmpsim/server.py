@@ -17,6 +17,7 @@ throttled events::
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import inspect
@@ -41,8 +42,8 @@ from .catalog import DEFAULT_PROFILE, get_profile
 from .errors import QmpSimError
 from .machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 from .protocol import ConnectionState, Request, ServerConnection
-from .transcript import Direction, Transcript
-from .wire import encode
+from .transcript import Direction, Entry, Transcript
+from .wire import JsonStreamer, ParseError, encode, qdict_order
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
@@ -61,6 +62,7 @@ DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
 _REQUEST_QUEUE = 8  # QEMU's QMP_REQ_QUEUE_LEN_MAX: reading pauses while this many wait
 _RECEIVE_SIZE = 1 << 16
 _REMEMBERED_COMMANDS = 1024
+_UNPARSED: Any = object()  # queued bytes whose message the transcript must lex itself
 
 CommandCallback = Callable[[Request], Awaitable[None] | None]
 """Called with a request after the machine ran it and its reply was queued."""
@@ -94,8 +96,11 @@ class _Client:
     conn: ServerConnection
     stream: trio.abc.Stream
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    outbox: deque[bytes] = field(default_factory=deque)
+    outbox: deque[tuple[bytes, Any]] = field(default_factory=deque)
+    """Bytes to write, each with the message they hold when known (else _UNPARSED)."""
     buffered: int = 0
+    raw_written: bool = False
+    """Raw bytes went out: the transcript must parse what follows as a client would."""
     wake: trio.Event = field(default_factory=trio.Event)
     negotiated: bool = False
     closing: bool = False
@@ -243,9 +248,20 @@ class Simulator:
         """Write events to every negotiated client; clients still negotiating miss them."""
         for event in events:
             message = event.to_json()
+            data = b""
+            parsed: Any = _UNPARSED
             for client in list(self._clients.values()):
-                if client.negotiated:
-                    self._enqueue(client, client.conn.send_event(message))
+                if not client.negotiated:
+                    continue
+                if not data:
+                    # Encoded once for every client (the protocol decides whether it may go
+                    # out at all), and recorded as the message it is instead of lexing the
+                    # bytes back: that re-lexing cost far more than everything else.
+                    data = client.conn.send_event(message)
+                    parsed = _as_parsed(message)
+                elif client.conn.state is not ConnectionState.COMMAND:
+                    continue
+                self._enqueue(client, data, _UNPARSED if client.raw_written else parsed)
         self._state_changed()
 
     def emit_raw(self, message: Mapping[str, Any] | bytes) -> None:
@@ -253,6 +269,7 @@ class Simulator:
         data = message if isinstance(message, bytes) else encode(dict(message))
         for client in list(self._clients.values()):
             if client.negotiated:
+                client.raw_written = True
                 self._enqueue(client, data)
 
     # --- faults ---------------------------------------------------------------------
@@ -260,6 +277,7 @@ class Simulator:
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are to every connected client, negotiated or not."""
         for client in list(self._clients.values()):
+            client.raw_written = True
             self._enqueue(client, data)
 
     def before_greeting(self, data: bytes) -> None:
@@ -503,9 +521,12 @@ class Simulator:
         try:
             with client.scope:
                 for early in self._before_greeting:
+                    client.raw_written = True
                     self._enqueue(client, early)
                 self._before_greeting.clear()
-                self._enqueue(client, client.conn.greeting())
+                greeting = client.conn.greeting()
+                parsed = _UNPARSED if client.raw_written else _lexed_greeting(greeting)
+                self._enqueue(client, greeting, parsed)
                 send, receive = trio.open_memory_channel[Request | bytes](_REQUEST_QUEUE)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, client)
@@ -612,7 +633,7 @@ class Simulator:
         for client in list(self._clients.values()):
             self._close_after_output(client)
 
-    def _enqueue(self, client: _Client, data: bytes) -> None:
+    def _enqueue(self, client: _Client, data: bytes, parsed: Any = _UNPARSED) -> None:
         if not data or client.scope.cancel_called:
             return
         if client.buffered + len(data) > self.max_output_buffer:
@@ -623,11 +644,11 @@ class Simulator:
             )
             client.scope.cancel()
             return
-        client.outbox.append(data)
+        client.outbox.append((data, parsed))
         client.buffered += len(data)
         client.poke()
 
-    async def _next_message(self, client: _Client) -> bytes | None:
+    async def _next_message(self, client: _Client) -> tuple[bytes, Any] | None:
         # The bytes stay counted in ``buffered`` until they are written (see _writer).
         while not client.outbox:
             if client.closing:
@@ -650,9 +671,15 @@ class Simulator:
                     following = await self._next_message(client)
                     if following is not None:
                         chunks.append(following)
-                for chunk in chunks:
-                    self.transcript.record(Direction.OUT, client.id, self.now(), chunk)
-                joined = b"".join(chunks)
+                now = self.now()
+                for chunk, parsed in chunks:
+                    if parsed is _UNPARSED:
+                        self.transcript.record(Direction.OUT, client.id, now, chunk)
+                    else:
+                        self.transcript.append(
+                            Entry(Direction.OUT, client.id, now, chunk, (parsed,))
+                        )
+                joined = b"".join(chunk for chunk, _ in chunks)
                 if fault is not None and fault.kind == "split":
                     for start in range(0, len(joined), fault.size):
                         await client.stream.send_all(joined[start : start + fault.size])
@@ -761,6 +788,58 @@ class BackgroundSimulator:
         """``await fn(*args)`` in the simulator's thread: ``bg.run(bg.sim.wait_negotiated)``."""
         assert self._token is not None, "enter the BackgroundSimulator first"
         return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+
+_INT_RANGE = range(-(1 << 63), 1 << 64)  # what QEMU's parser keeps as an integer
+
+
+def _as_parsed(message: Mapping[str, Any]) -> Any:
+    """``message`` as QEMU's parser reads back its encoding, or _UNPARSED when unsure.
+
+    Objects come back in the order the encoder wrote them (QDict order).  Only
+    plain values are vouched for: ASCII strings without NUL, integers QEMU keeps as
+    integers, booleans and null; a float or any other string is lexed instead.
+    """
+    return _plain(message, 0)
+
+
+def _lexed_greeting(data: bytes) -> Any:
+    """The greeting as its bytes lex: lexed once per distinct greeting, copied per client."""
+    value = _lex_once(data)
+    return value if value is _UNPARSED else copy.deepcopy(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _lex_once(data: bytes) -> Any:
+    values = JsonStreamer().feed(data)
+    if len(values) != 1 or isinstance(values[0], ParseError):
+        return _UNPARSED
+    return values[0]
+
+
+def _plain(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return value if value.isascii() and "\0" not in value else _UNPARSED
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else _UNPARSED
+    if depth > 32:
+        return _UNPARSED
+    if isinstance(value, Mapping):
+        out = {}
+        for key in qdict_order(list(value)):
+            if not isinstance(key, str) or _plain(key, depth) is _UNPARSED:
+                return _UNPARSED
+            item = _plain(value[key], depth + 1)
+            if item is _UNPARSED:
+                return _UNPARSED
+            out[key] = item
+        return out
+    if isinstance(value, list | tuple):
+        items = [_plain(item, depth + 1) for item in value]
+        return _UNPARSED if any(item is _UNPARSED for item in items) else items
+    return _UNPARSED
 
 
 def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:
