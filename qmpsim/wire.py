@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -668,6 +669,47 @@ def _quote(text: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
 
 
+_NOT_PLAIN: Final[Any] = object()
+_PRINTABLE: Final = re.compile(r"[\x20-\x7e]*")
+_PLAIN_DEPTH: Final = 64
+
+
+@lru_cache(maxsize=1024)
+def _ordered(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(qdict_order(keys))
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """``value`` with objects rebuilt in QDict order, or _NOT_PLAIN when json.dumps
+    would not write it as QEMU does (floats, escapes, other types, deep nesting)."""
+    if isinstance(value, str):
+        return value if _PRINTABLE.fullmatch(value) else _NOT_PLAIN
+    if value is None or isinstance(value, bool | int):
+        return value
+    if depth >= _PLAIN_DEPTH:
+        return _NOT_PLAIN
+    if isinstance(value, Mapping):
+        keys = tuple(value)
+        if not all(isinstance(key, str) and _PRINTABLE.fullmatch(key) for key in keys):
+            return _NOT_PLAIN
+        out = {}
+        for key in _ordered(keys):
+            item = _plain(value[key], depth + 1)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            out[key] = item
+        return out
+    if isinstance(value, list | tuple):
+        items = []
+        for element in value:
+            item = _plain(element, depth + 1)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            items.append(item)
+        return items
+    return _NOT_PLAIN
+
+
 class _Raw(str):
     """Literal output text on the writer's work stack."""
 
@@ -720,6 +762,12 @@ def _write(value: Any, out: list[str]) -> None:
 
 def encode(value: Any) -> bytes:
     """One message exactly as QEMU 7.2 writes it, ending in ``\\r\\n``."""
+    plain = _plain(value, 0)
+    if plain is not _NOT_PLAIN:
+        # The common case, at C speed: for printable ASCII, integers, booleans and
+        # null, json.dumps writes byte for byte what QEMU writes, once the objects'
+        # members are in QDict order.
+        return (json.dumps(plain) + "\r\n").encode("ascii")
     out: list[str] = []
     _write(value, out)
     out.append("\r\n")
