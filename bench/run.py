@@ -677,7 +677,7 @@ def bench_growth(table: Table, events_steps: Sequence[int], client_steps: Sequen
         growth = "" if last is None else f"x{seconds / last[0]:.2f} time, x{peak / last[1]:.2f} mem"
         rows.append(
             Row(
-                f"{fixed:,} events, {c} clients",
+                f"{fixed:,} events, {c} client{'s' if c > 1 else ''}",
                 f"{seconds * 1000:.0f} ms; {peak:.1f} MB",
                 "",
                 growth,
