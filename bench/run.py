@@ -219,8 +219,12 @@ def plugin_fixture_greeting(runs: int) -> Stat | None:
     times = []
     for _ in range(runs + 1):  # the first one pays for imports and is not counted
         start = time.perf_counter()
-        server = QmpServer(_config(None))
-        server._start()
+        try:  # the fixture's internals: what pytest calls around each test
+            server = QmpServer(_config(None))
+            server._start()
+        except (AttributeError, TypeError) as exc:
+            say(f"the qmp_server fixture cannot be timed here: {exc}")
+            return None
         try:
             sock, _ = connect_greeting(server.path, time.monotonic() + 20)
             times.append((time.perf_counter() - start) * 1000)
