@@ -29,8 +29,8 @@ test: $(STAMP) qemu lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qmpsim tests bench
-	$(VENV)/bin/ruff format --check qmpsim tests bench
+	$(VENV)/bin/ruff check qmpsim tests bench fuzz
+	$(VENV)/bin/ruff format --check qmpsim tests bench fuzz
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -42,7 +42,7 @@ bench: $(STAMP) qemu
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz: $(STAMP)
-	$(PY) -m pip install -q atheris
+	$(PY) -m pip install -q -e '.[fuzz]'
 	mkdir -p build/fuzz-corpus
 	$(PY) fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) build/fuzz-corpus fuzz/seeds
 
