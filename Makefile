@@ -17,12 +17,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m qmpsim demo $(SCENARIO)
 
-## qemu: install the real QEMU the differential tests compare against
+## qemu: install what the tests talk to: a real QEMU (the referee of the differential
+## tests) and socat (the control channel's documented client), with apt, when missing
 qemu:
-	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v qemu-system-x86_64 >/dev/null 2>&1 || missing="$$missing qemu-system-x86"; \
+	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing$$missing with apt"; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 ## test: lint, typecheck and the whole suite (real QEMU included)
 test: $(STAMP) qemu lint typecheck
