@@ -43,7 +43,7 @@ from .errors import QmpSimError
 from .machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 from .protocol import ConnectionState, Request, ServerConnection
 from .transcript import Direction, Entry, Transcript
-from .wire import JsonStreamer, ParseError, encode, qdict_order
+from .wire import JsonStreamer, ParseError, encode, encode_message
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
@@ -247,20 +247,18 @@ class Simulator:
     def deliver(self, events: Iterable[Event]) -> None:
         """Write events to every negotiated client; clients still negotiating miss them."""
         for event in events:
-            message = event.to_json()
             data = b""
             parsed: Any = _UNPARSED
             for client in list(self._clients.values()):
-                if not client.negotiated:
+                # Events go out only in command mode, as ConnectionProtocol.send_event says.
+                if not client.negotiated or client.conn.state is not ConnectionState.COMMAND:
                     continue
                 if not data:
-                    # Encoded once for every client (the protocol decides whether it may go
-                    # out at all), and recorded as the message it is instead of lexing the
-                    # bytes back: that re-lexing cost far more than everything else.
-                    data = client.conn.send_event(message)
-                    parsed = _as_parsed(message)
-                elif client.conn.state is not ConnectionState.COMMAND:
-                    continue
+                    # Encoded once for every client, and recorded as the message its bytes
+                    # parse to instead of lexing them back: that re-lexing cost far more
+                    # than everything else.
+                    data, plain = encode_message(event.to_json())
+                    parsed = _UNPARSED if plain is None else plain
                 self._enqueue(client, data, _UNPARSED if client.raw_written else parsed)
         self._state_changed()
 
@@ -790,19 +788,6 @@ class BackgroundSimulator:
         return trio.from_thread.run(fn, *args, trio_token=self._token)
 
 
-_INT_RANGE = range(-(1 << 63), 1 << 64)  # what QEMU's parser keeps as an integer
-
-
-def _as_parsed(message: Mapping[str, Any]) -> Any:
-    """``message`` as QEMU's parser reads back its encoding, or _UNPARSED when unsure.
-
-    Objects come back in the order the encoder wrote them (QDict order).  Only
-    plain values are vouched for: ASCII strings without NUL, integers QEMU keeps as
-    integers, booleans and null; a float or any other string is lexed instead.
-    """
-    return _plain(message, 0)
-
-
 def _lexed_greeting(data: bytes) -> Any:
     """The greeting as its bytes lex: lexed once per distinct greeting, copied per client."""
     value = _lex_once(data)
@@ -815,31 +800,6 @@ def _lex_once(data: bytes) -> Any:
     if len(values) != 1 or isinstance(values[0], ParseError):
         return _UNPARSED
     return values[0]
-
-
-def _plain(value: Any, depth: int) -> Any:
-    if isinstance(value, str):
-        return value if value.isascii() and "\0" not in value else _UNPARSED
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if value in _INT_RANGE else _UNPARSED
-    if depth > 32:
-        return _UNPARSED
-    if isinstance(value, Mapping):
-        out = {}
-        for key in qdict_order(list(value)):
-            if not isinstance(key, str) or _plain(key, depth) is _UNPARSED:
-                return _UNPARSED
-            item = _plain(value[key], depth + 1)
-            if item is _UNPARSED:
-                return _UNPARSED
-            out[key] = item
-        return out
-    if isinstance(value, list | tuple):
-        items = [_plain(item, depth + 1) for item in value]
-        return _UNPARSED if any(item is _UNPARSED for item in items) else items
-    return _UNPARSED
 
 
 def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:

@@ -684,8 +684,12 @@ def _plain(value: Any, depth: int) -> Any:
     would not write it as QEMU does (floats, escapes, other types, deep nesting)."""
     if isinstance(value, str):
         return value if _PRINTABLE.fullmatch(value) else _NOT_PLAIN
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # Beyond this range QEMU's parser reads a number back as a float, so such a
+        # value could not double as the message parsed (see encode_message).
+        return value if -(1 << 63) <= value < (1 << 64) else _NOT_PLAIN
     if depth >= _PLAIN_DEPTH:
         return _NOT_PLAIN
     if isinstance(value, Mapping):
@@ -772,6 +776,19 @@ def encode(value: Any) -> bytes:
     _write(value, out)
     out.append("\r\n")
     return "".join(out).encode("ascii")
+
+
+def encode_message(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
+    """``encode(message)``, and the message as QEMU's parser reads those bytes back.
+
+    The second item is ``None`` unless the message is plain (printable ASCII strings,
+    integers QEMU keeps as integers, booleans, null), the case where the value
+    rebuilt in QDict order is exactly what the bytes parse to.
+    """
+    plain = _plain(message, 0)
+    if plain is _NOT_PLAIN or not isinstance(plain, dict):
+        return encode(message), None
+    return (json.dumps(plain) + "\r\n").encode("ascii"), plain
 
 
 def qdict_insertion(value: Any) -> Any:
