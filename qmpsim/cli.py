@@ -302,17 +302,23 @@ async def _serve(sim: Simulator, scenario: Scenario | None, args: argparse.Names
                 return EXIT_FAILURE
             what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
             print(f"qmpsim: listening on {where} ({what})", file=sys.stderr, flush=True)
-            from .engine import start_session
+            if scenario is None and args.control is None:
+                # Nothing to play and nobody to drive it: the engine (and the scenario
+                # language it brings) would only slow the start down.
+                if args.seed is not None:
+                    sim.machine.rng.seed(args.seed)
+            else:
+                from .engine import start_session
 
-            await start_session(
-                nursery,
-                sim,
-                scenario,
-                speed=args.speed,
-                seed=args.seed,
-                control=args.control,
-                announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
-            )
+                await start_session(
+                    nursery,
+                    sim,
+                    scenario,
+                    speed=args.speed,
+                    seed=args.seed,
+                    control=args.control,
+                    announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
+                )
 
             async def stop_on_signal() -> None:
                 async for signum in signals:

@@ -365,8 +365,6 @@ async def start_session(
 
     ``seed`` also reseeds the machine's own randomness (client ports, connection ids).
     """
-    from .control import ControlChannel
-
     if scenario is None:
         scenario = dataclasses.replace(IDLE, profile=sim.machine.profile.name)
     if seed is not None:
@@ -374,6 +372,8 @@ async def start_session(
     session = Session(sim, scenario, speed=speed, seed=seed)
     await nursery.start(session.run)
     if control is not None:
+        from .control import ControlChannel  # not imported unless asked for: a faster start
+
         channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
         announce(f"control channel on unix:{await nursery.start(channel.serve_unix, control)}")
     return session

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO, TypeAlias
-
-import yaml
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeAlias
 
 from . import machine as m
 from .catalog import DEFAULT_PROFILE, PROFILES, Array, Builtin, Enum, Object, ProfileSpec, Type
 from .errors import ScenarioError
+
+if TYPE_CHECKING:
+    import yaml
 
 
 def _shipped_dir() -> Path:
@@ -606,6 +607,11 @@ class _State:
 
 class _Loader:
     def __init__(self, file: str | None, stack: tuple[Path, ...] = ()) -> None:
+        # PyYAML is bound here, on first use: the types, the machine builder and the
+        # engine serve idle VMs and control channels without it.
+        global yaml
+        import yaml
+
         self.file = file
         self.stack = stack
         self.base = Path(file).resolve().parent if file else Path.cwd()
