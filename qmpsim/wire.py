@@ -670,40 +670,55 @@ def _quote(text: str) -> str:
 
 
 _NOT_PLAIN: Final[Any] = object()
-_PRINTABLE: Final = re.compile(r"[\x20-\x7e]*")
 _PLAIN_DEPTH: Final = 64
 
 
+def _printable(text: str) -> bool:
+    # For ASCII, isprintable() is exactly [\x20-\x7e], and cheaper than a regex.
+    return text.isascii() and text.isprintable()
+
+
 @lru_cache(maxsize=1024)
-def _ordered(keys: tuple[str, ...]) -> tuple[str, ...]:
+def _ordered(keys: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """The keys in QDict order, or None unless they are all printable ASCII strings."""
+    if not all(isinstance(key, str) and _printable(key) for key in keys):
+        return None
     return tuple(qdict_order(keys))
+
+
+_INT_MIN: Final = -(1 << 63)
+_INT_END: Final = 1 << 64
 
 
 def _plain(value: Any, depth: int) -> Any:
     """``value`` with objects rebuilt in QDict order, or _NOT_PLAIN when json.dumps
     would not write it as QEMU does (floats, escapes, other types, deep nesting)."""
-    if isinstance(value, str):
-        return value if _PRINTABLE.fullmatch(value) else _NOT_PLAIN
-    if value is None or isinstance(value, bool):
+    kind = type(value)
+    # Exact types first: this runs for every member of every event.
+    if kind is str:
+        return value if value.isascii() and value.isprintable() else _NOT_PLAIN
+    if kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is int or (kind is not float and isinstance(value, int)):
         # Beyond this range QEMU's parser reads a number back as a float, so such a
         # value could not double as the message parsed (see encode_message).
-        return value if -(1 << 63) <= value < (1 << 64) else _NOT_PLAIN
+        return value if _INT_MIN <= value < _INT_END else _NOT_PLAIN
+    if isinstance(value, str):
+        return value if _printable(value) else _NOT_PLAIN
     if depth >= _PLAIN_DEPTH:
         return _NOT_PLAIN
-    if isinstance(value, Mapping):
-        keys = tuple(value)
-        if not all(isinstance(key, str) and _PRINTABLE.fullmatch(key) for key in keys):
+    if kind is dict or isinstance(value, Mapping):
+        order = _ordered(tuple(value))
+        if order is None:
             return _NOT_PLAIN
         out = {}
-        for key in _ordered(keys):
+        for key in order:
             item = _plain(value[key], depth + 1)
             if item is _NOT_PLAIN:
                 return _NOT_PLAIN
             out[key] = item
         return out
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
         items = []
         for element in value:
             item = _plain(element, depth + 1)
