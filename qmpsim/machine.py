@@ -97,17 +97,28 @@ class Event:
             msg["data"] = _plain(self.data)
         return msg
 
+    def message(self) -> Mapping[str, Any]:
+        """:meth:`to_json` built once and shared (validated, then encoded): read it only."""
+        cached: Mapping[str, Any] | None = self.__dict__.get("_message")
+        if cached is None:
+            cached = self.to_json()
+            object.__setattr__(self, "_message", cached)  # a cache, not a field
+        return cached
+
     @property
     def time(self) -> float:
         """The timestamp as float seconds."""
         return self.seconds + self.microseconds / 1_000_000
 
 
+_SCALARS = frozenset((str, int, bool, float, type(None)))
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: v if type(v) in _SCALARS else _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [v if type(v) in _SCALARS else _plain(v) for v in value]
     return value
 
 
@@ -452,7 +463,7 @@ class Machine:
     def _event(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
         seconds, micro = self._now()
         event = Event(name, data, seconds, micro)
-        problems = validate_event(self.profile, event.to_json())
+        problems = validate_event(self.profile, event.message())
         if problems:
             raise CatalogError(
                 f"{name} does not conform to profile {self.profile.name}: " + "; ".join(problems)

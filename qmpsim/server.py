@@ -257,7 +257,7 @@ class Simulator:
                     # Encoded once for every client, and recorded as the message its bytes
                     # parse to instead of lexing them back: that re-lexing cost far more
                     # than everything else.
-                    data, plain = encode_message(event.to_json())
+                    data, plain = encode_message(event.message())
                     parsed = _UNPARSED if plain is None else plain
                 self._enqueue(client, data, _UNPARSED if client.raw_written else parsed)
         self._state_changed()

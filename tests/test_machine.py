@@ -236,3 +236,15 @@ def test_hmp_info_alone_lists_the_info_commands() -> None:
     text = machine().execute("human-monitor-command", {"command-line": "info"}).reply
     assert text.startswith("info kvm  -- show KVM information\r\n")
     assert "info status  -- show the current VM status (running|paused)\r\n" in text
+
+
+def test_an_event_message_is_built_once_and_to_json_stays_a_fresh_copy() -> None:
+    data = {"device": "virtio0", "operation": "write", "action": "report", "reason": "EIO"}
+    event = machine().emit("BLOCK_IO_ERROR", data)
+    assert event.message() is event.message()
+    assert event.message() == event.to_json()
+    copy = event.to_json()
+    copy["data"]["device"] = "changed"
+    assert event.message()["data"]["device"] == "virtio0"
+    assert event.to_json()["data"]["device"] == "virtio0"
+    assert event == Event(event.name, event.data, event.seconds, event.microseconds)
