@@ -4,6 +4,10 @@ It is a separate listener (``qmpsim serve --control PATH``), never the VM's
 monitor.  A client reads the greeting, sends ``qmp_capabilities``, then
 ``qmpsim-*`` commands; replies carry the request's ``id`` like QMP's.  Plain
 ``socat`` or a few lines of any language are enough to use it.
+
+:func:`serve_control_stream` and :func:`answer` are the framing and negotiation
+every control socket shares (the fleet's too); what differs is the ``execute``
+callable that runs the commands.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import trio
 
@@ -20,7 +24,14 @@ from .scenario import EmitStep, Scenario, load_steps
 from .server import Simulator
 from .wire import JsonStreamer, ParseError, encode
 
-__all__ = ["COMMANDS", "ControlChannel"]
+__all__ = [
+    "COMMANDS",
+    "ControlChannel",
+    "ControlError",
+    "Execute",
+    "answer",
+    "serve_control_stream",
+]
 
 log = logging.getLogger("qmpsim.control")
 
@@ -36,10 +47,88 @@ COMMANDS: Mapping[str, str] = {
 }
 
 
-class _Refused(Exception):
+class ControlError(QmpSimError):
+    """A control command refused: answered as a QMP error of ``error_class``."""
+
     def __init__(self, desc: str, error_class: str = "GenericError") -> None:
         super().__init__(desc)
         self.error_class = error_class
+
+
+Execute: TypeAlias = Callable[[str, dict[str, Any]], Awaitable[Any]]
+"""Runs one command after negotiation, given its name and arguments: its result,
+or :class:`ControlError` (any other :class:`~qmpsim.errors.QmpSimError` is a
+``GenericError``)."""
+
+
+async def answer(request: Any, negotiated: bool, execute: Execute) -> tuple[dict[str, Any], bool]:
+    """The reply to one parsed request (or :class:`~qmpsim.wire.ParseError`), and
+    whether capabilities negotiation is complete after it.
+
+    Framing, negotiation and the request's shape are checked here, with QMP's
+    error classes and texts; ``execute`` runs the rest.  The request's ``id`` is
+    echoed.  An unexpected exception in ``execute`` is logged and answered, never raised.
+    """
+    if isinstance(request, ParseError):
+        return _error("GenericError", request.message), negotiated
+    if not isinstance(request, dict):
+        return _error("GenericError", "QMP input must be a JSON object"), negotiated
+    ident = request.get("id")
+    command = request.get("execute")
+    arguments = request.get("arguments", {})
+    try:
+        if not isinstance(command, str):
+            raise ControlError("QMP input lacks member 'execute'")
+        if not isinstance(arguments, dict):
+            raise ControlError("QMP input member 'arguments' must be an object")
+        if command == "qmp_capabilities":
+            if negotiated:
+                raise ControlError(
+                    "Capabilities negotiation is already complete, command ignored",
+                    "CommandNotFound",
+                )
+            result: Any = {}
+            negotiated = True
+        elif not negotiated:
+            raise ControlError(
+                "Expecting capabilities negotiation with 'qmp_capabilities'", "CommandNotFound"
+            )
+        else:
+            result = await execute(command, arguments)
+    except ControlError as exc:
+        reply = _error(exc.error_class, str(exc))
+    except QmpSimError as exc:
+        reply = _error("GenericError", str(exc))
+    except Exception as exc:  # a bug must not take the simulator down with it
+        log.exception("control command %s failed", command)
+        reply = _error("GenericError", f"internal error: {exc}")
+    else:
+        reply = {"return": result}
+    if ident is not None:
+        reply["id"] = ident
+    return reply, negotiated
+
+
+async def serve_control_stream(
+    stream: trio.abc.Stream, version: Mapping[str, Any], execute: Execute
+) -> None:
+    """One control connection, until the peer closes it: a greeting carrying
+    ``version`` and no capabilities, then one :func:`answer` per request."""
+    async with stream:
+        streamer = JsonStreamer()
+        negotiated = False
+        try:
+            await stream.send_all(encode({"QMP": {"version": version, "capabilities": []}}))
+            while True:
+                data = await stream.receive_some()
+                values = streamer.feed(bytes(data)) if data else streamer.flush()
+                for value in values:
+                    reply, negotiated = await answer(value, negotiated, execute)
+                    await stream.send_all(encode(reply))
+                if not data:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
 
 @dataclass
@@ -85,67 +174,11 @@ class ControlChannel:
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """One control connection, until the peer closes it."""
-        async with stream:
-            version = self.sim.machine.profile.greeting()["QMP"]["version"]
-            await stream.send_all(encode({"QMP": {"version": version, "capabilities": []}}))
-            streamer = JsonStreamer()
-            negotiated = False
-            while True:
-                try:
-                    data = await stream.receive_some()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                values = streamer.feed(bytes(data)) if data else streamer.flush()
-                for value in values:
-                    reply, negotiated = await self._answer(value, negotiated)
-                    try:
-                        await stream.send_all(encode(reply))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-                if not data:
-                    return
+        version = self.sim.machine.profile.greeting()["QMP"]["version"]
+        await serve_control_stream(stream, version, self.execute)
 
-    async def _answer(self, value: Any, negotiated: bool) -> tuple[dict[str, Any], bool]:
-        if isinstance(value, ParseError):
-            return _error("GenericError", value.message), negotiated
-        if not isinstance(value, dict):
-            return _error("GenericError", "QMP input must be a JSON object"), negotiated
-        ident = value.get("id")
-        command = value.get("execute")
-        arguments = value.get("arguments", {})
-        try:
-            if not isinstance(command, str):
-                raise _Refused("QMP input lacks member 'execute'")
-            if not isinstance(arguments, dict):
-                raise _Refused("QMP input member 'arguments' must be an object")
-            if command == "qmp_capabilities":
-                if negotiated:
-                    raise _Refused(
-                        "Capabilities negotiation is already complete, command ignored",
-                        "CommandNotFound",
-                    )
-                result: Any = {}
-                negotiated = True
-            elif not negotiated:
-                raise _Refused(
-                    "Expecting capabilities negotiation with 'qmp_capabilities'", "CommandNotFound"
-                )
-            else:
-                result = await self._run(command, arguments)
-        except _Refused as exc:
-            reply = _error(exc.error_class, str(exc))
-        except QmpSimError as exc:
-            reply = _error("GenericError", str(exc))
-        except Exception as exc:  # a bug must not take the simulator down with it
-            log.exception("control command %s failed", command)
-            reply = _error("GenericError", f"internal error: {exc}")
-        else:
-            reply = {"return": result}
-        if ident is not None:
-            reply["id"] = ident
-        return reply, negotiated
-
-    async def _run(self, command: str, args: dict[str, Any]) -> Any:
+    async def execute(self, command: str, args: dict[str, Any]) -> Any:
+        """Run one ``qmpsim-*`` command (or ``query-commands``) after negotiation."""
         runner = self.runner()
         if command == "query-commands":
             return [{"name": name} for name in COMMANDS]
@@ -153,7 +186,7 @@ class ControlChannel:
             action = _arg(args, "action", str)
             if action not in self.scenario.actions:
                 known = ", ".join(sorted(self.scenario.actions)) or "none"
-                raise _Refused(f"no action named {action!r} (actions: {known})")
+                raise ControlError(f"no action named {action!r} (actions: {known})")
             runner.trigger(action)
             return {}
         if command == "qmpsim-run":
@@ -180,16 +213,16 @@ class ControlChannel:
                 "timeline": "done" if runner.done.is_set() else "running",
                 "notes": list(runner.notes),
             }
-        raise _Refused(f"The command {command} has not been found", "CommandNotFound")
+        raise ControlError(f"The command {command} has not been found", "CommandNotFound")
 
 
 def _arg(args: Mapping[str, Any], name: str, kind: type) -> Any:
     if name not in args:
-        raise _Refused(f"Parameter '{name}' is missing")
+        raise ControlError(f"Parameter '{name}' is missing")
     if not isinstance(args[name], kind):
         names: dict[type, str] = {str: "string", list: "array", dict: "object"}
         expected = names.get(kind, kind.__name__)
-        raise _Refused(f"Parameter '{name}' expects {expected}")
+        raise ControlError(f"Parameter '{name}' expects {expected}")
     return args[name]
 
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import trio
 
+from .control import COMMANDS, ControlChannel, ControlError, serve_control_stream
 from .engine import IDLE, Session
 from .errors import QmpSimError
 from .scenario import Scenario, build_machine
 from .server import ListenError, Simulator
-from .wire import JsonStreamer, ParseError, encode
 
 __all__ = [
     "FD_HEADROOM",
@@ -307,75 +307,27 @@ class Fleet:
 
     async def handle_control(self, stream: trio.abc.Stream) -> None:
         """One control connection: QMP framing, then ``qmpsim-fleet`` and ``qmpsim-*``."""
-        async with stream:
-            version = self.vms[0].sim.machine.profile.greeting()["QMP"]["version"]
-            try:
-                await stream.send_all(encode({"QMP": {"version": version, "capabilities": []}}))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            streamer = JsonStreamer()
-            negotiated = False
-            while True:
-                try:
-                    data = await stream.receive_some()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                values = streamer.feed(bytes(data)) if data else streamer.flush()
-                for value in values:
-                    reply, negotiated = await self._answer(value, negotiated)
-                    try:
-                        await stream.send_all(encode(reply))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-                if not data:
-                    return
+        version = self.vms[0].sim.machine.profile.greeting()["QMP"]["version"]
+        await serve_control_stream(stream, version, self._control_command)
 
-    async def _answer(self, value: Any, negotiated: bool) -> tuple[dict[str, Any], bool]:
-        from .control import COMMANDS, ControlChannel
-
-        if isinstance(value, ParseError):
-            return _error("GenericError", value.message), negotiated
-        if not isinstance(value, dict):
-            return _error("GenericError", "QMP input must be a JSON object"), negotiated
-        command = value.get("execute")
-        arguments = value.get("arguments", {})
-        ident = value.get("id")
-        reply: dict[str, Any]
-        if not isinstance(command, str):
-            reply = _error("GenericError", "QMP input lacks member 'execute'")
-        elif not isinstance(arguments, dict):
-            reply = _error("GenericError", "QMP input member 'arguments' must be an object")
-        elif command == "qmp_capabilities":
-            if negotiated:
-                desc = "Capabilities negotiation is already complete, command ignored"
-                reply = _error("CommandNotFound", desc)
-            else:
-                reply, negotiated = {"return": {}}, True
-        elif not negotiated:
-            desc = "Expecting capabilities negotiation with 'qmp_capabilities'"
-            reply = _error("CommandNotFound", desc)
-        elif command == "query-commands":
-            names = ["qmpsim-fleet", *COMMANDS]
-            reply = {"return": [{"name": name} for name in names]}
-        elif command == "qmpsim-fleet":
-            reply = {"return": [vm.summary() for vm in self.vms]}
-        elif command not in COMMANDS:
-            reply = _error("CommandNotFound", f"The command {command} has not been found")
-        elif "vm" not in arguments:
-            reply = _error("GenericError", "Parameter 'vm' is missing")
-        elif not isinstance(arguments["vm"], str):
-            reply = _error("GenericError", "Parameter 'vm' expects string")
-        elif arguments["vm"] not in self._by_name:
-            reply = _error("GenericError", _unknown(arguments["vm"], self.vms))
-        else:
-            vm = self._by_name[arguments["vm"]]
-            session = await self.start_session(vm)
-            channel = ControlChannel(vm.sim, vm.scenario, lambda: session.runner, session.reset)
-            rest = {k: v for k, v in arguments.items() if k != "vm"}
-            reply, _ = await channel._answer({"execute": command, "arguments": rest}, True)
-        if ident is not None:
-            reply["id"] = ident
-        return reply, negotiated
+    async def _control_command(self, command: str, arguments: dict[str, Any]) -> Any:
+        if command == "query-commands":
+            return [{"name": name} for name in ("qmpsim-fleet", *COMMANDS)]
+        if command == "qmpsim-fleet":
+            return [vm.summary() for vm in self.vms]
+        if command not in COMMANDS:
+            raise ControlError(f"The command {command} has not been found", "CommandNotFound")
+        if "vm" not in arguments:
+            raise ControlError("Parameter 'vm' is missing")
+        name = arguments["vm"]
+        if not isinstance(name, str):
+            raise ControlError("Parameter 'vm' expects string")
+        if name not in self._by_name:
+            raise ControlError(_unknown(name, self.vms))
+        vm = self._by_name[name]
+        session = await self.start_session(vm)
+        channel = ControlChannel(vm.sim, vm.scenario, lambda: session.runner, session.reset)
+        return await channel.execute(command, {k: v for k, v in arguments.items() if k != "vm"})
 
 
 async def _stop_listening(vm: FleetVm) -> None:
@@ -388,10 +340,6 @@ async def _stop_listening(vm: FleetVm) -> None:
 
 def _unknown(name: str, vms: Sequence[FleetVm]) -> str:
     return f"no VM named {name!r} in the fleet ({vms[0].name}..{vms[-1].name})"
-
-
-def _error(error_class: str, desc: str) -> dict[str, Any]:
-    return {"error": {"class": error_class, "desc": desc}}
 
 
 @dataclass(eq=False)
