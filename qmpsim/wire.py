@@ -713,9 +713,19 @@ def _plain(value: Any, depth: int) -> Any:
             return _NOT_PLAIN
         out = {}
         for key in order:
-            item = _plain(value[key], depth + 1)
-            if item is _NOT_PLAIN:
-                return _NOT_PLAIN
+            item = value[key]
+            kind = type(item)
+            # The common members inline: a call per member costs more than the check.
+            if kind is str:
+                if not (item.isascii() and item.isprintable()):
+                    return _NOT_PLAIN
+            elif kind is int:
+                if not _INT_MIN <= item < _INT_END:
+                    return _NOT_PLAIN
+            elif kind is not bool and item is not None:
+                item = _plain(item, depth + 1)
+                if item is _NOT_PLAIN:
+                    return _NOT_PLAIN
             out[key] = item
         return out
     if kind is list or kind is tuple or isinstance(value, list | tuple):
