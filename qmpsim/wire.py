@@ -803,6 +803,93 @@ def encode(value: Any) -> bytes:
     return "".join(out).encode("ascii")
 
 
+@lru_cache(maxsize=4096)
+def _json_str(text: str) -> str | None:
+    return json.dumps(text) if _printable(text) else None
+
+
+@lru_cache(maxsize=1024)
+def _template(keys: tuple[Any, ...]) -> tuple[tuple[str, ...], str] | None:
+    """An object's keys in QDict order and its text with a ``%s`` for each value."""
+    order = _ordered(keys)
+    if order is None:
+        return None
+    members = ", ".join(json.dumps(key).replace("%", "%%") + ": %s" for key in order)
+    return order, "{" + members + "}"
+
+
+_FLAT_TYPES: Final = frozenset((str, int, bool, type(None)))
+_FLAT_MAX: Final = 4096
+# Objects whose members are all scalars, by (keys, values, exact types) -> their text
+# and value in QDict order.  The types are part of the key because True == 1.
+_flat_cache: dict[tuple[Any, ...], tuple[str, dict[str, Any]] | None] = {}
+
+
+def _flat(value: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """An object of scalars written as encode() writes it, and parsed back; else None."""
+    values = tuple(value.values())
+    types = tuple(map(type, values))
+    if not _FLAT_TYPES.issuperset(types):
+        return None
+    if types.count(int) == len(types):
+        # Counters and timestamps change with every message: not worth caching.
+        keys = tuple(value)
+        template = _template(keys)
+        if template is None or (values and not _INT_MIN <= min(values) <= max(values) < _INT_END):
+            return None
+        order, text = template
+        if order == keys:
+            return text % values, dict(value)
+        plain = {key: value[key] for key in order}
+        return text % tuple(plain.values()), plain
+    key = (tuple(value), values, types)
+    try:
+        hit = _flat_cache[key]
+    except KeyError:
+        ordered = _plain(value, 1)
+        hit = None if ordered is _NOT_PLAIN else (json.dumps(ordered), ordered)
+        if len(_flat_cache) >= _FLAT_MAX:
+            _flat_cache.clear()
+        _flat_cache[key] = hit
+    return None if hit is None else (hit[0], dict(hit[1]))
+
+
+def _encode_flat(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+    """An event-like message (scalars and objects of scalars), or None to take the long way."""
+    if type(message) is not dict:
+        return None
+    template = _template(tuple(message))
+    if template is None:
+        return None
+    order, text = template
+    parts: list[str] = []
+    parsed: dict[str, Any] = {}
+    for key in order:
+        item = message[key]
+        kind = type(item)
+        if kind is dict:
+            flat = _flat(item)
+            if flat is None:
+                return None
+            part, item = flat
+        elif kind is str:
+            quoted = _json_str(item)
+            if quoted is None:
+                return None
+            part = quoted
+        elif kind is int:
+            if not _INT_MIN <= item < _INT_END:
+                return None
+            part = str(item)
+        elif kind is bool or item is None:
+            part = "true" if item is True else "false" if item is False else "null"
+        else:
+            return None
+        parts.append(part)
+        parsed[key] = item
+    return (text % tuple(parts) + "\r\n").encode("ascii"), parsed
+
+
 def encode_message(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
     """``encode(message)``, and the message as QEMU's parser reads those bytes back.
 
@@ -810,6 +897,9 @@ def encode_message(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any] | 
     integers QEMU keeps as integers, booleans, null), the case where the value
     rebuilt in QDict order is exactly what the bytes parse to.
     """
+    flat = _encode_flat(message)
+    if flat is not None:
+        return flat
     plain = _plain(message, 0)
     if plain is _NOT_PLAIN or not isinstance(plain, dict):
         return encode(message), None

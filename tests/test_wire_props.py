@@ -65,6 +65,47 @@ def test_encode_message_parses_to_what_it_says(message: dict[str, Any]) -> None:
         assert repr(parsed) == repr(back)
 
 
+flat_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63) - 2, max_value=2**64 + 2)
+    | st.sampled_from(["", "a%sb", "%", '"', "\\", "write", "\n", "\u00e9"])
+)
+flat_keys = st.sampled_from(["a", "b", "%s", "seconds", "microseconds", "event", "data", "\t"])
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            flat_keys,
+            flat_scalars | st.dictionaries(flat_keys, flat_scalars, max_size=4),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_encode_message_of_event_like_messages(messages: list[dict[str, Any]]) -> None:
+    # Repeats of the same shape go through the encoder's caches.
+    for message in messages + messages:
+        line, parsed = encode_message(message)
+        assert line == encode(message)
+        if parsed is not None:
+            (back,) = JsonStreamer().feed(line)
+            assert repr(parsed) == repr(back)
+
+
+def test_encode_message_tells_true_from_one_and_keeps_no_shared_value() -> None:
+    first = encode_message({"data": {"a": True, "b": "x"}})
+    second = encode_message({"data": {"a": 1, "b": "x"}})
+    assert first[0] == b'{"data": {"a": true, "b": "x"}}\r\n'
+    assert second[0] == b'{"data": {"a": 1, "b": "x"}}\r\n'
+    again = encode_message({"data": {"a": True, "b": "x"}})
+    assert again == first
+    assert first[1] is not None and again[1] is not None
+    assert again[1]["data"] is not first[1]["data"]
+
+
 def test_encode_message_vouches_only_for_what_parses_back_identically() -> None:
     assert encode_message({"event": "STOP", "n": 2**64 - 1}) == (
         b'{"n": 18446744073709551615, "event": "STOP"}\r\n',
