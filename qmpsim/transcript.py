@@ -27,7 +27,7 @@ class Direction(StrEnum):
     OUT = "out"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a transcript keeps one per message
 class Entry:
     """Bytes that crossed the wire, and the JSON values they completed."""
 
