@@ -854,8 +854,8 @@ def _flat(value: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None if hit is None else (hit[0], dict(hit[1]))
 
 
-def _encode_flat(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
-    """An event-like message (scalars and objects of scalars), or None to take the long way."""
+def _object(message: Any) -> tuple[str, dict[str, Any]] | None:
+    """An object of scalars and objects of scalars, as text and parsed; None: the long way."""
     if type(message) is not dict:
         return None
     template = _template(tuple(message))
@@ -887,7 +887,71 @@ def _encode_flat(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | N
             return None
         parts.append(part)
         parsed[key] = item
-    return (text % tuple(parts) + "\r\n").encode("ascii"), parsed
+    return text % tuple(parts), parsed
+
+
+def _event_layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """An event message's member order, its timestamp's, and its text with placeholders."""
+    stamp = _ordered(("seconds", "microseconds"))
+    order = _ordered(keys)
+    assert stamp is not None and order is not None
+    value = {
+        "timestamp": "{" + ", ".join(f'"{k}": %({k})d' for k in stamp) + "}",
+        "event": "%(event)s",
+        "data": "%(data)s",
+    }
+    return order, stamp, "{" + ", ".join(f'"{k}": {value[k]}' for k in order) + "}\r\n"
+
+
+_EVENT_LAYOUTS: Final = {
+    keys: _event_layout(keys) for keys in (("timestamp", "event", "data"), ("timestamp", "event"))
+}
+
+
+def _event(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+    """A message as Event.to_json() builds it, written from a fixed template; else None."""
+    if type(message) is not dict:
+        return None
+    layout = _EVENT_LAYOUTS.get(tuple(message))
+    if layout is None:
+        return None
+    order, stamp_order, template = layout
+    stamp = message["timestamp"]
+    if type(stamp) is not dict or tuple(stamp) != ("seconds", "microseconds"):
+        return None
+    seconds = stamp["seconds"]
+    micro = stamp["microseconds"]
+    name = message["event"]
+    if not (
+        type(seconds) is int
+        and type(micro) is int
+        and _INT_MIN <= seconds < _INT_END
+        and _INT_MIN <= micro < _INT_END
+        and type(name) is str
+    ):
+        return None
+    quoted = _json_str(name)
+    if quoted is None:
+        return None
+    parts: dict[str, Any] = {"timestamp": {k: stamp[k] for k in stamp_order}, "event": name}
+    fill = {"seconds": seconds, "microseconds": micro, "event": quoted}
+    if "data" in message:
+        data = _flat(message["data"]) if type(message["data"]) is dict else None
+        if data is None:
+            data = _object(message["data"])
+            if data is None:
+                return None
+        fill["data"], parts["data"] = data
+    return (template % fill).encode("ascii"), {k: parts[k] for k in order}
+
+
+def _encode_flat(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+    """An event-like message (scalars and objects of scalars), or None to take the long way."""
+    fast = _event(message)
+    if fast is not None:
+        return fast
+    flat = _object(message)
+    return None if flat is None else ((flat[0] + "\r\n").encode("ascii"), flat[1])
 
 
 def encode_message(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any] | None]:

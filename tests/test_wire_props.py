@@ -95,6 +95,32 @@ def test_encode_message_of_event_like_messages(messages: list[dict[str, Any]]) -
             assert repr(parsed) == repr(back)
 
 
+event_messages = st.fixed_dictionaries(
+    {
+        "timestamp": st.fixed_dictionaries(
+            {"seconds": st.integers(-1, 2**64), "microseconds": st.integers(-1, 999_999)}
+        ),
+        "event": st.sampled_from(["STOP", "BLOCK_IO_ERROR", 'A"B', "%s", "\u00e9"]),
+    },
+    optional={
+        "data": st.dictionaries(
+            flat_keys, flat_scalars | st.dictionaries(flat_keys, flat_scalars, max_size=3)
+        )
+        | values
+    },
+)
+
+
+@given(st.lists(event_messages, min_size=1, max_size=3))
+def test_encode_message_of_events(messages: list[dict[str, Any]]) -> None:
+    for message in messages + messages:
+        line, parsed = encode_message(message)
+        assert line == encode(message)
+        if parsed is not None:
+            (back,) = JsonStreamer().feed(line)
+            assert repr(parsed) == repr(back)
+
+
 def test_encode_message_tells_true_from_one_and_keeps_no_shared_value() -> None:
     first = encode_message({"data": {"a": True, "b": "x"}})
     second = encode_message({"data": {"a": 1, "b": "x"}})
@@ -147,3 +173,22 @@ def test_streams_with_errors_are_exercised() -> None:
     out = JsonStreamer().feed(b'\xff{"a": 1}[,]')
     assert out == [ParseError("JSON parse error, stray '\ufffd'"), {"a": 1}, out[2]]
     assert isinstance(out[2], ParseError)
+
+
+def test_an_event_is_written_in_qdict_order_and_vouched_for() -> None:
+    message = {
+        "timestamp": {"seconds": 1700000000, "microseconds": 5},
+        "event": "BLOCK_IO_ERROR",
+        "data": {"device": "virtio0", "operation": "write", "action": "report", "nospace": False},
+    }
+    line, parsed = encode_message(message)
+    assert (
+        line
+        == encode(message)
+        == (
+            b'{"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": "BLOCK_IO_ERROR",'
+            b' "data": {"device": "virtio0", "nospace": false, "operation": "write",'
+            b' "action": "report"}}\r\n'
+        )
+    )
+    assert parsed is not None and repr(parsed) == repr(JsonStreamer().feed(line)[0])
