@@ -115,6 +115,8 @@ _SCALARS = frozenset((str, int, bool, float, type(None)))
 
 
 def _plain(value: Any) -> Any:
+    if type(value) is dict and _SCALARS.issuperset(map(type, value.values())):
+        return dict(value)  # the common case, copied in C
     if isinstance(value, Mapping):
         return {k: v if type(v) in _SCALARS else _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
