@@ -133,8 +133,9 @@ class Transcript:
     def append(self, entry: Entry) -> None:
         """Append a ready-made entry (used by :meth:`record` and when importing)."""
         self.entries.append(entry)
-        for observer in list(self._observers):
-            observer(entry)
+        if self._observers:
+            for observer in list(self._observers):
+                observer(entry)
 
     def end_client(self, client: int) -> None:
         """Forget the parsing state of a client that went away."""

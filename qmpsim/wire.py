@@ -890,8 +890,9 @@ def _object(message: Any) -> tuple[str, dict[str, Any]] | None:
     return text % tuple(parts), parsed
 
 
-def _event_layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """An event message's member order, its timestamp's, and its text with placeholders."""
+def _event_layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...] | None, tuple[str, ...], str]:
+    """An event message's member order (None: as inserted), its timestamp's, and its text
+    with placeholders."""
     stamp = _ordered(("seconds", "microseconds"))
     order = _ordered(keys)
     assert stamp is not None and order is not None
@@ -900,7 +901,8 @@ def _event_layout(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ..
         "event": "%(event)s",
         "data": "%(data)s",
     }
-    return order, stamp, "{" + ", ".join(f'"{k}": {value[k]}' for k in order) + "}\r\n"
+    text = "{" + ", ".join(f'"{k}": {value[k]}' for k in order) + "}\r\n"
+    return (None if order == keys else order), stamp, text
 
 
 _EVENT_LAYOUTS: Final = {
@@ -933,7 +935,7 @@ def _event(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
     quoted = _json_str(name)
     if quoted is None:
         return None
-    parts: dict[str, Any] = {"timestamp": {k: stamp[k] for k in stamp_order}, "event": name}
+    parsed: dict[str, Any] = {"timestamp": {k: stamp[k] for k in stamp_order}, "event": name}
     fill = {"seconds": seconds, "microseconds": micro, "event": quoted}
     if "data" in message:
         data = _flat(message["data"]) if type(message["data"]) is dict else None
@@ -941,8 +943,9 @@ def _event(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
             data = _object(message["data"])
             if data is None:
                 return None
-        fill["data"], parts["data"] = data
-    return (template % fill).encode("ascii"), {k: parts[k] for k in order}
+        fill["data"], parsed["data"] = data
+    text = (template % fill).encode("ascii")
+    return text, parsed if order is None else {k: parsed[k] for k in order}
 
 
 def _encode_flat(message: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
