@@ -460,8 +460,8 @@ def _compile(schema: Type) -> Checker:
                     return False
             return True
         for key, item in value.items():
-            check = members.get(key)
-            if check is None or not check(item):
+            member = members.get(key)
+            if member is None or not member(item):
                 return False
         return True
 
