@@ -26,7 +26,6 @@ import logging
 import os
 import resource
 import socket as stdsocket
-import stat
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from .control import COMMANDS, ControlChannel, ControlError, serve_control_strea
 from .engine import IDLE, Session
 from .errors import QmpSimError
 from .scenario import Scenario, build_machine
-from .server import ListenError, Simulator
+from .server import ListenError, Simulator, clear_stale_socket, path_identity
 
 __all__ = [
     "FD_HEADROOM",
@@ -354,7 +353,7 @@ class _Bound:
         """Close it and remove its file, unless someone replaced the file meanwhile."""
         if self.sock.fileno() >= 0:
             self.sock.close()
-        if self.identity is not None and _path_identity(self.path) == self.identity:
+        if self.identity is not None and path_identity(self.path) == self.identity:
             os.unlink(self.path)
         self.identity = None
 
@@ -365,7 +364,7 @@ def _bind_all(paths: Sequence[str]) -> list[_Bound]:
     old_umask = os.umask(0o177)  # once for the batch: the files are born 0600
     try:
         for path in paths:
-            _clear_stale_socket(path)
+            clear_stale_socket(path)
             sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
             try:
                 sock.bind(path)
@@ -373,7 +372,7 @@ def _bind_all(paths: Sequence[str]) -> list[_Bound]:
             except OSError as exc:
                 sock.close()
                 raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-            bound.append(_Bound(sock, path, _path_identity(path)))
+            bound.append(_Bound(sock, path, path_identity(path)))
     except BaseException:
         for b in bound:
             b.close()
@@ -381,36 +380,6 @@ def _bind_all(paths: Sequence[str]) -> list[_Bound]:
     finally:
         os.umask(old_umask)
     return bound
-
-
-def _clear_stale_socket(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ListenError(f"refusing to replace {path}: it exists and is not a socket")
-    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # stale: left behind by a process that is gone
-        return
-    except OSError as exc:
-        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
-    finally:
-        probe.close()
-    raise ListenError(f"refusing to replace {path}: a server is listening on it")
-
-
-def _path_identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 async def serve_fleet(

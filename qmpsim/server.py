@@ -413,7 +413,7 @@ class Simulator:
         Refuses (``ListenError``) a path that holds anything but a stale socket.
         """
         path = os.fspath(path)
-        _clear_stale_socket(path)
+        clear_stale_socket(path)
         sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
         try:
             old_umask = os.umask(0o177)  # the file is born 0600: no window for others
@@ -421,7 +421,7 @@ class Simulator:
                 await sock.bind(path)
             finally:
                 os.umask(old_umask)
-            identity = _identity(path)
+            identity = path_identity(path)
             sock.listen(16)
         except OSError as exc:
             sock.close()
@@ -433,7 +433,7 @@ class Simulator:
             await self._accept_loop(listener)
         finally:
             sock.close()
-            if _identity(path) == identity:
+            if path_identity(path) == identity:
                 os.unlink(path)
 
     async def serve_tcp(
@@ -832,7 +832,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def path_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``, to tell later whether it is still our socket."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -840,7 +841,7 @@ def _identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _clear_stale_socket(path: str) -> None:
+def clear_stale_socket(path: str) -> None:
     """Remove a socket nobody listens on; refuse anything else that is in the way."""
     try:
         st = os.lstat(path)
