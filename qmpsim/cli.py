@@ -156,7 +156,11 @@ def load_scenario_arg(path: str | None) -> Scenario | None:
 
 
 def make_simulator(
-    scenario: Scenario | None, *, profile: str | None, multi_client: bool = False
+    scenario: Scenario | None,
+    *,
+    profile: str | None,
+    multi_client: bool = False,
+    max_input: int | None = None,
 ) -> Simulator:
     """A simulator for ``scenario`` (or an idle VM of ``profile``)."""
     from .server import Simulator
@@ -164,14 +168,18 @@ def make_simulator(
     if scenario is None:
         from .catalog import DEFAULT_PROFILE
 
-        return Simulator(profile=profile or DEFAULT_PROFILE, multi_client=multi_client)
+        return Simulator(
+            profile=profile or DEFAULT_PROFILE,
+            multi_client=multi_client,
+            max_input_buffer=max_input,
+        )
     if profile is not None and profile != scenario.profile:
         raise UsageError(
             f"--profile {profile} contradicts the scenario, which is written for {scenario.profile}"
         )
     from .scenario import build_machine
 
-    return Simulator(build_machine(scenario), multi_client=multi_client)
+    return Simulator(build_machine(scenario), multi_client=multi_client, max_input_buffer=max_input)
 
 
 # --- qmpsim serve -----------------------------------------------------------------------
@@ -218,6 +226,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--multi", action="store_true", help="serve several clients at once, each its own session"
+    )
+    parser.add_argument(
+        "--max-input",
+        type=int,
+        metavar="BYTES",
+        help="disconnect a client that sends more than BYTES of one unfinished request "
+        "(default: only QEMU's own limits, 64 MiB a token)",
     )
     parser.add_argument(
         "--profile",
@@ -271,7 +286,11 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--speed must be a positive number")
     _setup_logging(args.verbose)
     scenario = _random_scenario(args) if args.random else load_scenario_arg(args.scenario)
-    sim = make_simulator(scenario, profile=args.profile, multi_client=args.multi)
+    if args.max_input is not None and args.max_input < 1:
+        raise UsageError("--max-input must be a positive number of bytes")
+    sim = make_simulator(
+        scenario, profile=args.profile, multi_client=args.multi, max_input=args.max_input
+    )
     if args.verbose:
         sim.transcript.subscribe(traffic_printer(sys.stderr))
 

@@ -253,6 +253,11 @@ class ServerConnection:
         return self._oob
 
     @property
+    def buffered_input(self) -> int:
+        """Bytes held for a request that has not been completed yet."""
+        return self._streamer.buffered
+
+    @property
     def profile(self) -> ProfileSpec:
         """The protocol profile this connection speaks."""
         return self._profile

@@ -117,7 +117,10 @@ class Simulator:
     epoch) of the first clock reading, after which trio time drives the clock; the
     current wall time when ``None``.  ``multi_client``: serve several clients at once
     instead of QEMU's one at a time.  ``max_output_buffer``: bytes queued for a client
-    that stops reading before it is disconnected.
+    that stops reading before it is disconnected.  ``max_input_buffer``: bytes of one
+    incomplete request a client may send before it is disconnected; ``None`` leaves
+    only QEMU's own limits (64 MiB a token, 2 Mi tokens a value), which a hostile
+    client can use to hold ~130 MB.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Simulator:
         multi_client: bool = False,
         epoch: float | None = None,
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
+        max_input_buffer: int | None = None,
         transcript: Transcript | None = None,
     ) -> None:
         if machine is None:
@@ -138,6 +142,7 @@ class Simulator:
         self.transcript = transcript if transcript is not None else Transcript()
         self.multi_client = multi_client
         self.max_output_buffer = max_output_buffer
+        self.max_input_buffer = max_input_buffer
         self.errors: list[BaseException] = []
         """Exceptions raised by ``on_command`` callbacks (also logged)."""
         self._epoch = epoch
@@ -551,6 +556,15 @@ class Simulator:
                 if data:
                     self.transcript.record(Direction.IN, client.id, self.now(), data)
                 client.conn.receive_data(data)
+                limit = self.max_input_buffer
+                if limit is not None and client.conn.buffered_input > limit:
+                    log.warning(
+                        "client %d: more than %d bytes of one unfinished request; disconnecting it",
+                        client.id,
+                        limit,
+                    )
+                    client.scope.cancel()
+                    return
                 try:
                     while (item := client.conn.next_request()) is not None:
                         if isinstance(item, Request) and item.oob:

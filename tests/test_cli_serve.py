@@ -144,6 +144,8 @@ def test_serve_tcp_with_a_scenario(sock_dir: Path) -> None:
         (["--tcp", "0.0.0.0:4444"], "not a loopback address; the monitor has no authentication"),
         (["--unix", "x", "--tcp", ":0"], "not allowed with argument"),
         (["--tcp", ":0", "--profile", "qemu-9"], "invalid choice: 'qemu-9'"),
+        (["--tcp", ":0", "--max-input", "0"], "--max-input must be a positive number of bytes"),
+        (["--tcp", ":0", "--max-input", "lots"], "invalid int value: 'lots'"),
     ],
 )
 def test_serve_bad_arguments(args: list[str], message: str) -> None:
@@ -240,3 +242,10 @@ def test_serve_accepts_a_shipped_scenario_name() -> None:
     from qmpsim.scenario import SHIPPED_DIR, load_scenario
 
     assert load_scenario_arg("tour") == load_scenario(SHIPPED_DIR / "tour.yaml")
+
+
+def test_serve_passes_the_input_bound_to_the_simulator() -> None:
+    from qmpsim.cli import make_simulator
+
+    assert make_simulator(None, profile=None, max_input=4096).max_input_buffer == 4096
+    assert make_simulator(None, profile=None).max_input_buffer is None

@@ -208,3 +208,27 @@ async def test_before_greeting_goes_to_the_next_client_only(
         second, _ = connect(sim, nursery)
         assert "QMP" in await second.recv()  # the early bytes were written once
         nursery.cancel_scope.cancel()
+
+
+async def test_an_unfinished_request_over_the_input_bound_drops_that_client_only(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        Simulator(epoch=EPOCH, multi_client=True, max_input_buffer=1000) as sim,
+        trio.open_nursery() as nursery,
+    ):
+        hog, _ = connect(sim, nursery)
+        other, _ = connect(sim, nursery)
+        await hog.negotiate()
+        await other.negotiate()
+        # a complete request larger than the bound is fine: nothing is left waiting
+        big = "x" * 5000
+        assert await hog.execute("query-status", id=big) == {
+            "return": {"status": "running", "singlestep": False, "running": True},
+            "id": big,
+        }
+        await hog.stream.send_all(b'{"execute": "query-status", "id": "' + b"y" * 1500)
+        await hog.recv_eof()
+        assert "more than 1000 bytes of one unfinished request" in caplog.text
+        assert (await other.execute("query-status"))["return"]["status"] == "running"
+        nursery.cancel_scope.cancel()
