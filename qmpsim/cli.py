@@ -155,6 +155,10 @@ def load_scenario_arg(path: str | None) -> Scenario | None:
     return load_scenario(resolve(path))
 
 
+SERVE_TRANSCRIPT_LIMIT = 10_000
+"""Entries a long-running ``serve`` keeps in its transcript (the newest ones)."""
+
+
 def make_simulator(
     scenario: Scenario | None,
     *,
@@ -164,7 +168,9 @@ def make_simulator(
 ) -> Simulator:
     """A simulator for ``scenario`` (or an idle VM of ``profile``)."""
     from .server import Simulator
+    from .transcript import Transcript
 
+    transcript = Transcript(max_entries=SERVE_TRANSCRIPT_LIMIT)
     if scenario is None:
         from .catalog import DEFAULT_PROFILE
 
@@ -172,6 +178,7 @@ def make_simulator(
             profile=profile or DEFAULT_PROFILE,
             multi_client=multi_client,
             max_input_buffer=max_input,
+            transcript=transcript,
         )
     if profile is not None and profile != scenario.profile:
         raise UsageError(
@@ -179,7 +186,12 @@ def make_simulator(
         )
     from .scenario import build_machine
 
-    return Simulator(build_machine(scenario), multi_client=multi_client, max_input_buffer=max_input)
+    return Simulator(
+        build_machine(scenario),
+        multi_client=multi_client,
+        max_input_buffer=max_input,
+        transcript=transcript,
+    )
 
 
 # --- qmpsim serve -----------------------------------------------------------------------

@@ -38,6 +38,10 @@ from .engine import IDLE, Session
 from .errors import QmpSimError
 from .scenario import Scenario, build_machine
 from .server import ListenError, Simulator, clear_stale_socket, path_identity
+from .transcript import Transcript
+
+FLEET_TRANSCRIPT_LIMIT = 1_000
+"""Entries each VM of a fleet keeps in its transcript (the newest ones)."""
 
 __all__ = [
     "FD_HEADROOM",
@@ -189,7 +193,11 @@ class Fleet:
                     f"cannot listen on {path}: longer than the {_MAX_UNIX_PATH} bytes a Unix "
                     "socket path may have; choose a shorter directory"
                 )
-            sim = Simulator(build_machine(vm_scenario), multi_client=multi_client)
+            sim = Simulator(
+                build_machine(vm_scenario),
+                multi_client=multi_client,
+                transcript=Transcript(max_entries=FLEET_TRANSCRIPT_LIMIT),
+            )
             vm = FleetVm(ident, path, vm_scenario, sim)
             self.vms.append(vm)
             self._by_name[ident.name] = vm

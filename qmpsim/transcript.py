@@ -101,11 +101,22 @@ def _subset(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
 
 @dataclass
 class Transcript:
-    """Append-only record of a simulator's traffic; observers see each entry as it lands."""
+    """Append-only record of a simulator's traffic; observers see each entry as it lands.
+
+    ``max_entries`` bounds memory for long-running servers: the transcript then keeps
+    at least the newest ``max_entries`` entries and counts what it let go in
+    ``dropped``.  ``None`` (the default, right for tests) keeps everything.
+    """
 
     entries: list[Entry] = field(default_factory=list)
+    max_entries: int | None = None
+    dropped: int = 0
     _streamers: dict[tuple[int, Direction], JsonStreamer] = field(default_factory=dict, repr=False)
     _observers: list[Callable[[Entry], None]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_entries is not None and self.max_entries < 1:
+            raise ValueError("Transcript: max_entries must be at least 1 (or None)")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -133,6 +144,12 @@ class Transcript:
     def append(self, entry: Entry) -> None:
         """Append a ready-made entry (used by :meth:`record` and when importing)."""
         self.entries.append(entry)
+        limit = self.max_entries
+        # Trimming in batches of a tenth keeps appends amortised O(1).
+        if limit is not None and len(self.entries) > limit + limit // 10:
+            excess = len(self.entries) - limit
+            del self.entries[:excess]
+            self.dropped += excess
         if self._observers:
             for observer in list(self._observers):
                 observer(entry)
@@ -155,6 +172,7 @@ class Transcript:
     def clear(self) -> None:
         """Drop every entry (between tests sharing one simulator)."""
         self.entries.clear()
+        self.dropped = 0
 
     # --- queries -----------------------------------------------------------------
 

@@ -249,3 +249,9 @@ def test_serve_passes_the_input_bound_to_the_simulator() -> None:
 
     assert make_simulator(None, profile=None, max_input=4096).max_input_buffer == 4096
     assert make_simulator(None, profile=None).max_input_buffer is None
+
+
+def test_serve_keeps_a_bounded_transcript() -> None:
+    from qmpsim.cli import SERVE_TRANSCRIPT_LIMIT, make_simulator
+
+    assert make_simulator(None, profile=None).transcript.max_entries == SERVE_TRANSCRIPT_LIMIT

@@ -14,7 +14,13 @@ import pytest
 import trio
 
 from qmpsim.errors import QmpSimError
-from qmpsim.fleet import Fleet, fleet_identities, raise_fd_limit, serve_fleet
+from qmpsim.fleet import (
+    FLEET_TRANSCRIPT_LIMIT,
+    Fleet,
+    fleet_identities,
+    raise_fd_limit,
+    serve_fleet,
+)
 from qmpsim.scenario import loads_scenario
 from qmpsim.server import ListenError
 
@@ -85,6 +91,7 @@ async def test_each_vm_has_its_own_socket_name_and_uuid(tmp_path: Path) -> None:
                 assert (await client.execute("query-name")) == {"return": {"name": vm.name}}
                 uuid = await client.execute("query-uuid")
                 assert uuid == {"return": {"UUID": vm.identity.uuid}}
+        assert {vm.sim.transcript.max_entries for vm in fleet.vms} == {FLEET_TRANSCRIPT_LIMIT}
         nursery.cancel_scope.cancel()
     assert sorted(os.listdir(tmp_path)) == []
 

@@ -136,3 +136,27 @@ def test_end_client_resets_parsing_state_and_clear_drops_entries() -> None:
     assert entry.messages == ({"execute": "cont"},)
     t.clear()
     assert len(t) == 0 and t.commands_sent() == []
+
+
+def test_a_bounded_transcript_keeps_the_newest_entries_and_counts_the_rest() -> None:
+    t = Transcript(max_entries=10)
+    for i in range(100):
+        t.record(IN, 1, float(i), b'{"execute": "query-status", "id": %d}' % i)
+        assert len(t) <= 11
+    ids = [c.id for c in t.commands_sent()]
+    assert ids == list(range(100 - len(t), 100))
+    assert t.dropped + len(t) == 100
+    t.clear()
+    assert (len(t), t.dropped) == (0, 0)
+
+
+def test_an_unbounded_transcript_keeps_everything() -> None:
+    t = Transcript()
+    for _ in range(1000):
+        t.record(OUT, 1, 0.0, b"{}\r\n")
+    assert (len(t), t.dropped) == (1000, 0)
+
+
+def test_max_entries_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_entries must be at least 1"):
+        Transcript(max_entries=0)
