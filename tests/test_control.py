@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_server_peer import Peer
 
 from qmpsim.engine import serve
 from qmpsim.scenario import loads_scenario
@@ -34,31 +35,8 @@ if shutil.which("socat") is None:
     pytestmark = pytest.mark.skip(reason="socat is not installed (make qemu installs it)")
 
 
-class Monitor:
-    """A line-reading QMP client on the VM's monitor socket."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = b""
-
-    async def message(self) -> dict[str, Any]:
-        while b"\n" not in self.buf:
-            data = await self.stream.receive_some()
-            assert data, "the monitor closed"
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    async def execute(self, command: str) -> dict[str, Any]:
-        await self.stream.send_all(json.dumps({"execute": command}).encode())
-        while "event" in (msg := await self.message()):
-            pass
-        return msg
-
-
 @asynccontextmanager
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Monitor]]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Peer]]:
     qmp, control = tmp_path / "qmp.sock", tmp_path / "control.sock"
     lines: list[str] = []
     ready = trio.Event()
@@ -80,8 +58,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Path, Monitor]]:
         await ready.wait()
         assert lines == [f"QMP monitor on unix:{qmp}", f"control channel on unix:{control}"]
         async with await trio.open_unix_socket(str(qmp)) as stream:
-            monitor = Monitor(stream)
-            assert "QMP" in await monitor.message()
+            monitor = Peer(stream)
+            assert "QMP" in await monitor.recv()
             assert await monitor.execute("qmp_capabilities") == {"return": {}}
             yield control, monitor
         nursery.cancel_scope.cancel()
@@ -111,8 +89,8 @@ async def test_trigger_an_action_from_another_process(tmp_path: Path) -> None:
             control, CAPS, {"execute": "qmpsim-trigger", "arguments": {"action": "fail-disk"}}
         )
         assert replies == [{"return": {}}, {"return": {}}]
-        assert (await monitor.message())["event"] == "BLOCK_IO_ERROR"
-        assert (await monitor.message())["event"] == "STOP"
+        assert (await monitor.recv())["event"] == "BLOCK_IO_ERROR"
+        assert (await monitor.recv())["event"] == "STOP"
 
 
 @pytest.mark.trio
@@ -121,8 +99,8 @@ async def test_run_steps_emit_status_and_transcript(tmp_path: Path) -> None:
         run = {"execute": "qmpsim-run", "arguments": {"steps": [{"cause": "guest-reset"}]}}
         emit = {"execute": "qmpsim-emit", "arguments": {"event": "RTC_CHANGE", "fake": True}}
         assert await socat(control, CAPS, run, emit) == [{"return": {}}] * 3
-        assert (await monitor.message())["event"] == "RESET"
-        assert (await monitor.message())["event"] == "RTC_CHANGE"
+        assert (await monitor.recv())["event"] == "RESET"
+        assert (await monitor.recv())["event"] == "RTC_CHANGE"
         replies = await socat(
             control, CAPS, {"execute": "qmpsim-status", "id": 7}, {"execute": "qmpsim-transcript"}
         )

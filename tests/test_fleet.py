@@ -8,10 +8,10 @@ import resource
 import stat
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
+from test_server_peer import Peer
 
 from qmpsim.errors import QmpSimError
 from qmpsim.fleet import (
@@ -32,35 +32,9 @@ steps:
 """
 
 
-class Client:
-    """A line-reading QMP client."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = b""
-
-    async def message(self) -> dict[str, Any]:
-        while b"\n" not in self.buf:
-            data = await self.stream.receive_some()
-            assert data, "the server closed the connection"
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    async def execute(self, command: str, **arguments: Any) -> dict[str, Any]:
-        request: dict[str, Any] = {"execute": command}
-        if arguments:
-            request["arguments"] = arguments
-        await self.stream.send_all(json.dumps(request).encode())
-        while "event" in (msg := await self.message()):
-            pass
-        return msg
-
-
-async def connect(path: str) -> Client:
-    client = Client(await trio.open_unix_socket(path))
-    assert "QMP" in await client.message()
+async def connect(path: str) -> Peer:
+    client = Peer(await trio.open_unix_socket(path))
+    assert "QMP" in await client.recv()
     return client
 
 
@@ -106,8 +80,8 @@ async def test_every_vm_plays_the_scenario_with_its_own_data(tmp_path: Path) -> 
             client = await connect(vm.path)
             async with client.stream:
                 await client.stream.send_all(b'{"execute": "qmp_capabilities"}')
-                assert await client.message() == {"return": {}}
-                event = await client.message()
+                assert await client.recv() == {"return": {}}
+                event = await client.recv()
                 assert event["event"] == "VNC_CONNECTED"
                 seen.append(json.dumps(event["data"], sort_keys=True))
         nursery.cancel_scope.cancel()
@@ -184,22 +158,22 @@ async def test_control_channel_lists_and_drives_every_vm(tmp_path: Path) -> None
             listing = (await ctl.execute("qmpsim-fleet"))["return"]
             assert [vm["name"] for vm in listing] == ["vm0", "vm1", "vm2"]
             assert {vm["status"] for vm in listing} == {"running"}
-            emitted = await ctl.execute("qmpsim-emit", vm="vm1", event="RESUME")
+            emitted = await ctl.execute("qmpsim-emit", {"vm": "vm1", "event": "RESUME"})
             assert emitted == {"return": {}}
-            assert (await watcher.message())["event"] == "RESUME"
-            status = await ctl.execute("qmpsim-status", vm="vm1")
+            assert (await watcher.recv())["event"] == "RESUME"
+            status = await ctl.execute("qmpsim-status", {"vm": "vm1"})
             assert status["return"]["status"] == "running"
             missing = await ctl.execute("qmpsim-status")
             assert missing["error"]["desc"] == "Parameter 'vm' is missing"
-            unknown = await ctl.execute("qmpsim-status", vm="vm9")
+            unknown = await ctl.execute("qmpsim-status", {"vm": "vm9"})
             assert unknown["error"]["desc"] == "no VM named 'vm9' in the fleet (vm0..vm2)"
-            wrong = await ctl.execute("qmpsim-status", vm=1)
+            wrong = await ctl.execute("qmpsim-status", {"vm": 1})
             assert wrong["error"]["desc"] == "Parameter 'vm' expects string"
-            nope = await ctl.execute("qmpsim-nope", vm="vm0")
+            nope = await ctl.execute("qmpsim-nope", {"vm": "vm0"})
             assert nope["error"]["class"] == "CommandNotFound"
             await ctl.stream.send_all(b'{"execute": "qmpsim-fleet", "id": 7} [1]')
-            assert (await ctl.message())["id"] == 7
-            assert "error" in await ctl.message()
+            assert (await ctl.recv())["id"] == 7
+            assert "error" in await ctl.recv()
         nursery.cancel_scope.cancel()
     assert not os.path.exists(control)
 
