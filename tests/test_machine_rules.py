@@ -237,7 +237,18 @@ def test_guest_panic_with_no_shutdown_pauses() -> None:
     assert names(events) == ["GUEST_PANICKED", "STOP"]
     assert events[0].data == {"action": "pause"}
     assert m.status == "guest-panicked"
-    assert isinstance(m.execute("cont", {}).reply, CommandError)
+
+
+def test_cont_resumes_a_panicked_guest_without_a_reset() -> None:
+    m = machine(no_shutdown=True)
+    m.cause(GuestPanic())
+    outcome = m.execute("cont", {})
+    assert (outcome.reply, names(outcome.events)) == ({}, ["RESUME"])
+    assert m.status == "running"
+    # and it can panic again; the HMP `cont` (and `c`) does the same
+    assert names(m.cause(GuestPanic())) == ["GUEST_PANICKED", "STOP"]
+    hmp = m.execute("human-monitor-command", {"command-line": "c"})
+    assert (hmp.reply, names(hmp.events)) == ("", ["RESUME"])
 
 
 def test_guest_powerdown() -> None:
