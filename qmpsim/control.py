@@ -12,6 +12,7 @@ callable that runs the commands.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import trio
 
 from .errors import QmpSimError
 from .scenario import EmitStep, Scenario, load_steps
-from .server import Simulator
+from .server import Simulator, accept_loop, bind_unix
 from .wire import JsonStreamer, ParseError, encode
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Execute",
     "answer",
     "serve_control_stream",
+    "serve_control_unix",
 ]
 
 log = logging.getLogger("qmpsim.control")
@@ -131,6 +133,28 @@ async def serve_control_stream(
             return
 
 
+async def serve_control_unix(
+    path: str,
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve control connections on the Unix socket ``path`` (mode 0600) until
+    cancelled, each with ``handle(stream)``; the socket file is removed at the end.
+
+    Refuses (:class:`~qmpsim.server.ListenError`) a path that holds anything but a
+    stale socket.
+    """
+    bound = bind_unix(path, backlog=8)
+    try:
+        task_status.started(path)
+        await accept_loop(
+            bound.listener(), lambda stream: functools.partial(handle, stream), close=bound.close
+        )
+    finally:
+        bound.close()
+
+
 @dataclass
 class ControlChannel:
     """Serves the control protocol for one simulator and the scenario it plays.
@@ -148,29 +172,7 @@ class ControlChannel:
         self, path: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen on the Unix socket ``path`` (mode 0600) until cancelled."""
-        import os
-        import socket as stdsocket
-
-        if os.path.exists(path):
-            raise QmpSimError(f"cannot listen on {path}: the path exists")
-        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            await sock.bind(path)
-        except OSError as exc:
-            sock.close()
-            raise QmpSimError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-        finally:
-            os.umask(old)
-        sock.listen(8)
-        try:
-            listener = trio.SocketListener(sock)
-            task_status.started(path)
-            await trio.serve_listeners(self.handle_stream, [listener])
-        finally:
-            sock.close()
-            if os.path.exists(path):
-                os.unlink(path)
+        await serve_control_unix(path, self.handle_stream, task_status=task_status)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """One control connection, until the peer closes it."""

@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import resource
-import socket as stdsocket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +32,17 @@ from typing import Any
 
 import trio
 
-from .control import COMMANDS, ControlChannel, ControlError, serve_control_stream
+from .control import (
+    COMMANDS,
+    ControlChannel,
+    ControlError,
+    serve_control_stream,
+    serve_control_unix,
+)
 from .engine import IDLE, Session
 from .errors import QmpSimError
 from .scenario import Scenario, build_machine
-from .server import ListenError, Simulator, clear_stale_socket, path_identity
+from .server import ListenError, Simulator, UnixSocketFile, bind_unix
 from .transcript import Transcript
 
 FLEET_TRANSCRIPT_LIMIT = 1_000
@@ -262,12 +267,12 @@ class Fleet:
     async def _run_vm(
         self,
         vm: FleetVm,
-        bound: _Bound,
+        bound: UnixSocketFile,
         clients: trio.Nursery,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
+        listener = bound.listener()
         vm.listener = listener
         async with vm.sim:
             vm.listening = True
@@ -304,13 +309,7 @@ class Fleet:
         self, path: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve the fleet's control channel on the Unix socket ``path`` until cancelled."""
-        (bound,) = _bind_all([path])
-        try:
-            listener = trio.SocketListener(trio.socket.from_stdlib_socket(bound.sock))
-            task_status.started(path)
-            await trio.serve_listeners(self.handle_control, [listener])
-        finally:
-            bound.close()
+        await serve_control_unix(path, self.handle_control, task_status=task_status)
 
     async def handle_control(self, stream: trio.abc.Stream) -> None:
         """One control connection: QMP framing, then ``qmpsim-fleet`` and ``qmpsim-*``."""
@@ -349,44 +348,16 @@ def _unknown(name: str, vms: Sequence[FleetVm]) -> str:
     return f"no VM named {name!r} in the fleet ({vms[0].name}..{vms[-1].name})"
 
 
-@dataclass(eq=False)
-class _Bound:
-    """A listening Unix socket and the identity of the file it created."""
-
-    sock: stdsocket.socket
-    path: str
-    identity: tuple[int, int] | None
-
-    def close(self) -> None:
-        """Close it and remove its file, unless someone replaced the file meanwhile."""
-        if self.sock.fileno() >= 0:
-            self.sock.close()
-        if self.identity is not None and path_identity(self.path) == self.identity:
-            os.unlink(self.path)
-        self.identity = None
-
-
-def _bind_all(paths: Sequence[str]) -> list[_Bound]:
+def _bind_all(paths: Sequence[str]) -> list[UnixSocketFile]:
     """Bind and listen on every path (mode 0600 from birth), or on none of them."""
-    bound: list[_Bound] = []
-    old_umask = os.umask(0o177)  # once for the batch: the files are born 0600
+    bound: list[UnixSocketFile] = []
     try:
         for path in paths:
-            clear_stale_socket(path)
-            sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-            try:
-                sock.bind(path)
-                sock.listen(_BACKLOG)
-            except OSError as exc:
-                sock.close()
-                raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-            bound.append(_Bound(sock, path, path_identity(path)))
+            bound.append(bind_unix(path, _BACKLOG))
     except BaseException:
         for b in bound:
             b.close()
         raise
-    finally:
-        os.umask(old_umask)
     return bound
 
 

@@ -27,6 +27,7 @@ import logging
 import os
 import socket as stdsocket
 import stat
+import sys
 import threading
 import time
 from collections import deque
@@ -51,6 +52,9 @@ __all__ = [
     "CommandCallback",
     "ListenError",
     "Simulator",
+    "UnixSocketFile",
+    "accept_loop",
+    "bind_unix",
 ]
 
 log = logging.getLogger("qmpsim.server")
@@ -417,29 +421,13 @@ class Simulator:
 
         Refuses (``ListenError``) a path that holds anything but a stale socket.
         """
-        path = os.fspath(path)
-        clear_stale_socket(path)
-        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        bound = bind_unix(os.fspath(path))
         try:
-            old_umask = os.umask(0o177)  # the file is born 0600: no window for others
-            try:
-                await sock.bind(path)
-            finally:
-                os.umask(old_umask)
-            identity = path_identity(path)
-            sock.listen(16)
-        except OSError as exc:
-            sock.close()
-            raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-        try:
-            listener = trio.SocketListener(sock)
-            log.debug("listening on %s", path)
-            task_status.started(path)
-            await self._accept_loop(listener)
+            log.debug("listening on %s", bound.path)
+            task_status.started(bound.path)
+            await self._accept_loop(bound.listener(), bound.close)
         finally:
-            sock.close()
-            if path_identity(path) == identity:
-                os.unlink(path)
+            bound.close()
 
     async def serve_tcp(
         self,
@@ -467,31 +455,29 @@ class Simulator:
         task_status.started(bound)
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener)
+                nursery.start_soon(self._accept_loop, listener, listener.socket.close)
 
-    async def _accept_loop(self, listener: trio.SocketListener) -> None:
-        async with listener, trio.open_nursery() as nursery:
-            while True:
-                if not self.multi_client:
-                    # Like QEMU: while a client is connected, leave the next in the backlog.
-                    await self._slot.acquire()
-                    self._slot.release()
+    async def _accept_loop(self, listener: trio.SocketListener, close: Callable[[], None]) -> None:
+        """Accept clients until the listener is closed (``close`` closes it)."""
+
+        async def ready() -> None:
+            if not self.multi_client:
+                # Like QEMU: while a client is connected, leave the next in the backlog.
+                await self._slot.acquire()
+                self._slot.release()
+
+        def accepted(stream: trio.SocketStream) -> Callable[[], Awaitable[None]]:
+            held = False
+            if not self.multi_client:
+                # Taken now, before the loop looks at the slot again.
                 try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                        log.error("accept failed (%s); retrying shortly", exc)
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                held = False
-                if not self.multi_client:
-                    try:
-                        self._slot.acquire_nowait()
-                        held = True
-                    except trio.WouldBlock:
-                        pass
-                nursery.start_soon(self._run_client, stream, held)
+                    self._slot.acquire_nowait()
+                    held = True
+                except trio.WouldBlock:
+                    pass
+            return functools.partial(self._run_client, stream, held)
+
+        await accept_loop(listener, accepted, ready=ready, close=close)
 
     # --- one client -----------------------------------------------------------------
 
@@ -877,3 +863,109 @@ def clear_stale_socket(path: str) -> None:
     finally:
         probe.close()
     raise ListenError(f"refusing to replace {path}: a server is listening on it")
+
+
+_FCHMOD_SOCKET = sys.platform.startswith("linux")
+"""Linux creates a socket file with the mode of the socket's own inode (less the
+umask), which ``fchmod`` sets; elsewhere only the umask shapes it."""
+
+
+@dataclass(eq=False)
+class UnixSocketFile:
+    """A listening Unix socket and the identity of the file its bind created."""
+
+    sock: stdsocket.socket
+    path: str
+    identity: tuple[int, int] | None
+    _listener: trio.SocketListener | None = None
+
+    def listener(self) -> trio.SocketListener:
+        """The socket as a trio listener (the same one each time)."""
+        if self._listener is None:
+            self._listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
+        return self._listener
+
+    def close(self) -> None:
+        """Close the socket and remove its file, unless the file was replaced meanwhile.
+
+        Idempotent, and synchronous: a task blocked in the listener's ``accept``
+        wakes up with ``trio.ClosedResourceError``.
+        """
+        if self._listener is not None:
+            self._listener.socket.close()  # trio's close tells the task waiting in accept
+        elif self.sock.fileno() >= 0:
+            self.sock.close()
+        if self.identity is not None and path_identity(self.path) == self.identity:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self.identity = None
+
+
+def bind_unix(path: str, backlog: int = 16) -> UnixSocketFile:
+    """Listen on the Unix socket ``path``, its file private (mode 0600) from birth.
+
+    A stale socket left there is replaced; anything else (a file, a live server)
+    is refused with :class:`ListenError`, as is a path that cannot be bound.
+    Synchronous on purpose: when the umask has to change (not on Linux), nothing
+    else of this process's trio code runs until it is restored.
+    """
+    clear_stale_socket(path)
+    sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        if _FCHMOD_SOCKET:
+            os.fchmod(sock.fileno(), 0o600)  # no umask change, so no other thread sees one
+            sock.bind(path)
+        else:
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old_umask)
+        bound = UnixSocketFile(sock, path, path_identity(path))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        bound.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    return bound
+
+
+_ACCEPT_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+async def accept_loop(
+    listener: trio.SocketListener,
+    accepted: Callable[[trio.SocketStream], Callable[[], Awaitable[None]]],
+    *,
+    ready: Callable[[], Awaitable[None]] | None = None,
+    close: Callable[[], None] | None = None,
+) -> None:
+    """Accept connections until ``listener`` is closed, then wait for them to end.
+
+    ``accepted(stream)`` runs as soon as a connection is accepted and returns what
+    serves it in a task of its own; ``ready()``, when given, is awaited before each
+    accept.  Running out of file descriptors or memory is logged and retried.
+    ``close()`` (by default the listener's socket's) runs when accepting stops,
+    before waiting for the connections: nobody is left in the backlog meanwhile.
+    """
+    async with trio.open_nursery() as nursery:
+        try:
+            while True:
+                if ready is not None:
+                    await ready()
+                try:
+                    stream = await listener.accept()
+                except trio.ClosedResourceError:
+                    return
+                except OSError as exc:
+                    if exc.errno in _ACCEPT_RETRY:
+                        log.error("accept failed (%s); retrying shortly", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(accepted(stream))
+        finally:
+            (close or listener.socket.close)()

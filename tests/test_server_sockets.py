@@ -14,6 +14,8 @@ import trio
 import trio.testing
 from test_server_peer import Peer
 
+from qmpsim import server
+from qmpsim.control import serve_control_unix
 from qmpsim.server import ListenError, Simulator
 
 pytestmark = pytest.mark.trio
@@ -38,6 +40,75 @@ async def test_unix_socket_is_private_serves_and_is_removed(sock_dir: Path) -> N
             await peer.negotiate()
             assert (await peer.execute("query-status"))["return"]["running"] is True
     assert not path.exists()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    raise AssertionError("no Umask line in /proc/self/status")
+
+
+class _UmaskWatch(trio.abc.Instrument):
+    """Records the umask whenever a task yields with it changed: another task, or
+    another thread, would see it then."""
+
+    def __init__(self) -> None:
+        self.expected = _umask()
+        self.seen: set[int] = set()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if (umask := _umask()) != self.expected:
+            self.seen.add(umask)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+async def test_listeners_starting_together_never_yield_with_a_changed_umask(
+    sock_dir: Path,
+) -> None:
+    watch = _UmaskWatch()
+
+    async def nobody(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    trio.lowlevel.add_instrument(watch)
+    try:
+        async with Simulator() as one, Simulator() as two, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as starting:  # ends when all three listen
+                starting.start_soon(one.listen_unix, sock_dir / "one.sock")
+                starting.start_soon(two.listen_unix, sock_dir / "two.sock")
+                control = str(sock_dir / "control.sock")
+                starting.start_soon(nursery.start, serve_control_unix, control, nobody)
+            for name in ("one", "two", "control"):
+                mode = os.lstat(sock_dir / f"{name}.sock").st_mode
+                assert stat.S_IMODE(mode) == 0o600
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(watch)
+    assert watch.seen == set()
+    assert _umask() == watch.expected
+
+
+@pytest.mark.parametrize("fchmod", [True, False])
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+async def test_a_socket_file_is_born_private_whatever_the_umask(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch, fchmod: bool, umask: int
+) -> None:
+    # Without fchmod (other systems than Linux) the umask changes around bind alone.
+    monkeypatch.setattr(server, "_FCHMOD_SOCKET", fchmod)
+    old = os.umask(umask)
+    try:
+        bound = server.bind_unix(str(sock_dir / "q.sock"))
+        try:
+            assert stat.S_IMODE(os.lstat(bound.path).st_mode) == 0o600
+            assert os.umask(umask) == umask  # and it is back as it was
+        finally:
+            bound.close()
+    finally:
+        os.umask(old)
+    assert not (sock_dir / "q.sock").exists()
 
 
 async def test_unix_refuses_to_replace_a_file(sock_dir: Path) -> None:
