@@ -166,6 +166,8 @@ class Simulator:
         self._before_greeting: list[bytes] = []
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        self._closers: set[Callable[[], None]] = set()
+        """Each closes one listener: called when the VM exits."""
 
     # --- lifetime -------------------------------------------------------------------
 
@@ -225,7 +227,8 @@ class Simulator:
 
     def reset(self) -> None:
         """Back to a fresh VM: also forget overrides, delays, callbacks, faults, seen
-        commands and the transcript.  Connected clients stay connected."""
+        commands and the transcript.  Connected clients stay connected; listeners
+        closed because the VM exited stay closed."""
         self.machine.reset()
         self._exited = trio.Event()
         self._overrides.clear()
@@ -372,7 +375,8 @@ class Simulator:
     async def wait_exited(self) -> None:
         """Wait until the VM exited (``quit``, or a guest shutdown without ``-no-shutdown``).
 
-        Every connection is closed once its output is written; ``qmpsim serve`` then
+        The listeners close at once (a Unix socket file is removed) and every
+        connection is closed once its output is written; ``qmpsim serve`` then
         stops, as QEMU's process would.
         """
         await self._exited.wait()
@@ -417,7 +421,8 @@ class Simulator:
         *,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve a Unix socket until cancelled; the socket file is mode 0600 and removed at exit.
+        """Serve a Unix socket until cancelled or the VM exits; the socket file is mode
+        0600 and removed when serving stops, as QEMU's goes away when it exits.
 
         Refuses (``ListenError``) a path that holds anything but a stale socket.
         """
@@ -437,7 +442,7 @@ class Simulator:
         allow_remote: bool = False,
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve TCP until cancelled; loopback only unless ``allow_remote``."""
+        """Serve TCP until cancelled or the VM exits; loopback only unless ``allow_remote``."""
         if host == "localhost":
             host = "127.0.0.1"  # one address, so port 0 means one port
         if not allow_remote and not _is_loopback(host):
@@ -458,7 +463,10 @@ class Simulator:
                 nursery.start_soon(self._accept_loop, listener, listener.socket.close)
 
     async def _accept_loop(self, listener: trio.SocketListener, close: Callable[[], None]) -> None:
-        """Accept clients until the listener is closed (``close`` closes it)."""
+        """Accept clients until the listener is closed; ``close`` closes it when the VM exits."""
+        if self.exited:
+            close()
+        self._closers.add(close)
 
         async def ready() -> None:
             if not self.multi_client:
@@ -477,7 +485,10 @@ class Simulator:
                     pass
             return functools.partial(self._run_client, stream, held)
 
-        await accept_loop(listener, accepted, ready=ready, close=close)
+        try:
+            await accept_loop(listener, accepted, ready=ready, close=close)
+        finally:
+            self._closers.discard(close)
 
     # --- one client -----------------------------------------------------------------
 
@@ -485,7 +496,8 @@ class Simulator:
         """Serve one connection over ``stream`` until either side closes it.
 
         With the one-client policy this first waits, silently, for the current
-        client to leave.  The stream is closed on return.
+        client to leave.  The stream is closed on return, at once and without a
+        greeting if the VM has exited.
         """
         await self._run_client(stream, False)
 
@@ -504,6 +516,11 @@ class Simulator:
                 self._slot.release()
 
     async def _serve_client(self, stream: trio.abc.Stream) -> None:
+        if self.exited:
+            # Accepted before the VM exited, served after: QEMU's process is gone by
+            # now, so the connection ends without a greeting.
+            await trio.aclose_forcefully(stream)
+            return
         client = _Client(next(self._ids), ServerConnection(self.machine.profile), stream)
         self._clients[client.id] = client
         log.info("client %d: connected", client.id)
@@ -624,10 +641,13 @@ class Simulator:
         client.poke()
 
     def _vm_exited(self) -> None:
-        """QEMU exits: every connection ends once its output is written."""
+        """QEMU exits: its sockets go away, and every connection ends once its output
+        is written."""
         if not self._exited.is_set():
             log.info("the VM exited")
             self._exited.set()
+        for close in list(self._closers):
+            close()
         for client in list(self._clients.values()):
             self._close_after_output(client)
 

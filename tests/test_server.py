@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 import trio.testing
@@ -185,6 +187,21 @@ async def test_quit_sends_shutdown_then_reply_then_closes(autojump_clock: trio.a
         assert sim.exited
         sim.reset()
         assert not sim.exited and sim.machine.status == "running"
+
+
+async def test_a_stream_served_after_the_vm_exited_gets_no_greeting(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="qmpsim")
+    async with Simulator(epoch=EPOCH) as sim, trio.open_nursery() as nursery:
+        peer, _ = connect(sim, nursery)
+        await peer.negotiate()
+        assert await peer.execute("quit") == {"return": {}}
+        await peer.recv_eof()
+        late, _ = connect(sim, nursery)
+        await late.recv_eof()
+        await sim.wait_no_clients()
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 async def test_a_guest_shutdown_exits_the_vm_and_ends_connections(

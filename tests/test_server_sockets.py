@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -192,3 +193,41 @@ async def test_multi_client_serves_both_at_once(sock_dir: Path) -> None:
             await b.negotiate()
             assert await a.execute("stop") == {"return": {}}
             assert (await b.recv())["event"] == "STOP"
+
+
+async def test_after_quit_the_socket_goes_away_and_nobody_else_is_greeted(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="qmpsim")
+    path = sock_dir / "qmp.sock"
+    async with Simulator() as sim:
+        await sim.listen_unix(path)
+        async with await trio.open_unix_socket(str(path)) as one:
+            first = Peer(one)
+            await first.negotiate()
+            waiting = await trio.open_unix_socket(str(path))  # one client at a time: queued
+            assert await first.execute("quit") == {"return": {}}
+            assert not path.exists()  # gone as soon as the VM exits, as QEMU's socket
+            await first.recv_eof()
+        with pytest.raises(FileNotFoundError):
+            await trio.open_unix_socket(str(path))
+        async with waiting:
+            try:
+                data = await waiting.receive_some()
+            except trio.BrokenResourceError:  # reset by the listener's close
+                data = b""
+            assert data == b""  # no greeting from a VM that has exited
+        await sim.wait_no_clients()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_after_quit_the_tcp_listener_refuses_connections() -> None:
+    async with Simulator() as sim:
+        host, port = await sim.listen_tcp()
+        async with await trio.open_tcp_stream(host, port) as stream:
+            peer = Peer(stream)
+            await peer.negotiate()
+            assert await peer.execute("quit") == {"return": {}}
+            await peer.recv_eof()
+        with pytest.raises(OSError, match="all attempts to connect"):
+            await trio.open_tcp_stream(host, port)
