@@ -61,7 +61,8 @@ log = logging.getLogger("qmpsim.server")
 T = TypeVar("T")
 
 DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
-"""Bytes queued for a client that does not read before it is disconnected."""
+"""Bytes a client may leave unread behind the largest queued message before it is
+disconnected (one message of any size is never too big on its own)."""
 
 _REQUEST_QUEUE = 8  # QEMU's QMP_REQ_QUEUE_LEN_MAX: reading pauses while this many wait
 _RECEIVE_SIZE = 1 << 16
@@ -103,6 +104,9 @@ class _Client:
     outbox: deque[tuple[bytes, Any]] = field(default_factory=deque)
     """Bytes to write, each with the message they hold when known (else _UNPARSED)."""
     buffered: int = 0
+    """Bytes queued and not yet written."""
+    largest: int = 0
+    """The size of the largest message counted in ``buffered``."""
     raw_written: bool = False
     """Raw bytes went out: the transcript must parse what follows as a client would."""
     wake: trio.Event = field(default_factory=trio.Event)
@@ -121,7 +125,8 @@ class Simulator:
     epoch) of the first clock reading, after which trio time drives the clock; the
     current wall time when ``None``.  ``multi_client``: serve several clients at once
     instead of QEMU's one at a time.  ``max_output_buffer``: bytes queued for a client
-    that stops reading before it is disconnected.  ``max_input_buffer``: bytes of one
+    that stops reading before it is disconnected, not counting the largest queued
+    message (one message is never too big).  ``max_input_buffer``: bytes of one
     incomplete request a client may send before it is disconnected; ``None`` leaves
     only QEMU's own limits (64 MiB a token, 2 Mi tokens a value), which a hostile
     client can use to hold ~130 MB.
@@ -654,7 +659,12 @@ class Simulator:
     def _enqueue(self, client: _Client, data: bytes, parsed: Any = _UNPARSED) -> None:
         if not data or client.scope.cancel_called:
             return
-        if client.buffered + len(data) > self.max_output_buffer:
+        size = len(data)
+        buffered = client.buffered + size
+        largest = max(client.largest, size)
+        # The bound is on what the client leaves unread, not on what QEMU may say in
+        # one message (a 1 MiB id is echoed whole): the largest message does not count.
+        if buffered - largest > self.max_output_buffer:
             log.warning(
                 "client %d: not reading (more than %d bytes queued); disconnecting it",
                 client.id,
@@ -663,7 +673,8 @@ class Simulator:
             client.scope.cancel()
             return
         client.outbox.append((data, parsed))
-        client.buffered += len(data)
+        client.buffered = buffered
+        client.largest = largest
         client.poke()
 
     async def _next_message(self, client: _Client) -> tuple[bytes, Any] | None:
@@ -704,6 +715,7 @@ class Simulator:
                 else:
                     await client.stream.send_all(joined)
                 client.buffered -= len(joined)
+                client.largest = max((len(chunk) for chunk, _ in client.outbox), default=0)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("client %d: went away while being written to", client.id)
         client.scope.cancel()

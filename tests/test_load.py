@@ -141,7 +141,7 @@ async def test_a_stalled_reader_is_disconnected_alone_with_bounded_memory(
                 peak = max(peak, *(c.buffered for c in sim._clients.values()))
                 if sent % 64 == 0:
                     await trio.testing.wait_all_tasks_blocked()
-            assert peak <= bound
+            assert peak <= bound + 256  # the bound beyond the largest message (an event)
             sim.emit("BLOCK_IO_ERROR", {**io_error(0), "device": "end"})
         for stream in streams:  # the readers have all returned
             await stream.aclose()

@@ -239,6 +239,39 @@ async def test_a_client_that_stops_reading_is_dropped_alone(autojump_clock: trio
         nursery.cancel_scope.cancel()
 
 
+async def test_a_reply_bigger_than_the_bound_reaches_a_slow_reader(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sim = Simulator(epoch=EPOCH, max_output_buffer=2000)
+    async with sim, trio.open_nursery() as nursery:
+        slow, _ = connect(sim, nursery, lockstep=True)  # each write waits for a read
+        await slow.negotiate()
+        big = "x" * 20_000  # QEMU echoes any id whole: one message, ten times the bound
+        await slow.send({"execute": "query-status", "id": big})
+        await trio.testing.wait_all_tasks_blocked()  # the writer is in the middle of it
+        for _ in range(5):
+            sim.emit("POWERDOWN")  # queued behind it: well within the bound
+        assert (await slow.recv())["id"] == big
+        assert [(await slow.recv())["event"] for _ in range(5)] == ["POWERDOWN"] * 5
+        assert (await slow.execute("query-status", id=2))["id"] == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_big_reply_does_not_widen_the_bound_for_the_backlog(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sim = Simulator(epoch=EPOCH, max_output_buffer=2000)
+    async with sim, trio.open_nursery() as nursery:
+        lazy, _ = connect(sim, nursery, lockstep=True)
+        await lazy.negotiate()
+        await lazy.send({"execute": "query-status", "id": "x" * 20_000})
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(40):  # ~4,000 bytes behind the reply, which nobody reads
+            sim.emit("POWERDOWN")
+        await sim.wait_no_clients()
+        nursery.cancel_scope.cancel()
+
+
 async def test_simulator_must_be_entered_to_listen() -> None:
     with pytest.raises(RuntimeError, match="async with Simulator"):
         await Simulator().listen_tcp()

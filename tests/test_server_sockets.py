@@ -231,3 +231,20 @@ async def test_after_quit_the_tcp_listener_refuses_connections() -> None:
             await peer.recv_eof()
         with pytest.raises(OSError, match="all attempts to connect"):
             await trio.open_tcp_stream(host, port)
+
+
+async def test_a_reply_echoing_a_1_mib_id_reaches_a_reading_client(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="qmpsim")
+    path = str(sock_dir / "qmp.sock")
+    ident = "i" * (1 << 20)  # with the default bound of 1 MiB
+    async with Simulator() as sim:
+        await sim.listen_unix(path)
+        async with await trio.open_unix_socket(path) as stream:
+            peer = Peer(stream)
+            await peer.negotiate()
+            reply = await peer.execute("query-status", id=ident)
+            assert reply["id"] == ident and reply["return"]["running"] is True
+            assert await peer.execute("stop", id=2) == {"return": {}, "id": 2}
+    assert [r.getMessage() for r in caplog.records] == []
