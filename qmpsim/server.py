@@ -746,6 +746,8 @@ class BackgroundSimulator:
     ``with BackgroundSimulator(unix=path) as bg:`` returns once the socket listens;
     :attr:`address` is where (a path, or ``(host, port)`` for ``tcp=``).  Reach the
     simulator only through :meth:`call` and :meth:`run`, which execute in its thread.
+    If the simulator's loop fails, :meth:`call`, :meth:`run` and leaving the
+    ``with`` block raise its exception.
     """
 
     def __init__(
@@ -803,21 +805,60 @@ class BackgroundSimulator:
             raise self._failure
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        etype: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the simulator; a failure of its loop is raised here, unless the
+        ``with`` body is already raising it."""
         if self._thread.is_alive() and self._token is not None:
             with suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
         self._thread.join()
+        if self._failure is not None and self._failure is not exc:
+            raise self._failure
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` run in the simulator's thread: ``bg.call(bg.sim.emit, "STOP")``."""
+        """``fn(*args)`` run in the simulator's thread: ``bg.call(bg.sim.emit, "STOP")``.
+
+        Raises the failure of the simulator's loop if it has stopped because of one.
+        """
         assert self._token is not None, "enter the BackgroundSimulator first"
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+        self._raise_failure()
+        try:
+            return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled):
+            failure = self._ended_with()
+            if failure is None:
+                raise
+        raise failure  # outside the handler: trio's exception is not its context
 
     def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await fn(*args)`` in the simulator's thread: ``bg.run(bg.sim.wait_negotiated)``."""
+        """``await fn(*args)`` in the simulator's thread: ``bg.run(bg.sim.wait_negotiated)``.
+
+        Raises the failure of the simulator's loop if it stops because of one,
+        also while ``fn`` is waiting.
+        """
         assert self._token is not None, "enter the BackgroundSimulator first"
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        self._raise_failure()
+        try:
+            return trio.from_thread.run(fn, *args, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled):
+            failure = self._ended_with()
+            if failure is None:
+                raise
+        raise failure  # outside the handler: trio's exception is not its context
+
+    def _ended_with(self) -> BaseException | None:
+        """The failure the loop, which is ending, ended with."""
+        self._thread.join()
+        return self._failure
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 def _lexed_greeting(data: bytes) -> Any:

@@ -87,3 +87,48 @@ async def test_a_running_simulator_cannot_be_entered_twice() -> None:
     async with Simulator() as sim:
         with pytest.raises(RuntimeError, match="already running"):
             await sim.__aenter__()
+
+
+class _Broken(Exception):
+    pass
+
+
+def _break_the_loop(bg: BackgroundSimulator) -> None:
+    """Make the simulator's background flush task fail, as a bug in it would."""
+
+    def broken() -> float | None:
+        raise _Broken("the flush task broke")
+
+    bg.call(setattr, bg.sim.machine, "next_deadline", broken)
+    bg.call(bg.sim.emit, "POWERDOWN")  # wakes the flush task, which then fails
+
+
+def test_a_failure_after_start_is_raised_by_run_call_and_exit(sock_dir: Path) -> None:
+    with (
+        pytest.raises(_Broken, match="the flush task broke"),
+        BackgroundSimulator(unix=sock_dir / "q.sock") as bg,
+    ):
+        _break_the_loop(bg)
+        with pytest.raises(_Broken):
+            bg.run(trio.sleep_forever)  # returns only because the loop failed
+        with pytest.raises(_Broken):
+            bg.call(bg.sim.emit, "STOP")
+        with pytest.raises(_Broken):
+            bg.run(bg.sim.wait_negotiated)
+        # __exit__ raises it once more: the body did not let it out
+
+
+def test_a_failure_after_start_is_raised_by_exit(sock_dir: Path) -> None:
+    with (
+        pytest.raises(_Broken, match="the flush task broke"),
+        BackgroundSimulator(unix=sock_dir / "q.sock") as bg,
+    ):
+        _break_the_loop(bg)
+    assert not (sock_dir / "q.sock").exists()
+
+
+def test_a_failure_comes_out_over_what_the_body_raised_because_of_it(sock_dir: Path) -> None:
+    with pytest.raises(_Broken) as caught, BackgroundSimulator(unix=sock_dir / "q.sock") as bg:
+        _break_the_loop(bg)
+        raise KeyError("a symptom")
+    assert isinstance(caught.value.__context__, KeyError)
