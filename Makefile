@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/tour.yaml
 
-.PHONY: run test lint typecheck bench clean qemu
+.PHONY: run test lint typecheck bench clean qemu qemu-10.0
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,15 @@ qemu:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-## test: lint, typecheck and the whole suite (real QEMU included)
-test: $(STAMP) qemu lint typecheck
+## qemu-10.0: the second referee, Debian's QEMU 10.0.2 from bookworm-backports, unpacked
+## into build/ beside the system's 7.2 (neither the system QEMU nor apt's sources change)
+QEMU_10_0 := build/qemu-10.0.2
+qemu-10.0: $(QEMU_10_0)/.installed
+$(QEMU_10_0)/.installed: tools/install-debian-qemu | qemu
+	tools/install-debian-qemu 10.0.2 bookworm-backports $(QEMU_10_0)
+
+## test: lint, typecheck and the whole suite (both real QEMUs included)
+test: $(STAMP) qemu qemu-10.0 lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
