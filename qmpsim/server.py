@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import trio
 
@@ -51,6 +51,7 @@ __all__ = [
     "BackgroundSimulator",
     "CommandCallback",
     "ListenError",
+    "Responder",
     "Simulator",
     "UnixSocketFile",
     "accept_loop",
@@ -71,6 +72,19 @@ _UNPARSED: Any = object()  # queued bytes whose message the transcript must lex 
 
 CommandCallback = Callable[[Request], Awaitable[None] | None]
 """Called with a request after the machine ran it and its reply was queued."""
+
+
+class Responder(Protocol):
+    """Answers a client ahead of the machine: how a recorded session is replayed."""
+
+    def greeting(self, client: int) -> Mapping[str, Any] | None:
+        """The greeting for a client that just connected (``None``: the profile's)."""
+
+    def respond(self, client: int, request: Request) -> Outcome | None:
+        """The outcome of ``request`` (``None``: let the machine answer it)."""
+
+    async def run(self) -> None:
+        """Runs while the simulator does (for what the responder does on its own time)."""
 
 
 class ListenError(QmpSimError):
@@ -129,7 +143,8 @@ class Simulator:
     message (one message is never too big).  ``max_input_buffer``: bytes of one
     incomplete request a client may send before it is disconnected; ``None`` leaves
     only QEMU's own limits (64 MiB a token, 2 Mi tokens a value), which a hostile
-    client can use to hold ~130 MB.
+    client can use to hold ~130 MB.  ``responder``: answers clients ahead of the
+    machine (see :class:`Responder`).
     """
 
     def __init__(
@@ -143,6 +158,7 @@ class Simulator:
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         max_input_buffer: int | None = None,
         transcript: Transcript | None = None,
+        responder: Responder | None = None,
     ) -> None:
         if machine is None:
             machine = Machine(vm=vm or VmConfig(), profile=get_profile(profile))
@@ -152,6 +168,7 @@ class Simulator:
         self.multi_client = multi_client
         self.max_output_buffer = max_output_buffer
         self.max_input_buffer = max_input_buffer
+        self.responder = responder
         self.errors: list[BaseException] = []
         """Exceptions raised by ``on_command`` callbacks (also logged)."""
         self._epoch = epoch
@@ -186,6 +203,8 @@ class Simulator:
         self._nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack = stack
         self._nursery.start_soon(self._flush_throttled)
+        if self.responder is not None:
+            self._nursery.start_soon(self.responder.run)
         return self
 
     async def __aexit__(
@@ -526,7 +545,9 @@ class Simulator:
             # now, so the connection ends without a greeting.
             await trio.aclose_forcefully(stream)
             return
-        client = _Client(next(self._ids), ServerConnection(self.machine.profile), stream)
+        cid = next(self._ids)
+        recorded = self.responder.greeting(cid) if self.responder is not None else None
+        client = _Client(cid, ServerConnection(self.machine.profile, greeting=recorded), stream)
         self._clients[client.id] = client
         log.info("client %d: connected", client.id)
         try:
@@ -608,7 +629,12 @@ class Simulator:
             await trio.sleep(delay.seconds)
         override = _take(self._overrides, request.command)
         try:
-            if override is None:
+            answer = None
+            if override is None and self.responder is not None:
+                answer = self.responder.respond(client.id, request)
+            if answer is not None:
+                outcome = answer
+            elif override is None:
                 outcome = self.machine.execute(request.command, request.arguments)
             elif isinstance(override.reply, Outcome):
                 outcome = override.reply
