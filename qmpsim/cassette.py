@@ -29,11 +29,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .catalog import ANY, DEFAULT_PROFILE, PROFILES, CommandSpec, Field, Object, ProfileSpec
+from .errors import QmpSimError
 from .transcript import Direction, Transcript
 from .wire import JsonStreamer, ParseError
 
 __all__ = [
     "Cassette",
+    "CassetteError",
     "Exchange",
     "RecordedEvent",
     "Session",
@@ -44,6 +46,10 @@ __all__ = [
 
 _NEGOTIATE = "qmp_capabilities"
 _ENVELOPE = frozenset(("execute", "exec-oob", "arguments", "id"))
+
+
+class CassetteError(QmpSimError):
+    """A transcript file that cannot be read back: the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +351,12 @@ def _key(value: Any) -> str:
 
 
 def load_cassette(path: str | os.PathLike[str]) -> Cassette:
-    """The cassette a transcript file holds (``ValueError`` names the bad line)."""
+    """The cassette a transcript file holds (:class:`CassetteError` names a bad line)."""
     name = os.fspath(path)
-    return read_cassette(Transcript.read(name), source=name)
+    try:
+        transcript = Transcript.read(name)
+    except UnicodeDecodeError as exc:
+        raise CassetteError(f"{name}: not a transcript (not UTF-8 text: {exc.reason})") from None
+    except ValueError as exc:
+        raise CassetteError(str(exc)) from None
+    return read_cassette(transcript, source=name)

@@ -311,7 +311,9 @@ def serve(args: argparse.Namespace) -> int:
     return trio.run(_serve, sim, scenario, args)
 
 
-async def _serve(sim: Simulator, scenario: Scenario | None, args: argparse.Namespace) -> int:
+async def _serve(
+    sim: Simulator, scenario: Scenario | None, args: argparse.Namespace, what: str | None = None
+) -> int:
     import signal
 
     import trio
@@ -331,7 +333,8 @@ async def _serve(sim: Simulator, scenario: Scenario | None, args: argparse.Names
             except ListenError as exc:
                 print(f"qmpsim serve: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
-            what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
+            if what is None:
+                what = f"scenario {scenario.name!r}" if scenario is not None else "an idle VM"
             print(f"qmpsim: listening on {where} ({what})", file=sys.stderr, flush=True)
             if scenario is None and args.control is None:
                 # Nothing to play and nobody to drive it: the engine (and the scenario
@@ -831,3 +834,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"qmpsim {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+from . import cli_record  # noqa: E402, F401  (registers record, replay and scenario-from)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +39,9 @@ from .server import Simulator
 from .transcript import Direction, Entry
 from .wire import qdict_insertion
 
-__all__ = ["ReplayError", "Replayer", "replay_simulator"]
+__all__ = ["Replayer", "replay_simulator"]
 
-
-class ReplayError(Exception):
-    """A client did not do what the recording holds (strict mode)."""
+log = logging.getLogger("qmpsim.replay")
 
 
 @dataclass
@@ -80,6 +79,8 @@ class Replayer:
         self.speed = speed
         self.failures: list[str] = []
         """What strict mode objected to, one line each, in order."""
+        self.on_failure: Callable[[str], None] | None = None
+        """Called with each failure as it happens."""
         self._sim: Simulator | None = None
         self._clients: dict[int, _Playing] = {}
         self._next_session = 0
@@ -121,6 +122,9 @@ class Replayer:
                 return None
             problem = self._unexpected(playing, request)
             self.failures.append(problem)
+            log.warning("client %d: %s", client, problem)
+            if self.on_failure is not None:
+                self.on_failure(problem)
             return Outcome(CommandError("GenericError", f"qmpsim replay: {problem}"))
         playing.played[exchange.index] = True
         while playing.cursor < len(playing.played) and playing.played[playing.cursor]:

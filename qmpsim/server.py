@@ -55,6 +55,7 @@ __all__ = [
     "Simulator",
     "UnixSocketFile",
     "accept_loop",
+    "bind_tcp",
     "bind_unix",
 ]
 
@@ -467,19 +468,7 @@ class Simulator:
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve TCP until cancelled or the VM exits; loopback only unless ``allow_remote``."""
-        if host == "localhost":
-            host = "127.0.0.1"  # one address, so port 0 means one port
-        if not allow_remote and not _is_loopback(host):
-            raise ListenError(
-                f"refusing to listen on {host}: not a loopback address, and the monitor "
-                "has no authentication; allow it explicitly (allow_remote=True, --allow-remote)"
-            )
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        sockname = listeners[0].socket.getsockname()
-        bound = (str(sockname[0]), int(sockname[1]))
+        listeners, bound = await bind_tcp(host, port, allow_remote=allow_remote)
         log.debug("listening on %s:%d", *bound)
         task_status.started(bound)
         async with trio.open_nursery() as nursery:
@@ -1030,6 +1019,29 @@ def bind_unix(path: str, backlog: int = 16) -> UnixSocketFile:
         bound.close()
         raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
     return bound
+
+
+async def bind_tcp(
+    host: str, port: int, *, allow_remote: bool = False
+) -> tuple[list[trio.SocketListener], tuple[str, int]]:
+    """Listen on TCP: the listeners and the bound ``(host, port)`` (port 0 picks one).
+
+    Loopback only unless ``allow_remote``: a monitor has no authentication.
+    Refusals and bind failures are :class:`ListenError`.
+    """
+    if host == "localhost":
+        host = "127.0.0.1"  # one address, so port 0 means one port
+    if not allow_remote and not _is_loopback(host):
+        raise ListenError(
+            f"refusing to listen on {host}: not a loopback address, and the monitor "
+            "has no authentication; allow it explicitly (allow_remote=True, --allow-remote)"
+        )
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sockname = listeners[0].socket.getsockname()
+    return listeners, (str(sockname[0]), int(sockname[1]))
 
 
 _ACCEPT_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)

@@ -65,6 +65,17 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cassette": {"catalog", "transcript", "wire", "errors"},
     "replay": {"cassette", "server", "machine", "protocol", "transcript", "wire", "errors"},
+    "record": {"server", "cassette", "transcript", "errors"},
+    "cli_record": {
+        "cli",
+        "cassette",
+        "record",
+        "replay",
+        "scenario_from",
+        "server",
+        "transcript",
+        "errors",
+    },
     "scenario_text": {"scenario", "errors"},
     "scenario_from": {
         "cassette",

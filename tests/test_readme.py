@@ -4,8 +4,9 @@
 ``python`` blocks run as scripts; ``yaml`` blocks load as scenarios; in ``sh``
 blocks, the ``qmpsim`` commands that finish on their own (list, show, validate,
 schema, generate, check) run from the repository's root and must succeed.
-``serve``, ``fleet``, ``demo`` and ``make`` lines are exercised by their own
-tests (tests/test_cli_serve.py, tests/test_fleet.py).
+``serve``, ``fleet``, ``demo``, ``record``, ``replay``, ``scenario-from`` and
+``make`` lines are exercised by their own tests (tests/test_cli_serve.py,
+tests/test_fleet.py, tests/test_record_qemu.py).
 """
 
 from __future__ import annotations

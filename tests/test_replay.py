@@ -145,7 +145,7 @@ async def test_replaying_a_real_session_writes_the_recorded_bytes(
 
 @pytest.mark.trio
 async def test_replies_carry_the_clients_ids(autojump_clock: trio.abc.Clock) -> None:
-    sim, replayer = replay_simulator(a_session())
+    sim, _ = replay_simulator(a_session())
     async with sim, trio.open_nursery() as nursery:
         peer, _ = connect(sim, nursery)
         assert (await peer.negotiate())["QMP"]["version"]["qemu"]["micro"] == 22
@@ -159,7 +159,7 @@ async def test_replies_carry_the_clients_ids(autojump_clock: trio.abc.Clock) -> 
 
 @pytest.mark.trio
 async def test_events_come_at_their_recorded_offset(autojump_clock: trio.abc.Clock) -> None:
-    sim, replayer = replay_simulator(a_session(after=2.0))
+    sim, _ = replay_simulator(a_session(after=2.0))
     async with sim, trio.open_nursery() as nursery:
         peer, _ = connect(sim, nursery)
         await peer.negotiate()
@@ -178,7 +178,7 @@ async def test_events_come_at_their_recorded_offset(autojump_clock: trio.abc.Clo
 async def test_an_early_request_brings_the_events_before_it(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    sim, replayer = replay_simulator(a_session(after=60.0), speed=1.0)
+    sim, _ = replay_simulator(a_session(after=60.0), speed=1.0)
     async with sim, trio.open_nursery() as nursery:
         peer, _ = connect(sim, nursery)
         await peer.negotiate()
@@ -225,7 +225,7 @@ async def test_arguments_must_match(autojump_clock: trio.abc.Clock) -> None:
             ("out", 1.1, {"return": "A\r\n"}),
         )
     )
-    sim, replayer = replay_simulator(cassette)
+    sim, _ = replay_simulator(cassette)
     async with sim, trio.open_nursery() as nursery:
         peer, _ = connect(sim, nursery)
         await peer.negotiate()
@@ -273,7 +273,7 @@ async def test_each_connection_gets_the_next_session(autojump_clock: trio.abc.Cl
         client=2,
     )
     both = Transcript(entries=[*first.entries, *second.entries])
-    sim, replayer = replay_simulator(read_cassette(both))
+    sim, _ = replay_simulator(read_cassette(both))
     async with sim, trio.open_nursery() as nursery:
         for name in ("one", "two"):
             peer, _ = connect(sim, nursery)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_server_peer import Peer, connect
+from test_server_peer import connect
 
 from qmpsim.cassette import Cassette, load_cassette
 from qmpsim.conformance import check
