@@ -40,7 +40,7 @@ log = logging.getLogger("qmpsim.control")
 COMMANDS: Mapping[str, str] = {
     "qmp_capabilities": "leave capabilities negotiation",
     "qmpsim-trigger": "run one of the scenario's actions: {action}",
-    "qmpsim-run": "run steps now, written as in a scenario: {steps}",
+    "qmpsim-run": "run steps now, written as in a scenario (no include): {steps}",
     "qmpsim-emit": "emit one event: {event, data?, fake?}",
     "qmpsim-transcript": "every message the monitor exchanged so far",
     "qmpsim-reset": "a fresh VM, no overrides, an empty transcript; the timeline restarts",
@@ -192,14 +192,15 @@ class ControlChannel:
             runner.trigger(action)
             return {}
         if command == "qmpsim-run":
-            runner.start_steps(load_steps(_arg(args, "steps", list), self.scenario))
+            steps = _arg(args, "steps", list)
+            runner.start_steps(load_steps(steps, self.scenario, includes=False))
             return {}
         if command == "qmpsim-emit":
             step: dict[str, Any] = {"emit": _arg(args, "event", str)}
             for key in ("data", "fake"):
                 if key in args:
                     step[key] = args[key]
-            (loaded,) = load_steps([step], self.scenario)
+            (loaded,) = load_steps([step], self.scenario, includes=False)
             assert isinstance(loaded, EmitStep)
             runner.start_steps([loaded])
             return {}

@@ -619,6 +619,8 @@ class _Loader:
         self.profile: ProfileSpec = PROFILES[DEFAULT_PROFILE]
         self.vm = VmSpec()
         self.budget = [_MAX_VALUES]  # shared with included files' loaders
+        self.includes = True
+        """Whether ``include:`` may read files (not for steps sent over a socket)."""
 
     # errors --------------------------------------------------------------------
 
@@ -1057,6 +1059,13 @@ class _Loader:
             self.scalar(node, path, _Scalar(type_.name))  # type: ignore[arg-type]
 
     def include(self, target: str, node: yaml.Node, path: str, where: Where) -> IncludeStep:
+        if not self.includes:
+            raise self.error(
+                node,
+                f"{path}.include",
+                "include is refused here: it would read a file on the server's side; "
+                "send the steps themselves",
+            )
         resolved = (self.base / target).resolve()
         if resolved in self.stack:
             chain = " -> ".join(p.name for p in (*self.stack, resolved))
@@ -1185,10 +1194,17 @@ def loads_scenario(text: str, file: str | None = None) -> Scenario:
         raise ScenarioError("the document is nested too deeply", file) from None
 
 
-def load_steps(steps: Any, scenario: Scenario, origin: str = "<control>") -> tuple[Step, ...]:
-    """Steps given as JSON data (a list of step mappings), validated against ``scenario``."""
+def load_steps(
+    steps: Any, scenario: Scenario, origin: str = "<control>", *, includes: bool = True
+) -> tuple[Step, ...]:
+    """Steps given as JSON data (a list of step mappings), validated against ``scenario``.
+
+    ``includes=False`` refuses ``include:`` steps, for steps that come from a
+    client, which must not make the server read its files.
+    """
     loader = _Loader(scenario.source)
     loader.file = origin
+    loader.includes = includes
     loader.profile = PROFILES[scenario.profile]
     loader.vm = scenario.vm
     try:

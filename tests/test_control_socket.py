@@ -9,12 +9,13 @@ import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 from test_server_peer import Peer
 
-from qmpsim.control import ControlChannel, serve_control_unix
+from qmpsim.control import ControlChannel, answer, serve_control_unix
 from qmpsim.engine import IDLE, Session
 from qmpsim.server import ListenError, Simulator
 
@@ -86,3 +87,25 @@ async def test_the_control_socket_leaves_a_file_that_replaced_it(sock_dir: Path)
         path.write_text("someone else's")
         nursery.cancel_scope.cancel()
     assert path.read_text() == "someone else's"
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [{"include": "secret.yaml"}],
+        [{"emit": "STOP"}, {"repeat": 2, "steps": [{"include": "secret.yaml"}]}],
+    ],
+)
+async def test_run_refuses_include_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: list[dict[str, Any]]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where an include would be looked up
+    (tmp_path / "secret.yaml").write_text("steps:\n  - emit: POWERDOWN\n")
+    async with Simulator() as sim, trio.open_nursery() as nursery:
+        channel = await _channel(sim, nursery)
+        request = {"execute": "qmpsim-run", "arguments": {"steps": steps}, "id": 1}
+        reply, _ = await answer(request, True, channel.execute)
+        assert reply["error"]["class"] == "GenericError"
+        desc = reply["error"]["desc"]
+        assert "include is refused here: it would read a file on the server's side" in desc
+        nursery.cancel_scope.cancel()
