@@ -296,6 +296,9 @@ def serve(args: argparse.Namespace) -> int:
         )
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
+    both = args.control is not None and args.unix is not None
+    if both and os.path.abspath(args.control) == os.path.abspath(args.unix):
+        raise UsageError("--control and --unix name the same path: give each a socket")
     _setup_logging(args.verbose)
     scenario = _random_scenario(args) if args.random else load_scenario_arg(args.scenario)
     if args.max_input is not None and args.max_input < 1:
@@ -344,15 +347,20 @@ async def _serve(
             else:
                 from .engine import start_session
 
-                await start_session(
-                    nursery,
-                    sim,
-                    scenario,
-                    speed=args.speed,
-                    seed=args.seed,
-                    control=args.control,
-                    announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
-                )
+                try:
+                    await start_session(
+                        nursery,
+                        sim,
+                        scenario,
+                        speed=args.speed,
+                        seed=args.seed,
+                        control=args.control,
+                        announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
+                    )
+                except ListenError as exc:  # the control socket's
+                    print(f"qmpsim serve: {exc}", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    return EXIT_FAILURE
 
             async def stop_on_signal() -> None:
                 async for signum in signals:

@@ -146,6 +146,10 @@ def test_serve_tcp_with_a_scenario(sock_dir: Path) -> None:
         (["--tcp", ":0", "--profile", "qemu-9"], "invalid choice: 'qemu-9'"),
         (["--tcp", ":0", "--max-input", "0"], "--max-input must be a positive number of bytes"),
         (["--tcp", ":0", "--max-input", "lots"], "invalid int value: 'lots'"),
+        (
+            ["--unix", "q.sock", "--control", "./q.sock"],
+            "--control and --unix name the same path: give each a socket",
+        ),
     ],
 )
 def test_serve_bad_arguments(args: list[str], message: str) -> None:
@@ -168,7 +172,15 @@ def test_serve_unusable_places_fail_with_status_1(sock_dir: Path) -> None:
     bad = run("serve", str(scenario), "--unix", str(sock_dir / "q.sock"))
     assert bad.returncode == 1 and f"{scenario}:3" in bad.stderr
     assert not (sock_dir / "q.sock").exists()
-    for result in (missing, clobber, bad):
+    control = run(
+        "serve", "--unix", str(sock_dir / "q.sock"), "--control", str(sock_dir / "no" / "c.sock")
+    )
+    assert control.returncode == 1
+    assert control.stderr.splitlines()[-1] == (
+        f"qmpsim serve: cannot listen on {sock_dir / 'no' / 'c.sock'}: No such file or directory"
+    )
+    assert not (sock_dir / "q.sock").exists()
+    for result in (missing, clobber, bad, control):
         assert "Traceback" not in result.stderr
 
 
