@@ -2,15 +2,18 @@
 
 Whatever a client writes, however it is split, the simulator answers exactly what
 the sans-I/O reference answers (that reference is checked against QEMU 7.2 in
-tests/test_diff_server.py), never raises, never hangs, and the connection stays
-usable: the sync sequence (0xFF, which resets QEMU's lexer, then a command)
-always gets its reply.
+tests/test_diff_server.py), never raises, never logs an error, never hangs, and
+the connection stays usable: the sync sequence (0xFF, which resets QEMU's lexer,
+then a command) always gets its reply.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -19,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qemu_harness import SYNC, SYNC_ID, mask, qemu_session, qmpsim_session, require_qemu
 
+from qmpsim.machine import Machine, Outcome
 from qmpsim.server import Simulator
 
 # Commands that keep the VM alive: quit and power-offs end the session by design.
@@ -78,10 +82,41 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
-async def _serve(chunks: list[bytes]) -> bytes:
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def _no_error_logged() -> Iterator[None]:
+    """Fail if qmpsim logs an error meanwhile: the server logs the exceptions it
+    survives (a crash in a command, in a client's tasks) instead of raising them."""
+    handler = _ErrorRecords()
+    logger = logging.getLogger("qmpsim")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    assert handler.lines == [], "qmpsim logged an error:\n" + "\n".join(handler.lines)
+
+
+async def _serve(chunks: list[bytes], machine: Machine | None = None) -> bytes:
     """Write ``chunks`` then the sync sequence to a simulator; everything it answered."""
     out = bytearray()
-    async with Simulator(epoch=1_700_000_000.0) as sim, trio.open_nursery() as nursery:
+    with _no_error_logged():
+        async with Simulator(machine, epoch=1_700_000_000.0) as sim:
+            await _session(sim, chunks, out)
+            assert sim.errors == []
+    return bytes(out)
+
+
+async def _session(sim: Simulator, chunks: list[bytes], out: bytearray) -> None:
+    async with trio.open_nursery() as nursery:
         client, server = trio.testing.memory_stream_pair()
         nursery.start_soon(sim.handle_stream, server)
         with trio.fail_after(600):  # virtual time: only a hang gets here
@@ -95,9 +130,7 @@ async def _serve(chunks: list[bytes]) -> bytes:
                 out += data
         await client.aclose()
         await sim.wait_no_clients()
-        assert sim.errors == []
         nursery.cancel_scope.cancel()
-    return bytes(out)
 
 
 def _check(chunks: list[bytes]) -> None:
@@ -115,11 +148,6 @@ def _settings(examples: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
-
-
-@pytest.fixture(autouse=True)
-def _no_internal_errors(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="qmpsim")
 
 
 @_settings(300)
@@ -158,6 +186,20 @@ def test_nesting_limit_is_qemus(depth: int) -> None:
     assert mask(qemu_session([deep])) == mask(qmpsim_session([deep]))
 
 
-def test_no_internal_error_was_logged(caplog: pytest.LogCaptureFixture) -> None:
-    _check([_VALID_SESSION, b"\xff" * 3, b"{" * 50])
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+class _Faulty(Machine):
+    """A machine with a bug in query-kvm; the server survives it and logs it."""
+
+    def execute(self, command: str, arguments: Mapping[str, Any]) -> Outcome:
+        if command == "query-kvm":
+            raise ZeroDivisionError("a bug in the machine")
+        return super().execute(command, arguments)
+
+
+def test_an_error_the_server_survives_fails_the_session() -> None:
+    with pytest.raises(AssertionError, match=r"(?s)logged an error.*ZeroDivisionError"):
+        trio.run(
+            _serve,
+            [_VALID_SESSION],
+            _Faulty(),
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
