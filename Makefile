@@ -18,10 +18,12 @@ run: $(STAMP)
 	$(PY) -m qmpsim demo $(SCENARIO)
 
 ## qemu: install what the tests talk to: a real QEMU (the referee of the differential
-## tests) and socat (the control channel's documented client), with apt, when missing
+## tests), qemu-img (the images it attaches) and socat (the control channel's documented
+## client), with apt, when missing
 qemu:
 	@missing=""; \
 	command -v qemu-system-x86_64 >/dev/null 2>&1 || missing="$$missing qemu-system-x86"; \
+	command -v qemu-img >/dev/null 2>&1 || missing="$$missing qemu-utils"; \
 	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
@@ -284,22 +284,33 @@ Cause = (
 # --- the VM description ----------------------------------------------------------
 
 ERROR_POLICIES = ("report", "ignore", "stop", "enospc")
+DISK_FORMATS = ("raw", "qcow2")
+# what `qemu-img create` allocates for an empty image (query-block's actual-size)
+_FRESH_SIZE = {"raw": 4096, "qcow2": 200704}
 
 
 @dataclass(frozen=True)
 class DiskConfig:
-    """A block device: ``-drive file=…,if=virtio,rerror=…,werror=…``."""
+    """A block device: ``-drive file=…,format=…,if=virtio,rerror=…,werror=…``.
+
+    Left empty, ``node_name``, ``file``, ``qdev`` and ``actual_size`` are filled in
+    by :class:`VmConfig`, per disk, as QEMU would: an automatic ``#blockNNN`` node
+    name, ``/var/lib/qemu/NAME.qcow2`` (``.img`` when raw), the disk's own virtio
+    device, and the size of a freshly created image.  A ``thin`` disk is
+    thin-provisioned: only such a disk can run out of space (ENOSPC).
+    """
 
     name: str = "virtio0"
-    node_name: str = "#block103"
-    file: str = "/var/lib/qemu/disk0.qcow2"
+    node_name: str = ""
+    file: str = ""
     format: str = "qcow2"
     virtual_size: int = 16 * 1024**3
-    actual_size: int = 200704
+    actual_size: int | None = None
     read_only: bool = False
     on_read_error: str = "report"
     on_write_error: str = "enospc"
-    qdev: str = "/machine/peripheral-anon/device[0]/virtio-backend"
+    qdev: str = ""
+    thin: bool = False
 
     def action(self, operation: str, nospace: bool) -> str:
         """The ``BLOCK_IO_ERROR`` action this disk takes (``blk_get_error_action``)."""
@@ -312,6 +323,40 @@ class DiskConfig:
     def iostatus_enabled(self) -> bool:
         """Whether QEMU tracks (and reports) this disk's io-status (``blk_iostatus_is_enabled``)."""
         return self.on_write_error in ("enospc", "stop") or self.on_read_error == "stop"
+
+
+def _complete_disks(disks: tuple[DiskConfig, ...]) -> tuple[DiskConfig, ...]:
+    """The disks with every value QEMU would choose filled in.
+
+    Each ``-drive`` opens its protocol node, then its format node; a node without a
+    name gets ``#block`` + a counter + two random digits (``id_generate``).  Here
+    the digits follow from the counter, so a description always names its nodes
+    alike (the first disk's is ``#block103``).
+    """
+    if all(d.node_name and d.file and d.qdev and d.actual_size is not None for d in disks):
+        return disks
+    taken = {d.node_name for d in disks if d.node_name}
+    counter = 0
+    out = []
+    for i, d in enumerate(disks):
+        counter += 1  # the protocol node's automatic name
+        node_name = d.node_name
+        while not node_name:
+            node_name = f"#block{counter}{3 * counter % 100:02d}"
+            counter += 1
+            if node_name in taken:  # a name given to another disk
+                node_name = ""
+        taken.add(node_name)
+        out.append(
+            replace(
+                d,
+                node_name=node_name,
+                file=d.file or f"/var/lib/qemu/{d.name}.{'img' if d.format == 'raw' else 'qcow2'}",
+                qdev=d.qdev or f"/machine/peripheral-anon/device[{i}]/virtio-backend",
+                actual_size=_FRESH_SIZE[d.format] if d.actual_size is None else d.actual_size,
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -365,15 +410,24 @@ class VmConfig:
                 f"initial_state {self.initial_state!r} is not one of {', '.join(INITIAL_STATES)}"
             )
         names = [d.name for d in self.disks]
+        node_names = [d.node_name for d in self.disks if d.node_name]
         for d in self.disks:
             if names.count(d.name) > 1:
                 raise MachineError(f"two disks are named {d.name!r}")
+            if d.node_name and node_names.count(d.node_name) > 1:
+                raise MachineError(f"two disks have the node name {d.node_name!r}")
+            if d.format not in DISK_FORMATS:
+                raise MachineError(
+                    f"disk {d.name!r}: format {d.format!r} is not one of {', '.join(DISK_FORMATS)}"
+                )
             for policy in (d.on_read_error, d.on_write_error):
                 if policy not in ERROR_POLICIES:
                     raise MachineError(
                         f"disk {d.name!r}: error policy {policy!r} is not one of "
                         + ", ".join(ERROR_POLICIES)
                     )
+        # frozen, but completed once here: every reader sees the values QEMU would report
+        object.__setattr__(self, "disks", _complete_disks(self.disks))
 
     def disk(self, name: str) -> DiskConfig:
         """The disk called ``name``; a :class:`MachineError` naming the known ones otherwise."""
@@ -417,13 +471,17 @@ class _Window:
 
 @dataclass
 class Machine:
-    """One simulated VM."""
+    """One simulated VM.
+
+    Its run state (:attr:`status`) starts as ``vm.initial_state`` and is the
+    model's to change: it is not a constructor argument.
+    """
 
     vm: VmConfig = field(default_factory=VmConfig)
     profile: ProfileSpec = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
     clock: Clock = time.time
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    status: str = "running"
+    status: str = field(init=False, default="running")
 
     def __post_init__(self) -> None:
         # A copy of the generator, not getstate(): the state tuple holds 625 Python
@@ -553,9 +611,11 @@ class Machine:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
         if isinstance(cause, DiskError | DiskRepaired):
             try:
-                self.vm.disk(cause.device)
+                disk = self.vm.disk(cause.device)
             except MachineError as exc:
                 return str(exc)
+            if isinstance(cause, DiskError) and cause.nospace and not disk.thin:
+                return f"disk {disk.name!r} is not thin-provisioned: it cannot run out of space"
         if isinstance(cause, DiskError) and cause.operation not in ("read", "write"):
             return f"operation {cause.operation!r} is not read or write"
         if isinstance(cause, WatchdogExpired) and (cause.action or self.vm.watchdog) is None:
@@ -879,6 +939,7 @@ class Machine:
         image["virtual-size"] = d.virtual_size
         if d.format == "qcow2":
             image["cluster-size"] = 65536
+            image["format-specific"] = {"type": "qcow2", "data": dict(_QCOW2_INFO)}
         inserted: dict[str, Any] = {
             "file": d.file,
             "node-name": d.node_name,
@@ -987,6 +1048,16 @@ class Machine:
             return f"kvm support: {state}\r\n"
         return None
 
+
+# ImageInfoSpecificQCow2 of an image `qemu-img create -f qcow2` made (QEMU 7.2's defaults)
+_QCOW2_INFO = {
+    "compat": "1.1",
+    "extended-l2": False,
+    "lazy-refcounts": False,
+    "corrupt": False,
+    "refcount-bits": 16,
+    "compression-type": "zlib",
+}
 
 # the `info` subcommands qmpsim answers, with QEMU's help texts
 _HMP_INFO = {

@@ -53,12 +53,18 @@ class Where:
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk and its error policies (QEMU's ``rerror``/``werror``)."""
+    """A disk, its image and its error policies (QEMU's ``rerror``/``werror``).
+
+    ``None`` leaves a value to QEMU's choice (see :class:`~qmpsim.machine.DiskConfig`).
+    """
 
     name: str
     on_read_error: str = "report"
     on_write_error: str = "enospc"
     thin: bool = False
+    format: str = "qcow2"
+    file: str | None = None
+    node_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +302,21 @@ _DISK = _Obj(
             doc="QEMU's `werror`: what a write error does (default `enospc`: stop when "
             "the host is out of space, report otherwise).",
         ),
-        _Key("thin", _BOOL, doc="A thin-provisioned disk (documents ENOSPC scenarios)."),
+        _Key(
+            "thin",
+            _BOOL,
+            doc="A thin-provisioned disk: the only kind that can run out of space "
+            "(a `disk-error` with `nospace`).",
+        ),
+        _Key(
+            "format", _Scalar("str", enum=m.DISK_FORMATS), doc="The image format (default qcow2)."
+        ),
+        _Key("file", _STR, doc="The image file (default /var/lib/qemu/NAME.qcow2, .img if raw)."),
+        _Key(
+            "node_name",
+            _Scalar("str", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,30}$"),
+            doc="The format node's name (default: QEMU's automatic #blockNNN, one per disk).",
+        ),
     ),
 )
 # What QEMU's vnc_auth_name() reports in VncServerInfo.auth.
@@ -845,6 +865,13 @@ class _Loader:
             if any(x.name == disk.name for x in disks):
                 node = raw["disks"][1].value[i]
                 raise self.error(node, f"vm.disks[{i}]", f"a second disk named {disk.name!r}")
+            if disk.node_name is not None and any(x.node_name == disk.node_name for x in disks):
+                node = d["node_name"][1]
+                raise self.error(
+                    node,
+                    f"vm.disks[{i}].node_name",
+                    f"a second disk with node name {disk.node_name!r}",
+                )
             disks.append(disk)
 
         def sub(key: str, cls: type[Vnc] | type[Spice]) -> Any:
@@ -958,6 +985,14 @@ class _Loader:
                     f"{path}.device",
                     f"no disk named {device!r}{_suggest(device, names)};"
                     f" the VM's disks are: {known}",
+                )
+            nospace = raw.get("nospace")
+            if nospace is not None and nospace[0] and not self.vm.disks[names.index(device)].thin:
+                raise self.error(
+                    nospace[1],
+                    f"{path}.nospace",
+                    f"disk {device!r} is not thin-provisioned, so it cannot run out of space;"
+                    " add `thin: true` to it in vm.disks",
                 )
         elif kind.startswith("vnc-") and self.vm.vnc is None:
             raise self.error(
@@ -1250,11 +1285,14 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
         disks=tuple(
             m.DiskConfig(
                 name=d.name,
+                node_name=d.node_name or "",
+                file=d.file or "",
+                format=d.format,
                 on_read_error=d.on_read_error,
                 on_write_error=d.on_write_error,
-                qdev=f"/machine/peripheral-anon/device[{i}]/virtio-backend",
+                thin=d.thin,
             )
-            for i, d in enumerate(vm.disks)
+            for d in vm.disks
         ),
         vnc=(
             m.VncConfig(vm.vnc.host, vm.vnc.port, vm.vnc.family, vm.vnc.auth)
@@ -1482,7 +1520,11 @@ def show_timeline(scenario: Scenario) -> str:
     )
     head.append(f"profile {scenario.profile}; clock {scenario.clock} ({clock})")
     parts = [f"VM {vm.name or '(unnamed)'}, {vm.initial_state}"]
-    parts += [f"disk {d.name} rerror={d.on_read_error} werror={d.on_write_error}" for d in vm.disks]
+    parts += [
+        f"disk {d.name} rerror={d.on_read_error} werror={d.on_write_error}"
+        + (" thin" if d.thin else "")
+        for d in vm.disks
+    ]
     if vm.watchdog:
         parts.append(f"watchdog {vm.watchdog}")
     if vm.no_shutdown:

@@ -259,6 +259,7 @@ def _choose_vm(ch: _Choices, spec: ProfileSpec) -> m.VmConfig:
             node_name=f"#block{100 + 2 * i}",
             on_read_error=ch.choice(_READ_POLICIES),
             on_write_error=ch.choice(_WRITE_POLICIES),
+            thin=True,  # the walk may run it out of space
         )
         for i in range(ch.integer(0, 2))
     )
@@ -351,7 +352,8 @@ class _Walk:
         cause = move.cause
         if isinstance(cause, m.DiskError):
             args["operation"] = ch.choice(("read", "write"))
-            args["nospace"] = ch.boolean()
+            # only a thin disk can run out of space
+            args["nospace"] = self.machine.vm.disk(cause.device).thin and ch.boolean()
             cause = m.DiskError(cause.device, args["operation"], args["nospace"])
         elif isinstance(cause, m.RtcChange):
             args["offset"] = ch.integer(-86_400, 86_400)
@@ -559,7 +561,12 @@ def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
         doc["watchdog"] = vm.watchdog
     if vm.disks:
         doc["disks"] = [
-            {"name": d.name, "on_read_error": d.on_read_error, "on_write_error": d.on_write_error}
+            {
+                "name": d.name,
+                "on_read_error": d.on_read_error,
+                "on_write_error": d.on_write_error,
+                "thin": d.thin,
+            }
             for d in vm.disks
         ]
     if vm.vnc is not None:

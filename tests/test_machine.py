@@ -248,3 +248,10 @@ def test_an_event_message_is_built_once_and_to_json_stays_a_fresh_copy() -> None
     assert event.message()["data"]["device"] == "virtio0"
     assert event.to_json()["data"]["device"] == "virtio0"
     assert event == Event(event.name, event.data, event.seconds, event.microseconds)
+
+
+def test_the_run_state_is_not_a_constructor_argument() -> None:
+    # it used to be accepted and then overwritten by reset(): now it is refused
+    with pytest.raises(TypeError, match="status"):
+        Machine(status="paused")  # type: ignore[call-arg]
+    assert Machine(vm=VmConfig(initial_state="paused")).status == "paused"

@@ -9,6 +9,7 @@ import pytest
 from qmpsim.catalog import QEMU_0_14, QEMU_7_2, ProfileSpec
 from qmpsim.machine import (
     DiskConfig,
+    DiskError,
     Event,
     Machine,
     MachineError,
@@ -231,3 +232,61 @@ def test_duplicate_disks_and_bad_policies_are_refused() -> None:
         VmConfig(disks=(DiskConfig(name="d"), DiskConfig(name="d")))
     with pytest.raises(MachineError, match="error policy 'panic'"):
         VmConfig(disks=(DiskConfig(on_read_error="panic"),))
+
+
+def test_each_disk_reports_its_own_node_name_file_and_device() -> None:
+    disks = (
+        DiskConfig(name="virtio0"),
+        DiskConfig(name="virtio1", format="raw"),
+        DiskConfig(name="virtio2", node_name="mine", file="/srv/c.qcow2"),
+        DiskConfig(name="virtio3"),
+    )
+    m, _ = machine(disks=disks)
+    infos = m.execute("query-block", {}).reply
+    inserted = [i["inserted"] for i in infos]
+    # QEMU's counter names the protocol node, then the format node, of each -drive
+    # (virtio2's protocol node takes #block4..: its format node has a name)
+    assert [i["node-name"] for i in inserted] == ["#block103", "#block309", "mine", "#block618"]
+    assert [i["file"] for i in inserted] == [
+        "/var/lib/qemu/virtio0.qcow2",
+        "/var/lib/qemu/virtio1.img",
+        "/srv/c.qcow2",
+        "/var/lib/qemu/virtio3.qcow2",
+    ]
+    assert [i["qdev"] for i in infos] == [
+        f"/machine/peripheral-anon/device[{n}]/virtio-backend" for n in range(4)
+    ]
+    # BLOCK_IO_ERROR names the same node as query-block
+    for disk, info in zip(m.vm.disks, inserted, strict=True):
+        (event,) = m.cause(DiskError(disk.name))
+        assert event.data is not None
+        assert event.data["node-name"] == info["node-name"]
+
+
+def test_raw_and_qcow2_images_as_query_block_reports_them() -> None:
+    m, _ = machine(disks=(DiskConfig(name="a", format="raw"), DiskConfig(name="b")))
+    raw, qcow2 = (i["inserted"]["image"] for i in m.execute("query-block", {}).reply)
+    assert (raw["format"], raw["actual-size"]) == ("raw", 4096)
+    assert "cluster-size" not in raw and "format-specific" not in raw
+    assert (qcow2["format"], qcow2["actual-size"], qcow2["cluster-size"]) == (
+        "qcow2",
+        200704,
+        65536,
+    )
+    assert qcow2["format-specific"]["type"] == "qcow2"
+
+
+def test_node_names_and_formats_are_checked() -> None:
+    with pytest.raises(MachineError, match="two disks have the node name 'n'"):
+        VmConfig(disks=(DiskConfig(name="a", node_name="n"), DiskConfig(name="b", node_name="n")))
+    with pytest.raises(MachineError, match="format 'vmdk' is not one of raw, qcow2"):
+        VmConfig(disks=(DiskConfig(format="vmdk"),))
+
+
+def test_only_a_thin_disk_runs_out_of_space() -> None:
+    m, _ = machine(disks=(DiskConfig(name="thick"), DiskConfig(name="thin", thin=True)))
+    with pytest.raises(MachineError, match="'thick' is not thin-provisioned"):
+        m.cause(DiskError("thick", "write", nospace=True))
+    assert m.cause_error(DiskError("thick", "write")) is None
+    (event, _stop) = m.cause(DiskError("thin", "write", nospace=True))
+    assert event.data is not None and event.data["nospace"] is True

@@ -113,7 +113,7 @@ def test_status_follows_events_and_events_conform(
         no_shutdown=no_shutdown,
         initial_state=initial,
         watchdog=watchdog,
-        disks=(DiskConfig(on_read_error="stop"), DiskConfig(name="virtio1")),
+        disks=(DiskConfig(on_read_error="stop", thin=True), DiskConfig(name="virtio1", thin=True)),
         vnc=VncConfig(),
         spice=SpiceConfig(),
     )

@@ -64,7 +64,7 @@ def test_io_error_stop_emits_stop_and_io_error_state() -> None:
 def test_io_error_report_and_ignore_leave_the_vm_running(
     policy: str, nospace: bool, action: str
 ) -> None:
-    m = machine(disks=disk(on_write_error=policy))
+    m = machine(disks=disk(on_write_error=policy, thin=True))
     events = m.cause(DiskError("virtio0", "write", nospace=nospace))
     assert names(events) == ["BLOCK_IO_ERROR"]
     assert events[0].data is not None
@@ -73,7 +73,7 @@ def test_io_error_report_and_ignore_leave_the_vm_running(
 
 
 def test_enospc_policy_stops_when_the_host_is_full() -> None:
-    m = machine(disks=disk())  # QEMU's default werror=enospc
+    m = machine(disks=disk(thin=True))  # QEMU's default werror=enospc
     events = m.cause(DiskError("virtio0", "write", nospace=True))
     assert names(events) == ["BLOCK_IO_ERROR", "STOP"]
     assert events[0].data is not None

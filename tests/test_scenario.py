@@ -16,6 +16,7 @@ from qmpsim.scenario import (
     ReplyStep,
     UntilStep,
     WaitStep,
+    build_machine,
     loads_scenario,
     scenario_schema,
 )
@@ -129,3 +130,28 @@ def test_schema_is_json_and_mirrors_the_grammar() -> None:
         v for v in variants if v["properties"].get("cause", {}).get("const") == "disk-error"
     )
     assert disk["required"] == ["cause", "device"] and disk["additionalProperties"] is False
+
+
+def test_each_disk_gets_its_own_node_name_and_image() -> None:
+    scenario = loads_scenario(
+        "vm:\n  disks:\n    - {name: vda, thin: true}\n    - {name: vdb, format: raw}\n"
+        "    - {name: vdc, file: /srv/c.qcow2, node_name: data}\n"
+    )
+    disks = build_machine(scenario).vm.disks
+    assert [(d.node_name, d.file, d.format, d.thin) for d in disks] == [
+        ("#block103", "/var/lib/qemu/vda.qcow2", "qcow2", True),
+        ("#block309", "/var/lib/qemu/vdb.img", "raw", False),
+        ("data", "/srv/c.qcow2", "qcow2", False),
+    ]
+    assert len({d.qdev for d in disks}) == 3
+
+
+def test_a_thin_disk_runs_out_of_space() -> None:
+    scenario = loads_scenario(
+        "vm:\n  disks: [{name: vda, thin: true}]\n"
+        "steps:\n  - {cause: disk-error, device: vda, operation: write, nospace: true}\n"
+    )
+    machine = build_machine(scenario)
+    (step,) = scenario.steps
+    assert isinstance(step, CauseStep)
+    assert [e.name for e in machine.cause(step.cause)] == ["BLOCK_IO_ERROR", "STOP"]
