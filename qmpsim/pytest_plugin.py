@@ -21,6 +21,7 @@ import difflib
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import threading
@@ -41,19 +42,57 @@ if TYPE_CHECKING:
     from .scenario import Scenario, Step
     from .server import Simulator
     from .transcript import SentCommand, Transcript
+    from .vcr import CassetteDeck
 
 __all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("qmpsim.pytest")
+
 DEFAULT_TIMEOUT = 10.0
 """Seconds the blocking ``wait_*`` methods of :class:`QmpServer` wait by default."""
 
-_MARKER_ARGS = ("scenario", "profile", "vm", "strict", "tcp", "seed", "speed", "multi_client")
+_MARKER_ARGS = (
+    "scenario",
+    "profile",
+    "vm",
+    "strict",
+    "tcp",
+    "seed",
+    "speed",
+    "multi_client",
+    "replay",
+    "record_mode",
+    "qemu",
+)
 _MARKER_HELP = (
     "qmpsim(scenario=None, profile=None, vm=None, strict=False, tcp=False, seed=None, "
-    "speed=1.0, multi_client=False): configure the qmp_server and trio_qmp_server fixtures"
+    "speed=1.0, multi_client=False, replay=None, record_mode=None, qemu=()): configure the "
+    "qmp_server and trio_qmp_server fixtures"
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qmpsim", "qmpsim cassettes (replay=... in the qmpsim marker)")
+    group.addoption(
+        "--qmpsim-record-mode",
+        default="none",
+        choices=("none", "once", "new_episodes", "all"),
+        help="none (replay only, the default), once (record missing cassettes), "
+        "new_episodes (also record connections a cassette lacks), all (record again)",
+    )
+    group.addoption(
+        "--qmpsim-qemu",
+        metavar="COMMAND",
+        help="a QEMU command line to record with, started per test with its monitor added "
+        "(e.g. 'qemu-system-x86_64 -M none -nodefaults -display none')",
+    )
+    group.addoption(
+        "--qmpsim-upstream",
+        metavar="SOCKET",
+        help="the monitor socket of a running QEMU to record with",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,6 +137,15 @@ class _Config:
     speed: float
     multi_client: bool
     base: Path | None  # the test file's directory
+    cassette: _Cassette | None = None
+
+
+@dataclass(frozen=True)
+class _Cassette:
+    path: Path
+    mode: str
+    qemu: tuple[str, ...] | None
+    upstream: str | None
 
 
 def _config(node: pytest.Item | None) -> _Config:
@@ -125,8 +173,51 @@ def _config(node: pytest.Item | None) -> _Config:
     if isinstance(speed, bool) or not isinstance(speed, int | float) or speed <= 0:
         _usage(f"speed must be a positive number, not {speed!r}")
     base = Path(node.path).parent if node is not None else None
+    cassette = _cassette(kwargs, node, base)
     scenario, scripted = _scenario(kwargs, base)
-    return _Config(scenario, scripted, strict, tcp, seed, float(speed), multi_client, base)
+    return _Config(
+        scenario, scripted, strict, tcp, seed, float(speed), multi_client, base, cassette
+    )
+
+
+def _cassette(
+    kwargs: Mapping[str, Any], node: pytest.Item | None, base: Path | None
+) -> _Cassette | None:
+    """The cassette of ``replay=``: its path (relative: to the test file) and how to use it."""
+    source = kwargs.get("replay")
+    for name in ("record_mode", "qemu"):
+        if kwargs.get(name) is not None and source is None:
+            _usage(f"{name}= goes with replay=CASSETTE")
+    if source is None:
+        return None
+    if not isinstance(source, str | os.PathLike):
+        _usage(f"replay must be a cassette's path, not {source!r}")
+    for name in ("scenario", "vm", "profile"):
+        if kwargs.get(name) is not None:
+            _usage(f"give {name}= or replay=, not both: the cassette holds the VM's side")
+    path = Path(source)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    options = node.config if node is not None else None
+    mode = kwargs.get("record_mode")
+    if mode is None:
+        mode = options.getoption("qmpsim_record_mode", "none") if options is not None else "none"
+    command = options.getoption("qmpsim_qemu", None) if options is not None else None
+    upstream = options.getoption("qmpsim_upstream", None) if options is not None else None
+    extra = kwargs.get("qemu") or ()
+    if isinstance(extra, str) or not all(isinstance(a, str) for a in extra):
+        _usage(f"qemu must be a list of QEMU arguments, not {extra!r}")
+    qemu = (*shlex.split(command), *extra) if command else None
+    from .cassette import CassetteError
+    from .vcr import check_mode
+
+    try:
+        check_mode(path, str(mode), can_record=qemu is not None or upstream is not None)
+    except CassetteError as exc:
+        problem = str(exc)
+    else:
+        return _Cassette(path, str(mode), qemu, upstream)
+    _usage(problem)
 
 
 def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, bool]:
@@ -275,9 +366,24 @@ class _Core:
 
         self.config = config
         self.scenario = config.scenario
-        self.sim = Simulator(
-            build_machine(config.scenario, config.seed), multi_client=config.multi_client
-        )
+        self.deck: CassetteDeck | None = None
+        if config.cassette is not None:
+            from .vcr import CassetteDeck
+
+            cassette = config.cassette
+            self.deck = CassetteDeck(
+                cassette.path,
+                cassette.mode,
+                qemu=cassette.qemu,
+                upstream=cassette.upstream,
+                workdir=os.path.dirname(_socket_path()),
+                multi_client=config.multi_client,
+            )
+            self.sim = self.deck.sim
+        else:
+            self.sim = Simulator(
+                build_machine(config.scenario, config.seed), multi_client=config.multi_client
+            )
         self.tracking = _Tracking()
         self.runners: list[ScenarioRunner] = []
         self.scopes: list[trio.CancelScope] = []
@@ -286,11 +392,45 @@ class _Core:
         self.path = ""
         self.address: str | tuple[str, int] = ""
 
-    async def listen(self) -> None:
+    async def listen(self, nursery: trio.Nursery) -> None:
+        if self.deck is not None:
+            self.path = await nursery.start(self.deck.serve_unix, _socket_path())
+            self.address = self.path
+            if self.config.tcp:
+                self.address = await nursery.start(self.deck.serve_tcp)
+            return
         self.path = await self.sim.listen_unix(_socket_path())
         self.address = self.path
         if self.config.tcp:
             self.address = await self.sim.listen_tcp("127.0.0.1", 0)
+
+    def simulated(self, what: str) -> None:
+        """Refuse ``what`` when no client can reach the simulator (every connection records)."""
+        if self.deck is not None and not self.deck.simulated:
+            raise RuntimeError(
+                f"{what}: this test records a real QEMU (record mode {self.deck.mode}, "
+                f"cassette {self.deck.path}); ask the VM itself"
+            )
+
+    def report(self) -> str | None:
+        """What fails a test that passed: strict mode's report, a replay's objections."""
+        parts = []
+        if self.config.strict:
+            parts.append(self.strict_report())
+        if self.deck is not None:
+            problems = self.deck.problems(strict=self.config.strict)
+            if problems:
+                lines = [f"qmpsim replay of {self.deck.path}: the client did not do as recorded"]
+                parts.append("\n".join([*lines, *(f"  {p}" for p in problems)]))
+        text = "\n".join(p for p in parts if p)
+        return text or None
+
+    def save(self) -> None:
+        """Write what was recorded to the cassette (the test passed)."""
+        if self.deck is not None:
+            saved = self.deck.save()
+            if saved is not None:
+                log.info("recorded %s", saved)
 
     async def start(self, nursery: trio.Nursery, scenario: Scenario, *, seed: int | None) -> None:
         """Play ``scenario`` in ``nursery`` instead of the one playing, on a fresh VM of its own."""
@@ -344,6 +484,7 @@ class _Core:
         self.seen = 0
 
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self.simulated("cause()")
         if isinstance(cause, str):
             from .scenario import CauseStep, load_steps
 
@@ -549,6 +690,8 @@ class _ErrorLog(logging.Handler):
 
 _FAILURE = pytest.StashKey[tuple[list[BaseException], str | None]]()
 """What the trio fixture found at its teardown: server-side errors, a strict report."""
+_SAVE = pytest.StashKey[Callable[[], None]]()
+"""Writes what the trio fixture recorded, once the test has passed."""
 
 
 def _raise_errors(errors: list[BaseException]) -> None:
@@ -620,7 +763,7 @@ class QmpServer:
         core = _Core(self._config)
         self._stop = trio.Event()
         async with core.sim, trio.open_nursery() as nursery:
-            await core.listen()
+            await core.listen(nursery)
             if self._config.scripted:
                 await core.start(nursery, core.scenario, seed=self._config.seed)
             self._core = core
@@ -656,12 +799,13 @@ class QmpServer:
         return fresh
 
     def _after_test(self) -> None:
-        """At the end of a passing test: server-side errors, then strict mode."""
+        """At the end of a passing test: server-side errors, strict mode and replay
+        objections, then the recorded cassette is written."""
         _raise_errors(self._unreported_errors())
-        if self._config.strict:
-            report = self._call(lambda core: core.strict_report())
-            if report is not None:
-                pytest.fail(report, pytrace=False)
+        report = self._call(lambda core: core.report())
+        if report is not None:
+            pytest.fail(report, pytrace=False)
+        self._call(lambda core: core.save())
 
     def _teardown(self) -> None:
         self._close()
@@ -769,7 +913,12 @@ class QmpServer:
     @property
     def status(self) -> str:
         """The VM's run state, as ``query-status`` would report it (``running``, ``paused``…)."""
-        return self._call(lambda core: core.sim.machine.status)
+
+        def status(core: _Core) -> str:
+            core.simulated("status")
+            return core.sim.machine.status
+
+        return self._call(status)
 
     @property
     def transcript(self) -> Transcript:
@@ -778,7 +927,12 @@ class QmpServer:
 
     def emit(self, name: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Send an event (validated against the profile) to negotiated clients; its JSON."""
-        return self._call(lambda core: core.sim.emit(name, data).to_json())
+
+        def emit(core: _Core) -> dict[str, Any]:
+            core.simulated("emit()")
+            return core.sim.emit(name, data).to_json()
+
+        return self._call(emit)
 
     def cause(self, cause: Cause | str, **params: Any) -> list[dict[str, Any]]:
         """Make something happen to the VM; the events it produced, as JSON.
@@ -915,6 +1069,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     _raise_errors(errors)
     if report is not None:
         pytest.fail(report, pytrace=False)
+    save = item.stash.get(_SAVE, None)
+    if save is not None:
+        save()
     return result
 
 
@@ -940,6 +1097,7 @@ class TrioQmpServer:
     @property
     def status(self) -> str:
         """The VM's run state, as ``query-status`` would report it."""
+        self._core.simulated("status")
         return self.sim.machine.status
 
     @property
@@ -949,6 +1107,7 @@ class TrioQmpServer:
 
     def emit(self, name: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Send an event (validated against the profile) to negotiated clients; its JSON."""
+        self._core.simulated("emit()")
         return self.sim.emit(name, data).to_json()
 
     def cause(self, cause: Cause | str, **params: Any) -> list[dict[str, Any]]:
@@ -1026,11 +1185,11 @@ async def trio_qmp_server(
     """The simulator in the test's trio run (needs pytest-trio and a trio test)."""
     config = _config(request.node)
     core = _Core(config)
-    log = _ErrorLog(threading.get_ident())
-    logging.getLogger("qmpsim").addHandler(log)
+    errors = _ErrorLog(threading.get_ident())
+    logging.getLogger("qmpsim").addHandler(errors)
     try:
         async with core.sim:
-            await core.listen()
+            await core.listen(nursery)
             if config.scripted:
                 await core.start(nursery, config.scenario, seed=config.seed)
             try:
@@ -1038,10 +1197,9 @@ async def trio_qmp_server(
             finally:
                 core.stop()
             # Raised here, the report would come wrapped in pytest-trio's exception
-            # groups: pytest_runtest_call raises it once the test has passed.
-            request.node.stash[_FAILURE] = (
-                log.errors + core.sim.errors,
-                core.strict_report() if config.strict else None,
-            )
+            # groups: pytest_runtest_call raises it once the test has passed (and
+            # only then writes a recorded cassette).
+            request.node.stash[_FAILURE] = (errors.errors + core.sim.errors, core.report())
+            request.node.stash[_SAVE] = core.save
     finally:
-        logging.getLogger("qmpsim").removeHandler(log)
+        logging.getLogger("qmpsim").removeHandler(errors)

@@ -42,7 +42,8 @@ class Recorder:
     """A proxy in front of the QEMU monitor at ``upstream`` that records its traffic.
 
     ``transcript`` receives the entries (subscribe to it to write them as they
-    come); ``clock`` stamps them (seconds since the epoch).
+    come); ``clock`` stamps them (seconds since the epoch); clients are numbered
+    from ``first_client``.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Recorder:
         *,
         transcript: Transcript | None = None,
         clock: Callable[[], float] = time.time,
+        first_client: int = 1,
     ) -> None:
         self.upstream = upstream
         self.transcript = transcript if transcript is not None else Transcript()
@@ -58,7 +60,7 @@ class Recorder:
         self.qemu_exited = trio.Event()
         """Set once a recorded session shows QEMU exiting: a ``quit`` it answered, or
         a connection it closed before its client did."""
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_client)
         self._connected = 0
         self._changed = trio.Event()
 

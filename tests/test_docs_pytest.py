@@ -2,18 +2,23 @@
 
 A ``python`` block followed by ``text`` blocks is expected to fail, with each
 text (paths, addresses and timings aside) in its output; the others must pass.
+The cassette example (``replay=``) records with the page's own ``pytest`` command
+against the real QEMU, then replays with no QEMU at all.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+from qemu_harness import require_qemu
 
 # Shared with pytester's inline runs rather than imported afresh by each of them.
 import qmpsim.conformance
 import qmpsim.engine  # noqa: F401
+from qmpsim.cli import main
 
 pytest_plugins = ["pytester"]
 
@@ -45,12 +50,44 @@ def patterns(text: str) -> list[str]:
     return out
 
 
-EXAMPLES = blocks()
+EXAMPLES = [(code, texts) for code, texts in blocks() if "replay=" not in code]
+(CASSETTE_EXAMPLE,) = [code for code, _ in blocks() if "replay=" in code]
 
 
 def test_the_page_has_its_examples() -> None:
     assert len(EXAMPLES) == 5
     assert sum(1 for _, texts in EXAMPLES if texts) == 2
+
+
+def record_command() -> list[str]:
+    """The options of the page's recording ``pytest`` command."""
+    found = re.findall(r"^```sh\n(pytest --qmpsim.*?)\n```", DOC.read_text(), re.M | re.S)
+    assert len(found) == 1
+    return shlex.split(found[0])[1:]
+
+
+@pytest.mark.qemu
+def test_the_cassette_example_records_then_replays(pytester: pytest.Pytester) -> None:
+    require_qemu()
+    pytester.makepyfile(test_agent=CASSETTE_EXAMPLE)
+    cassette = pytester.path / "cassettes" / "pause-resume.jsonl"
+    missing = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    missing.assert_outcomes(errors=1)
+    missing.stdout.fnmatch_lines(["*no cassette at *pause-resume.jsonl (record mode none)*"])
+
+    recorded = pytester.runpytest_subprocess("-p", "no:cacheprovider", *record_command())
+    recorded.assert_outcomes(passed=1)
+    assert cassette.exists()
+    assert main(["check", str(cassette)]) == 0
+    saved = cassette.read_bytes()
+
+    replayed = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # no QEMU now
+    replayed.assert_outcomes(passed=1)
+    again = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", *record_command()
+    )  # once: it exists
+    again.assert_outcomes(passed=1)
+    assert cassette.read_bytes() == saved
 
 
 @pytest.mark.parametrize(

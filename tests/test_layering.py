@@ -66,6 +66,7 @@ ALLOWED: dict[str, set[str]] = {
     "cassette": {"catalog", "transcript", "wire", "errors"},
     "replay": {"cassette", "server", "machine", "protocol", "transcript", "wire", "errors"},
     "record": {"server", "cassette", "transcript", "errors"},
+    "vcr": {"cassette", "record", "replay", "server", "transcript", "wire", "errors"},
     "cli_record": {
         "cli",
         "cassette",
@@ -87,6 +88,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "strategies": {"machine", "catalog", "fakedata", "scenario", "conformance", "errors"},
     "pytest_plugin": {
+        "vcr",
+        "cassette",
         "server",
         "engine",
         "scenario",

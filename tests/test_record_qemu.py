@@ -80,7 +80,9 @@ def agent(address: str) -> tuple[list[Any], list[tuple[str, Any]]]:
             await asyncio.wait_for(until("STOP"), TIMEOUT)
             results.append(await qmp.execute("query-status"))
             results.append(await qmp.execute("quit"))
-        with contextlib.suppress(EOFError):  # QEMU may hang up first, as it exits
+        # QEMU hangs up as it exits: qemu.qmp's disconnect() then raises what ended
+        # its reader (EOFError, or the cancellation of its tasks).
+        with contextlib.suppress(EOFError, asyncio.CancelledError):
             await qmp.disconnect()
         return results, seen
 
