@@ -4,6 +4,7 @@ import resource
 from collections.abc import Iterator
 
 import pytest
+from qemu_harness import REFEREES, Referee, has_profile, require_qemu
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +15,22 @@ def _restore_fd_limit() -> Iterator[None]:
     yield
     if resource.getrlimit(resource.RLIMIT_NOFILE) != limits:
         resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
+@pytest.fixture(params=REFEREES, ids=str)
+def referee(request: pytest.FixtureRequest) -> Referee:
+    """Each real QEMU in turn (installed, or the test fails under CI=true)."""
+    chosen: Referee = request.param
+    require_qemu(chosen)
+    if not has_profile(chosen):
+        # Until qmpsim ships this QEMU's profile there is nothing to compare with.
+        pytest.skip(f"qmpsim has no profile {chosen.profile} yet")
+    return chosen
+
+
+@pytest.fixture(params=REFEREES, ids=str)
+def real_qemu(request: pytest.FixtureRequest) -> Referee:
+    """Each real QEMU in turn, for tests whose expectation needs no qmpsim profile."""
+    chosen: Referee = request.param
+    require_qemu(chosen)
+    return chosen

@@ -1,8 +1,15 @@
 """Talk to a real QEMU monitor the way the differential tests need.
 
-Each session starts a fresh ``qemu-system-x86_64 -M none`` with a QMP Unix
-socket, writes the given chunks one by one, and reads every reply until a
-synchronisation reply (or end of file when the session made QEMU quit).
+Two real QEMUs referee qmpsim: the system's QEMU 7.2 and Debian's 10.0.2 that
+``make qemu-10.0`` unpacks into ``build/``.  Each is a :class:`Referee`, paired
+with the profile qmpsim speaks for it; the ``referee`` fixture (tests/conftest.py)
+runs a test once per QEMU.
+
+Each session starts a fresh QEMU (``-M none`` unless the caller says otherwise)
+with a QMP Unix socket, writes the given chunks one by one, and reads every reply
+until a synchronisation reply (or end of file when the session made QEMU quit).
+:func:`simulator_session` runs the same session through qmpsim's server
+(``Simulator.handle_stream`` over in-memory streams).
 """
 
 from __future__ import annotations
@@ -14,12 +21,47 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
-QEMU = shutil.which("qemu-system-x86_64")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Referee:
+    """A real QEMU the differential tests compare qmpsim with, and qmpsim's profile for it."""
+
+    version: str
+    """``major.minor``, checked against the greeting of every QEMU started."""
+    profile: str
+    binary: str | None
+    install: str
+    """The command that installs it."""
+
+    def __str__(self) -> str:
+        return self.profile
+
+
+def _installed(path: Path) -> str | None:
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+QEMU_7_2 = Referee("7.2", "qemu-7.2", shutil.which("qemu-system-x86_64"), "make qemu")
+QEMU_10_0 = Referee(
+    "10.0",
+    "qemu-10.0",
+    _installed(REPO / "build" / "qemu-10.0.2" / "qemu-system-x86_64"),
+    "make qemu-10.0",
+)
+REFEREES = (QEMU_7_2, QEMU_10_0)
+QEMU = QEMU_7_2.binary
+
 SYNC_ID = "qmpsim-sync"
 # 0xFF can never appear in UTF-8: QEMU's lexer treats it as an error that resets
 # both lexer and streamer, whatever state the case left them in.  The sync
@@ -28,19 +70,42 @@ SYNC = b'\xff{"execute": "query-status", "id": "' + SYNC_ID.encode() + b'"}'
 SAFETY_TIMEOUT = 10.0
 
 
-def require_qemu() -> str:
-    """The QEMU binary; skip locally when missing, fail under CI=true."""
-    if QEMU is None:
+def require_qemu(referee: Referee = QEMU_7_2) -> str:
+    """The referee's QEMU binary; skip locally when missing, fail under CI=true."""
+    if referee.binary is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("qemu-system-x86_64 is missing under CI=true; `make test` installs it")
-        pytest.skip("qemu-system-x86_64 not installed (make qemu installs it)")
-    return QEMU
+            pytest.fail(f"QEMU {referee.version} is missing under CI=true; `make test` installs it")
+        pytest.skip(f"QEMU {referee.version} not installed ({referee.install} installs it)")
+    return referee.binary
+
+
+def has_profile(referee: Referee) -> bool:
+    """Whether qmpsim has the profile that speaks for this QEMU."""
+    from qmpsim.catalog import get_profile
+    from qmpsim.errors import CatalogError
+
+    try:
+        get_profile(referee.profile)
+    except CatalogError:
+        return False
+    return True
+
+
+class QemuExited(Exception):
+    """QEMU exited before its monitor came up; ``stderr`` says why."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(f"qemu exited early: {stderr}")
+        self.stderr = stderr
 
 
 @contextmanager
-def qemu_process(*extra: str) -> Iterator[str]:
-    """A running QEMU with a QMP socket; yields the socket path."""
-    binary = require_qemu()
+def qemu_process(*extra: str, referee: Referee = QEMU_7_2) -> Iterator[str]:
+    """A running QEMU with a QMP socket; yields the socket path.
+
+    Raises :class:`QemuExited` when QEMU refuses its command line.
+    """
+    binary = require_qemu(referee)
     with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
         path = os.path.join(tmp, "qmp.sock")
         ready = os.path.join(tmp, "ready.sock")
@@ -66,12 +131,11 @@ def qemu_process(*extra: str) -> Iterator[str]:
             deadline = time.monotonic() + SAFETY_TIMEOUT
             while not os.path.exists(ready):
                 if proc.poll() is not None:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    pytest.fail(f"qemu exited early: {err}")
+                    raise QemuExited(proc.stderr.read().decode() if proc.stderr else "")
                 if time.monotonic() > deadline:
                     pytest.fail("qemu never created its QMP socket")
                 time.sleep(0.002)  # polling for an external process's socket file, not syncing
-            _wait_until_initialised(ready)
+            _wait_until_initialised(ready, referee, proc)
             yield path
         finally:
             proc.kill()
@@ -80,24 +144,69 @@ def qemu_process(*extra: str) -> Iterator[str]:
                 proc.stderr.close()
 
 
-def _wait_until_initialised(ready: str) -> None:
+@contextmanager
+def qemu_on_free_port(
+    args: Callable[[int], Sequence[str]], *, referee: Referee = QEMU_7_2
+) -> Iterator[tuple[str, int]]:
+    """A running QEMU whose command line ``args(port)`` makes it listen on a TCP port.
+
+    For listeners QEMU cannot choose a port for itself (SPICE): the port is one
+    the kernel just had free; when another process took it in the meantime, QEMU
+    says it cannot bind, and a new port is tried.  Yields the QMP socket path and
+    the port.
+    """
+    for _ in range(_PORT_ATTEMPTS):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        with ExitStack() as stack:
+            try:
+                path = stack.enter_context(qemu_process(*args(port), referee=referee))
+            except QemuExited as exc:
+                if "Address already in use" in exc.stderr or f":{port} failed" in exc.stderr:
+                    continue  # taken between the probe and QEMU's bind
+                raise
+            yield path, port
+            return
+    pytest.fail(f"every one of {_PORT_ATTEMPTS} free ports was taken before QEMU could bind it")
+
+
+_PORT_ATTEMPTS = 20
+
+
+def _wait_until_initialised(ready: str, referee: Referee, proc: subprocess.Popen[bytes]) -> None:
     """Return once QEMU's main loop runs, by a round trip on a second monitor.
 
     A client that connects while QEMU is still starting can see start-up events
     (RESUME when the VM starts) before its greeting.  Non-OOB commands run in the
     main loop, so once a ``query-status`` on this second monitor is answered,
     start-up is over and the tested monitor behaves as it does for any client.
+    Its greeting must name the referee's version.
     """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(SAFETY_TIMEOUT)
-        connect_unix(sock, ready)
-        sock.sendall(b'{"execute": "qmp_capabilities"}{"execute": "query-status", "id": "ready"}')
-        data = b""
-        while b'"id": "ready"' not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                pytest.fail(f"qemu closed its readiness monitor early: {data!r}")
-            data += chunk
+    data = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(SAFETY_TIMEOUT)
+            connect_unix(sock, ready)
+            sock.sendall(
+                b'{"execute": "qmp_capabilities"}{"execute": "query-status", "id": "ready"}'
+            )
+            while b'"id": "ready"' not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionResetError
+                data += chunk
+    except (ConnectionError, FileNotFoundError, TimeoutError):
+        # QEMU opens its monitors before it sets up the rest of its command line,
+        # and exits when that fails (a port it cannot bind).
+        try:
+            proc.wait(timeout=SAFETY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"qemu's readiness monitor failed, and qemu runs on: {data!r}")
+        raise QemuExited(proc.stderr.read().decode() if proc.stderr else "") from None
+    major, minor = referee.version.split(".")
+    if f'"minor": {minor}, "major": {major}}}'.encode() not in data.partition(b"\r\n")[0]:
+        pytest.fail(f"{referee.binary} is not QEMU {referee.version}: {data!r}")
 
 
 def read_until_sync(sock: socket.socket, *, sync: bool) -> bytes:
@@ -140,9 +249,11 @@ def unix_session(path: str, chunks: Sequence[bytes], *, sync: bool = True) -> by
         return read_until_sync(sock, sync=sync)
 
 
-def qemu_session(chunks: Sequence[bytes], *, sync: bool = True) -> bytes:
+def qemu_session(
+    chunks: Sequence[bytes], *, sync: bool = True, referee: Referee = QEMU_7_2
+) -> bytes:
     """One session against a fresh real QEMU."""
-    with qemu_process() as path:
+    with qemu_process(referee=referee) as path:
         return unix_session(path, chunks, sync=sync)
 
 
@@ -202,20 +313,86 @@ def paced_unix_session(
         return data + read_until_sync(sock, sync=sync)
 
 
-def qemu_session_paced(steps: Sequence[tuple[bytes, int]], *, sync: bool = True) -> bytes:
+def qemu_session_paced(
+    steps: Sequence[tuple[bytes, int]], *, sync: bool = True, referee: Referee = QEMU_7_2
+) -> bytes:
     """One paced session (see :func:`paced_unix_session`) against a fresh real QEMU."""
-    with qemu_process() as path:
+    with qemu_process(referee=referee) as path:
         return paced_unix_session(path, steps, sync=sync)
+
+
+def simulator_session(
+    steps: Sequence[tuple[bytes, int]], *, sync: bool = True, profile: str
+) -> bytes:
+    """The session of :func:`qemu_session_paced`, through qmpsim's server.
+
+    ``Simulator.handle_stream`` serves one end of an in-memory stream pair.  Each
+    chunk is a separate write that the server handles before the next one comes;
+    after it the session waits for a total of N reply lines, as the QEMU side does.
+    Without ``sync`` the client half-closes after the last chunk and reads to the
+    end, as it does after a command that closes the connection.
+    """
+    return trio.run(_simulator_session, steps, sync, profile)
+
+
+async def _simulator_session(steps: Sequence[tuple[bytes, int]], sync: bool, profile: str) -> bytes:
+    from qmpsim.server import Simulator
+
+    out = bytearray()
+    async with Simulator(profile=profile) as sim, trio.open_nursery() as nursery:
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(sim.handle_stream, server)
+        with trio.fail_after(SAFETY_TIMEOUT):
+            open_ = True
+            for chunk, lines in steps:
+                open_ = await _send(client, chunk)
+                await trio.testing.wait_all_tasks_blocked()
+                while open_ and out.count(b"\r\n") < lines:
+                    data = await client.receive_some()
+                    open_ = bool(data)
+                    out += data
+                if not open_:
+                    break
+            if sync and open_:
+                await _send(client, SYNC)
+            elif open_:
+                await client.send_eof()
+            while not (sync and _synced(out)):
+                data = await client.receive_some()
+                if not data:
+                    break
+                out += data
+        await client.aclose()
+        await sim.wait_no_clients()
+        nursery.cancel_scope.cancel()
+    assert sim.errors == []
+    return bytes(out)
+
+
+def _synced(data: bytes | bytearray) -> bool:
+    """Whether the last complete line is the sync reply."""
+    last = data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    return data.endswith(b"\r\n") and SYNC_ID.encode() in last
+
+
+async def _send(client: trio.abc.Stream, data: bytes) -> bool:
+    """Write; False when the server has closed the connection."""
+    try:
+        await client.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
 
 
 def qmpsim_session(
     chunks: Sequence[bytes], *, sync: bool = True, greeting: dict[str, object] | None = None
 ) -> bytes:
-    """The same session as :func:`qemu_session`, run through qmpsim's sans-I/O protocol.
+    """The sans-I/O reference: the same session through qmpsim's protocol and machine alone.
 
     Each chunk is fed to a ``ServerConnection``; every request it yields runs on a
-    ``Machine``, whose events are written before its reply.  The session stops
-    when a command closes the connection; otherwise the sync sequence follows.
+    ``Machine``, whose events are written before its reply.  No server loop is
+    involved, so tests of the server (robustness, load) use this as their oracle;
+    the differential tests run the server itself (:func:`simulator_session`).
     """
     from qmpsim.catalog import DEFAULT_PROFILE, get_profile
     from qmpsim.machine import CommandError, Machine

@@ -1,8 +1,8 @@
-"""Differential tests: the same bytes go to a real QEMU 7.2 and to qmpsim.
+"""Differential tests: the same bytes go to a real QEMU and to qmpsim's server.
 
-Every case is one test id.  Both sides see the greeting, the case's chunks and
-then the harness's sync sequence; the replies must be identical after
-``qemu_harness.mask``.
+Every case is one test id, run against each real QEMU and qmpsim with that QEMU's
+profile.  Both sides see the greeting, the case's chunks and then the harness's
+sync sequence; the replies must be identical after ``qemu_harness.mask``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from qemu_harness import mask, qemu_session_paced, qmpsim_session
+from qemu_harness import Referee, mask, qemu_session_paced, simulator_session
 
 NEG = b'{"execute": "qmp_capabilities"}'
 NEG_OOB = b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}'
@@ -25,7 +25,7 @@ class Case:
     chunks: tuple[bytes, ...]
     sync: bool = True
     paced: tuple[int, ...] | None = None
-    """Reply lines (greeting included) to wait for after each chunk, QEMU side only."""
+    """Reply lines (greeting included) to wait for after each chunk."""
     unordered: bool = False
     """Compare lines as a multiset: QEMU races the reply against a main-loop event."""
 
@@ -236,9 +236,8 @@ def _normalise(data: bytes, *, unordered: bool) -> bytes:
     return data
 
 
-def _run_qemu(case: Case) -> bytes:
-    paced = case.paced or (0,) * len(case.chunks)
-    return qemu_session_paced(list(zip(case.chunks, paced, strict=True)), sync=case.sync)
+def _steps(case: Case) -> list[tuple[bytes, int]]:
+    return list(zip(case.chunks, case.paced or (0,) * len(case.chunks), strict=True))
 
 
 def _effective(case: Case) -> Case:
@@ -255,7 +254,9 @@ def test_case_count() -> None:
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("case", [_effective(c) for c in CASES], ids=lambda c: c.id)
-def test_same_bytes_as_qemu(case: Case) -> None:
-    expected = _normalise(_run_qemu(case), unordered=case.unordered)
-    actual = _normalise(qmpsim_session(case.chunks, sync=case.sync), unordered=case.unordered)
-    assert actual == expected
+def test_same_bytes_as_qemu(case: Case, referee: Referee) -> None:
+    real = qemu_session_paced(_steps(case), sync=case.sync, referee=referee)
+    simulated = simulator_session(_steps(case), sync=case.sync, profile=referee.profile)
+    assert _normalise(simulated, unordered=case.unordered) == _normalise(
+        real, unordered=case.unordered
+    )

@@ -1,4 +1,4 @@
-"""Whole sessions through qmpsim's socket server and through a real QEMU 7.2, compared.
+"""Whole sessions through qmpsim's socket server and through each real QEMU, compared.
 
 Each case runs the same script of socket operations against both, and the bytes
 each client received must match once versions and timestamps are masked.
@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from qemu_harness import (
     SAFETY_TIMEOUT,
+    Referee,
     connect_unix,
     mask,
     paced_unix_session,
     qemu_process,
-    require_qemu,
 )
 
-from qmpsim.server import BackgroundSimulator
+from qmpsim.server import BackgroundSimulator, Simulator
 
 pytestmark = pytest.mark.qemu
 
@@ -30,12 +30,12 @@ NEGOTIATE = b'{"execute": "qmp_capabilities"}'
 
 
 @contextmanager
-def qmpsim_process() -> Iterator[str]:
+def qmpsim_process(profile: str) -> Iterator[str]:
     with (
         tempfile.TemporaryDirectory(prefix="qs-") as tmp,
-        BackgroundSimulator(unix=str(Path(tmp) / "qmp.sock")) as threaded,
+        BackgroundSimulator(Simulator(profile=profile), unix=str(Path(tmp) / "qmp.sock")) as bg,
     ):
-        yield str(threaded.address)
+        yield str(bg.address)
 
 
 def session(path: str, chunks: list[bytes], *, sync: bool = True) -> bytes:
@@ -43,12 +43,11 @@ def session(path: str, chunks: list[bytes], *, sync: bool = True) -> bytes:
     return paced_unix_session(path, [(chunk, 0) for chunk in chunks], sync=sync)
 
 
-def both(script: Callable[[str], object]) -> tuple[object, object]:
+def both(script: Callable[[str], object], referee: Referee) -> tuple[object, object]:
     """``script(path)`` against a fresh real QEMU, then against a fresh qmpsim."""
-    require_qemu()
-    with qemu_process() as path:
+    with qemu_process(referee=referee) as path:
         real = script(path)
-    with qmpsim_process() as path:
+    with qmpsim_process(referee.profile) as path:
         simulated = script(path)
     return real, simulated
 
@@ -61,8 +60,8 @@ def _masked(value: object) -> object:
     return value
 
 
-def assert_same(script: Callable[[str], object]) -> None:
-    real, simulated = both(script)
+def assert_same(script: Callable[[str], object], referee: Referee) -> None:
+    real, simulated = both(script, referee)
     assert _masked(simulated) == _masked(real)
 
 
@@ -92,15 +91,15 @@ def assert_same(script: Callable[[str], object]) -> None:
         ),
     ],
 )
-def test_sessions_match(chunks: list[bytes]) -> None:
-    assert_same(lambda path: session(path, chunks))
+def test_sessions_match(chunks: list[bytes], referee: Referee) -> None:
+    assert_same(lambda path: session(path, chunks), referee)
 
 
-def test_quit_sends_shutdown_reply_and_closes() -> None:
+def test_quit_sends_shutdown_reply_and_closes(referee: Referee) -> None:
     def script(path: str) -> bytes:
         return session(path, [NEGOTIATE, b'{"execute": "quit", "id": "q"}'], sync=False)
 
-    real, simulated = both(script)
+    real, simulated = both(script, referee)
     assert _masked(simulated) == _masked(real)
     assert bytes(real).endswith(b'{"return": {}, "id": "q"}\r\n')  # type: ignore[arg-type]
 
@@ -146,8 +145,8 @@ def second_client_script(path: str) -> list[object]:
     return seen
 
 
-def test_second_client_waits_for_the_first_to_leave() -> None:
-    real, simulated = both(second_client_script)
+def test_second_client_waits_for_the_first_to_leave(referee: Referee) -> None:
+    real, simulated = both(second_client_script, referee)
     assert _masked(simulated) == _masked(real)
     assert real[3] is True  # type: ignore[index]
 
@@ -173,5 +172,5 @@ def reconnect_script(path: str) -> list[bytes]:
     return seen
 
 
-def test_disconnect_mid_command_then_reconnect() -> None:
-    assert_same(reconnect_script)
+def test_disconnect_mid_command_then_reconnect(referee: Referee) -> None:
+    assert_same(reconnect_script, referee)
