@@ -12,11 +12,12 @@ import os
 import re
 import socket
 import struct
+from contextlib import closing
 from typing import Any
 
 import pytest
-from qemu_harness import SAFETY_TIMEOUT, mask
-from test_diff_machine import RealMonitor, SimMonitor, assert_same, real
+from qemu_harness import SAFETY_TIMEOUT, mask, qemu_on_free_port
+from test_diff_machine import RealMonitor, SimMonitor, assert_same
 
 from qmpsim.machine import SpiceConfig, SpiceConnect, SpiceDisconnect, SpiceInitialize, VmConfig
 
@@ -88,13 +89,6 @@ def _spice_main_channel(port: int) -> socket.socket:
     return sock
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait_events(qemu: RealMonitor, name: str, count: int) -> None:
     for _ in range(500):  # QEMU notices a closed socket on its own time
         if sum(m.get("event") == name for m in qemu.messages) >= count:
@@ -128,10 +122,12 @@ def _masked_spice(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _spice(port: int) -> list[str]:
+    return ["-M", "pc", "-S", "-spice", f"port={port},addr=127.0.0.1,disable-ticketing=on"]
+
+
 def test_spice_channel_connects_initializes_and_leaves() -> None:
-    port = _free_port()
-    spice = f"port={port},addr=127.0.0.1,disable-ticketing=on"
-    with real("-M", "pc", "-S", "-spice", spice) as qemu:
+    with qemu_on_free_port(_spice) as (path, port), closing(RealMonitor(path)) as qemu:
         qemu.execute("query-spice")
         channel = _spice_main_channel(port)
         _wait_events(qemu, "SPICE_INITIALIZED", 1)
