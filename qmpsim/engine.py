@@ -37,6 +37,7 @@ from .scenario import (
     vm_config,
 )
 from .server import Simulator
+from .transcript import arguments_match
 from .wire import encode
 
 if TYPE_CHECKING:
@@ -238,7 +239,9 @@ class ScenarioRunner:
         handler = _Handler(step, step.times)
 
         def fire(request: Request) -> None:
-            if handler.remaining == 0 or not _includes(request.arguments, step.arguments):
+            if handler.remaining == 0 or not arguments_match(
+                request.arguments, step.arguments or {}
+            ):
                 return
             if handler.remaining is not None:
                 handler.remaining -= 1
@@ -271,10 +274,6 @@ class ScenarioRunner:
             micro = int((now - seconds) * 1_000_000)
             event = m.Event(step.text or "RESUME", None, seconds, micro).to_json()
             sim.before_greeting(encode(event))
-
-
-def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any] | None) -> bool:
-    return all(k in actual and actual[k] == v for k, v in (expected or {}).items())
 
 
 IDLE = Scenario(

@@ -519,7 +519,7 @@ class _Core:
     def _answered_command(
         self, name: str, arguments: Mapping[str, Any] | None
     ) -> dict[str, Any] | None:
-        from .transcript import Direction
+        from .transcript import Direction, arguments_match
 
         transcript = self.sim.transcript
         if len(transcript) < self.seen:
@@ -529,7 +529,7 @@ class _Core:
         for index, command in enumerate(sent):
             if index in self.claimed or command.command != name:
                 continue
-            if arguments is not None and not _includes(command.arguments, arguments):
+            if arguments is not None and not arguments_match(command.arguments, arguments):
                 continue
             # In-band replies come in order: the k-th command of a client has been
             # answered once that client received k replies.
@@ -554,6 +554,8 @@ class _Core:
 
     def strict_report(self) -> str | None:
         """A readable report of what strict mode objects to, or ``None``."""
+        from .transcript import arguments_match
+
         tracking = self.tracking
         transcript = self.sim.transcript
         sent = transcript.commands_sent()
@@ -576,7 +578,8 @@ class _Core:
             got = [
                 c
                 for c in transcript.commands_sent(expectation.command)
-                if expectation.arguments is None or _includes(c.arguments, expectation.arguments)
+                if expectation.arguments is None
+                or arguments_match(c.arguments, expectation.arguments)
             ]
             count = expectation.count
             if (count is None and got) or len(got) == count:
@@ -607,21 +610,6 @@ class _Core:
         else:
             lines.append("no command was sent")
         return "\n".join(lines)
-
-
-def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    """``expected`` is found in ``actual``, nested objects compared the same way."""
-    for key, want in expected.items():
-        have = actual.get(key, _MISSING)
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
-            if not _includes(have, want):
-                return False
-        elif want != have:
-            return False
-    return True
-
-
-_MISSING = object()
 
 
 def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) -> None:

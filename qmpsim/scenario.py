@@ -132,7 +132,8 @@ class WaitStep:
 
 @dataclass(frozen=True)
 class UntilStep:
-    """Wait until a client sends ``command`` (its arguments containing ``arguments``)."""
+    """Wait until a client sends ``command`` (with ``arguments``, as
+    :func:`~qmpsim.transcript.arguments_match` matches them)."""
 
     command: str
     arguments: Mapping[str, Any] | None
@@ -154,7 +155,8 @@ class ReplyStep:
 
 @dataclass(frozen=True)
 class OnStep:
-    """Whenever a client sends ``command`` (matching ``arguments``), run ``steps``."""
+    """Whenever a client sends ``command`` (matching ``arguments``, as ``until`` does), run
+    ``steps``."""
 
     command: str
     arguments: Mapping[str, Any] | None

@@ -43,7 +43,7 @@ from .catalog import DEFAULT_PROFILE, get_profile
 from .errors import QmpSimError
 from .machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 from .protocol import ConnectionState, Request, ServerConnection
-from .transcript import Direction, Entry, Transcript
+from .transcript import Direction, Entry, Transcript, arguments_match
 from .wire import JsonStreamer, ParseError, encode, encode_message
 
 __all__ = [
@@ -392,7 +392,9 @@ class Simulator:
         """
         while True:
             for request in self._commands:
-                if request.command == command and _includes(request.arguments, arguments or {}):
+                if request.command == command and arguments_match(
+                    request.arguments, arguments or {}
+                ):
                     self._commands.remove(request)
                     return request
             await self._changed.wait()
@@ -898,19 +900,6 @@ def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:
     if first.once:
         entries.pop(0)
     return first
-
-
-def _includes(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    for key, want in expected.items():
-        if key not in actual:
-            return False
-        have = actual[key]
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
-            if not _includes(have, want):
-                return False
-        elif want != have:
-            return False
-    return True
 
 
 def _is_loopback(host: str) -> bool:

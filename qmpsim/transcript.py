@@ -85,18 +85,28 @@ class SentCommand:
     message: Mapping[str, Any]
 
 
-def _subset(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
-    """``expected`` is found in ``actual`` (nested objects compared as subsets too)."""
-    for key, want in expected.items():
-        if key not in actual:
-            return False
-        have = actual[key]
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
-            if not _subset(want, have):
-                return False
-        elif want != have:
-            return False
-    return True
+def arguments_match(actual: Any, expected: Any) -> bool:
+    """Whether the ``actual`` arguments of a command match the ``expected`` ones.
+
+    The one rule for ``until:``, ``on:``, transcript assertions and strict mode:
+    an object matches when every member ``expected`` names is in ``actual`` and
+    matches, recursively (members it does not name are not checked); an array
+    matches an array of the same length whose items match one by one; any other
+    value must be equal, and ``true``/``false`` never equal a number.
+    """
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and arguments_match(actual[key], want) for key, want in expected.items()
+        )
+    if isinstance(expected, list | tuple):
+        return (
+            isinstance(actual, list | tuple)
+            and len(actual) == len(expected)
+            and all(arguments_match(a, e) for a, e in zip(actual, expected, strict=True))
+        )
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(expected) is type(actual) and expected == actual
+    return bool(expected == actual)
 
 
 @dataclass
@@ -242,7 +252,7 @@ class Transcript:
         matching = [
             c
             for c in self.commands_sent(name)
-            if arguments is None or _subset(arguments, c.arguments)
+            if arguments is None or arguments_match(c.arguments, arguments)
         ]
         ok = len(matching) == count if count is not None else bool(matching)
         if not ok:
