@@ -258,6 +258,12 @@ class GuestPowerdown:
 
 
 @dataclass(frozen=True)
+class HostSignal:
+    """The host asked QEMU to terminate (SIGTERM, SIGINT or SIGHUP): SHUTDOWN
+    ``{guest: false, reason: host-signal}``, then QEMU exits, even under ``-no-shutdown``."""
+
+
+@dataclass(frozen=True)
 class DiskRepaired:
     """The host fixed what made ``device`` fail; the next ``cont`` retry succeeds."""
 
@@ -273,6 +279,7 @@ Cause = (
     | GuestReset
     | GuestPanic
     | GuestPowerdown
+    | HostSignal
     | VncConnect
     | VncInitialize
     | VncDisconnect
@@ -311,6 +318,18 @@ class DiskConfig:
     on_write_error: str = "enospc"
     qdev: str = ""
     thin: bool = False
+    device: str | None = None
+    """The backend's name on the wire (``query-block``'s ``device``): ``None`` is ``name``;
+    ``""`` for a disk on a ``-blockdev`` node, which QEMU names by ``node_name`` only."""
+    storage_node_name: str | None = None
+    """The protocol (``file``) node under the format node, when the command line named it."""
+    media: str = "disk"
+    """``disk`` or ``cdrom``."""
+
+    @property
+    def wire_name(self) -> str:
+        """What QEMU calls this disk in ``query-block`` and ``BLOCK_IO_ERROR``."""
+        return self.name if self.device is None else self.device
 
     def action(self, operation: str, nospace: bool) -> str:
         """The ``BLOCK_IO_ERROR`` action this disk takes (``blk_get_error_action``)."""
@@ -383,6 +402,28 @@ class SpiceConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    """A ``-device``: its driver, its id (``None``: anonymous) and its other properties."""
+
+    driver: str
+    id: str | None = None
+    properties: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The property ``name`` as given on the command line."""
+        return next((v for k, v in self.properties if k == name), default)
+
+
+@dataclass(frozen=True)
+class ChardevConfig:
+    """A character device: its id and what ``query-chardev`` calls it."""
+
+    label: str
+    filename: str
+    frontend_open: bool = False
+
+
+@dataclass(frozen=True)
 class VmConfig:
     """The VM description; defaults give an idle machine like ``qemu-system-x86_64 -M none``.
 
@@ -403,6 +444,15 @@ class VmConfig:
     kvm_enabled: bool = False
     kvm_present: bool = True
     rtc_qom_path: str = "/machine/unattached/device[9]"
+    machine: str | None = None
+    """The machine type (``-machine``): ``None`` is ``none``."""
+    memory: int = 128 * 1024 * 1024
+    """Guest RAM in bytes (``-m``)."""
+    devices: tuple[DeviceConfig, ...] = ()
+    """Every ``-device``, in command-line order."""
+    chardevs: tuple[ChardevConfig, ...] = ()
+    cpu_thread_ids: tuple[int, ...] = ()
+    """The host thread of each vCPU, where a process runs one per vCPU (the drop-in)."""
 
     def __post_init__(self) -> None:
         if self.initial_state not in INITIAL_STATES:
@@ -681,8 +731,8 @@ class Machine:
 
     def _io_error_data(self, disk: DiskConfig, c: DiskError, action: str) -> dict[str, Any]:
         if not self.profile.run_states:
-            return {"device": disk.name, "operation": c.operation, "action": action}
-        data: dict[str, Any] = {"device": disk.name, "node-name": disk.node_name}
+            return {"device": disk.wire_name, "operation": c.operation, "action": action}
+        data: dict[str, Any] = {"device": disk.wire_name, "node-name": disk.node_name}
         data["operation"] = c.operation
         data["action"] = action
         if disk.iostatus_enabled:
@@ -743,6 +793,11 @@ class Machine:
 
     def _on_GuestPowerdown(self, _c: GuestPowerdown) -> list[Event]:
         return [self._event("POWERDOWN")]
+
+    def _on_HostSignal(self, _c: HostSignal) -> list[Event]:
+        # qemu_system_killed() forces the poweroff action: no STOP, whatever -no-shutdown says
+        self.exited = True
+        return [self._event("SHUTDOWN", self._reset_data(False, "host-signal"))]
 
     def _vnc_data(self, client: _VncClient, *, auth_ids: bool) -> dict[str, Any]:
         vnc = self.vm.vnc
@@ -928,7 +983,7 @@ class Machine:
         if not self.profile.run_states:
             inserted0 = {"file": d.file, "ro": d.read_only, "drv": d.format, "encrypted": False}
             return {
-                "device": d.name,
+                "device": d.wire_name,
                 "type": "hd",
                 "removable": False,
                 "locked": False,
@@ -954,7 +1009,7 @@ class Machine:
             "write_threshold": 0,
         }
         info: dict[str, Any] = {
-            "device": d.name,
+            "device": d.wire_name,
             "qdev": d.qdev,
             "type": "unknown",
             "removable": False,
