@@ -1,0 +1,7 @@
+"""``python -m qmpsim.qemu ARGS``: the drop-in QEMU, as ``qmpsim-system-x86_64``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main(["qemu-system-x86_64", *sys.argv[1:]]))
