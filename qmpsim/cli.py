@@ -209,7 +209,9 @@ examples:
 Like QEMU's monitor, one client is served at a time: the next one waits, without
 a greeting, until the current one leaves (--multi serves them all at once).
 The VM quitting (the `quit` command, or a guest shutdown) stops the server, as
-it would stop QEMU.  Ctrl-C or SIGTERM stops it cleanly.
+it would stop QEMU.  Ctrl-C, SIGTERM and SIGHUP stop it as they stop QEMU: the
+clients get SHUTDOWN {"guest": false, "reason": "host-signal"}, and the exit
+status is 0.
 
 exit status: 0 after a clean stop, 1 when it cannot listen or load the
 scenario, 2 for bad arguments."""
@@ -323,7 +325,7 @@ async def _serve(
 
     from .server import ListenError
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with sim, trio.open_nursery() as nursery:
             try:
                 if args.unix is not None:
@@ -366,7 +368,11 @@ async def _serve(
                 async for signum in signals:
                     print(f"qmpsim: {signal.Signals(signum).name}, stopping", file=sys.stderr)
                     break
-                nursery.cancel_scope.cancel()
+                from .machine import HostSignal
+
+                # As QEMU: SHUTDOWN (host-signal) to the clients, then stop_on_exit ends it.
+                if not sim.machine.exited:
+                    sim.cause(HostSignal())
 
             async def stop_on_exit() -> None:
                 await sim.wait_exited()
@@ -845,3 +851,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 from . import cli_record  # noqa: E402, F401  (registers record, replay and scenario-from)
+from . import cli_dropin  # noqa: E402, F401  (registers qemu and ctl)
