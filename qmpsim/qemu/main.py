@@ -10,14 +10,12 @@ SHUTDOWN ``{guest: false, reason: host-signal}`` and exit 0.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..catalog import DEFAULT_PROFILE, PROFILES, get_profile
@@ -46,7 +44,7 @@ if TYPE_CHECKING:
     from ..control import ControlChannel
     from ..machine import VmConfig
     from ..scenario import Scenario, VmSpec
-    from ..server import Simulator
+    from ..server import Simulator, UnixSocketFile
 
 __all__ = ["main", "run"]
 
@@ -98,7 +96,7 @@ def _start(inv: Invocation, settings: GuestSettings, messages: Messages) -> int:
     pidfile: PidFile | None = None
     chardevs: list[OpenChardev] = []
     vcpus: VcpuThreads | None = None
-    control: tuple[socket.socket, Path] | None = None
+    control: UnixSocketFile | None = None
     try:
         try:
             scenario = _load_scenario(settings)
@@ -123,16 +121,13 @@ def _start(inv: Invocation, settings: GuestSettings, messages: Messages) -> int:
             daemon.ready()
         import trio
 
-        control_sock = None if control is None else control[0]
-        trio.run(_serve, sim, inv, chardevs, control_sock, settings, scenario, messages)
+        trio.run(_serve, sim, inv, chardevs, control, settings, scenario, messages)
         return 0
     finally:
         if vcpus is not None:
             vcpus.stop()
         if control is not None:
-            control[0].close()
-            with contextlib.suppress(OSError):
-                os.unlink(control[1])
+            control.close()
         close_all(chardevs)
         if pidfile is not None:
             pidfile.remove()
@@ -206,9 +201,15 @@ def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
 
 async def _monitor(sim: Simulator, listener: trio.SocketListener) -> None:
     """One QMP monitor: one client at a time, the next one left in the backlog (QEMU's way)."""
+
     import trio
 
+    from ..server import accept_loop
+
     slot = trio.Semaphore(1)
+
+    async def ready() -> None:
+        await slot.acquire()
 
     async def serve(stream: trio.SocketStream) -> None:
         try:
@@ -216,15 +217,7 @@ async def _monitor(sim: Simulator, listener: trio.SocketListener) -> None:
         finally:
             slot.release()
 
-    async with listener, trio.open_nursery() as nursery:
-        while True:
-            await slot.acquire()
-            try:
-                stream = await listener.accept()
-            except BaseException:
-                slot.release()
-                raise
-            nursery.start_soon(serve, stream)
+    await accept_loop(listener, lambda stream: functools.partial(serve, stream), ready=ready)
 
 
 async def _host_signals(sim: Simulator, messages: Messages) -> None:
@@ -245,27 +238,17 @@ async def _host_signals(sim: Simulator, messages: Messages) -> None:
 
 def _bind_control(
     settings: GuestSettings, name: str | None, messages: Messages
-) -> tuple[socket.socket, Path] | None:
+) -> UnixSocketFile | None:
     """This VM's control socket, bound and listening in the first usable run directory
     (before a daemonizing parent exits, so ``qmpsim ctl`` works as soon as it has)."""
-    from ..server import ListenError, clear_stale_socket
+    from ..server import ListenError, bind_unix
 
     for directory in run_dirs(settings):
-        path = control_socket(directory, name)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-            clear_stale_socket(str(path))
-            old = os.umask(0o177)  # the socket is born 0600
-            try:
-                sock.bind(str(path))
-            finally:
-                os.umask(old)
-            sock.listen(8)
+            return bind_unix(str(control_socket(directory, name)), backlog=8)
         except (OSError, ListenError):
-            sock.close()
             continue
-        return sock, path
     messages.error("qmpsim: no usable run directory; this VM has no control socket")
     return None
 
@@ -274,27 +257,35 @@ async def _serve(
     sim: Simulator,
     inv: Invocation,
     chardevs: list[OpenChardev],
-    control_sock: socket.socket | None,
+    control: UnixSocketFile | None,
     settings: GuestSettings,
     scenario: Scenario | None,
     messages: Messages,
 ) -> None:
     import trio
 
+    from ..server import accept_loop
+
     async with sim, trio.open_nursery() as nursery:
+        listeners = []
         for monitor in inv.monitors:
             chardev = _chardev(chardevs, monitor.chardev)
             if monitor.mode == "control" and chardev.sock is not None:
-                sock = trio.socket.from_stdlib_socket(chardev.sock)
-                nursery.start_soon(_monitor, sim, trio.SocketListener(sock))
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(chardev.sock)))
+                nursery.start_soon(_monitor, sim, listeners[-1])
         nursery.start_soon(_host_signals, sim, messages)
-        control = _Control(nursery, sim, settings, scenario)
+        session = _Control(nursery, sim, settings, scenario)
         if scenario is not None:
-            await control.session()
-        if control_sock is not None:
-            sock = trio.socket.from_stdlib_socket(control_sock)
-            nursery.start_soon(trio.serve_listeners, control.handle, [trio.SocketListener(sock)])
+            await session.session()
+        if control is not None:
+            nursery.start_soon(
+                accept_loop,
+                control.listener(),
+                lambda stream: functools.partial(session.handle, stream),
+            )
         await sim.wait_exited()
+        for listener in listeners:  # QEMU's monitors go away as it exits
+            listener.socket.close()
         with trio.move_on_after(1.0):  # a client that does not read cannot hold QEMU up
             await sim.wait_no_clients()
         nursery.cancel_scope.cancel()
