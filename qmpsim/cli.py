@@ -850,5 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-from . import cli_dropin  # noqa: E402, F401  (registers qemu and ctl)
-from . import cli_record  # noqa: E402, F401  (registers record, replay and scenario-from)
+from . import (
+    cli_dropin,  # noqa: F401  (registers qemu and ctl)
+    cli_record,  # noqa: F401  (registers record, replay and scenario-from)
+)
