@@ -136,9 +136,10 @@ def test_drives_are_named_and_numbered_as_qemu_names_them(tmp_path: Path) -> Non
     assert (disks["drive-y"].format, disks["drive-y"].virtual_size) == ("qcow2", 32 << 20)
     assert disks["virtio0"].on_write_error == "stop"
     assert disks["ide1-cd0"].media == "cdrom"
-    # automatic node names: #block, a counter per node, two random digits (protocol first)
-    names = [disks[n].storage_node_name for n in ("virtio0", "drive-y")]
-    assert [name[:7] if name else None for name in names] == ["#block0", "#block2"]
+    # automatic node names, unique per disk, from the VM description as for any -drive
+    names = {d.node_name for d in disks.values()}
+    assert len(names) == 3 and all(n.startswith("#block") for n in names)
+    assert disks["drive-y"].thin and not disks["ide1-cd0"].storage_node_name
     assert all(d.wire_name == d.name for d in disks.values())
 
 

@@ -113,7 +113,6 @@ def _start(inv: Invocation, settings: GuestSettings, messages: Messages) -> int:
             inv,
             chardevs=[c.config(connected=_is_qmp(inv, c)) for c in chardevs],
             cpu_thread_ids=(vcpus := VcpuThreads(_vcpu_count(inv))).ids,
-            seed=_seed(settings, scenario),
         )
         sim = _simulator(vm, settings, scenario)
         control = _bind_control(settings, inv.name, messages)

@@ -12,13 +12,13 @@ devices complete the description.
 from __future__ import annotations
 
 import os
-import random
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..machine import (
+    DISK_FORMATS,
     ChardevConfig,
     DeviceConfig,
     DiskConfig,
@@ -58,6 +58,11 @@ class _Image:
     virtual_size: int
     actual_size: int
 
+    @property
+    def thin(self) -> bool:
+        """Whether the image can run out of space: qcow2 grows, a sparse raw file too."""
+        return self.format != "raw" or self.actual_size < self.virtual_size
+
 
 def _image(path: str, fmt: str | None) -> _Image:
     """What QEMU would report for the image at ``path``: format, virtual and allocated size."""
@@ -66,30 +71,36 @@ def _image(path: str, fmt: str | None) -> _Image:
         with open(path, "rb") as f:
             header = f.read(32)
     except OSError:
-        return _Image(path, fmt or "raw", 0, 0)
+        return _Image(path, _known(fmt or "raw"), 0, 0)
     if fmt is None:
         fmt = "qcow2" if header.startswith(_QCOW2_MAGIC) else "raw"
+    fmt = _known(fmt)
     size = st.st_size
     if fmt == "qcow2" and header.startswith(_QCOW2_MAGIC) and len(header) >= 32:
         (size,) = struct.unpack(">Q", header[24:32])
     return _Image(path, fmt, size, st.st_blocks * 512)
 
 
+def _known(fmt: str) -> str:
+    """``fmt`` as the VM model knows formats: a disk without a format node (the protocol
+    node used directly) or in a format it does not model reads as raw."""
+    return fmt if fmt in DISK_FORMATS else "raw"
+
+
 class _Nodes:
     """The ``-blockdev`` graph: node name → node options, nested inline children included."""
 
-    def __init__(self, blockdevs: Sequence[Mapping[str, Any]], rng: random.Random) -> None:
-        self.rng = rng
-        self.counter = 0
+    def __init__(self, blockdevs: Sequence[Mapping[str, Any]]) -> None:
         self.nodes: dict[str, Mapping[str, Any]] = {}
+        self.unnamed = 0
         for node in blockdevs:
             self.add(node)
 
     def auto_name(self) -> str:
-        # QEMU's id_generate(): a counter per subsystem and two random digits
-        name = f"#block{self.counter}{self.rng.randint(0, 99):02d}"
-        self.counter += 1
-        return name
+        # A key for a node the command line did not name; the disk built on it gets
+        # QEMU's automatic name from the VM description (VmConfig), as -drive disks do.
+        self.unnamed += 1
+        return f"#unnamed{self.unnamed}"
 
     def add(self, node: Mapping[str, Any]) -> str:
         child = node.get("file")
@@ -120,10 +131,9 @@ def _policy(device: Mapping[str, Any], drive: Mapping[str, Any], key: str, defau
 
 
 class _Builder:
-    def __init__(self, inv: Invocation, rng: random.Random) -> None:
+    def __init__(self, inv: Invocation) -> None:
         self.inv = inv
-        self.rng = rng
-        self.nodes = _Nodes(inv.blockdevs, rng)
+        self.nodes = _Nodes(inv.blockdevs)
         self.drives: dict[str, dict[str, Any]] = {}
         self.anonymous = 0
         self.disks: list[DiskConfig] = []
@@ -144,10 +154,7 @@ class _Builder:
                 index = counters.get(interface, 0)
                 counters[interface] = index + 1
                 ident = f"{interface}{index}"
-            # the protocol node comes first, then the format node, in command-line order
-            storage = self.nodes.auto_name()
-            node = str(drive.get("node-name") or self.nodes.auto_name())
-            self.drives[ident] = {**drive, "node-name": node, "_storage": storage}
+            self.drives[ident] = dict(drive)
 
     def qdev(self, device: Mapping[str, Any]) -> str:
         ident = device.get("id")
@@ -176,7 +183,7 @@ class _Builder:
         name = str(device.get("id", ref))
         return DiskConfig(
             name=name,
-            node_name=ref,
+            node_name="" if ref.startswith("#unnamed") else ref,
             file=image.file,
             format=image.format,
             virtual_size=image.virtual_size,
@@ -186,8 +193,9 @@ class _Builder:
             on_write_error=_policy(device, {}, "werror", "enospc"),
             qdev=qdev,
             device="",
-            storage_node_name=storage,
+            storage_node_name=None if storage is None or storage.startswith("#") else storage,
             media=media,
+            thin=image.thin,
         )
 
     def drive_disk(
@@ -202,7 +210,7 @@ class _Builder:
         read_only = drive.get("readonly", drive.get("read-only", "off"))
         return DiskConfig(
             name=name,
-            node_name=str(drive["node-name"]),
+            node_name=str(drive.get("node-name", "")),
             file=image.file,
             format=image.format,
             virtual_size=image.virtual_size,
@@ -211,8 +219,8 @@ class _Builder:
             on_read_error=_policy(device, drive, "rerror", "report"),
             on_write_error=_policy(device, drive, "werror", "enospc"),
             qdev=qdev,
-            storage_node_name=str(drive["_storage"]),
             media="cdrom" if drive.get("media") == "cdrom" else media,
+            thin=image.thin,
         )
 
     def build(self) -> tuple[DiskConfig, ...]:
@@ -274,12 +282,10 @@ def build_vm(
     *,
     chardevs: Sequence[ChardevConfig] = (),
     cpu_thread_ids: Sequence[int] = (),
-    seed: int = 0,
 ) -> VmConfig:
     """The VM ``inv`` describes; ``chardevs`` and ``cpu_thread_ids`` are what the
     running process set up (names of bound sockets, the vCPU threads)."""
-    rng = random.Random(seed)
-    disks = _Builder(inv, rng).build()
+    disks = _Builder(inv).build()
     watchdog = None
     if any(d["driver"] in WATCHDOGS for d in inv.devices):
         watchdog = inv.actions.get("watchdog", "reset")
