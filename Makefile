@@ -39,6 +39,12 @@ qemu-10.0: $(QEMU_10_0)/.installed
 $(QEMU_10_0)/.installed: tools/install-debian-qemu | qemu
 	tools/install-debian-qemu 10.0.2 bookworm-backports $(QEMU_10_0)
 
+## record-libvirt-probe: re-record libvirt 9.0's capability probe of the system's QEMU 7.2
+## (as root, with libvirtd privately in a mount namespace; see tests/data/README.md)
+.PHONY: record-libvirt-probe
+record-libvirt-probe:
+	$(PYTHON) tools/record_libvirt_probe.py tests/data/libvirt-probe-qemu-7.2.jsonl
+
 ## test: lint, typecheck and the whole suite (both real QEMUs included)
 test: $(STAMP) qemu qemu-10.0 lint typecheck
 	$(PY) -m pytest -q
