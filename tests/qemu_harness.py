@@ -68,6 +68,9 @@ SYNC_ID = "qmpsim-sync"
 # command that follows is then parsed from a clean state.
 SYNC = b'\xff{"execute": "query-status", "id": "' + SYNC_ID.encode() + b'"}'
 SAFETY_TIMEOUT = 10.0
+# Start-up gets longer: on a 2-core machine running other suites beside this one, a
+# QEMU has been seen to need more than 10 s before its main loop answered.
+STARTUP_TIMEOUT = 60.0
 
 
 def require_qemu(referee: Referee = QEMU_7_2) -> str:
@@ -128,7 +131,7 @@ def qemu_process(*extra: str, referee: Referee = QEMU_7_2) -> Iterator[str]:
             stderr=subprocess.PIPE,
         )
         try:
-            deadline = time.monotonic() + SAFETY_TIMEOUT
+            deadline = time.monotonic() + STARTUP_TIMEOUT
             while not os.path.exists(ready):
                 if proc.poll() is not None:
                     raise QemuExited(proc.stderr.read().decode() if proc.stderr else "")
@@ -186,7 +189,7 @@ def _wait_until_initialised(ready: str, referee: Referee, proc: subprocess.Popen
     data = b""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(SAFETY_TIMEOUT)
+            sock.settimeout(STARTUP_TIMEOUT)
             connect_unix(sock, ready)
             sock.sendall(
                 b'{"execute": "qmp_capabilities"}{"execute": "query-status", "id": "ready"}'
