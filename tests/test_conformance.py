@@ -119,7 +119,13 @@ VALID_7_2: dict[str, list[dict[str, Any]]] = {
         ev("SPICE_CONNECTED", 2, spice("50001")),
         ev("SPICE_INITIALIZED", 2, spice_init("50001")),  # the same channel, reconnected
     ],
-    "panic-pause": [ev("GUEST_PANICKED", 0, {"action": "pause"}), ev("STOP", 0)],
+    "panic-pause": [  # cont resumes a panicked guest, no reset needed (QEMU 7.2)
+        ev("GUEST_PANICKED", 0, {"action": "pause"}),
+        ev("STOP", 0),
+        ev("RESUME", 1),
+        ev("GUEST_PANICKED", 2, {"action": "pause"}),
+        ev("STOP", 2),
+    ],
     "panic-poweroff": [
         ev("GUEST_PANICKED", 0, {"action": "poweroff"}),
         ev("STOP", 0),

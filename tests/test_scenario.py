@@ -19,6 +19,7 @@ from qmpsim.scenario import (
     build_machine,
     loads_scenario,
     scenario_schema,
+    show_timeline,
 )
 
 FULL = """
@@ -155,3 +156,4 @@ def test_a_thin_disk_runs_out_of_space() -> None:
     (step,) = scenario.steps
     assert isinstance(step, CauseStep)
     assert [e.name for e in machine.cause(step.cause)] == ["BLOCK_IO_ERROR", "STOP"]
+    assert "disk vda rerror=report werror=enospc thin\n" in show_timeline(scenario)
