@@ -479,9 +479,7 @@ class Simulator:
 
     async def _accept_loop(self, listener: trio.SocketListener, close: Callable[[], None]) -> None:
         """Accept clients until the listener is closed; ``close`` closes it when the VM exits."""
-        if self.exited:
-            close()
-        self._closers.add(close)
+        forget = self.on_exit(close)
 
         async def ready() -> None:
             if not self.multi_client:
@@ -503,7 +501,18 @@ class Simulator:
         try:
             await accept_loop(listener, accepted, ready=ready, close=close)
         finally:
-            self._closers.discard(close)
+            forget()
+
+    def on_exit(self, close: Callable[[], None]) -> Callable[[], None]:
+        """Call ``close()`` when the VM exits (at once if it has): how a listener served
+        outside the simulator (a fleet's) goes away with the VM, as QEMU's socket does.
+
+        Returns a function that forgets ``close``.
+        """
+        if self.exited:
+            close()
+        self._closers.add(close)
+        return functools.partial(self._closers.discard, close)
 
     # --- one client -----------------------------------------------------------------
 
