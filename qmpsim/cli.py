@@ -711,13 +711,18 @@ examples:
       every VM plays the scenario on its own clock, with its own seed; the
       control channel lists them (qmpsim-fleet) and drives any one of them
       (qmpsim-trigger, qmpsim-emit, … with {"vm": NAME})
+  qmpsim fleet --count 50000 --workers 6 --dir /dev/shm/fleet
+      six processes, vm00000…vm08333 in the first, the next range in each other
 
 Each VM is independent: its name, uuid, seed and fake data differ.  Sockets are
-mode 0600 and removed on exit; a tmpfs directory binds them ~50x faster than a
-disk.  The file descriptor limit is raised to the hard limit as needed (one per
-VM plus clients); when the hard limit is too low the fleet refuses to start and
-says so.  Beyond one process: run one fleet per core or host with distinct
---dir/--prefix/--seed; fleets share nothing."""
+mode 0600 and removed on exit; DIR is created if missing (like mkdir -p, the
+last directory mode 0700); a tmpfs directory binds them ~50x faster than a disk.
+The VMs are spread over --workers processes (default: one per CPU), each with
+its own file descriptor limit; the control channel reaches every VM.  Each
+worker reserves a listener and a client per VM plus 256 descriptors, raising
+its soft limit up to the hard limit; when the hard limit cannot hold that the
+fleet refuses to start and says how many workers would do.  A worker that dies
+stops the fleet (exit status 1); Ctrl-C or SIGTERM stops every worker."""
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -726,7 +731,16 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--count", type=int, required=True, help="how many VMs")
     parser.add_argument(
-        "--dir", required=True, metavar="DIR", help="where the sockets go: DIR/<name>.sock"
+        "--dir",
+        required=True,
+        metavar="DIR",
+        help="where the sockets go: DIR/<name>.sock (created if missing)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes to spread the VMs over (default: the number of CPUs)",
     )
     parser.add_argument("--prefix", default="vm", help="VM names: PREFIX + index (default: vm)")
     parser.add_argument("--seed", type=int, default=0, help="the fleet's seed (default: 0)")
@@ -742,7 +756,7 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 @subcommand(
     "fleet",
-    help="serve many simulated VMs from one process, a monitor socket each",
+    help="serve many simulated VMs, a monitor socket each, over one process per CPU",
     epilog=FLEET_EPILOG,
     arguments=_fleet_arguments,
 )
@@ -750,55 +764,83 @@ def fleet(args: argparse.Namespace) -> int:
     """``qmpsim fleet``."""
     if args.count < 1:
         raise UsageError("--count must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
     if "/" in args.prefix:
         raise UsageError("--prefix must not contain '/'")
-    if not os.path.isdir(args.dir):
-        raise UsageError(f"--dir {args.dir}: not a directory")
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        raise UsageError(f"--dir {args.dir}: exists and is not a directory")
+    from .fleet import FleetConfig, check_fd_limit, default_workers
+
+    workers = args.workers if args.workers is not None else default_workers()
+    check_fd_limit(args.count, workers)  # before anything is built: one line, at once
     _setup_logging(args.verbose)
     from .scenario import resolve
 
     scenario = load_scenario_arg(None if args.scenario is None else str(resolve(args.scenario)))
-
+    try:
+        os.makedirs(args.dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        print(f"qmpsim fleet: cannot create --dir {args.dir}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     import trio
 
-    from .fleet import Fleet
+    from .engine import IDLE
 
-    built = Fleet(
+    config = FleetConfig(
         args.count,
         args.dir,
-        scenario,
+        scenario if scenario is not None else IDLE,
         prefix=args.prefix,
         seed=args.seed,
         speed=args.speed,
         multi_client=args.multi,
     )
-    return trio.run(_fleet, built, args.control)
+    return trio.run(_fleet, config, workers, args.control, args.verbose)
 
 
-async def _fleet(built: Any, control: str | None) -> int:
+async def _fleet(config: Any, workers: int, control: str | None, verbose: bool) -> int:
     import functools
     import signal
 
     import trio
 
-    from .fleet import serve_fleet
+    from .errors import QmpSimError
+    from .fleet import run_fleet
+
+    def announce(line: str) -> None:
+        print(f"qmpsim: {line}", file=sys.stderr, flush=True)
+
+    async def stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+        async for signum in signals:
+            announce(f"{signal.Signals(signum).name}, stopping")
+            scope.cancel()
+            return
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    serve_fleet,
-                    built,
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_on_signal, signals, nursery.cancel_scope)
+                run = functools.partial(
+                    run_fleet,
+                    config,
+                    workers=workers,
                     control=control,
-                    announce=lambda line: print(f"qmpsim: {line}", file=sys.stderr, flush=True),
+                    announce=announce,
+                    verbose=verbose,
                 )
-            )
-            async for signum in signals:
-                print(f"qmpsim: {signal.Signals(signum).name}, stopping", file=sys.stderr)
-                break
-            nursery.cancel_scope.cancel()
+                await nursery.start(run)
+        except BaseExceptionGroup as group:
+            failures = group.subgroup(QmpSimError)
+            if failures is None:
+                raise
+            failure: BaseException = failures
+            while isinstance(failure, BaseExceptionGroup):
+                failure = failure.exceptions[0]
+            print(f"qmpsim fleet: {failure}", file=sys.stderr)
+            return EXIT_FAILURE
     return EXIT_OK
 
 

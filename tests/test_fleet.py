@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from test_server_peer import Peer
 
 from qmpsim.errors import QmpSimError
@@ -191,3 +192,53 @@ async def test_a_scenario_that_ends_the_vm_removes_its_socket(
             assert not os.path.exists(vm.path)
             assert vm.summary()["status"] == "exited"
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_second_client_waits_in_the_backlog_like_qemus(tmp_path: Path) -> None:
+    fleet = Fleet(2, tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        vm = fleet.vms[0]
+        first = await connect(vm.path)
+        second = await trio.open_unix_socket(vm.path)  # connected: the kernel's backlog
+        await first.execute("qmp_capabilities")
+        await trio.testing.wait_all_tasks_blocked()
+        assert vm.sim.clients == [1]  # not accepted, so no greeting either
+        await first.stream.aclose()
+        waiting = Peer(second)
+        assert "QMP" in await waiting.recv()  # accepted once the first one left
+        async with second:
+            assert (await waiting.execute("qmp_capabilities")) == {"return": {}}
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_multi_client_vms_greet_every_client(tmp_path: Path) -> None:
+    fleet = Fleet(2, tmp_path, multi_client=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        clients = [await connect(fleet.vms[1].path) for _ in range(3)]
+        for client in clients:
+            assert (await client.execute("qmp_capabilities")) == {"return": {}}
+        assert fleet.vms[1].sim.clients == [1, 2, 3]
+        for client in clients:
+            await client.stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_part_of_a_fleet_serves_its_own_vms_only(tmp_path: Path) -> None:
+    fleet = Fleet(12, tmp_path, part=range(8, 12))
+    assert [vm.name for vm in fleet.vms] == ["vm08", "vm09", "vm10", "vm11"]
+    assert [vm.identity for vm in fleet.vms] == fleet_identities(12)[8:]
+    assert fleet.vm("vm10").name == "vm10"
+    assert fleet.index_of("vm03") == 3 and fleet.index_of("vm3") is None
+    with pytest.raises(KeyError, match=r"no VM named 'vm03' in the fleet \(vm08..vm11\)"):
+        fleet.vm("vm03")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        assert sorted(os.listdir(tmp_path)) == [f"vm{i:02d}.sock" for i in range(8, 12)]
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="not a range of VMs"):
+        Fleet(4, tmp_path, part=range(3, 5))
