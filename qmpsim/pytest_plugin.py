@@ -25,8 +25,9 @@ import shlex
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .machine import Cause, CommandError, Outcome
     from .scenario import Scenario, Step
     from .server import Simulator
-    from .transcript import SentCommand, Transcript
+    from .transcript import Entry, SentCommand, Transcript
     from .vcr import CassetteDeck
 
 __all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
@@ -65,12 +66,21 @@ _MARKER_ARGS = (
     "replay",
     "record_mode",
     "qemu",
+    "allow",
+    "expect",
+    "in_order",
+    "timeout",
 )
 _MARKER_HELP = (
     "qmpsim(scenario=None, profile=None, vm=None, strict=False, tcp=False, seed=None, "
-    "speed=1.0, multi_client=False, replay=None, record_mode=None, qemu=()): configure the "
-    "qmp_server and trio_qmp_server fixtures"
+    "speed=1.0, multi_client=False, replay=None, record_mode=None, qemu=(), "
+    "allow=('query-*',), expect=(), in_order=False, timeout=10.0): configure the qmp_server "
+    "and trio_qmp_server fixtures"
 )
+
+DEFAULT_ALLOW = ("query-*",)
+"""What strict mode tolerates unless the marker says otherwise: read-only queries.
+Every real client sends some when it connects, and none changes the VM."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,6 +148,10 @@ class _Config:
     multi_client: bool
     base: Path | None  # the test file's directory
     cassette: _Cassette | None = None
+    allow: tuple[str, ...] = DEFAULT_ALLOW
+    expect: tuple[_Expectation, ...] = ()
+    in_order: bool = False
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,11 @@ def _config(node: pytest.Item | None) -> _Config:
         if len(marker.args) > 1 or "scenario" in kwargs:
             _usage("takes keyword arguments (and at most one positional: the scenario)")
         kwargs["scenario"] = marker.args[0]
+    return _config_from(kwargs, node)
+
+
+def _config_from(kwargs: Mapping[str, Any], node: pytest.Item | None) -> _Config:
+    """A configuration from the marker's (or ``make_qmp_server``'s) keyword arguments."""
     for name in kwargs:
         if name not in _MARKER_ARGS:
             close = difflib.get_close_matches(name, _MARKER_ARGS, 1)
@@ -176,8 +195,52 @@ def _config(node: pytest.Item | None) -> _Config:
     cassette = _cassette(kwargs, node, base)
     scenario, scripted = _scenario(kwargs, base)
     return _Config(
-        scenario, scripted, strict, tcp, seed, float(speed), multi_client, base, cassette
+        scenario,
+        scripted,
+        strict,
+        tcp,
+        seed,
+        float(speed),
+        multi_client,
+        base,
+        cassette,
+        *_expectations(kwargs),
     )
+
+
+def _expectations(
+    kwargs: Mapping[str, Any],
+) -> tuple[tuple[str, ...], tuple[_Expectation, ...], bool, float]:
+    """``allow=``, ``expect=``, ``in_order=`` and ``timeout=``, checked."""
+    allow = kwargs.get("allow", DEFAULT_ALLOW)
+    if isinstance(allow, str) or not all(isinstance(a, str) for a in allow):
+        _usage(f"allow must be a list of command names or patterns (query-*), not {allow!r}")
+    expected: list[_Expectation] = []
+    items = kwargs.get("expect", ())
+    if isinstance(items, str | Mapping):
+        _usage(f"expect must be a list of commands, not {items!r}")
+    for item in items:
+        if isinstance(item, str):
+            expected.append(_Expectation(item, None, None, "marker"))
+        elif isinstance(item, Mapping) and isinstance(item.get("command"), str):
+            unknown = set(item) - {"command", "arguments", "count"}
+            if unknown:
+                _usage(f"expect: unknown key(s) {sorted(unknown)} (use command, arguments, count)")
+            expected.append(
+                _Expectation(item["command"], item.get("arguments"), item.get("count"), "marker")
+            )
+        else:
+            _usage(
+                "expect takes command names or {'command': ..., 'arguments': ..., "
+                f"'count': ...}} mappings, not {item!r}"
+            )
+    in_order = kwargs.get("in_order", False)
+    if not isinstance(in_order, bool):
+        _usage(f"in_order must be True or False, not {in_order!r}")
+    timeout = kwargs.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        _usage(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return tuple(allow), tuple(expected), in_order, float(timeout)
 
 
 def _cassette(
@@ -228,8 +291,14 @@ def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, b
         for name in ("vm", "profile"):
             if kwargs.get(name) is not None:
                 _usage(f"give {name}= or scenario=, not both: the scenario describes its VM")
+        from .scenario import Scenario
+
+        if isinstance(source, Scenario):
+            return source, True
         if not isinstance(source, str | os.PathLike):
-            _usage(f"scenario must be a shipped scenario's name or a path, not {source!r}")
+            _usage(
+                f"scenario must be a shipped scenario's name, a path or a Scenario, not {source!r}"
+            )
         try:
             return _load_file(_resolve_scenario(str(source), base)), True
         except ScenarioError as exc:
@@ -299,6 +368,17 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
     return path
 
 
+def _scenario_arg(scenario: Scenario | str | os.PathLike[str], base: Path | None) -> Scenario:
+    """A scenario given as an object (drawn by Hypothesis, built in code) or by name/path."""
+    from .scenario import Scenario
+
+    if isinstance(scenario, Scenario):
+        return scenario
+    if not isinstance(scenario, str | os.PathLike):
+        raise TypeError(f"a scenario is a name, a path or a Scenario, not {scenario!r}")
+    return _load_file(_resolve_scenario(str(scenario), base))
+
+
 def _usage(message: str) -> NoReturn:
     pytest.fail(f"@pytest.mark.qmpsim: {message}", pytrace=False)
 
@@ -319,7 +399,14 @@ class _Tracking:
     """What strict mode compares the traffic with."""
 
     expected: set[str] = field(default_factory=lambda: {"qmp_capabilities"})
+    allowed: tuple[str, ...] = DEFAULT_ALLOW
+    """Patterns of commands strict mode tolerates (fnmatch)."""
     expectations: list[_Expectation] = field(default_factory=list)
+    in_order: bool = False
+
+    def tolerates(self, command: str) -> bool:
+        return command in self.expected or any(fnmatch(command, p) for p in self.allowed)
+
     untils: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(step) -> step, state
     replies: list[tuple[Any, int]] = field(default_factory=list)  # (step, sent before it)
 
@@ -384,13 +471,19 @@ class _Core:
             self.sim = Simulator(
                 build_machine(config.scenario, config.seed), multi_client=config.multi_client
             )
-        self.tracking = _Tracking()
+        self.tracking = _Tracking(
+            allowed=config.allow,
+            expectations=list(config.expect),
+            in_order=config.in_order,
+        )
+        self.tracking.expected |= {e.command for e in config.expect}
         self.runners: list[ScenarioRunner] = []
         self.scopes: list[trio.CancelScope] = []
         self.claimed: set[int] = set()
         self.seen = 0
         self.path = ""
         self.address: str | tuple[str, int] = ""
+        self.sim.transcript.subscribe(_log_traffic)
 
     async def listen(self, nursery: trio.Nursery) -> None:
         if self.deck is not None:
@@ -414,9 +507,7 @@ class _Core:
 
     def report(self) -> str | None:
         """What fails a test that passed: strict mode's report, a replay's objections."""
-        parts = []
-        if self.config.strict:
-            parts.append(self.strict_report())
+        parts = [self.strict_report(strict=self.config.strict)]
         if self.deck is not None:
             problems = self.deck.problems(strict=self.config.strict)
             if problems:
@@ -482,6 +573,26 @@ class _Core:
         self.sim.reset()
         self.claimed.clear()
         self.seen = 0
+
+    def fresh(self) -> None:
+        """Back to the state of a new fixture: between the tests sharing a session server."""
+        from .scenario import build_machine
+
+        self.stop()
+        self.sim.disconnect()
+        self.runners.clear()
+        self.scopes.clear()
+        self.scenario = self.config.scenario
+        machine = build_machine(self.config.scenario, self.config.seed)
+        machine.clock = self.sim.now
+        self.sim.machine = machine
+        self.reset()
+        self.tracking = _Tracking(
+            allowed=self.config.allow,
+            expectations=list(self.config.expect),
+            in_order=self.config.in_order,
+        )
+        self.tracking.expected |= {e.command for e in self.config.expect}
 
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.simulated("cause()")
@@ -552,28 +663,22 @@ class _Core:
 
         return Transcript(entries=list(self.sim.transcript.entries))
 
-    def strict_report(self) -> str | None:
-        """A readable report of what strict mode objects to, or ``None``."""
+    def strict_report(self, *, strict: bool = True) -> str | None:
+        """A readable report of what the test's expectations object to, or ``None``.
+
+        Expectations (``expect=``, ``expect()``) are always checked; ``strict``
+        adds unexpected commands and the scenario's unmet ``until``/``reply`` steps.
+        """
         from .transcript import arguments_match
 
         tracking = self.tracking
         transcript = self.sim.transcript
         sent = transcript.commands_sent()
         start = transcript.entries[0].time if transcript.entries else 0.0
-        unexpected = [c for c in sent if c.command not in tracking.expected]
+        unexpected = [c for c in sent if not tracking.tolerates(c.command)] if strict else []
         unmet: list[str] = []
-        for step, state in tracking.untils.values():
-            args = f" {json.dumps(step.arguments)}" if step.arguments else ""
-            unmet.append(f"until {step.command}{args} ({_where(step)}): {state}")
-        pending: dict[str, int] = {}
-        for step, before in tracking.replies:
-            pending[step.command] = pending.get(step.command, 0) + step.times
-            used = len(transcript.commands_sent(step.command)) - before
-            if used < pending[step.command]:
-                unmet.append(
-                    f"reply to {step.command} ({_where(step)}): "
-                    f"{_n(step.times, 'time')} scripted, the client sent it {_n(used, 'time')}"
-                )
+        if strict:
+            unmet += self._unmet_steps(transcript)
         for expectation in tracking.expectations:
             got = [
                 c
@@ -590,6 +695,13 @@ class _Core:
                 f"{expectation.command}{args} ({expectation.origin}): expected {wanted}, "
                 f"sent {_n(len(got), 'time')}"
             )
+        if tracking.in_order and not unmet:
+            from .transcript import sequence_mismatch
+
+            wanted_order = [(e.command, e.arguments) for e in tracking.expectations]
+            problem = sequence_mismatch(sent, wanted_order)
+            if problem is not None:
+                unmet.append(f"in order (marker): {problem}")
         if not unexpected and not unmet:
             return None
         if self.runners:
@@ -597,19 +709,50 @@ class _Core:
             whose = f"scenario {self.scenario.name!r}{source}"
         else:
             whose = "the test"
-        lines = [f"qmpsim strict mode: the client did not do what {whose} expects"]
+        mode = "strict mode" if strict else "expectations"
+        lines = [f"qmpsim {mode}: the client did not do what {whose} expects"]
         if unexpected:
             lines.append("unexpected commands:")
             lines += [f"  {_dump(c.message)}  (+{c.time - start:.3f}s)" for c in unexpected]
         if unmet:
             lines.append("unmet expectations:")
             lines += [f"  {line}" for line in unmet]
-        lines.append(f"commands expected: {', '.join(sorted(tracking.expected))}")
+        if strict:
+            allowed = f" (and {', '.join(tracking.allowed)})" if tracking.allowed else ""
+            lines.append(f"commands expected: {', '.join(sorted(tracking.expected))}{allowed}")
         if sent:
             lines.append("commands sent, in order: " + ", ".join(c.command for c in sent))
         else:
             lines.append("no command was sent")
         return "\n".join(lines)
+
+    def _unmet_steps(self, transcript: Transcript) -> list[str]:
+        """The scenario's ``until`` and counted ``reply`` steps the client did not satisfy."""
+        unmet: list[str] = []
+        for step, state in self.tracking.untils.values():
+            args = f" {json.dumps(step.arguments)}" if step.arguments else ""
+            unmet.append(f"until {step.command}{args} ({_where(step)}): {state}")
+        pending: dict[str, int] = {}
+        for step, before in self.tracking.replies:
+            pending[step.command] = pending.get(step.command, 0) + step.times
+            used = len(transcript.commands_sent(step.command)) - before
+            if used < pending[step.command]:
+                unmet.append(
+                    f"reply to {step.command} ({_where(step)}): "
+                    f"{_n(step.times, 'time')} scripted, the client sent it {_n(used, 'time')}"
+                )
+        return unmet
+
+
+_traffic = logging.getLogger("qmpsim.traffic")
+
+
+def _log_traffic(entry: Entry) -> None:
+    """Every message through ``logging`` (DEBUG, logger ``qmpsim.traffic``): ``caplog``
+    and ``--log-cli-level=DEBUG`` show a test's traffic."""
+    if _traffic.isEnabledFor(logging.DEBUG):
+        for line in entry.lines():
+            _traffic.debug("%s", line)
 
 
 def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) -> None:
@@ -680,6 +823,8 @@ _FAILURE = pytest.StashKey[tuple[list[BaseException], str | None]]()
 """What the trio fixture found at its teardown: server-side errors, a strict report."""
 _SAVE = pytest.StashKey[Callable[[], None]]()
 """Writes what the trio fixture recorded, once the test has passed."""
+_TRIO_TRANSCRIPT = pytest.StashKey["Transcript"]()
+"""The trio fixture's transcript, for the report of a test that failed."""
 
 
 def _raise_errors(errors: list[BaseException]) -> None:
@@ -705,8 +850,12 @@ class QmpServer:
     else the socket path.
     """
 
-    def __init__(self, config: _Config, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, config: _Config, *, timeout: float = DEFAULT_TIMEOUT, name: str = "qmp_server"
+    ) -> None:
         self.timeout = timeout
+        self.name = name
+        """What the failure report calls this server."""
         self._config = config
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="qmpsim-server", daemon=True)
@@ -894,9 +1043,18 @@ class QmpServer:
         """The :class:`~qmpsim.server.Simulator`; touch it only through :meth:`call`."""
         return self._live().sim
 
-    def call(self, fn: Callable[[Simulator], T]) -> T:
-        """Run ``fn(simulator)`` in the simulator's thread and return its result."""
-        return self._call(lambda core: fn(core.sim))
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` run in the simulator's thread; its result, or what it raised.
+
+        As :meth:`qmpsim.server.BackgroundSimulator.call`:
+        ``qmp_server.call(qmp_server.sim.emit, "STOP")``.
+        """
+        return self._call(lambda core: fn(*args))
+
+    @property
+    def exited(self) -> bool:
+        """Whether the VM exited (``quit``, or a guest shutdown without ``-no-shutdown``)."""
+        return self._call(lambda core: core.sim.exited)
 
     @property
     def status(self) -> str:
@@ -931,14 +1089,15 @@ class QmpServer:
         return self._call(lambda core: core.cause(cause, params))
 
     def run_scenario(
-        self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
+        self, scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
-        """Start playing a scenario (a shipped scenario's name or a file) on a fresh VM.
+        """Start playing a scenario on a fresh VM: a shipped scenario's name, a file, or a
+        :class:`~qmpsim.scenario.Scenario` (one drawn by ``qmpsim.strategies.scenarios()``).
 
         The VM becomes the scenario's; the timeline plays in the background
         (:meth:`wait_scenario` waits for its end).
         """
-        scenario = _load_file(_resolve_scenario(str(name_or_path), self._config.base))
+        scenario = _scenario_arg(scenario, self._config.base)
 
         async def start(core: _Core) -> None:
             assert self._nursery is not None
@@ -1030,6 +1189,24 @@ class QmpServer:
         """Fail with a readable message unless event ``name`` was written (``count`` times)."""
         return self.transcript.assert_event_sent(name, count)
 
+    def assert_command_sequence(
+        self, *commands: str | tuple[str, Mapping[str, Any]]
+    ) -> list[SentCommand]:
+        """Fail unless ``commands`` (names, or ``(name, arguments)``) were sent in this order."""
+        __tracebackhide__ = True
+        return self.transcript.assert_command_sequence(*commands)
+
+
+_SERVERS = pytest.StashKey[list["QmpServer"]]()
+"""The threaded servers a test uses, checked after it and shown when it fails."""
+
+
+def _started(item: pytest.Item, config: _Config, name: str) -> QmpServer:
+    server = QmpServer(config, timeout=config.timeout, name=name)
+    server._start()
+    item.stash.setdefault(_SERVERS, []).append(server)
+    return server
+
 
 @pytest.fixture
 def qmp_server(request: pytest.FixtureRequest) -> Iterator[QmpServer]:
@@ -1037,7 +1214,53 @@ def qmp_server(request: pytest.FixtureRequest) -> Iterator[QmpServer]:
 
     Configure it with ``@pytest.mark.qmpsim(...)``.
     """
-    server = QmpServer(_config(request.node))
+    server = _started(request.node, _config(request.node), "qmp_server")
+    try:
+        yield server
+    finally:
+        server._teardown()
+
+
+@pytest.fixture
+def make_qmp_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., QmpServer]]:
+    """A factory of simulated monitors, for several VMs in one test.
+
+    ``make_qmp_server(scenario=None, *, name=None, **options)`` takes the
+    marker's arguments (``vm=``, ``profile=``, ``strict=``, ``replay=``…; the
+    test's marker does not apply) and returns a started :class:`QmpServer`,
+    each on its own socket; all are stopped when the test ends.
+    """
+    servers: list[QmpServer] = []
+
+    def make(scenario: Any = None, *, name: str | None = None, **options: Any) -> QmpServer:
+        kwargs = dict(options)
+        if scenario is not None:
+            kwargs["scenario"] = scenario
+        label = name or f"make_qmp_server #{len(servers) + 1}"
+        server = _started(request.node, _config_from(kwargs, request.node), label)
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        failures: list[BaseException] = []
+        for server in reversed(servers):
+            try:
+                server._teardown()
+            except BaseException as exc:
+                failures.append(exc)
+        _raise_errors(failures)
+
+
+@pytest.fixture(scope="session")
+def qmp_session_server() -> Iterator[QmpServer]:
+    """One idle simulated monitor for the whole session, reset after each test that uses it.
+
+    Faster than ``qmp_server`` for large suites; the marker does not apply to it
+    (use ``run_scenario()``, ``expect()``, ``allow()`` per test).
+    """
+    server = QmpServer(_config(None), name="qmp_session_server")
     server._start()
     try:
         yield server
@@ -1045,13 +1268,18 @@ def qmp_server(request: pytest.FixtureRequest) -> Iterator[QmpServer]:
         server._teardown()
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "qmp_session_server" in getattr(item, "fixturenames", ()):
+        # Registered before the test runs: checked after it, shown when it fails.
+        item.stash[_SESSION] = True
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     # Runs once the test body passed, before fixtures are torn down: a strict-mode
     # report or a server-side error then fails the test itself.
     result = yield
-    server = getattr(item, "funcargs", {}).get("qmp_server")
-    if isinstance(server, QmpServer):
+    for server in _servers(item):
         server._after_test()
     errors, report = item.stash.get(_FAILURE, ([], None))
     _raise_errors(errors)
@@ -1061,6 +1289,65 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if save is not None:
         save()
     return result
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.stash.get(_SESSION, False):
+        server = getattr(item, "funcargs", {}).get("qmp_session_server")
+        if isinstance(server, QmpServer) and not server._stopped:
+            server._call(lambda core: core.fresh())
+
+
+_SESSION = pytest.StashKey[bool]()
+
+
+def _servers(item: pytest.Item) -> list[QmpServer]:
+    registered = item.stash.get(_SERVERS, None)
+    servers = [] if registered is None else list(registered)
+    session = getattr(item, "funcargs", {}).get("qmp_session_server")
+    if isinstance(session, QmpServer) and item.stash.get(_SESSION, False):
+        servers.append(session)
+    return servers
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # As pytest-httpserver shows its log: a failing test shows what crossed the wire.
+    report = yield
+    if report.when == "call" and report.failed:
+        for name, text in _transcripts(item):
+            report.sections.append((f"qmpsim transcript: {name}", text))
+    return report
+
+
+_TRANSCRIPT_LINES = 200
+"""Lines of a failing test's transcript shown in its report (the newest)."""
+
+
+def _transcripts(item: pytest.Item) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for server in _servers(item):
+        try:
+            transcript = server.transcript
+        except SimulatorError:
+            continue
+        out.append((server.name, _shown(transcript)))
+    stashed = item.stash.get(_TRIO_TRANSCRIPT, None)
+    if stashed is not None:
+        out.append(("trio_qmp_server", _shown(stashed)))
+    return out
+
+
+def _shown(transcript: Transcript) -> str:
+    lines = transcript.lines()
+    if not lines:
+        return "(nothing was sent or received)"
+    if len(lines) > _TRANSCRIPT_LINES:
+        dropped = len(lines) - _TRANSCRIPT_LINES
+        lines = [f"({dropped} earlier lines not shown)", *lines[-_TRANSCRIPT_LINES:]]
+    return "\n".join(lines)
 
 
 # --- the trio fixture -----------------------------------------------------------------
@@ -1111,11 +1398,22 @@ class TrioQmpServer:
         return client
 
     async def run_scenario(
-        self, name_or_path: str | os.PathLike[str], *, seed: int | None = None
+        self, scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
-        """Start playing a scenario on a fresh VM, in the test's nursery."""
-        scenario = _load_file(_resolve_scenario(str(name_or_path), self._core.config.base))
-        await self._core.start(self._nursery, scenario, seed=seed)
+        """Start playing a scenario (a name, a file or a ``Scenario``) on a fresh VM,
+        in the test's nursery."""
+        await self._core.start(
+            self._nursery, _scenario_arg(scenario, self._core.config.base), seed=seed
+        )
+
+    @property
+    def exited(self) -> bool:
+        """Whether the VM exited (``quit``, or a guest shutdown without ``-no-shutdown``)."""
+        return self.sim.exited
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``: the same as :meth:`QmpServer.call`, here in the test's own thread."""
+        return fn(*args)
 
     async def wait_scenario(self) -> None:
         """Wait until the timeline of the last scenario started has ended."""
@@ -1165,6 +1463,13 @@ class TrioQmpServer:
         """Fail with a readable message unless event ``name`` was written."""
         return self.transcript.assert_event_sent(name, count)
 
+    def assert_command_sequence(
+        self, *commands: str | tuple[str, Mapping[str, Any]]
+    ) -> list[SentCommand]:
+        """Fail unless ``commands`` (names, or ``(name, arguments)``) were sent in this order."""
+        __tracebackhide__ = True
+        return self.transcript.assert_command_sequence(*commands)
+
 
 @pytest.fixture
 async def trio_qmp_server(
@@ -1189,5 +1494,6 @@ async def trio_qmp_server(
             # only then writes a recorded cassette).
             request.node.stash[_FAILURE] = (errors.errors + core.sim.errors, core.report())
             request.node.stash[_SAVE] = core.save
+            request.node.stash[_TRIO_TRANSCRIPT] = core.snapshot()
     finally:
         logging.getLogger("qmpsim").removeHandler(errors)

@@ -215,6 +215,12 @@ class Scenario:
     actions: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
     source: str | None = None
 
+    def to_yaml(self) -> str:
+        """The scenario as a YAML file that loads back to it (see :mod:`qmpsim.scenario_text`)."""
+        from .scenario_text import to_yaml  # it imports this module
+
+        return to_yaml(self)
+
 
 # --- the grammar: one table, used by the loader and by the JSON Schema -------------
 

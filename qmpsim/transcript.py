@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -48,6 +48,16 @@ class Entry:
         out["json"] = list(self.messages)
         if self.errors:
             out["errors"] = list(self.errors)
+        return out
+
+    def lines(self) -> list[str]:
+        """One line per message: ``client 1 -> {...}`` (``->``: from the client)."""
+        arrow = "->" if self.direction is Direction.IN else "<-"
+        out = [f"client {self.client} {arrow} {_dump(m)}" for m in self.messages]
+        out += [f"client {self.client} {arrow} (bad input: {e})" for e in self.errors]
+        if not self.raw:
+            who = "the client" if self.direction is Direction.IN else "the server"
+            out.append(f"client {self.client} {arrow} (closed by {who})")
         return out
 
     @classmethod
@@ -179,6 +189,12 @@ class Transcript:
 
         return unsubscribe
 
+    def lines(self) -> list[str]:
+        """Every message as a line, with its time since the first entry: ``+0.004s client 1
+        <- {...}``; what a failing test's report shows."""
+        start = self.entries[0].time if self.entries else 0.0
+        return [f"+{e.time - start:.3f}s {line}" for e in self.entries for line in e.lines()]
+
     def clear(self) -> None:
         """Drop every entry (between tests sharing one simulator)."""
         self.entries.clear()
@@ -268,6 +284,22 @@ class Transcript:
             raise AssertionError("\n".join(lines))
         return matching
 
+    def assert_command_sequence(
+        self, *commands: str | tuple[str, Mapping[str, Any]]
+    ) -> list[SentCommand]:
+        """Fail with a readable message unless ``commands`` were sent in this order.
+
+        Each is a name or ``(name, arguments)`` (a subset of the arguments sent);
+        other commands may come between them.  Returns the matching commands.
+        """
+        __tracebackhide__ = True  # pytest shows the caller's line, not this one
+        wanted = [(c, None) if isinstance(c, str) else (c[0], c[1]) for c in commands]
+        sent = self.commands_sent()
+        problem = sequence_mismatch(sent, wanted)
+        if problem is not None:
+            raise AssertionError(problem)
+        return _matched_sequence(sent, wanted)
+
     def assert_event_sent(self, name: str, count: int | None = None) -> list[dict[str, Any]]:
         """Fail with a readable message unless event ``name`` was written (``count`` times)."""
         matching = self.events_sent(name)
@@ -311,6 +343,37 @@ class Transcript:
         """A transcript from a JSON-lines file."""
         with open(path, encoding="utf-8") as lines:
             return cls.load(lines, source=str(path))
+
+
+def _matched_sequence(
+    sent: Sequence[SentCommand], wanted: Sequence[tuple[str, Mapping[str, Any] | None]]
+) -> list[SentCommand]:
+    out: list[SentCommand] = []
+    for command in sent:
+        if len(out) < len(wanted):
+            name, arguments = wanted[len(out)]
+            if command.command == name and (
+                arguments is None or arguments_match(command.arguments, arguments)
+            ):
+                out.append(command)
+    return out
+
+
+def sequence_mismatch(
+    sent: Sequence[SentCommand], wanted: Sequence[tuple[str, Mapping[str, Any] | None]]
+) -> str | None:
+    """``None`` when ``wanted`` was sent in this order (others may come between), else why not."""
+    found = _matched_sequence(sent, wanted)
+    if len(found) == len(wanted):
+        return None
+    name, arguments = wanted[len(found)]
+    what = name if not arguments else f"{name} with arguments ⊇ {_dump(arguments)}"
+    after = f"after {', '.join(c.command for c in found)}" if found else "first"
+    order = ", ".join(c.command for c in sent) if sent else "nothing"
+    return (
+        f"expected the commands {', '.join(w[0] for w in wanted)} in this order: "
+        f"no {what} {after}; sent, in order: {order}"
+    )
 
 
 def _dump(value: Any) -> str:

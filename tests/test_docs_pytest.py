@@ -55,7 +55,7 @@ EXAMPLES = [(code, texts) for code, texts in blocks() if "replay=" not in code]
 
 
 def test_the_page_has_its_examples() -> None:
-    assert len(EXAMPLES) == 5
+    assert len(EXAMPLES) == 6
     assert sum(1 for _, texts in EXAMPLES if texts) == 2
 
 

@@ -170,7 +170,7 @@ def test_tcp_when_asked(qmp_server: QmpServer, client: SyncClient) -> None:
 def test_override_reply_and_call(qmp_server: QmpServer, client: SyncClient) -> None:
     qmp_server.override_reply("query-name", {"name": "db01"})
     assert client.execute("query-name") == {"return": {"name": "db01"}}
-    assert qmp_server.call(lambda sim: sim.clients) == [1]
+    assert qmp_server.call(lambda: qmp_server.sim.clients) == [1]
 
 
 def test_qemu_qmp_asyncio_client(qmp_server: QmpServer) -> None:
@@ -221,7 +221,7 @@ def test_a_crashed_simulator_is_reported_not_hung() -> None:
         raise RuntimeError("the simulator broke")
 
     # A task that fails in the simulator's nursery ends its trio run.
-    server.call(lambda sim: server._nursery.start_soon(boom))
+    server.call(lambda: server._nursery.start_soon(boom))
     server._thread.join()
     with pytest.raises(SimulatorError, match=r"the simulator stopped: .*the simulator broke"):
         server.emit("POWERDOWN")

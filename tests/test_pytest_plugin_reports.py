@@ -47,7 +47,7 @@ import pytest
 
 @pytest.mark.qmpsim(scenario="disk-read-error-stop", strict=True)
 def test_resume_after_io_error(qmp_server):
-    session(qmp_server.path, "query-status", "query-block")
+    session(qmp_server.path, "query-status", "system_reset", "query-block")
 """,
     )
     result.assert_outcomes(failed=1)
@@ -57,17 +57,102 @@ def test_resume_after_io_error(qmp_server):
             "qmpsim strict mode: the client did not do what scenario 'disk-read-error-stop'"
             " (*scenarios/disk-read-error-stop.yaml) expects",
             "unexpected commands:",
-            '  {"execute": "query-status"}  (+*s)',
-            '  {"execute": "query-block"}  (+*s)',
+            '  {"execute": "system_reset"}  (+*s)',
             "unmet expectations:",
             "  until cont (*disk-read-error-stop.yaml:18): the timeline never reached it",
             "  until cont (*disk-read-error-stop.yaml:22): the timeline never reached it",
-            "commands expected: cont, qmp_capabilities",
-            "commands sent, in order: qmp_capabilities, query-status, query-block",
+            "commands expected: cont, qmp_capabilities (and query-*)",
+            "commands sent, in order: qmp_capabilities, query-status, system_reset, query-block",
             "FAILED test_user.py::test_resume_after_io_error - Failed: qmpsim strict mode*",
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+def test_allow_decides_what_strict_mode_tolerates(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.qmpsim(strict=True, allow=[])
+def test_nothing_tolerated(qmp_server):
+    session(qmp_server.path, "query-status")
+
+@pytest.mark.qmpsim(strict=True, allow=["system_*"])
+def test_patterns(qmp_server):
+    session(qmp_server.path, "system_reset", "system_powerdown", "query-status")
+""",
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_nothing_tolerated _*",
+            "unexpected commands:",
+            '  {"execute": "query-status"}  (+*s)',
+            "commands expected: qmp_capabilities",
+            "*_ test_patterns _*",
+            "unexpected commands:",
+            '  {"execute": "query-status"}  (+*s)',
+            "commands expected: qmp_capabilities (and system_*)",
+        ]
+    )
+
+
+def test_marker_expectations_are_checked_without_strict_mode(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+import pytest
+
+@pytest.mark.qmpsim(expect=["stop", {"command": "cont", "count": 1}])
+def test_missing(qmp_server):
+    session(qmp_server.path, "stop", "query-status")
+
+@pytest.mark.qmpsim(expect=["stop", "cont"], in_order=True)
+def test_out_of_order(qmp_server):
+    session(qmp_server.path, "cont", "stop")
+
+@pytest.mark.qmpsim(expect=["stop", "cont"], in_order=True)
+def test_in_order(qmp_server):
+    session(qmp_server.path, "cont", "stop", "query-status", "cont")
+    qmp_server.assert_command_sequence("stop", "cont")
+""",
+    )
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_missing _*",
+            "qmpsim expectations: the client did not do what the test expects",
+            "unmet expectations:",
+            "  cont (marker): expected exactly 1 time, sent 0 times",
+            "*_ test_out_of_order _*",
+            "  in order (marker): expected the commands stop, cont in this order: no cont after"
+            " stop; sent, in order: qmp_capabilities, cont, stop",
+        ]
+    )
+
+
+def test_assert_command_sequence_says_what_is_missing(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+import pytest
+
+def test_sequence(qmp_server):
+    session(qmp_server.path, "stop", "cont")
+    qmp_server.assert_command_sequence("cont", ("stop", {}))
+""",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*AssertionError: expected the commands cont, stop in this order: no stop after"
+            " cont; sent, in order: qmp_capabilities, stop, cont",
+        ]
+    )
 
 
 def test_strict_mode_passes_when_the_client_does_what_is_expected(
@@ -169,7 +254,7 @@ def test_callback_breaks(qmp_server):
     def broken(request):
         raise ValueError("the callback broke")
 
-    qmp_server.call(lambda sim: sim.on_command("stop", broken))
+    qmp_server.call(qmp_server.sim.on_command, "stop", broken)
     session(qmp_server.path, "stop")
 """,
     )
@@ -214,7 +299,7 @@ def test_retries(qmp_server):
             "qmpsim strict mode: the client did not do what scenario 'flaky' (flaky.yaml) expects",
             "unmet expectations:",
             "  reply to query-status (flaky.yaml:3): 2 times scripted, the client sent it 1 time",
-            "commands expected: cont, qmp_capabilities, query-status",
+            "commands expected: cont, qmp_capabilities, query-status (and query-*)",
         ]
     )
     result.stdout.no_fnmatch_line("unexpected commands:")
