@@ -167,13 +167,17 @@ def test_caplog(qmp_server, caplog):
 """,
     )
     result.assert_outcomes(passed=1)
-    live = run(
-        pytester,
-        """
+    pytester.makepyfile(
+        test_live=CLIENT
+        + """
 def test_live(qmp_server):
     session(qmp_server.path, "stop")
-""",
-        "--log-cli-level=DEBUG",
+"""
+    )
+    # In a process of its own: a `qmpsim` command run in this one configures the
+    # `qmpsim` logger for a terminal, as the command line does.
+    live = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--log-cli-level=DEBUG", "test_live.py"
     )
     live.assert_outcomes(passed=1)
     live.stdout.fnmatch_lines(['*DEBUG*qmpsim.traffic*client 1 -> {"execute": "stop"}*'])
