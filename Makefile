@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCENARIO ?= scenarios/tour.yaml
 
-.PHONY: run test lint typecheck bench clean qemu qemu-10.0
+.PHONY: run test lint typecheck bench clean qemu qemu-10.0 libvirt
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,27 @@ $(QEMU_10_0)/.installed: tools/install-debian-qemu | qemu
 record-libvirt-probe:
 	$(PYTHON) tools/record_libvirt_probe.py tests/data/libvirt-probe-qemu-7.2.jsonl
 
-## test: lint, typecheck and the whole suite (both real QEMUs included)
-test: $(STAMP) qemu qemu-10.0 lint typecheck
+## libvirt: what the libvirt end-to-end tests drive: Debian's libvirt daemon, its QEMU
+## driver and virsh, with apt, when missing; and the libvirt-qemu user and group, which the
+## QEMU driver refuses to load without (libvirt-daemon-system would make them, and much more)
+libvirt:
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	missing=""; \
+	command -v libvirtd >/dev/null 2>&1 || missing="$$missing libvirt-daemon"; \
+	[ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ] || \
+	  missing="$$missing libvirt-daemon-driver-qemu"; \
+	command -v virsh >/dev/null 2>&1 || missing="$$missing libvirt-clients"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi; \
+	getent group libvirt-qemu >/dev/null || $$SUDO groupadd --system libvirt-qemu; \
+	getent passwd libvirt-qemu >/dev/null || $$SUDO useradd --system --gid libvirt-qemu \
+	  --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin libvirt-qemu
+
+## test: lint, typecheck and the whole suite (both real QEMUs and libvirt included)
+test: $(STAMP) qemu qemu-10.0 libvirt lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
