@@ -3,18 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 SCENARIO ?= scenarios/tour.yaml
 
 .PHONY: run test lint typecheck bench clean qemu qemu-10.0 libvirt
 
-$(STAMP): pyproject.toml
+# Two stamps: running needs only the package and its runtime dependencies; the
+# tests, lint and typecheck add the test tools on top.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 ## run: serve the default scenario and show a client receiving it
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(PY) -m qmpsim demo $(SCENARIO)
 
 ## qemu: install what the tests talk to: a real QEMU (the referee of the differential

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from .scenario import Scenario
     from .server import Simulator
-    from .transcript import Entry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -119,27 +118,13 @@ def _profile_names() -> list[str]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("qmpsim: %(message)s"))
+    from .logs import stderr_handler
+
     root = logging.getLogger("qmpsim")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.handlers[:] = [stderr_handler(sys.stderr)]
+    # -v: connections, scenario steps and every message (DEBUG, qmpsim.traffic).
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     root.propagate = False
-
-
-def traffic_printer(out: TextIO) -> Callable[[Entry], None]:
-    """An observer printing one line per message: client, direction, the JSON."""
-    from .transcript import Direction
-
-    def show(entry: Entry) -> None:
-        arrow = "->" if entry.direction is Direction.IN else "<-"
-        for message in entry.messages:
-            text = json.dumps(message, ensure_ascii=False)
-            print(f"client {entry.client} {arrow} {text}", file=out, flush=True)
-        for error in entry.errors:
-            print(f"client {entry.client} {arrow} (bad input: {error})", file=out, flush=True)
-
-    return show
 
 
 def load_scenario_arg(path: str | None) -> Scenario | None:
@@ -150,9 +135,9 @@ def load_scenario_arg(path: str | None) -> Scenario | None:
     """
     if path is None:
         return None
-    from .scenario import load_scenario, resolve
+    from .scenario import load_named
 
-    return load_scenario(resolve(path))
+    return load_named(path)
 
 
 SERVE_TRANSCRIPT_LIMIT = 10_000
@@ -309,7 +294,9 @@ def serve(args: argparse.Namespace) -> int:
         scenario, profile=args.profile, multi_client=args.multi, max_input=args.max_input
     )
     if args.verbose:
-        sim.transcript.subscribe(traffic_printer(sys.stderr))
+        from .logs import log_traffic
+
+        sim.transcript.subscribe(log_traffic)
 
     import trio
 
@@ -557,12 +544,18 @@ async def _watch(client: _DemoClient, runner: Any, timeout: float) -> None:
 # --- qmpsim list / validate / show / schema (the scenario language) ---------------------------
 
 
-@subcommand("list", help="list the shipped scenarios", arguments=lambda parser: None)
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--paths", action="store_true", help="each scenario's file instead of its description"
+    )
+
+
+@subcommand("list", help="list the shipped scenarios", arguments=_list_arguments)
 def list_scenarios(args: argparse.Namespace) -> int:
     """``qmpsim list``."""
     from .scenario import list_shipped
 
-    print(list_shipped(), end="")
+    print(list_shipped(paths=args.paths), end="")
     return EXIT_OK
 
 
@@ -590,16 +583,24 @@ def _scenario_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    _scenario_argument(parser)
+    parser.add_argument(
+        "--yaml", action="store_true", help="print the scenario as YAML (includes inlined)"
+    )
+
+
 @subcommand(
     "show",
     help="print a scenario's timeline and the events it produces",
-    arguments=_scenario_argument,
+    arguments=_show_arguments,
 )
 def show(args: argparse.Namespace) -> int:
     """``qmpsim show``."""
-    from .scenario import load_scenario, resolve, show_timeline
+    from .scenario import load_named, show_timeline
 
-    print(show_timeline(load_scenario(resolve(args.scenario))), end="")
+    scenario = load_named(args.scenario)
+    print(scenario.to_yaml() if args.yaml else show_timeline(scenario), end="")
     return EXIT_OK
 
 

@@ -23,8 +23,8 @@ from .cli import (
     _setup_logging,
     parse_tcp,
     subcommand,
-    traffic_printer,
 )
+from .logs import log_traffic
 
 if TYPE_CHECKING:
     from .record import Recorder
@@ -133,7 +133,7 @@ def record(args: argparse.Namespace) -> int:
         transcript = Transcript(max_entries=SERVE_TRANSCRIPT_LIMIT)
         transcript.subscribe(_writer(out))
         if args.verbose:
-            transcript.subscribe(traffic_printer(sys.stderr))
+            transcript.subscribe(log_traffic)
         recorder = Recorder(_upstream(args.upstream), transcript=transcript)
 
         import trio
@@ -265,7 +265,7 @@ def replay(args: argparse.Namespace) -> int:
         transcript=Transcript(max_entries=SERVE_TRANSCRIPT_LIMIT),
     )
     if args.verbose:
-        sim.transcript.subscribe(traffic_printer(sys.stderr))
+        sim.transcript.subscribe(log_traffic)
 
     def announce(problem: str) -> None:
         print(f"qmpsim replay: {problem}", file=sys.stderr, flush=True)

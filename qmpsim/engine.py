@@ -10,6 +10,7 @@ time their command has been answered.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -170,6 +171,9 @@ class ScenarioRunner:
 
     async def run_step(self, step: Step) -> None:
         """Run one step."""
+        if log.isEnabledFor(logging.INFO):
+            where = f"{step.where.file or '<scenario>'}:{step.where.line}"
+            log.info("scenario %r (%s): %s", self.scenario.name, where, _progress(step))
         if isinstance(step, CauseStep):
             self._cause(step)
         elif isinstance(step, EmitStep):
@@ -376,3 +380,13 @@ async def start_session(
         channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
         announce(f"control channel on unix:{await nursery.start(channel.serve_unix, control)}")
     return session
+
+
+def _progress(step: Step) -> str:
+    """A step as one line for the log: its YAML, without the steps it holds."""
+    if isinstance(step, IncludeStep):
+        return f"include: {step.path}"
+    from .scenario_text import step_document
+
+    document = {k: v for k, v in step_document(step).items() if k != "steps"}
+    return json.dumps(document, ensure_ascii=False)

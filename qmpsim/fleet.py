@@ -70,6 +70,7 @@ from .control import (
 )
 from .engine import IDLE, Session
 from .errors import QmpSimError
+from .logs import CURRENT_VM
 from .scenario import Scenario, build_machine
 from .server import ListenError, Simulator, UnixSocketFile, bind_unix, clear_stale_socket
 from .transcript import Transcript
@@ -474,6 +475,7 @@ class Fleet:
         self, vm: FleetVm, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         # One task a running VM: it holds the simulator and plays the scenario, if any.
+        CURRENT_VM.set(vm.name)  # its log lines name it
         sim = vm.sim
         async with sim:
             sim.on_exit(functools.partial(self._exited, vm))
@@ -493,6 +495,7 @@ class Fleet:
 
     async def _serve_client(self, vm: FleetVm, conn: stdsocket.socket) -> None:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        CURRENT_VM.set(vm.name)  # the connection's log lines name its VM
         try:
             sim = await self.start(vm)
             await sim.handle_stream(stream)
@@ -952,10 +955,10 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 
 def _worker_logging(number: int, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"qmpsim (worker {number}): %(message)s"))
+    from .logs import stderr_handler
+
     root = logging.getLogger("qmpsim")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [stderr_handler(sys.stderr, f"qmpsim (worker {number})")]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False
 

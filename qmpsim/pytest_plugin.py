@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .machine import Cause, CommandError, Outcome
     from .scenario import Scenario, Step
     from .server import Simulator
-    from .transcript import Entry, SentCommand, Transcript
+    from .transcript import SentCommand, Transcript
     from .vcr import CassetteDeck
 
 __all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
@@ -360,11 +360,9 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
         if beside.exists():
             return beside
     if not path.exists():
-        from .errors import ScenarioError
-        from .scenario import shipped_scenarios
+        from .scenario import unknown_scenario
 
-        known = ", ".join(p.stem for p in shipped_scenarios())
-        raise ScenarioError(f"no such file or shipped scenario (shipped: {known})", name)
+        raise unknown_scenario(name)
     return path
 
 
@@ -483,7 +481,10 @@ class _Core:
         self.seen = 0
         self.path = ""
         self.address: str | tuple[str, int] = ""
-        self.sim.transcript.subscribe(_log_traffic)
+        from .logs import log_traffic
+
+        # caplog and --log-cli-level=DEBUG show a test's traffic.
+        self.sim.transcript.subscribe(log_traffic)
 
     async def listen(self, nursery: trio.Nursery) -> None:
         if self.deck is not None:
@@ -742,17 +743,6 @@ class _Core:
                     f"{_n(step.times, 'time')} scripted, the client sent it {_n(used, 'time')}"
                 )
         return unmet
-
-
-_traffic = logging.getLogger("qmpsim.traffic")
-
-
-def _log_traffic(entry: Entry) -> None:
-    """Every message through ``logging`` (DEBUG, logger ``qmpsim.traffic``): ``caplog``
-    and ``--log-cli-level=DEBUG`` show a test's traffic."""
-    if _traffic.isEnabledFor(logging.DEBUG):
-        for line in entry.lines():
-            _traffic.debug("%s", line)
 
 
 def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) -> None:

@@ -1571,16 +1571,36 @@ def validate_files(paths: Sequence[str], out: TextIO) -> int:
     return 1 if failures else 0
 
 
-def list_shipped() -> str:
-    """The shipped scenarios, one line each: name and description."""
+def list_shipped(*, paths: bool = False) -> str:
+    """The shipped scenarios, one line each: name and description (``paths``: its file)."""
     rows = []
     for path in shipped_scenarios():
+        if paths:
+            rows.append((path.stem, str(path)))
+            continue
         try:
             rows.append((path.stem, load_scenario(path).description))
         except ScenarioError as exc:
             rows.append((path.stem, f"(broken: {exc})"))
     width = max((len(name) for name, _ in rows), default=0)
     return "".join(f"{name:<{width}}  {text}\n" for name, text in rows)
+
+
+def load_named(name: str) -> Scenario:
+    """The scenario a command line names: a file, or a shipped scenario (did-you-mean if not)."""
+    path = resolve(name)
+    if not path.exists() and "/" not in name and not name.endswith((".yaml", ".yml")):
+        raise unknown_scenario(name)
+    return load_scenario(path)
+
+
+def unknown_scenario(name: str) -> ScenarioError:
+    """The error for a name that is neither a file nor a shipped scenario."""
+    known = [p.stem for p in shipped_scenarios()]
+    hint = _suggest(name, known)
+    return ScenarioError(
+        f"no such file or shipped scenario{hint} (shipped: {', '.join(known)})", name
+    )
 
 
 def resolve(name: str) -> Path:

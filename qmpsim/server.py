@@ -127,6 +127,8 @@ class _Client:
     wake: trio.Event = field(default_factory=trio.Event)
     negotiated: bool = False
     closing: bool = False
+    greeted: trio.Event = field(default_factory=trio.Event)
+    """Set once the greeting is written: QEMU writes it before it reads anything."""
 
     def poke(self) -> None:
         self.wake.set()
@@ -577,6 +579,9 @@ class Simulator:
         self, client: _Client, requests: trio.MemorySendChannel[Request | bytes]
     ) -> None:
         async with requests:
+            # Nothing is read before the greeting is out, so a client that sends at
+            # once is still answered, and recorded, after its greeting.
+            await client.greeted.wait()
             while True:
                 try:
                     data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
@@ -723,6 +728,7 @@ class Simulator:
                     chunks.extend(client.outbox)
                     client.outbox.clear()
                 elif fault.kind == "coalesce":
+                    client.greeted.set()  # the message it waits for may need a request
                     following = await self._next_message(client)
                     if following is not None:
                         chunks.append(following)
@@ -741,6 +747,7 @@ class Simulator:
                 else:
                     await client.stream.send_all(joined)
                 client.buffered -= len(joined)
+                client.greeted.set()
                 client.largest = max((len(chunk) for chunk, _ in client.outbox), default=0)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("client %d: went away while being written to", client.id)

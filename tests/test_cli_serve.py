@@ -110,10 +110,11 @@ def test_serve_verbose_logs_one_line_per_message(sock_dir: Path) -> None:
         session(path, b'{"execute": "query-status", "id": "s"}')
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=TIMEOUT)
-    lines = err.splitlines()
-    assert 'client 1 -> {"execute": "query-status", "id": "s"}' in lines
-    assert any(line.startswith('client 1 <- {"QMP": ') for line in lines)
-    assert any(line.startswith('client 1 <- {"return": {"status": "running"') for line in lines)
+    # Each line: its time, then what happened (see tests/test_cli_verbose.py).
+    lines = [line.split(" ", 1)[1] for line in err.splitlines() if line[:1].isdigit()]
+    assert 'qmpsim: client 1 -> {"execute": "query-status", "id": "s"}' in lines
+    assert any(line.startswith('qmpsim: client 1 <- {"QMP": ') for line in lines)
+    assert any(line.startswith('qmpsim: client 1 <- {"return": {"status": "run') for line in lines)
 
 
 def test_serve_tcp_with_a_scenario(sock_dir: Path) -> None:

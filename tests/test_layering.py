@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "scenario": {"machine", "catalog", "fakedata", "scenario_text", "errors"},
     "server": {"protocol", "machine", "scenario", "transcript", "catalog", "wire", "errors"},
     "engine": {
+        "scenario_text",
         "scenario",
         "server",
         "control",
@@ -53,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "errors",
     },
     "fleet": {
+        "logs",
         "server",
         "engine",
         "control",
@@ -67,9 +69,11 @@ ALLOWED: dict[str, set[str]] = {
     "cassette": {"catalog", "transcript", "wire", "errors"},
     "replay": {"cassette", "server", "machine", "protocol", "transcript", "wire", "errors"},
     "record": {"server", "cassette", "transcript", "errors"},
+    "logs": {"transcript"},
     "vcr": {"cassette", "record", "replay", "server", "transcript", "wire", "errors"},
     "cli_record": {
         "cli",
+        "logs",
         "cassette",
         "record",
         "replay",
@@ -89,6 +93,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "strategies": {"machine", "catalog", "fakedata", "scenario", "conformance", "errors"},
     "pytest_plugin": {
+        "logs",
         "vcr",
         "cassette",
         "server",
