@@ -7,6 +7,10 @@ randomness from an injected ``random.Random``.  It answers commands with an
 conformant event sequence QEMU would emit.  Events QEMU throttles, and events
 that come after a reply, wait in the machine until :meth:`Machine.poll` hands
 them out; :meth:`Machine.next_deadline` says when.
+
+The machine is a façade: run state, disks and the watchdog are its own, each
+other area is a component of :mod:`qmpsim.vm` (``Machine.COMPONENTS``), and one
+dispatch table routes every command and cause to its handler.
 """
 
 from __future__ import annotations
@@ -17,13 +21,65 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
-from .errors import CatalogError, QmpSimError
+from .errors import CatalogError
+from .vm.component import (
+    Action,
+    Component,
+    Route,
+    Timer,
+    Timers,
+    dispatch_table,
+    on_cause,
+    on_command,
+)
+from .vm.display import (
+    Display,
+    SpiceConfig,
+    SpiceConnect,
+    SpiceDisconnect,
+    SpiceInitialize,
+    VncConfig,
+    VncConnect,
+    VncDisconnect,
+    VncInitialize,
+)
+from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
-Clock = Callable[[], float]
-"""Seconds since the epoch, as a float (``time.time`` by default)."""
+__all__ = [  # the names other modules and users import from here
+    "Cause",
+    "Clock",
+    "CommandError",
+    "DiskConfig",
+    "DiskError",
+    "DiskRepaired",
+    "Event",
+    "GuestPanic",
+    "GuestPowerdown",
+    "GuestReset",
+    "GuestShutdown",
+    "Machine",
+    "MachineError",
+    "ManualClock",
+    "Outcome",
+    "RtcChange",
+    "SpiceConfig",
+    "SpiceConnect",
+    "SpiceDisconnect",
+    "SpiceInitialize",
+    "VmConfig",
+    "VncConfig",
+    "VncConnect",
+    "VncDisconnect",
+    "VncInitialize",
+    "WatchdogExpired",
+    "modelled_commands",
+    "virtual_clock",
+]
+
+_C = TypeVar("_C", bound=Component)
 
 RUN_STATES = (
     "debug",
@@ -53,10 +109,6 @@ _NEEDS_RESET = ("shutdown", "internal-error")
 _STRERROR = {False: "Input/output error", True: "No space left on device"}
 
 
-class MachineError(QmpSimError):
-    """A cause the VM cannot undergo in its present state, or a VM description that is wrong."""
-
-
 class ManualClock:
     """A deterministic clock: ``start`` plus the virtual time :meth:`advance` added."""
 
@@ -77,69 +129,6 @@ def virtual_clock(start: float, elapsed: Callable[[], float]) -> Clock:
     """A clock reading ``start + elapsed()``; with ``trio.current_time`` under a ``MockClock``
     it gives reproducible timestamps."""
     return lambda: start + elapsed()
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event as it goes on the wire: name, optional data, timestamp."""
-
-    name: str
-    data: Mapping[str, Any] | None
-    seconds: int
-    microseconds: int
-
-    def to_json(self) -> dict[str, Any]:
-        """The message object, members in the order QEMU inserts them."""
-        msg: dict[str, Any] = {
-            "timestamp": {"seconds": self.seconds, "microseconds": self.microseconds},
-            "event": self.name,
-        }
-        if self.data is not None:
-            msg["data"] = _plain(self.data)
-        return msg
-
-    def message(self) -> Mapping[str, Any]:
-        """:meth:`to_json` built once and shared (validated, then encoded): read it only."""
-        cached: Mapping[str, Any] | None = self.__dict__.get("_message")
-        if cached is None:
-            cached = self.to_json()
-            object.__setattr__(self, "_message", cached)  # a cache, not a field
-        return cached
-
-    @property
-    def time(self) -> float:
-        """The timestamp as float seconds."""
-        return self.seconds + self.microseconds / 1_000_000
-
-
-_SCALARS = frozenset((str, int, bool, float, type(None)))
-
-
-def _plain(value: Any) -> Any:
-    if type(value) is dict and _SCALARS.issuperset(map(type, value.values())):
-        return dict(value)  # the common case, copied in C
-    if isinstance(value, Mapping):
-        return {k: v if type(v) in _SCALARS else _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [v if type(v) in _SCALARS else _plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class CommandError:
-    """An error reply: QEMU's error class and human-readable text."""
-
-    error_class: str
-    desc: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a command produced: events first, then the reply; ``close`` ends the connection."""
-
-    reply: Any | CommandError
-    events: tuple[Event, ...] = ()
-    close: bool = False
 
 
 # --- causes: things that happen to the VM, which the machine turns into events ---
@@ -187,69 +176,6 @@ class GuestReset:
 @dataclass(frozen=True)
 class GuestPanic:
     """The guest kernel panicked (pvpanic)."""
-
-
-@dataclass(frozen=True)
-class VncConnect:
-    """A VNC client called ``client`` (any stable label) opened a connection.
-
-    ``host``/``service``/``family`` are its address (default: loopback, a random port).
-    """
-
-    client: str
-    host: str | None = None
-    service: str | None = None
-    family: str | None = None
-
-
-@dataclass(frozen=True)
-class VncInitialize:
-    """The VNC client ``client`` passed authentication; its session is active.
-
-    ``x509_dname``/``sasl_username`` identify it when the server's auth uses TLS/SASL.
-    """
-
-    client: str
-    x509_dname: str | None = None
-    sasl_username: str | None = None
-
-
-@dataclass(frozen=True)
-class VncDisconnect:
-    """The VNC client ``client`` went away."""
-
-    client: str
-
-
-@dataclass(frozen=True)
-class SpiceConnect:
-    """A SPICE channel of client ``client`` connected (address: as for :class:`VncConnect`)."""
-
-    client: str
-    channel_type: int = 1
-    channel_id: int = 0
-    host: str | None = None
-    port: str | None = None
-    family: str | None = None
-
-
-@dataclass(frozen=True)
-class SpiceInitialize:
-    """A SPICE channel of ``client`` completed its handshake (``tls``: default the server's)."""
-
-    client: str
-    channel_type: int = 1
-    channel_id: int = 0
-    tls: bool | None = None
-
-
-@dataclass(frozen=True)
-class SpiceDisconnect:
-    """A SPICE channel of client ``client`` went away."""
-
-    client: str
-    channel_type: int = 1
-    channel_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -379,29 +305,6 @@ def _complete_disks(disks: tuple[DiskConfig, ...]) -> tuple[DiskConfig, ...]:
 
 
 @dataclass(frozen=True)
-class VncConfig:
-    """A VNC server: ``-vnc host:display`` and its authentication."""
-
-    host: str = "127.0.0.1"
-    port: int = 5900
-    family: str = "ipv4"
-    auth: str = "none"
-    websocket: bool = False
-
-
-@dataclass(frozen=True)
-class SpiceConfig:
-    """A SPICE server: ``-spice port=…,addr=…``."""
-
-    host: str = "127.0.0.1"
-    port: int = 5930
-    family: str = "ipv4"
-    auth: str = "spice"
-    tls: bool = False
-    compiled_version: str = "0.15.1"
-
-
-@dataclass(frozen=True)
 class DeviceConfig:
     """A ``-device``: its driver, its id (``None``: anonymous) and its other properties."""
 
@@ -492,26 +395,6 @@ class VmConfig:
 
 
 @dataclass
-class _VncClient:
-    host: str
-    service: str
-    family: str
-    initialized: bool = False
-    x509_dname: str | None = None
-    sasl_username: str | None = None
-
-
-@dataclass
-class _SpiceChannel:
-    host: str
-    port: str
-    family: str
-    connection_id: int
-    initialized: bool = False
-    tls: bool = False
-
-
-@dataclass
 class _Window:
     """QEMU's per-event throttle state: when the window closes, and the one pending event."""
 
@@ -521,11 +404,14 @@ class _Window:
 
 @dataclass
 class Machine:
-    """One simulated VM.
+    """One simulated VM: a façade over its components (:mod:`qmpsim.vm.component`).
 
     Its run state (:attr:`status`) starts as ``vm.initial_state`` and is the
     model's to change: it is not a constructor argument.
     """
+
+    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display,)
+    """The parts every machine is built of; each declares its commands and causes."""
 
     vm: VmConfig = field(default_factory=VmConfig)
     profile: ProfileSpec = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
@@ -538,6 +424,9 @@ class Machine:
         # ints (~23 KB), ten times the generator's own ~2.5 KB, which counts when a
         # fleet holds thousands of machines.
         self._rng_start = copy.copy(self.rng)
+        self._commands, self._causes = _routes(type(self))
+        self._parts: dict[type[Component], Component] = {k: k(self) for k in self.COMPONENTS}
+        self._timers = Timers()
         self.reset()
 
     def reset(self) -> None:
@@ -550,11 +439,11 @@ class Machine:
         self.exited = False
         self._io_status: dict[str, str] = {d.name: "ok" for d in self.vm.disks}
         self._failing: dict[str, DiskError] = {}
-        self._vnc: dict[str, _VncClient] = {}
-        self._spice: dict[tuple[str, int, int], _SpiceChannel] = {}
-        self._spice_ids: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
         self._retry: list[DiskError] = []
+        self._timers.clear()
+        for part in self._parts.values():
+            part.reset()
 
     @property
     def running(self) -> bool:
@@ -615,6 +504,10 @@ class Machine:
         retry, self._retry = self._retry, []
         for error in retry:
             out += self._on_DiskError(error)
+        for part in self._parts.values():
+            out += part.poll()
+        while not self.exited and (timer := self._timers.pop_due(self.clock())) is not None:
+            out += timer.action()
         now = self.clock()
         due = sorted((w.closes, name) for name, w in self._windows.items() if w.closes <= now)
         for _, name in due:
@@ -631,9 +524,11 @@ class Machine:
         """When :meth:`poll` next has something to do, on the clock's scale."""
         if self._retry:
             return self.clock()
-        if not self._windows:
-            return None
-        return min(w.closes for w in self._windows.values())
+        deadlines: list[float | None] = [w.closes for w in self._windows.values()]
+        deadlines += (part.next_deadline() for part in self._parts.values())
+        if not self.exited:  # an exited VM runs nothing more
+            deadlines.append(self._timers.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def pending_events(self) -> list[Event]:
         """Throttled events held back, oldest first, without releasing them."""
@@ -649,6 +544,43 @@ class Machine:
 
     def _reset_data(self, guest: bool, reason: str) -> dict[str, Any] | None:
         return {"guest": guest, "reason": reason} if self.profile.run_states else None
+
+    # --- what components use (qmpsim.vm.component.Host) ---------------------------
+
+    def event(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
+        """An event stamped now and validated against the profile (``CatalogError`` otherwise)."""
+        return self._event(name, data)
+
+    def send(self, event: Event) -> list[Event]:
+        """``event`` through QEMU's per-event throttle: what goes out now."""
+        return self._send(event)
+
+    def stop(self, state: str) -> list[Event]:
+        """``vm_stop(state)``: STOP when the vCPUs ran, and the new run state."""
+        return self._stop(state)
+
+    def shutdown(self, reason: str, *, guest: bool = True) -> list[Event]:
+        """SHUTDOWN, then STOP under ``-no-shutdown`` or the VM's exit."""
+        out = [self._event("SHUTDOWN", self._reset_data(guest, reason))]
+        if self.vm.no_shutdown:
+            out += self._stop("shutdown")
+        else:
+            self.exited = True
+        return out
+
+    def reset_data(self, guest: bool, reason: str) -> dict[str, Any] | None:
+        """SHUTDOWN/RESET data for this profile (``None`` where QEMU sent none)."""
+        return self._reset_data(guest, reason)
+
+    def after(self, seconds: float, action: Action) -> Timer:
+        """Run ``action`` ``seconds`` from now on the clock, once (a reset drops it)."""
+        return self._timers.add(self.clock() + seconds, action)
+
+    def part(self, kind: type[_C]) -> _C:
+        """This machine's component of class ``kind``."""
+        found = self._parts[kind]
+        assert isinstance(found, kind)
+        return found
 
     # --- causes ---------------------------------------------------------------
 
@@ -672,36 +604,11 @@ class Machine:
             return "the VM has no watchdog (VmConfig.watchdog) and the cause names no action"
         if isinstance(cause, GuestPanic) and "GUEST_PANICKED" not in self.profile.events:
             return f"profile {self.profile.name} has no guest panic notification"
-        if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
-            return self._vnc_error(cause)
-        if isinstance(cause, SpiceConnect | SpiceInitialize | SpiceDisconnect):
-            return self._spice_error(cause)
-        return None
-
-    def _vnc_error(self, cause: VncConnect | VncInitialize | VncDisconnect) -> str | None:
-        if self.vm.vnc is None:
-            return "the VM has no VNC server (VmConfig.vnc)"
-        client = self._vnc.get(cause.client)
-        if isinstance(cause, VncConnect):
-            return f"VNC client {cause.client!r} is already connected" if client else None
-        if client is None:
-            return f"VNC client {cause.client!r} is not connected"
-        if isinstance(cause, VncInitialize) and client.initialized:
-            return f"VNC client {cause.client!r} is already initialized"
-        return None
-
-    def _spice_error(self, cause: SpiceConnect | SpiceInitialize | SpiceDisconnect) -> str | None:
-        if self.vm.spice is None:
-            return "the VM has no SPICE server (VmConfig.spice)"
-        key = (cause.client, cause.channel_type, cause.channel_id)
-        label = f"SPICE channel {cause.channel_type}/{cause.channel_id} of {cause.client!r}"
-        channel = self._spice.get(key)
-        if isinstance(cause, SpiceConnect):
-            return f"{label} is already connected" if channel else None
-        if channel is None:
-            return f"{label} is not connected"
-        if isinstance(cause, SpiceInitialize) and channel.initialized:
-            return f"{label} is already initialized"
+        route = self._causes.get(type(cause))
+        if route is None:
+            return f"{type(cause).__name__} is not a cause this machine knows"
+        if route.part is not None:
+            return self._parts[route.part].cause_error(cause)
         return None
 
     def cause(self, cause: Cause) -> list[Event]:
@@ -713,10 +620,14 @@ class Machine:
         if problem is not None:
             raise MachineError(problem)
         out = self.poll()
-        handler: Callable[[Any], list[Event]] = getattr(self, "_on_" + type(cause).__name__)
-        out += handler(cause)
-        return out
+        route = self._causes[type(cause)]
+        events: list[Event] = route.handler(self._target(route), cause)
+        return out + events
 
+    def _target(self, route: Route) -> Any:
+        return self if route.part is None else self._parts[route.part]
+
+    @on_cause(DiskError)
     def _on_DiskError(self, c: DiskError) -> list[Event]:
         disk = self.vm.disk(c.device)
         action = disk.action(c.operation, c.nospace)
@@ -740,10 +651,12 @@ class Machine:
         data["reason"] = _STRERROR[c.nospace]
         return data
 
+    @on_cause(DiskRepaired)
     def _on_DiskRepaired(self, c: DiskRepaired) -> list[Event]:
         self._failing.pop(c.device, None)
         return []
 
+    @on_cause(WatchdogExpired)
     def _on_WatchdogExpired(self, c: WatchdogExpired) -> list[Event]:
         action = c.action or self.vm.watchdog
         assert action is not None
@@ -758,26 +671,22 @@ class Machine:
             self.exited = True
         return out
 
+    @on_cause(RtcChange)
     def _on_RtcChange(self, c: RtcChange) -> list[Event]:
         data: dict[str, Any] = {"offset": c.offset}
         if self.profile.run_states:
             data["qom-path"] = self.vm.rtc_qom_path
         return self._send(self._event("RTC_CHANGE", data))
 
-    def _shutdown(self, reason: str) -> list[Event]:
-        out = [self._event("SHUTDOWN", self._reset_data(True, reason))]
-        if self.vm.no_shutdown:
-            out += self._stop("shutdown")
-        else:
-            self.exited = True
-        return out
-
+    @on_cause(GuestShutdown)
     def _on_GuestShutdown(self, _c: GuestShutdown) -> list[Event]:
-        return self._shutdown("guest-shutdown")
+        return self.shutdown("guest-shutdown")
 
+    @on_cause(GuestReset)
     def _on_GuestReset(self, _c: GuestReset) -> list[Event]:
         return [self._event("RESET", self._reset_data(True, "guest-reset"))]
 
+    @on_cause(GuestPanic)
     def _on_GuestPanic(self, _c: GuestPanic) -> list[Event]:
         # qemu_system_guest_panicked() with the default -action panic=shutdown
         if self.vm.no_shutdown:
@@ -791,160 +700,65 @@ class Machine:
         self.exited = True
         return out
 
+    @on_cause(GuestPowerdown)
     def _on_GuestPowerdown(self, _c: GuestPowerdown) -> list[Event]:
         return [self._event("POWERDOWN")]
 
+    @on_cause(HostSignal)
     def _on_HostSignal(self, _c: HostSignal) -> list[Event]:
         # qemu_system_killed() forces the poweroff action: no STOP, whatever -no-shutdown says
         self.exited = True
         return [self._event("SHUTDOWN", self._reset_data(False, "host-signal"))]
 
-    def _vnc_data(self, client: _VncClient, *, auth_ids: bool) -> dict[str, Any]:
-        vnc = self.vm.vnc
-        assert vnc is not None
-        ws = self.profile.run_states  # the websocket member came with QEMU 2.3
-        server: dict[str, Any] = {"host": vnc.host, "service": str(vnc.port), "family": vnc.family}
-        if ws:
-            server["websocket"] = vnc.websocket
-        server["auth"] = vnc.auth
-        info: dict[str, Any] = {
-            "host": client.host,
-            "service": client.service,
-            "family": client.family,
-        }
-        if ws:
-            info["websocket"] = vnc.websocket
-        if auth_ids and client.x509_dname is not None:
-            info["x509_dname"] = client.x509_dname
-        if auth_ids and client.sasl_username is not None:
-            info["sasl_username"] = client.sasl_username
-        return {"server": server, "client": info}
-
-    def _on_VncConnect(self, c: VncConnect) -> list[Event]:
-        vnc = self.vm.vnc
-        assert vnc is not None
-        client = _VncClient(
-            host=c.host or _loopback(vnc.family),
-            service=c.service or str(self.rng.randint(32768, 60999)),
-            family=c.family or vnc.family,
-        )
-        self._vnc[c.client] = client
-        return [self._event("VNC_CONNECTED", self._vnc_data(client, auth_ids=False))]
-
-    def _on_VncInitialize(self, c: VncInitialize) -> list[Event]:
-        client = self._vnc[c.client]
-        client.initialized = True
-        client.x509_dname = c.x509_dname
-        client.sasl_username = c.sasl_username
-        return [self._event("VNC_INITIALIZED", self._vnc_data(client, auth_ids=True))]
-
-    def _on_VncDisconnect(self, c: VncDisconnect) -> list[Event]:
-        client = self._vnc.pop(c.client)
-        return [self._event("VNC_DISCONNECTED", self._vnc_data(client, auth_ids=True))]
-
-    def _spice_server(self, *, auth: bool) -> dict[str, Any]:
-        spice = self.vm.spice
-        assert spice is not None
-        server: dict[str, Any] = {
-            "host": spice.host,
-            "port": str(spice.port),
-            "family": spice.family,
-        }
-        if auth:
-            server["auth"] = spice.auth
-        return server
-
-    @staticmethod
-    def _spice_basic(ch: _SpiceChannel) -> dict[str, Any]:
-        return {"host": ch.host, "port": ch.port, "family": ch.family}
-
-    def _spice_channel_info(self, ch: _SpiceChannel, key: tuple[str, int, int]) -> dict[str, Any]:
-        info = self._spice_basic(ch)
-        info["connection-id"] = ch.connection_id
-        info["channel-type"] = key[1]
-        info["channel-id"] = key[2]
-        info["tls"] = ch.tls
-        return info
-
-    def _on_SpiceConnect(self, c: SpiceConnect) -> list[Event]:
-        spice = self.vm.spice
-        assert spice is not None
-        if c.client not in self._spice_ids:
-            # spice-server's id is a random 32-bit value that QEMU 7.2 reports signed
-            self._spice_ids[c.client] = self.rng.randint(-(2**31), 2**31 - 1)
-        # all channels of one client come from one host, each on its own port
-        same = next((ch for k, ch in self._spice.items() if k[0] == c.client), None)
-        ch = _SpiceChannel(
-            host=c.host or (same.host if same else _loopback(spice.family)),
-            port=c.port or str(self.rng.randint(32768, 60999)),
-            family=c.family or (same.family if same else spice.family),
-            connection_id=self._spice_ids[c.client],
-        )
-        self._spice[(c.client, c.channel_type, c.channel_id)] = ch
-        data = {"server": self._spice_server(auth=False), "client": self._spice_basic(ch)}
-        return [self._event("SPICE_CONNECTED", data)]
-
-    def _on_SpiceInitialize(self, c: SpiceInitialize) -> list[Event]:
-        spice = self.vm.spice
-        assert spice is not None
-        key = (c.client, c.channel_type, c.channel_id)
-        ch = self._spice[key]
-        ch.initialized = True
-        ch.tls = spice.tls if c.tls is None else c.tls
-        data = {
-            "server": self._spice_server(auth=True),
-            "client": self._spice_channel_info(ch, key),
-        }
-        return [self._event("SPICE_INITIALIZED", data)]
-
-    def _on_SpiceDisconnect(self, c: SpiceDisconnect) -> list[Event]:
-        ch = self._spice.pop((c.client, c.channel_type, c.channel_id))
-        if not any(k[0] == c.client for k in self._spice):
-            del self._spice_ids[c.client]
-        data = {"server": self._spice_server(auth=False), "client": self._spice_basic(ch)}
-        return [self._event("SPICE_DISCONNECTED", data)]
-
     # --- commands -------------------------------------------------------------
 
     def execute(self, command: str, arguments: Mapping[str, Any]) -> Outcome:
         """Run a command whose arguments the protocol has already validated."""
-        handler = getattr(self, "_cmd_" + command.replace("-", "_"), None)
-        if handler is None or command not in self.profile.commands:
+        route = self._commands.get(command)
+        if route is None or command not in self.profile.commands:
             return Outcome(
                 CommandError("CommandNotFound", f"The command {command} has not been found")
             )
         if self.exited:
             raise MachineError(f"the VM has exited; it cannot run {command}")
         due = self.poll()
-        result: Outcome = handler(arguments)
+        result: Outcome = route.handler(self._target(route), arguments)
         if due:
             result = Outcome(result.reply, (*due, *result.events), result.close)
         return result
 
+    @on_command("query-status")
     def _cmd_query_status(self, _args: Mapping[str, Any]) -> Outcome:
         reply: dict[str, Any] = {"running": self.running, "singlestep": False}
         if self.profile.run_states:
             reply["status"] = self.status
         return Outcome(reply)
 
+    @on_command("query-version")
     def _cmd_query_version(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome(self.profile.greeting()["QMP"]["version"])
 
+    @on_command("query-commands")
     def _cmd_query_commands(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome([{"name": name} for name in self.profile.commands])
 
+    @on_command("query-name")
     def _cmd_query_name(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({} if self.vm.name is None else {"name": self.vm.name})
 
+    @on_command("query-uuid")
     def _cmd_query_uuid(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({"UUID": self.vm.uuid})
 
+    @on_command("query-kvm")
     def _cmd_query_kvm(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({"enabled": self.vm.kvm_enabled, "present": self.vm.kvm_present})
 
+    @on_command("stop")
     def _cmd_stop(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({}, tuple(self._stop("paused")))
 
+    @on_command("cont")
     def _cmd_cont(self, _args: Mapping[str, Any]) -> Outcome:
         if self.profile.run_states and self.status in _NEEDS_RESET:
             return Outcome(
@@ -961,6 +775,7 @@ class Machine:
         self._failing.clear()
         return Outcome({}, (resume,))
 
+    @on_command("system_reset")
     def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
         event = self._event("RESET", self._reset_data(False, "host-qmp-system-reset"))
         self._failing.clear()  # a reset drops the requests that were waiting for a retry
@@ -968,14 +783,17 @@ class Machine:
             self.status = "prelaunch"
         return Outcome({}, (event,))
 
+    @on_command("system_powerdown")
     def _cmd_system_powerdown(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({}, (self._event("POWERDOWN"),))
 
+    @on_command("quit")
     def _cmd_quit(self, _args: Mapping[str, Any]) -> Outcome:
         event = self._event("SHUTDOWN", self._reset_data(False, "host-qmp-quit"))
         self.exited = True
         return Outcome({}, (event,), close=True)
 
+    @on_command("query-block")
     def _cmd_query_block(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome([self._block_info(d) for d in self.vm.disks])
 
@@ -1020,42 +838,7 @@ class Machine:
             info["io-status"] = self._io_status[d.name]
         return info
 
-    def _cmd_query_vnc(self, _args: Mapping[str, Any]) -> Outcome:
-        vnc = self.vm.vnc
-        if vnc is None:
-            return Outcome({"enabled": False})
-        clients = [self._vnc_data(c, auth_ids=True)["client"] for c in self._vnc.values()]
-        return Outcome(
-            {
-                "enabled": True,
-                "host": vnc.host,
-                "family": vnc.family,
-                "service": str(vnc.port),
-                "auth": vnc.auth,
-                "clients": clients,
-            }
-        )
-
-    def _cmd_query_spice(self, _args: Mapping[str, Any]) -> Outcome:
-        spice = self.vm.spice
-        if spice is None:
-            if not self.profile.run_states:
-                return Outcome({"enabled": False})
-            return Outcome({"enabled": False, "migrated": False, "mouse-mode": "client"})
-        channels = [
-            self._spice_channel_info(ch, key) for key, ch in self._spice.items() if ch.initialized
-        ]
-        reply: dict[str, Any] = {"enabled": True}
-        if self.profile.run_states:
-            reply["migrated"] = False
-        reply |= {"host": spice.host, "port": spice.port}
-        reply["auth"] = spice.auth
-        reply["compiled-version"] = spice.compiled_version
-        if self.profile.run_states:
-            reply["mouse-mode"] = "server"
-        reply["channels"] = channels
-        return Outcome(reply)
-
+    @on_command("human-monitor-command")
     def _cmd_human_monitor_command(self, args: Mapping[str, Any]) -> Outcome:
         line = str(args.get("command-line", ""))
         cpu = args.get("cpu-index")
@@ -1071,7 +854,8 @@ class Machine:
             and len(words) == 1
         ):
             command = "cont" if words[0] == "c" else words[0]
-            outcome: Outcome = getattr(self, "_cmd_" + command)({})
+            route = self._commands[command]
+            outcome: Outcome = route.handler(self._target(route), {})
             if isinstance(outcome.reply, CommandError):
                 return Outcome(f"Error: {outcome.reply.desc}\r\n", outcome.events)
             return Outcome("", outcome.events)
@@ -1124,5 +908,17 @@ _HMP_INFO = {
 }
 
 
-def _loopback(family: str) -> str:
-    return "::1" if family == "ipv6" else "127.0.0.1"
+_ROUTES: dict[type, tuple[dict[str, Route], dict[type, Route]]] = {}
+
+
+def _routes(kind: type[Machine]) -> tuple[dict[str, Route], dict[type, Route]]:
+    """The dispatch tables of a machine class, built once per class."""
+    tables = _ROUTES.get(kind)
+    if tables is None:
+        tables = _ROUTES[kind] = dispatch_table(kind, kind.COMPONENTS)
+    return tables
+
+
+def modelled_commands() -> frozenset[str]:
+    """The commands the VM model answers itself (whether a profile has them or not)."""
+    return frozenset(_routes(Machine)[0])

@@ -767,6 +767,8 @@ class Simulator:
             due = self.machine.poll()
             if due:
                 self.deliver(due)
+            if self.machine.exited:  # a timer's action can end the VM (a guest powering off)
+                self._vm_exited()
             elif self.machine.next_deadline() == deadline and trio.current_time() >= (
                 self._trio_time(deadline)
             ):

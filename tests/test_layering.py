@@ -23,7 +23,10 @@ ALLOWED: dict[str, set[str]] = {
     "catalog": {"errors"},
     "protocol": {"wire", "catalog", "errors"},
     "fakedata": {"errors"},
-    "machine": {"catalog", "errors"},
+    "vm.values": {"errors"},
+    "vm.component": {"vm.values", "catalog"},
+    "vm.display": {"vm.component", "vm.values"},
+    "machine": {"vm.component", "vm.display", "vm.values", "catalog", "errors"},
     "transcript": {"wire", "errors"},
     "conformance": {"catalog", "wire", "transcript", "errors"},
     # scenario_text only inside Scenario.to_yaml(): the writer lives beside the loader.
@@ -122,6 +125,8 @@ ALLOWED: dict[str, set[str]] = {
 # Third-party modules a core module must not load when imported.
 HEAVY = ("trio", "pytest", "hypothesis", "faker")
 LIGHT_MODULES = (
+    "vm.component",
+    "vm.display",
     "wire",
     "catalog",
     "protocol",
@@ -134,43 +139,57 @@ LIGHT_MODULES = (
 )
 
 
-def _qmpsim_imports(path: Path, depth: int = 1) -> set[str]:
-    """The qmpsim modules ``path`` imports; ``depth`` is how deep in the package it is
-    (2 for a module of a subpackage, whose own sibling imports are not counted)."""
+def _qmpsim_imports(module: str) -> set[str]:
+    """The qmpsim modules (dotted: ``catalog``, ``vm.values``) that ``module`` imports."""
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    package = ["qmpsim", *module.split(".")[:-1]]
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == depth and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == depth:
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("qmpsim."):
-                found.add(node.module.split(".")[1])
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            if node.module is None:  # from . import a, b: each name is a module
+                found.update(".".join([*target, a.name][1:]) for a in node.names)
+            elif target[0] == "qmpsim":
+                found.add(".".join(target[1:]))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("qmpsim."):
-                    found.add(alias.name.split(".")[1])
+                    found.add(alias.name.removeprefix("qmpsim."))
     return found
+
+
+def _on_map(name: str) -> str:
+    """The map's entry for a module: itself, else its package's (``qemu.main`` is ``qemu``:
+    a package on the map as a whole), else the module a name was imported from."""
+    while name not in ALLOWED and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def _modules() -> set[str]:
+    """Every module of the package, dotted (``machine``, ``vm.guest``, ``qemu.main``)."""
+    return {
+        ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+        for p in PACKAGE.rglob("*.py")
+        if p.stem not in ("__init__", "__main__") and p.relative_to(PACKAGE) != Path("cli.py")
+    }
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))
 def test_imports_point_down_the_map(module: str) -> None:
-    path = PACKAGE / f"{module}.py"
-    if (PACKAGE / module).is_dir():
-        imported = set().union(*(_qmpsim_imports(p, 2) for p in (PACKAGE / module).glob("*.py")))
-    elif path.exists():
-        imported = _qmpsim_imports(path)
-    else:
-        pytest.skip(f"qmpsim/{module}.py does not exist")
+    own = [m for m in _modules() if _on_map(m) == module]
+    if not own:
+        pytest.skip(f"qmpsim/{module} does not exist")
+    imported = {_on_map(name) for m in own for name in _qmpsim_imports(m)}
     unexpected = imported - ALLOWED[module] - {module}
     assert not unexpected, f"qmpsim.{module} imports {sorted(unexpected)}, against the layering"
 
 
 def test_every_module_is_on_the_map() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__", "cli"}
-    modules |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert modules <= set(ALLOWED), f"not on the layering map: {sorted(modules - set(ALLOWED))}"
+    missing = sorted(m for m in _modules() if _on_map(m) not in ALLOWED)
+    assert not missing, f"not on the layering map: {missing}"
 
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
