@@ -35,6 +35,7 @@ from .vm.component import (
     on_cause,
     on_command,
 )
+from .vm.devices import DeviceEjected, Devices, UnplugRefused
 from .vm.display import (
     Display,
     SpiceConfig,
@@ -46,16 +47,19 @@ from .vm.display import (
     VncDisconnect,
     VncInitialize,
 )
+from .vm.guest import Guest, GuestConfig
 from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
     "Cause",
     "Clock",
     "CommandError",
+    "DeviceEjected",
     "DiskConfig",
     "DiskError",
     "DiskRepaired",
     "Event",
+    "GuestConfig",
     "GuestPanic",
     "GuestPowerdown",
     "GuestReset",
@@ -69,6 +73,7 @@ __all__ = [  # the names other modules and users import from here
     "SpiceConnect",
     "SpiceDisconnect",
     "SpiceInitialize",
+    "UnplugRefused",
     "VmConfig",
     "VncConfig",
     "VncConnect",
@@ -206,6 +211,8 @@ Cause = (
     | GuestPanic
     | GuestPowerdown
     | HostSignal
+    | DeviceEjected
+    | UnplugRefused
     | VncConnect
     | VncInitialize
     | VncDisconnect
@@ -356,6 +363,8 @@ class VmConfig:
     chardevs: tuple[ChardevConfig, ...] = ()
     cpu_thread_ids: tuple[int, ...] = ()
     """The host thread of each vCPU, where a process runs one per vCPU (the drop-in)."""
+    guest: GuestConfig | None = None
+    """The guest OS and how it reacts (``None``: no OS answers, as under ``-M none``)."""
 
     def __post_init__(self) -> None:
         if self.initial_state not in INITIAL_STATES:
@@ -410,7 +419,7 @@ class Machine:
     model's to change: it is not a constructor argument.
     """
 
-    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display,)
+    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display, Guest, Devices)
     """The parts every machine is built of; each declares its commands and causes."""
 
     vm: VmConfig = field(default_factory=VmConfig)
@@ -588,7 +597,16 @@ class Machine:
         """Why ``cause`` cannot happen now (``None``: it can)."""
         if self.exited:
             return "the VM has exited"
-        guest = (DiskError, WatchdogExpired, RtcChange, GuestShutdown, GuestReset, GuestPanic)
+        guest = (
+            DiskError,
+            WatchdogExpired,
+            RtcChange,
+            GuestShutdown,
+            GuestReset,
+            GuestPanic,
+            DeviceEjected,
+            UnplugRefused,
+        )
         if isinstance(cause, guest) and not self.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
         if isinstance(cause, DiskError | DiskRepaired):
@@ -663,10 +681,11 @@ class Machine:
         out = self._send(self._event("WATCHDOG", {"action": action}))
         if action == "reset":
             out.append(self._event("RESET", self._reset_data(True, "guest-reset")))
+            self.part(Guest).rebooted()
         elif action == "pause":
             out += self._stop("watchdog")
         elif action == "shutdown":
-            out.append(self._event("POWERDOWN"))
+            out += self._power_button()
         elif action == "poweroff":
             self.exited = True
         return out
@@ -684,6 +703,7 @@ class Machine:
 
     @on_cause(GuestReset)
     def _on_GuestReset(self, _c: GuestReset) -> list[Event]:
+        self.part(Guest).rebooted()
         return [self._event("RESET", self._reset_data(True, "guest-reset"))]
 
     @on_cause(GuestPanic)
@@ -702,6 +722,11 @@ class Machine:
 
     @on_cause(GuestPowerdown)
     def _on_GuestPowerdown(self, _c: GuestPowerdown) -> list[Event]:
+        return self._power_button()
+
+    def _power_button(self) -> list[Event]:
+        """``qemu_system_powerdown``: POWERDOWN, and the guest decides what follows."""
+        self.part(Guest).power_button()
         return [self._event("POWERDOWN")]
 
     @on_cause(HostSignal)
@@ -778,6 +803,7 @@ class Machine:
     @on_command("system_reset")
     def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
         event = self._event("RESET", self._reset_data(False, "host-qmp-system-reset"))
+        self.part(Guest).rebooted()
         self._failing.clear()  # a reset drops the requests that were waiting for a retry
         if self.profile.run_states and not self.running:
             self.status = "prelaunch"
@@ -785,7 +811,7 @@ class Machine:
 
     @on_command("system_powerdown")
     def _cmd_system_powerdown(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome({}, (self._event("POWERDOWN"),))
+        return Outcome({}, tuple(self._power_button()))
 
     @on_command("quit")
     def _cmd_quit(self, _args: Mapping[str, Any]) -> Outcome:
