@@ -10,6 +10,7 @@ so the two never drift.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import random
@@ -89,6 +90,35 @@ class Spice:
 
 
 @dataclass(frozen=True)
+class Guest:
+    """The guest OS and how it reacts (see :class:`~qmpsim.machine.GuestConfig`); a delay
+    left out is the default range, drawn from the seed."""
+
+    powerdown: str = "shutdown"
+    powerdown_delay: float | None = None
+    unplug: str = "eject"
+    unplug_delay: float | None = None
+    lock_tray: bool = True
+    tray: str = "open"
+    tray_delay: float | None = None
+
+    def config(self) -> m.GuestConfig:
+        """The machine's guest description."""
+        delays = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k.endswith("_delay") and v is not None
+        }
+        return m.GuestConfig(
+            powerdown=self.powerdown,
+            unplug=self.unplug,
+            lock_tray=self.lock_tray,
+            tray=self.tray,
+            **delays,
+        )
+
+
+@dataclass(frozen=True)
 class VmSpec:
     """The VM a scenario runs on."""
 
@@ -101,6 +131,8 @@ class VmSpec:
     disks: tuple[Disk, ...] = ()
     vnc: Vnc | None = None
     spice: Spice | None = None
+    cpus: int = 0
+    guest: Guest | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +396,30 @@ _SPICE = _Obj(
         _Key("tls", _BOOL, doc="Whether channels are encrypted."),
     ),
 )
+_GUEST = _Obj(
+    "guest",
+    (
+        _Key(
+            "powerdown",
+            _Scalar("str", enum=("shutdown", "ignore")),
+            doc="What the ACPI power button does (default `shutdown`).",
+        ),
+        _Key("powerdown_delay", _Duration(), doc="How long the guest takes to shut down."),
+        _Key(
+            "unplug",
+            _Scalar("str", enum=("eject", "ignore", "refuse")),
+            doc="What a PCI unplug request (`device_del`) does (default `eject`).",
+        ),
+        _Key("unplug_delay", _Duration(), doc="How long the guest takes to answer it."),
+        _Key("lock_tray", _BOOL, doc="Whether the guest locks CD-ROM trays (default true)."),
+        _Key(
+            "tray",
+            _Scalar("str", enum=("open", "ignore")),
+            doc="What an eject request on a locked tray does (default `open`).",
+        ),
+        _Key("tray_delay", _Duration(), doc="How long the guest takes to open it."),
+    ),
+)
 _WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi")
 _VM = _Obj(
     "vm",
@@ -385,6 +441,12 @@ _VM = _Obj(
         _Key("disks", _List(_DISK), doc="Block devices."),
         _Key("vnc", _VNC, doc="A VNC server."),
         _Key("spice", _SPICE, doc="A SPICE server."),
+        _Key(
+            "cpus",
+            _Scalar("int", minimum=0),
+            doc="vCPUs: 0 (default) is `-M none`, without buses; 1 or more a `pc` with `pci.0`.",
+        ),
+        _Key("guest", _GUEST, doc="A guest OS that reacts to the host (default: none reacts)."),
     ),
 )
 
@@ -447,6 +509,16 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
         (),
         lambda a: m.GuestPowerdown(),
         "an ACPI power button press reaches the guest",
+    ),
+    "guest-unplugs": (
+        (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),
+        lambda a: m.DeviceEjected(a["device"]),
+        "the guest ejects a device whose unplug was requested: DEVICE_DELETED",
+    ),
+    "guest-refuses-unplug": (
+        (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),
+        lambda a: m.UnplugRefused(a["device"]),
+        "the guest refuses an unplug: DEVICE_UNPLUG_GUEST_ERROR where the profile has it",
     ),
     "vnc-connect": (
         (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),
@@ -882,7 +954,7 @@ class _Loader:
                 )
             disks.append(disk)
 
-        def sub(key: str, cls: type[Vnc] | type[Spice]) -> Any:
+        def sub(key: str, cls: type[Vnc] | type[Spice] | type[Guest]) -> Any:
             if key not in raw:
                 return None
             return cls(**{k: v for k, (v, _) in raw[key][0].items()})
@@ -897,6 +969,8 @@ class _Loader:
             disks=tuple(disks),
             vnc=sub("vnc", Vnc),
             spice=sub("spice", Spice),
+            cpus=raw.get("cpus", (0,))[0],
+            guest=sub("guest", Guest),
         )
 
     # steps ---------------------------------------------------------------------------
@@ -1314,6 +1388,8 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
             if vm.spice is not None
             else None
         ),
+        cpus=vm.cpus,
+        guest=None if vm.guest is None else vm.guest.config(),
         **extra,
     )
 
@@ -1492,7 +1568,7 @@ class _Show:
             elif isinstance(step, WaitStep):
                 self.clock.advance(step.seconds)
                 due = self.events(self.machine.poll())
-                self.line(depth, text, f"{due} (throttled)" if due else "")
+                self.line(depth, text, f"{due} (while waiting)" if due else "")
             elif isinstance(step, UntilStep):
                 out = self.machine.execute(step.command, step.arguments or {})
                 shown = self.events([*out.events, *self.machine.poll()])
@@ -1541,6 +1617,11 @@ def show_timeline(scenario: Scenario) -> str:
         parts.append(f"VNC {vm.vnc.host}:{vm.vnc.port} auth {vm.vnc.auth}")
     if vm.spice:
         parts.append(f"SPICE {vm.spice.host}:{vm.spice.port}{' tls' if vm.spice.tls else ''}")
+    if vm.cpus:
+        parts.append(f"pc, {vm.cpus} vCPU{'s' if vm.cpus > 1 else ''}")
+    if vm.guest:
+        g = vm.guest
+        parts.append(f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}")
     head.append("; ".join(parts))
     show = _Show(scenario)
     show.run(scenario.steps, 0, live=True)

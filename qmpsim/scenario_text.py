@@ -17,6 +17,7 @@ from .scenario import (
     Disk,
     EmitStep,
     FaultStep,
+    Guest,
     IncludeStep,
     OnStep,
     RepeatStep,
@@ -57,11 +58,11 @@ def scenario_document(scenario: Scenario) -> dict[str, Any]:
 
 def vm_document(vm: VmSpec) -> dict[str, Any]:
     """A ``vm`` section: only what differs from the defaults."""
-    out = _changed(vm, skip=("disks", "vnc", "spice"))
+    out = _changed(vm, skip=("disks", "vnc", "spice", "guest"))
     if vm.disks:
         out["disks"] = [_disk(d) for d in vm.disks]
-    for name in ("vnc", "spice"):
-        server: Vnc | Spice | None = getattr(vm, name)
+    for name in ("vnc", "spice", "guest"):
+        server: Vnc | Spice | Guest | None = getattr(vm, name)
         if server is not None:
             out[name] = _changed(server)
     return out

@@ -44,6 +44,10 @@ SCRIPTS: dict[str, list[str]] = {
     "guest-shutdown-no-shutdown": [
         "SHUTDOWN", "STOP", "=shutdown", "!system_reset", "RESET", "!cont", "RESUME", "=running",
     ],
+    "guest-acpi-reboot": [
+        "!system_powerdown", "POWERDOWN", "SHUTDOWN", "STOP", "=shutdown", "!system_reset",
+        "RESET", "!cont", "RESUME", "=running",
+    ],
     "guest-panic": [
         "GUEST_PANICKED", "STOP", "=guest-panicked", "!system_reset", "RESET", "!cont",
         "RESUME", "=running",
