@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
 from .errors import CatalogError
+from .vm.backends import Backends
 from .vm.component import (
     Action,
     Component,
@@ -419,7 +420,7 @@ class Machine:
     model's to change: it is not a constructor argument.
     """
 
-    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display, Guest, Devices)
+    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display, Guest, Backends, Devices)
     """The parts every machine is built of; each declares its commands and causes."""
 
     vm: VmConfig = field(default_factory=VmConfig)

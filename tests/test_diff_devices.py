@@ -29,7 +29,14 @@ from test_diff_machine import RealMonitor
 from vm_profiles import with_devices
 
 from qmpsim.catalog import ProfileSpec
-from qmpsim.machine import CommandError, DeviceEjected, Machine, ManualClock, VmConfig
+from qmpsim.machine import (
+    ChardevConfig,
+    CommandError,
+    DeviceEjected,
+    Machine,
+    ManualClock,
+    VmConfig,
+)
 from qmpsim.protocol import Request, ServerConnection
 
 pytestmark = pytest.mark.qemu
@@ -55,8 +62,8 @@ def profile_for(referee: Referee) -> ProfileSpec:
 class Sim:
     """The machine behind qmpsim's protocol; events due after a reply follow it."""
 
-    def __init__(self, profile: ProfileSpec) -> None:
-        self.machine = Machine(VmConfig(cpus=1), profile, ManualClock())
+    def __init__(self, profile: ProfileSpec, chardevs: tuple[ChardevConfig, ...]) -> None:
+        self.machine = Machine(VmConfig(cpus=1, chardevs=chardevs), profile, ManualClock())
         self.conn = ServerConnection(profile)
         self.conn.greeting()
         self.messages: list[Message] = []
@@ -120,8 +127,13 @@ class Real:
 def both(referee: Referee, bios: str) -> Iterator[tuple[Real, Sim]]:
     with qemu_process("-M", "pc", "-bios", bios, referee=referee) as path:
         monitor = RealMonitor(path)
+        ready = path.replace("qmp.sock", "ready.sock")
+        monitors = (  # the harness's two -qmp sockets, as QEMU names their chardevs
+            ChardevConfig("compat_monitor0", f"unix:{path},server=on", True),
+            ChardevConfig("compat_monitor1", f"disconnected:unix:{ready},server=on", True),
+        )
         try:
-            yield Real(monitor), Sim(profile_for(referee))
+            yield Real(monitor), Sim(profile_for(referee), monitors)
         finally:
             monitor.close()
 
@@ -211,6 +223,58 @@ def test_plug_query_and_unplug(real_qemu: Referee, halting_bios: str) -> None:
             real.eject(slot, events)
             sim.eject(dev)
         for command, args in queries:
+            real.execute(command, args)
+            sim.execute(command, args)
+    assert masked(sim.messages) == masked(real.messages)
+
+
+def test_netdevs_and_chardevs(real_qemu: Referee, halting_bios: str, tmp_path: Path) -> None:
+    sock = str(tmp_path / "c3.sock")
+    steps: list[tuple[str, Message]] = [
+        ("query-chardev", {}),
+        ("netdev_add", {"type": "user", "id": "net0"}),
+        ("netdev_add", {"type": "user", "id": "net0"}),
+        ("netdev_add", {"type": "user", "id": "1bad"}),
+        ("netdev_del", {"id": "nosuch"}),
+        ("device_add", {"driver": "virtio-net-pci", "id": "n1", "netdev": "net0"}),
+        ("device_add", {"driver": "e1000", "id": "e1", "netdev": "net0"}),
+        ("device_add", {"driver": "e1000", "id": "e2", "netdev": "nosuch"}),
+        ("qom-get", {"path": "n1", "property": "netdev"}),
+        ("netdev_del", {"id": "net0"}),
+        ("netdev_add", {"type": "user", "id": "net0"}),
+        ("chardev-add", {"id": "c1", "backend": {"type": "null", "data": {}}}),
+        ("chardev-add", {"id": "c1", "backend": {"type": "null", "data": {}}}),
+        ("chardev-add", {"id": "c2", "backend": {"type": "ringbuf", "data": {"size": 1024}}}),
+        (
+            "chardev-add",
+            {
+                "id": "c3",
+                "backend": {
+                    "type": "socket",
+                    "data": {
+                        "addr": {"type": "unix", "data": {"path": sock}},
+                        "server": True,
+                        "wait": False,
+                    },
+                },
+            },
+        ),
+        ("query-chardev", {}),
+        ("chardev-remove", {"id": "nosuch"}),
+        ("chardev-remove", {"id": "c1"}),
+        ("device_add", {"driver": "virtio-serial-pci", "id": "vs"}),
+        ("device_add", {"driver": "virtserialport", "id": "p1", "chardev": "c2"}),
+        ("device_add", {"driver": "virtserialport", "id": "p2", "chardev": "c2"}),
+        ("chardev-remove", {"id": "c2"}),
+        ("query-chardev", {}),
+    ]
+    with both(real_qemu, halting_bios) as (real, sim):
+        for command, args in steps:
+            real.execute(command, args)
+            sim.execute(command, args)
+        real.execute("device_del", {"id": "p1"}, events=1)
+        sim.execute("device_del", {"id": "p1"})
+        for command, args in (("chardev-remove", {"id": "c2"}), ("query-chardev", {})):
             real.execute(command, args)
             sim.execute(command, args)
     assert masked(sim.messages) == masked(real.messages)

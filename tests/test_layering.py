@@ -29,8 +29,17 @@ ALLOWED: dict[str, set[str]] = {
     "vm.guest": {"vm.component", "vm.values"},
     "vm.ghash": set(),
     "vm.device_types": set(),
-    "vm.devices": {"vm.component", "vm.device_types", "vm.ghash", "vm.guest", "vm.values"},
+    "vm.backends": {"vm.component", "vm.ghash", "vm.values"},
+    "vm.devices": {
+        "vm.backends",
+        "vm.component",
+        "vm.device_types",
+        "vm.ghash",
+        "vm.guest",
+        "vm.values",
+    },
     "machine": {
+        "vm.backends",
         "vm.component",
         "vm.devices",
         "vm.display",

@@ -200,3 +200,32 @@ def test_a_big_table_keeps_every_key_through_resizes() -> None:
     for key in keys[:30]:
         table.remove(key)
     assert sorted(table.keys()) == sorted(keys[30:])
+
+
+def test_netdevs_and_chardevs_held_by_devices() -> None:
+    m, _ = pc()
+    assert run(m, "netdev_add", type="user", id="net0") == {}
+    assert run(m, "netdev_add", type="user", id="net0") == ("GenericError", "Duplicate ID 'net0'")
+    assert run(m, "netdev_del", id="zz") == ("DeviceNotFound", "Device 'zz' not found")
+    run(m, "device_add", driver="e1000", id="e1", netdev="net0")
+    assert run(m, "device_add", driver="e1000", id="e2", netdev="net0") == (
+        "GenericError",
+        "Property 'e1000.netdev' can't take value 'net0', it's in use",
+    )
+    assert run(m, "qom-get", path="e1", property="netdev") == "net0"
+    run(m, "chardev-add", id="c2", backend={"type": "ringbuf", "data": {}})
+    assert run(m, "chardev-add", id="c2", backend={"type": "null", "data": {}}) == (
+        "GenericError",
+        "Chardev with id 'c2' already exists",
+    )
+    run(m, "device_add", driver="virtio-serial-pci", id="vs")
+    run(m, "device_add", driver="virtserialport", id="p1", chardev="c2")
+    assert run(m, "chardev-remove", id="c2") == ("GenericError", "Chardev 'c2' is busy")
+    run(m, "device_del", id="p1")
+    m.poll()
+    assert run(m, "chardev-remove", id="c2") == {}
+    assert run(m, "query-chardev") == []
+    pty = run(m, "chardev-add", id="t", backend={"type": "pty", "data": {}})
+    assert run(m, "query-chardev") == [
+        {"label": "t", "filename": f"pty:{pty['pty']}", "frontend-open": False}
+    ]

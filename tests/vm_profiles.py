@@ -26,6 +26,8 @@ DEVICE_COMMANDS = {
         Field("bus", STR, True),
         Field("id", STR, True),
         Field("addr", STR, True),
+        Field("netdev", STR, True),
+        Field("chardev", STR, True),
     ),
     "device_del": (Field("id", STR),),
     "qom-list": (Field("path", STR),),

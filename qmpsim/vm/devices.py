@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends import Backends
 from .component import Component, on_cause, on_command
 from .device_types import BUS_OF_PARENT, ISA, PC_BUILTIN, PCI, TYPES, DeviceType, PciFunction
 from .ghash import HashOrder
@@ -114,6 +115,7 @@ class Devices(Component):
     def device_add(self, args: Mapping[str, Any]) -> Outcome:
         driver = str(args.get("driver"))
         dev_id = args.get("id")
+        # QEMU 10.0 no longer checks a device id's form (the change lies after 7.2)
         if dev_id is not None and not _ID.match(dev_id) and self.host.profile.version < (10,):
             return _error("Parameter 'id' expects an identifier")
         kind = self._type(driver)
@@ -142,6 +144,12 @@ class Devices(Component):
         for name in props:
             if allowed is not None and name not in allowed:
                 return _error(f"Property '{driver}.{name}' not found")
+        backends = self.host.part(Backends)
+        held = [(k, str(props[k])) for k in ("netdev", "chardev") if k in props]
+        for kind_name, backend in held:
+            refusal = backends.refusal(kind_name, backend, driver)
+            if refusal is not None:
+                return _error(refusal)
         devfn = None
         if bus.kind == PCI:
             placed = self._place(driver, props.get("addr"))
@@ -212,6 +220,9 @@ class Devices(Component):
             path = f"{ANONYMOUS}/{name}"
             self._anonymous.add(name)
         device = _Device(kind, dev_id, path, bus, devfn, props)
+        for backend in ("netdev", "chardev"):
+            if backend in props:
+                self.host.part(Backends).take(backend, str(props[backend]), path)
         if kind.nic:
             device.mac = props.get("mac") or f"52:54:00:12:34:{_FIRST_MAC + self._macs:02x}"
             self._macs += "mac" not in props
@@ -269,6 +280,7 @@ class Devices(Component):
                     out += self._unplug(child)
                 del self._buses[name]
         del self._devices[device.path]
+        self.host.part(Backends).release(device.path)
         if device.id is not None:
             self._named.remove(device.id)
         else:
