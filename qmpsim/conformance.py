@@ -51,6 +51,8 @@ RULES: Mapping[str, str] = {
     "VNC_CONNECTED only for a new one",
     "spice-session": "SPICE_INITIALIZED/SPICE_DISCONNECTED only for a connected SPICE channel, "
     "SPICE_CONNECTED only for a new one; a channel (connection, type, id) is up once at a time",
+    "device-deleted": "DEVICE_DELETED of a device with an id names its path "
+    "/machine/peripheral/ID; a virtio backend's DEVICE_DELETED comes right before its device's",
 }
 
 _US = 1_000_000
@@ -258,6 +260,8 @@ class _StreamChecker:
     spice: _Sessions = field(default_factory=dict)
     # (connection-id, channel-type, channel-id) -> the address of the session it is up on
     spice_channels: dict[tuple[Any, ...], _Peer] = field(default_factory=dict)
+    # a virtio backend's DEVICE_DELETED: (its line, the device path whose event must follow)
+    backend_gone: tuple[int, str] | None = None
 
     # -- entry points --
 
@@ -277,6 +281,7 @@ class _StreamChecker:
         for ob in self.obligations:
             self._report(ob.line, ob.rule, f"{ob.what}, but the stream ends first")
         self.obligations = []
+        self._device_follows("", {})
         return self.violations
 
     # -- helpers --
@@ -309,6 +314,7 @@ class _StreamChecker:
         if stamp is not None:
             self._timestamps(line, name, stamp)
         self._discharge(name)
+        self._device_follows(name, data)
         handler = getattr(self, "_on_" + name.lower(), None)
         if handler is not None:
             handler(line, data, stamp)
@@ -381,6 +387,30 @@ class _StreamChecker:
 
     def _owes_stop(self) -> bool:
         return any("STOP" in ob.kinds for ob in self.obligations)
+
+    def _device_follows(self, name: str, data: Mapping[str, Any]) -> None:
+        """After a virtio backend left, the next event is its device leaving."""
+        if self.backend_gone is None:
+            return
+        line, path = self.backend_gone
+        self.backend_gone = None
+        if name != "DEVICE_DELETED" or data.get("path") != path:
+            after = f"{name} comes" if name else "the stream ends"
+            self._report(
+                line, "device-deleted", f"the virtio backend of {path} left, but {after} first"
+            )
+
+    def _on_device_deleted(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        path, device = data.get("path"), data.get("device")
+        if isinstance(device, str) and path != f"/machine/peripheral/{device}":
+            self._report(
+                line,
+                "device-deleted",
+                f"DEVICE_DELETED of device {device!r} names path {path!r},"
+                f" not /machine/peripheral/{device}",
+            )
+        if device is None and isinstance(path, str) and path.endswith("/virtio-backend"):
+            self.backend_gone = (line, path.removesuffix("/virtio-backend"))
 
     def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         if self.status == "paused":
