@@ -9,6 +9,7 @@ from vm_profiles import with_devices
 
 from qmpsim.machine import (
     CommandError,
+    DeviceConfig,
     DeviceEjected,
     Event,
     GuestConfig,
@@ -229,3 +230,23 @@ def test_netdevs_and_chardevs_held_by_devices() -> None:
     assert run(m, "query-chardev") == [
         {"label": "t", "filename": f"pty:{pty['pty']}", "frontend-open": False}
     ]
+
+
+def test_command_line_devices_are_plugged_at_start() -> None:
+    vm = VmConfig(
+        machine="pc",
+        devices=(
+            DeviceConfig("e1000", "e1", (("addr", "0x4"),)),
+            DeviceConfig("pvpanic"),  # a device the model has no QOM for
+            DeviceConfig("virtio-net-pci"),
+        ),
+    )
+    m = Machine(vm, with_devices(), ManualClock())
+    assert run(m, "qom-get", path="e1", property="addr") == 32
+    assert run(m, "qom-get", path="e1", property="hotplugged") is False
+    anonymous = run(m, "qom-list", path="/machine/peripheral-anon")
+    assert anonymous[1] == {"name": "device[0]", "type": "child<virtio-net-pci>"}
+    m.execute("device_add", {"driver": "e1000", "id": "e2"})
+    assert run(m, "qom-get", path="e2", property="hotplugged") is True
+    m.reset()
+    assert [c["name"] for c in run(m, "qom-list", path="/machine/peripheral")] == ["type", "e1"]
