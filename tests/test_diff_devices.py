@@ -62,8 +62,8 @@ def profile_for(referee: Referee) -> ProfileSpec:
 class Sim:
     """The machine behind qmpsim's protocol; events due after a reply follow it."""
 
-    def __init__(self, profile: ProfileSpec, chardevs: tuple[ChardevConfig, ...]) -> None:
-        self.machine = Machine(VmConfig(cpus=1, chardevs=chardevs), profile, ManualClock())
+    def __init__(self, profile: ProfileSpec, vm: VmConfig) -> None:
+        self.machine = Machine(vm, profile, ManualClock())
         self.conn = ServerConnection(profile)
         self.conn.greeting()
         self.messages: list[Message] = []
@@ -133,7 +133,7 @@ def both(referee: Referee, bios: str) -> Iterator[tuple[Real, Sim]]:
             ChardevConfig("compat_monitor1", f"disconnected:unix:{ready},server=on", True),
         )
         try:
-            yield Real(monitor), Sim(profile_for(referee), monitors)
+            yield Real(monitor), Sim(profile_for(referee), VmConfig(cpus=1, chardevs=monitors))
         finally:
             monitor.close()
 
