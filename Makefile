@@ -76,14 +76,21 @@ test: $(STAMP) qemu qemu-10.0 libvirt lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qmpsim tests bench fuzz
-	$(VENV)/bin/ruff format --check qmpsim tests bench fuzz
+	$(VENV)/bin/ruff check qmpsim tests bench fuzz tools
+	$(VENV)/bin/ruff format --check qmpsim tests bench fuzz tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP) qemu
 	$(PY) bench/run.py
+
+## profiles: recompile qmpsim/profiles/ from recorded QEMU conversations (QEMU_QMP, default
+## ../shared/qemu-qmp); the output is committed, so this runs only when the recordings change
+QEMU_QMP ?= ../shared/qemu-qmp
+.PHONY: profiles
+profiles: $(STAMP)
+	$(PY) tools/compile_profiles.py $(QEMU_QMP)
 
 ## fuzz: the atheris target on the wire and protocol, time-bounded (FUZZ_SECONDS, default 60)
 FUZZ_SECONDS ?= 60

@@ -1,83 +1,82 @@
-"""The event and command catalog of each protocol profile: data, not logic.
+"""The protocol profiles: every command and event one QEMU version has, as data.
 
-A profile is what one QEMU era says on the wire: its greeting, its commands with
-their argument schemas, and its events with their data schemas.  Everything
-qmpsim emits is validated against the active profile before it leaves.
+A profile is what one QEMU version says on the wire: its greeting, its commands
+with their argument and return types, and its events with their data types.
+``qemu-2.5`` … ``qemu-11.1`` are compiled from recorded conversations with real
+QEMU builds (``tools/compile_profiles.py``; the data ships in
+``qmpsim/profiles/``) and load lazily: only the profile in use, and only its
+greeting until a command or an event needs the rest.  ``qemu-0.14`` is written
+by hand, from the seed specification.  Everything qmpsim emits is validated
+against the active profile before it leaves (the walker lives in
+:mod:`qmpsim.schema`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from .errors import CatalogError
+from .schema import (
+    ANY,
+    BOOL,
+    INT,
+    NUMBER,
+    STR,
+    Alternate,
+    Array,
+    Builtin,
+    Enum,
+    Field,
+    Object,
+    Type,
+    check_value,
+    compile_schema,
+    member_names,
+    types_from_introspection,
+)
 
-# --- the schema mini-language -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Builtin:
-    """A QAPI builtin: ``str``, ``int``, ``number``, ``bool``, ``null`` or ``any``."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Enum:
-    """A QAPI enum: a closed set of strings."""
-
-    name: str
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Array:
-    """A JSON array whose every element has type ``of``."""
-
-    of: Type
-
-
-@dataclass(frozen=True)
-class Field:
-    """One member of an object; ``optional`` members may be absent."""
-
-    name: str
-    type: Type
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class Object:
-    """A QAPI struct: named members, no others allowed."""
-
-    name: str
-    fields: tuple[Field, ...]
-
-    def member(self, name: str) -> Field | None:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
-
-
-Type = Builtin | Enum | Array | Object
-
-STR = Builtin("str")
-INT = Builtin("int")
-NUMBER = Builtin("number")
-BOOL = Builtin("bool")
-ANY = Builtin("any")
+__all__ = [
+    "ANY",
+    "BOOL",
+    "DEFAULT_PROFILE",
+    "INT",
+    "NUMBER",
+    "PROFILES",
+    "STR",
+    "Alternate",
+    "Array",
+    "Builtin",
+    "CommandSpec",
+    "Enum",
+    "EventSpec",
+    "Field",
+    "Object",
+    "ProfileSpec",
+    "Type",
+    "check_value",
+    "compile_schema",
+    "fit_event_data",
+    "get_profile",
+    "validate_event",
+]
 
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A command's name, its arguments (as an object type) and whether it may run out-of-band."""
+    """A command: its arguments (an object type), its return type, whether it may run
+    out-of-band.  ``returns`` is ``None`` where the schema does not say (hand-written
+    profiles, commands QEMU dispatches without introspection)."""
 
     name: str
     arguments: Object
     allow_oob: bool = False
     allow_preconfig: bool = False
+    returns: Type | None = None
 
 
 @dataclass(frozen=True)
@@ -89,12 +88,27 @@ class EventSpec:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A reply a real QEMU gave to one request, whether that QEMU ran with KVM and
+    which machine (``none``: ``-M none``, ``pc``: a ``-M pc`` VM)."""
+
+    command: str
+    arguments: Mapping[str, Any] | None
+    kvm: bool
+    machine: str
+    reply: Mapping[str, Any]
+    """``{"return": …}`` or ``{"error": {"class": …, "desc": …}}``."""
+
+
+@dataclass(frozen=True)
 class ProfileSpec:
     """Everything one protocol profile says about the wire.
 
     ``throttle`` maps event names to QEMU's minimum interval between two of
     them (seconds); ``run_states`` is whether ``query-status`` reports ``status``
-    (QEMU 1.1 and later) and commands check it.
+    (QEMU 1.1 and later) and commands check it.  ``recorded`` holds the replies of
+    the real QEMU the profile was compiled from, by command (``query-qmp-schema``
+    among them; empty for a hand-written profile).
     """
 
     name: str
@@ -105,6 +119,14 @@ class ProfileSpec:
     events: Mapping[str, EventSpec] = field(default_factory=dict)
     throttle: Mapping[str, float] = field(default_factory=dict)
     run_states: bool = True
+    recorded: Mapping[str, Sequence[Recorded]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<ProfileSpec {self.name}: QEMU {'.'.join(map(str, self.version))}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints its arguments with IPython's protocol: all of a schema is too much
+        printer.text(repr(self))
 
     def greeting(self) -> dict[str, Any]:
         """The greeting object, in the member order QEMU builds it."""
@@ -118,6 +140,27 @@ class ProfileSpec:
                 "capabilities": list(self.capabilities),
             }
         }
+
+    def recorded_reply(
+        self, command: str, arguments: Mapping[str, Any], *, kvm: bool, machine: str
+    ) -> Mapping[str, Any] | None:
+        """What the recorded QEMU answered to the same request, or ``None``.
+
+        A reply recorded on another machine type is used only for a ``pc`` VM when
+        ``-M none`` is all there is (the facts of the binary: types, CPU models…);
+        a ``-M none`` VM has none of a ``pc``'s devices.  The same accelerator is
+        preferred where both were recorded.
+        """
+        best: tuple[int, Mapping[str, Any]] | None = None
+        for rec in self.recorded.get(command, ()):
+            if (rec.arguments or {}) != arguments:
+                continue
+            if rec.machine != machine and machine == "none":
+                continue
+            rank = (rec.machine != machine) * 2 + (rec.kvm != kvm)
+            if best is None or rank < best[0]:
+                best = (rank, rec.reply)
+        return best[1] if best is not None else None
 
 
 # --- commands -------------------------------------------------------------------
@@ -172,27 +215,9 @@ def _by_name(specs: tuple[CommandSpec, ...]) -> dict[str, CommandSpec]:
 # them into the event's dictionary.
 
 _FAMILY_0_14 = Enum("NetworkAddressFamily", ("ipv4", "ipv6"))
-_FAMILY = Enum("NetworkAddressFamily", ("ipv4", "ipv6", "unix", "vsock", "unknown"))
 _IO_OPERATION = Enum("IoOperationType", ("read", "write"))
 _ERROR_ACTION = Enum("BlockErrorAction", ("ignore", "report", "stop"))
-_SHUTDOWN_CAUSE = Enum(
-    "ShutdownCause",
-    (
-        "none",
-        "host-error",
-        "host-qmp-quit",
-        "host-qmp-system-reset",
-        "host-signal",
-        "host-ui",
-        "guest-shutdown",
-        "guest-reset",
-        "guest-panic",
-        "subsystem-reset",
-        "snapshot-load",
-    ),
-)
 WATCHDOG_ACTIONS_0_14 = ("reset", "shutdown", "poweroff", "pause", "debug", "none")
-WATCHDOG_ACTIONS = (*WATCHDOG_ACTIONS_0_14, "inject-nmi")
 
 
 def _vnc_events(websocket: bool, family: Enum) -> tuple[EventSpec, ...]:
@@ -273,63 +298,12 @@ _EVENTS_0_14: tuple[EventSpec, ...] = (
     ),
 )
 
-_SHUTDOWN_DATA = (Field("guest", BOOL), Field("reason", _SHUTDOWN_CAUSE))
-
-_EVENTS_7_2: tuple[EventSpec, ...] = (
-    EventSpec(
-        "BLOCK_IO_ERROR",
-        Object(
-            "BLOCK_IO_ERROR",
-            (
-                Field("device", STR),
-                Field("node-name", STR, optional=True),
-                Field("operation", _IO_OPERATION),
-                Field("action", _ERROR_ACTION),
-                Field("nospace", BOOL, optional=True),
-                Field("reason", STR),
-            ),
-        ),
-    ),
-    EventSpec("RESET", Object("RESET", _SHUTDOWN_DATA)),
-    EventSpec("RESUME", None),
-    EventSpec("RTC_CHANGE", Object("RTC_CHANGE", (Field("offset", INT), Field("qom-path", STR)))),
-    EventSpec("SHUTDOWN", Object("SHUTDOWN", _SHUTDOWN_DATA)),
-    EventSpec("POWERDOWN", None),
-    EventSpec("STOP", None),
-    *_vnc_events(websocket=True, family=_FAMILY),
-    *_spice_events(_FAMILY),
-    EventSpec(
-        "WATCHDOG", Object("WATCHDOG", (Field("action", Enum("WatchdogAction", WATCHDOG_ACTIONS)),))
-    ),
-    EventSpec(
-        "GUEST_PANICKED",
-        Object(
-            "GUEST_PANICKED",
-            (
-                Field("action", Enum("GuestPanicAction", ("pause", "poweroff", "run"))),
-                Field("info", ANY, optional=True),
-            ),
-        ),
-    ),
-)
-
 
 def _events_by_name(specs: tuple[EventSpec, ...]) -> dict[str, EventSpec]:
     return {spec.name: spec for spec in specs}
 
 
-# --- profiles -------------------------------------------------------------------
-
-QEMU_7_2 = ProfileSpec(
-    name="qemu-7.2",
-    version=(7, 2, 0),
-    package="",
-    capabilities=("oob",),
-    commands=_by_name(_COMMON_COMMANDS),
-    events=_events_by_name(_EVENTS_7_2),
-    # monitor_qapi_event_conf: rates QEMU applies to the events qmpsim knows.
-    throttle={"RTC_CHANGE": 1.0, "WATCHDOG": 1.0},
-)
+# --- the hand-written seed profile --------------------------------------------------
 
 QEMU_0_14 = ProfileSpec(
     name="qemu-0.14",
@@ -341,8 +315,176 @@ QEMU_0_14 = ProfileSpec(
     run_states=False,
 )
 
-PROFILES: Mapping[str, ProfileSpec] = {p.name: p for p in (QEMU_7_2, QEMU_0_14)}
-DEFAULT_PROFILE = QEMU_7_2.name
+
+# --- compiled profiles, loaded lazily ---------------------------------------------------
+
+DATA_DIR: Final = Path(__file__).with_name("profiles")
+"""Where the compiled profiles ship: ``index.json`` and one ``<name>.json.xz`` each."""
+
+# QEMU's monitor_qapi_event_conf: the rates qmpsim's model applies (per event name).
+_THROTTLED: Final = ("RTC_CHANGE", "WATCHDOG")
+
+# Commands QEMU marshals by hand ('gen': false): they take members beyond the
+# declared ones (device properties, netdev and object options).  netdev_add and
+# object-add became typed unions in 5.2 and 6.0; the arguments say which era.
+_OPEN_ARGUMENTS: Final = ("device_add", "netdev_add", "object-add")
+
+
+class _Lazy(Mapping[str, Any]):
+    """A mapping built on first use (the profile's body is read then)."""
+
+    __slots__ = ("_build", "_table")
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._table: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        table = self._table
+        if table is None:
+            table = self._table = self._build()
+        return table
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._get().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return "<not loaded yet>" if self._table is None else repr(self._table)
+
+
+@dataclass(frozen=True)
+class _Body:
+    commands: dict[str, CommandSpec]
+    events: dict[str, EventSpec]
+    recorded: dict[str, tuple[Recorded, ...]]
+
+
+_BODIES: dict[str, _Body] = {}
+_LOCK = threading.Lock()  # a background simulator may load while the test's thread does
+
+
+def _body(name: str) -> _Body:
+    body = _BODIES.get(name)
+    if body is None:
+        with _LOCK:
+            body = _BODIES.get(name)
+            if body is None:
+                body = _BODIES[name] = _read_body(name)
+    return body
+
+
+def _read_body(name: str) -> _Body:
+    import lzma  # only a process that uses a compiled profile's body pays for it
+
+    path = DATA_DIR / f"{name}.json.xz"
+    try:
+        data = json.loads(lzma.decompress(path.read_bytes()))
+    except (OSError, lzma.LZMAError, ValueError) as exc:
+        raise CatalogError(f"profile {name}: cannot read {path}: {exc}") from None
+    schema: list[dict[str, Any]] = data["schema"]
+    resolve = types_from_introspection(schema)
+    entries = {e["name"]: e for e in schema if e["meta-type"] in ("command", "event")}
+    order = data["commands"]
+    if order is None:
+        order = [e["name"] for e in schema if e["meta-type"] == "command"]
+    commands: dict[str, CommandSpec] = {}
+    for command in order:
+        entry = entries.get(command)
+        if entry is None or entry["meta-type"] != "command":
+            commands[command] = _unintrospected(command)
+            continue
+        arguments = resolve(entry["arg-type"])
+        assert isinstance(arguments, Object)
+        if command in _OPEN_ARGUMENTS and arguments.tag is None:
+            arguments = Object(arguments.name, arguments.fields, open=True)
+        commands[command] = CommandSpec(
+            command,
+            arguments,
+            allow_oob=bool(entry.get("allow-oob", False)),
+            returns=resolve(entry["ret-type"]),
+        )
+    events: dict[str, EventSpec] = {}
+    for event in data["events"]:
+        arg = resolve(entries[event]["arg-type"])
+        assert isinstance(arg, Object)
+        events[event] = EventSpec(event, arg if arg.fields or arg.tag else None)
+    recorded: dict[str, list[Recorded]] = {}
+    for command, arguments, kvm, machine, reply in data["replies"]:
+        recorded.setdefault(command, []).append(Recorded(command, arguments, kvm, machine, reply))
+    return _Body(commands, events, {k: tuple(v) for k, v in recorded.items()})
+
+
+def _unintrospected(command: str) -> CommandSpec:
+    """A command QEMU dispatches that its schema does not list (QEMU 2.5–2.7)."""
+    if command == "device_add":
+        args = Object("q_obj_device_add-arg", (Field("driver", STR),), open=True)
+    else:
+        args = Object(f"q_obj_{command}-arg", ())
+    return CommandSpec(command, args)
+
+
+def _compiled(name: str, head: Mapping[str, Any]) -> ProfileSpec:
+    major, minor, micro = head["version"]
+    return ProfileSpec(
+        name=name,
+        version=(major, minor, micro),
+        package=head["package"],
+        capabilities=tuple(head["capabilities"]),
+        commands=_Lazy(lambda: _body(name).commands),
+        events=_Lazy(lambda: _body(name).events),
+        throttle=_Lazy(lambda: {e: 1.0 for e in _THROTTLED if e in _body(name).events}),
+        recorded=_Lazy(lambda: _body(name).recorded),
+    )
+
+
+class _Profiles(Mapping[str, ProfileSpec]):
+    """Every profile by name, oldest first; compiled ones are read when first asked for."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, Mapping[str, Any]] | None = None
+        self._made: dict[str, ProfileSpec] = {QEMU_0_14.name: QEMU_0_14}
+
+    def _heads(self) -> dict[str, Mapping[str, Any]]:
+        if self._index is None:
+            try:
+                text = (DATA_DIR / "index.json").read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CatalogError(f"the profile index cannot be read: {exc}") from None
+            self._index = {QEMU_0_14.name: {}, **json.loads(text)["profiles"]}
+        return self._index
+
+    def __getitem__(self, name: str) -> ProfileSpec:
+        made = self._made.get(name)
+        if made is None:
+            head = self._heads()[name]  # KeyError for an unknown name, as a mapping should
+            with _LOCK:
+                made = self._made.setdefault(name, _compiled(name, head))
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads())
+
+    def __len__(self) -> int:
+        return len(self._heads())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._heads()
+
+
+PROFILES: Mapping[str, ProfileSpec] = _Profiles()
+DEFAULT_PROFILE = "qemu-7.2"
 
 
 def get_profile(name: str) -> ProfileSpec:
@@ -350,132 +492,18 @@ def get_profile(name: str) -> ProfileSpec:
     try:
         return PROFILES[name]
     except KeyError:
-        known = ", ".join(sorted(PROFILES))
+        known = ", ".join(PROFILES)
         raise CatalogError(f"unknown profile {name!r} (known profiles: {known})") from None
 
 
-# --- validation -----------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # QEMU_7_2 was a hand-written table; it is the compiled profile now, read on use.
+    if name == "QEMU_7_2":
+        return get_profile("qemu-7.2")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def check_value(schema: Type, value: Any, path: str = "") -> list[str]:
-    """Every way ``value`` departs from ``schema``; ``path`` names where, for messages."""
-    where = path or "value"
-    if isinstance(schema, Builtin):
-        return _check_builtin(schema.name, value, where)
-    if isinstance(schema, Enum):
-        if not isinstance(value, str) or value not in schema.values:
-            allowed = ", ".join(schema.values)
-            return [f"{where}: {value!r} is not one of {schema.name} ({allowed})"]
-        return []
-    if isinstance(schema, Array):
-        if not isinstance(value, list):
-            return [f"{where}: expected an array, got {_kind(value)}"]
-        problems: list[str] = []
-        for i, item in enumerate(value):
-            problems += check_value(schema.of, item, f"{where}[{i}]")
-        return problems
-    return _check_object(schema, value, path)
-
-
-def _check_object(schema: Object, value: Any, path: str) -> list[str]:
-    where = path or "value"
-    if not isinstance(value, dict):
-        return [f"{where}: expected an object ({schema.name}), got {_kind(value)}"]
-    problems: list[str] = []
-    prefix = f"{path}." if path else ""
-    for f in schema.fields:
-        if f.name in value:
-            problems += check_value(f.type, value[f.name], prefix + f.name)
-        elif not f.optional:
-            problems.append(f"{where}: missing member '{f.name}'")
-    for key in value:
-        if schema.member(key) is None:
-            problems.append(f"{where}: unexpected member '{key}'")
-    return problems
-
-
-def _check_builtin(name: str, value: Any, where: str) -> list[str]:
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "null": value is None,
-        "any": True,
-    }[name]
-    return [] if ok else [f"{where}: expected {name}, got {_kind(value)}"]
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
-
-
-# --- compiled checkers -------------------------------------------------------------
-#
-# Every emitted event is validated, so a profile's schemas are compiled once into
-# predicates that only say whether a value conforms.  They accept exactly what
-# check_value accepts; when one says no, check_value runs to say why.
-
-Checker = Callable[[Any], bool]
-
-_COMPILED: dict[int, tuple[Type, Checker]] = {}
-
-
-def compile_schema(schema: Type) -> Checker:
-    """A predicate true exactly when ``check_value(schema, value)`` finds no problem."""
-    cached = _COMPILED.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    checker = _compile(schema)
-    _COMPILED[id(schema)] = (schema, checker)  # the schema is kept, so its id stays unique
-    return checker
-
-
-def _compile(schema: Type) -> Checker:
-    if isinstance(schema, Builtin):
-        return _BUILTIN_CHECKERS[schema.name]
-    if isinstance(schema, Enum):
-        values = frozenset(schema.values)
-        return lambda value: isinstance(value, str) and value in values
-    if isinstance(schema, Array):
-        of = _compile(schema.of)
-        return lambda value: isinstance(value, list) and all(of(item) for item in value)
-    members = {f.name: _compile(f.type) for f in schema.fields}
-    required = frozenset(f.name for f in schema.fields if not f.optional)
-    items = tuple(members.items())
-
-    def check_object(value: Any) -> bool:
-        if not isinstance(value, dict) or not required.issubset(value):
-            return False
-        if len(value) == len(members):
-            # Every member is present and none is unexpected iff the key sets are equal.
-            # A loop rather than all() over a generator: it runs for every emitted event.
-            for name, check in items:  # noqa: SIM110
-                if name not in value or not check(value[name]):
-                    return False
-            return True
-        for key, item in value.items():
-            member = members.get(key)
-            if member is None or not member(item):
-                return False
-        return True
-
-    return check_object
-
-
-_BUILTIN_CHECKERS: dict[str, Checker] = {
-    "str": lambda value: isinstance(value, str),
-    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
-    "number": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
-    "bool": lambda value: isinstance(value, bool),
-    "null": lambda value: value is None,
-    "any": lambda value: True,
-}
+# --- event validation ---------------------------------------------------------------
 
 _EVENT_KEYS = frozenset(("event", "data", "timestamp"))
 
@@ -525,6 +553,33 @@ def validate_event(profile: ProfileSpec, message: Mapping[str, Any]) -> list[str
     if "data" not in message:
         return [*problems, f"{name}: missing member 'data'"]
     return problems + [f"{name}: {p}" for p in check_value(spec.data, message["data"], "data")]
+
+
+def fit_event_data(
+    profile: ProfileSpec, name: str, data: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``data`` as the VM model builds it (for recent QEMU), cut to what ``profile``'s
+    event carries: members the event did not have yet are dropped (SHUTDOWN's
+    ``reason`` before QEMU 4.0, RTC_CHANGE's ``qom-path`` before 7.0…)."""
+    spec = profile.events.get(name)
+    if spec is None or data is None:
+        return data
+    if spec.data is None:
+        return None
+    return _fit(spec.data, data)
+
+
+def _fit(typ: Object, data: Mapping[str, Any]) -> dict[str, Any]:
+    names = member_names(typ, data)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            continue
+        member = typ.member(key)
+        if member is not None and isinstance(member.type, Object) and isinstance(value, Mapping):
+            value = _fit(member.type, value)
+        out[key] = value
+    return out
 
 
 _TIMESTAMP = Object("timestamp", (Field("seconds", INT), Field("microseconds", INT)))

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .catalog import Array, Builtin, CommandSpec, Enum, Object, ProfileSpec, Type
+from .catalog import CommandSpec, ProfileSpec
 from .errors import QmpSimError
+from .schema import problems, qemu_error
 from .wire import JsonStreamer, ParseError, encode, qdict_order
 
 __all__ = [
@@ -111,115 +112,15 @@ class Request:
     """Sent with ``exec-oob``."""
 
 
-# --- argument checking (QEMU's QObject input visitor) -------------------------------
-
-_BUILTIN_NAMES: Final[Mapping[str, str]] = {
-    "str": "string",
-    "int": "integer",
-    "number": "number",
-    "bool": "boolean",
-    "null": "null",
-}
-_INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
+# --- argument checking ----------------------------------------------------------------
+# The walk itself is schema.problems (QEMU's QObject input visitor, in its order);
+# QEMU stops at the first problem and answers its text as a GenericError.
 
 
-class _ArgumentError(Exception):
-    def __init__(self, desc: str) -> None:
-        super().__init__(desc)
-        self.desc = desc
-
-
-def _invalid_type(name: str, expected: str) -> _ArgumentError:
-    return _ArgumentError(f"Invalid parameter type for '{name}', expected: {expected}")
-
-
-def _builtin_ok(kind: str, value: Any) -> bool:
-    if kind == "any":
-        return True
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    if isinstance(value, bool):
-        return False
-    if kind == "int":
-        return isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
-    if kind == "number":
-        return isinstance(value, int | float)
-    raise ProtocolError(f"unknown builtin type {kind!r} in the command table")
-
-
-def _check_value(typ: Type, value: Any, name: str, display: str) -> None:
-    """Check one value; ``name`` is its full name for messages, ``display`` QEMU's enum label."""
-    if isinstance(typ, Builtin):
-        if not _builtin_ok(typ.name, value):
-            raise _invalid_type(name, _BUILTIN_NAMES.get(typ.name, typ.name))
-    elif isinstance(typ, Enum):
-        if not isinstance(value, str):
-            raise _invalid_type(name, "string")
-        if value not in typ.values:
-            raise _ArgumentError(f"Parameter '{display}' does not accept value '{value}'")
-    elif isinstance(typ, Array):
-        if not isinstance(value, list):
-            raise _invalid_type(name, "array")
-        for index, element in enumerate(value):
-            # QEMU visits list elements without a name: enum errors say 'null'.
-            _check_value(typ.of, element, f"{name}[{index}]", "null")
-    else:
-        if not isinstance(value, dict):
-            raise _invalid_type(name, "object")
-        _check_object(typ, value, name + ".")
-
-
-def _check_object(typ: Object, value: Mapping[str, Any], prefix: str) -> None:
-    for spec in typ.fields:
-        full = prefix + spec.name
-        if spec.name not in value:
-            if spec.optional:
-                continue
-            raise _ArgumentError(f"Parameter '{full}' is missing")
-        _check_value(spec.type, value[spec.name], full, spec.name)
-    known = {spec.name for spec in typ.fields}
-    unexpected = _first_unvisited(qdict_order(list(value)), known)
-    if unexpected is not None:
-        raise _ArgumentError(f"Parameter '{prefix}{unexpected}' is unexpected")
-
-
-def _g_str_hash(key: str) -> int:
-    value = 5381
-    for byte in key.encode("utf-8"):
-        signed = byte - 256 if byte >= 128 else byte  # GLib hashes signed chars
-        value = (value * 33 + signed) & 0xFFFFFFFF
-    return max(value, 2)
-
-
-_GHASH_MIN_SIZE: Final = 8
-_GHASH_MIN_MOD: Final = 7
-
-
-def _first_unvisited(keys: list[str], visited: set[str]) -> str | None:
-    """The member QEMU names when several are unexpected.
-
-    QEMU keeps a struct's members in a GLib hash table (inserted in QDict order),
-    removes each one it visits and reports the first left in the table's slot
-    order.  A table of fewer than eight members is never resized, so its slots
-    are computed exactly; larger ones fall back to QDict order.
-    """
-    left = [key for key in keys if key not in visited]
-    if len(left) < 2 or len(keys) >= _GHASH_MIN_SIZE:
-        return left[0] if left else None
-    slots: list[str | None] = [None] * _GHASH_MIN_SIZE
-    for key in keys:
-        index = (_g_str_hash(key) * 11 & 0xFFFFFFFF) % _GHASH_MIN_MOD
-        step = 0
-        while slots[index] is not None:
-            step += 1
-            index = (index + step) & (_GHASH_MIN_SIZE - 1)
-        slots[index] = key
-    return next(key for key in slots if key is not None and key not in visited)
+def _argument_error(spec: CommandSpec, arguments: Mapping[str, Any]) -> str | None:
+    for problem in problems(spec.arguments, arguments):
+        return qemu_error(problem)
+    return None
 
 
 # --- the connection ---------------------------------------------------------------
@@ -329,10 +230,9 @@ class ServerConnection:
             if oob and not spec.allow_oob:
                 raise _Refusal("GenericError", f"The command {command} does not support OOB")
             arguments: dict[str, Any] = item.get("arguments", {})
-            try:
-                _check_object(spec.arguments, arguments, "")
-            except _ArgumentError as exc:
-                raise _Refusal("GenericError", exc.desc) from None
+            error = _argument_error(spec, arguments)
+            if error is not None:
+                raise _Refusal("GenericError", error)
             if command == _NEGOTIATE:
                 return self._negotiate(arguments, req_id, negotiating)
         except _Refusal as refusal:

@@ -23,7 +23,17 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from . import machine as m
-from .catalog import DEFAULT_PROFILE, Array, Builtin, Enum, Object, ProfileSpec, Type, get_profile
+from .catalog import (
+    DEFAULT_PROFILE,
+    Alternate,
+    Array,
+    Builtin,
+    Enum,
+    Object,
+    ProfileSpec,
+    Type,
+    get_profile,
+)
 from .errors import CatalogError
 
 __all__ = [
@@ -124,16 +134,51 @@ def _names(label: str, value: Collection[str] | None, known: Collection[str]) ->
 # --- single events ----------------------------------------------------------------
 
 
-def _values(type_: Type, name: str) -> st.SearchStrategy[Any]:
+_DEEP = 4  # below this many nested objects, optional members and object branches stop
+
+
+def _values(type_: Type, name: str, depth: int = 0) -> st.SearchStrategy[Any]:
     if isinstance(type_, Enum):
         return st.sampled_from(type_.values)
     if isinstance(type_, Array):
-        return st.lists(_values(type_.of, name), max_size=3)
+        return st.lists(_values(type_.of, name, depth + 1), max_size=3 if depth < _DEEP else 0)
+    if isinstance(type_, Alternate):
+        branches: list[Type] = list(type_.members)
+        if depth >= _DEEP:
+            branches = [t for t in branches if not isinstance(t, Object)] or branches
+        return st.one_of([_values(t, name, depth) for t in branches])
     if isinstance(type_, Object):
-        required = {f.name: _values(f.type, f.name) for f in type_.fields if not f.optional}
-        optional = {f.name: _values(f.type, f.name) for f in type_.fields if f.optional}
-        return st.fixed_dictionaries(required, optional=optional)
+        if type_.tag is None:
+            return _members(type_.fields, depth)
+        tag = type_.member(type_.tag)
+        assert tag is not None and isinstance(tag.type, Enum)
+        base = tuple(f for f in type_.fields if f.name != type_.tag)
+        return st.one_of(
+            [
+                _members(base, depth, {type_.tag: value}).flatmap(
+                    functools.partial(_variant, type_.variants.get(value), depth=depth)
+                )
+                for value in tag.type.values
+            ]
+        )
     return _builtin(type_, name)
+
+
+def _members(
+    fields: tuple[Any, ...], depth: int, fixed: dict[str, Any] | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    required = {k: st.just(v) for k, v in (fixed or {}).items()}
+    required |= {f.name: _values(f.type, f.name, depth + 1) for f in fields if not f.optional}
+    optional = {f.name: _values(f.type, f.name, depth + 1) for f in fields if f.optional}
+    return st.fixed_dictionaries(required, optional=optional if depth < _DEEP else {})
+
+
+def _variant(
+    branch: Object | None, base: dict[str, Any], *, depth: int
+) -> st.SearchStrategy[dict[str, Any]]:
+    if branch is None:
+        return st.just(base)
+    return _members(branch.fields, depth).map(lambda extra: {**base, **extra})
 
 
 def _builtin(type_: Builtin, name: str) -> st.SearchStrategy[Any]:

@@ -210,7 +210,7 @@ def test_demo_of_an_idle_vm() -> None:
     result = run("demo")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "<- greeting: QEMU 7.2.0" in out
+    assert "<- greeting: QEMU 7.2.22" in out
     assert out.index("<- event STOP") < out.index('-> {"execute": "cont"}')
     assert "<- (connection closed by the server)" in out
 

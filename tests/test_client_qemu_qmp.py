@@ -107,7 +107,7 @@ def test_qmp_shell_non_interactive(served_socket: str) -> None:
         timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
-    assert "Connected to QEMU 7.2.0" in result.stdout
+    assert "Connected to QEMU 7.2.22" in result.stdout
     # qmp-shell prints replies as JSON and events as Python dicts, each on its own line
     lines = [line.removeprefix("(QEMU) ") for line in result.stdout.splitlines()]
     replies = [json.loads(line) for line in lines if line.startswith('{"')]

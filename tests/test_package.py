@@ -72,3 +72,18 @@ def test_a_wheel_ships_the_scenarios_and_finds_them(tmp_path: Path) -> None:
         check=True,
     ).stdout.strip()
     assert Path(out) == unpacked / "qmpsim" / "scenarios"
+    profiles = sorted(p.name for p in (root / "qmpsim" / "profiles").iterdir())
+    assert sorted(p.name for p in (unpacked / "qmpsim" / "profiles").iterdir()) == profiles
+    count = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import qmpsim.catalog as c; print(len(c.PROFILES['qemu-10.0'].commands))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(unpacked)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert count == "233"

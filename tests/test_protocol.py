@@ -309,10 +309,10 @@ def test_request_is_frozen() -> None:
 
 
 def test_greeting_bytes_in_qemus_member_order() -> None:
-    # QEMU 7.2 sends exactly this shape (measured); the profile must insert the
-    # version members as QEMU does (major, minor, micro) for wire.encode to match.
+    # Debian's QEMU 7.2.22 sends exactly these bytes (measured); the profile must insert
+    # the version members as QEMU does (major, minor, micro) for wire.encode to match.
     greeting = ServerConnection(QEMU_7_2).greeting()
     assert greeting == (
-        b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""},'
-        b' "capabilities": ["oob"]}}\r\n'
+        b'{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7},'
+        b' "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}\r\n'
     )
