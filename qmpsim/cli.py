@@ -114,7 +114,7 @@ def _is_loopback(host: str) -> bool:
 def _profile_names() -> list[str]:
     from .catalog import PROFILES  # stdlib only: cheap
 
-    return sorted(PROFILES)
+    return list(PROFILES)  # oldest first
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -610,6 +610,53 @@ def schema(args: argparse.Namespace) -> int:
     from .scenario import scenario_schema
 
     print(json.dumps(scenario_schema(), indent=2))
+    return EXIT_OK
+
+
+# --- qmpsim commands (what a profile has, and who answers) -----------------------------------
+
+
+def _commands_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile", choices=_profile_names(), help="which QEMU (default: the default profile)"
+    )
+    parser.add_argument(
+        "--events", action="store_true", help="list the profile's events instead of its commands"
+    )
+
+
+@subcommand(
+    "commands",
+    help="list a profile's commands and what answers each",
+    description="List every command of a profile and the source of its replies: modelled "
+    "(the VM model), recorded (the real QEMU's reply to the same request) or generated "
+    "(made from the return type; --strict-commands refuses those).",
+    arguments=_commands_arguments,
+)
+def commands(args: argparse.Namespace) -> int:
+    """``qmpsim commands``."""
+    from .catalog import DEFAULT_PROFILE, get_profile
+
+    profile = get_profile(args.profile or DEFAULT_PROFILE)
+    if args.events:
+        for name, event in profile.events.items():
+            members = ", ".join(f.name for f in event.data.fields) if event.data else ""
+            print(f"{name}  {members}".rstrip())
+        print(f"# {profile.name}: {len(profile.events)} events", file=sys.stderr)
+        return EXIT_OK
+    from .machine import modelled_commands
+    from .replies import source
+
+    counts: dict[str, int] = {}
+    width = max(len(name) for name in profile.commands)
+    modelled_here = modelled_commands() | {"qmp_capabilities"}  # the protocol answers that one
+    for name, spec in profile.commands.items():
+        modelled = name in modelled_here
+        kind = source(profile, name, modelled=modelled)
+        counts[kind] = counts.get(kind, 0) + 1
+        print(f"{name:<{width}}  {kind}{'  oob' if spec.allow_oob else ''}")
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    print(f"# {profile.name}: {len(profile.commands)} commands ({summary})", file=sys.stderr)
     return EXIT_OK
 
 

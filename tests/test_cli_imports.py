@@ -17,10 +17,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20  # seconds; a guard against a hang, not an assertion on timing
 
-# Runs `qmpsim serve ARGS` in this interpreter and prints every loaded module on exit.
+# Runs `qmpsim serve ARGS` in this interpreter and prints, on exit, every loaded module
+# and the profiles whose data was read.
 PROGRAM = """\
 import atexit, json, sys
-atexit.register(lambda: print(json.dumps(sorted(sys.modules)), flush=True))
+def report():
+    catalog = sys.modules.get("qmpsim.catalog")
+    read = sorted(catalog._BODIES) if catalog else []
+    print(json.dumps({"modules": sorted(sys.modules), "profiles": read}), flush=True)
+atexit.register(report)
 from qmpsim.cli import main
 sys.exit(main(["serve", *sys.argv[1:]]))
 """
@@ -31,6 +36,11 @@ NEVER = {"faker", "qmpsim.fakedata", "hypothesis", "pytest"}
 
 def modules_of_serve(tmp_path: Path, *args: str) -> set[str]:
     """Serve ``args`` on a Unix socket, make the VM quit, return the modules loaded."""
+    return set(serve_and_quit(tmp_path, *args)["modules"])
+
+
+def serve_and_quit(tmp_path: Path, *args: str) -> dict[str, list[str]]:
+    """Serve ``args``, make the VM quit: the modules loaded and the profiles read."""
     path = str(tmp_path / "qmp.sock")
     proc = subprocess.Popen(
         [sys.executable, "-c", PROGRAM, "--unix", path, *args],
@@ -61,8 +71,8 @@ def modules_of_serve(tmp_path: Path, *args: str) -> set[str]:
             proc.kill()
             proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
-    loaded: list[str] = json.loads(out.splitlines()[-1])
-    return set(loaded)
+    report: dict[str, list[str]] = json.loads(out.splitlines()[-1])
+    return report
 
 
 def test_an_idle_vm_loads_neither_the_scenario_language_nor_the_control_channel(
@@ -90,3 +100,9 @@ def test_a_scenario_loads_yaml_and_faker_only_when_a_step_fakes_data(
     assert loaded >= SCENARIO_LANGUAGE
     assert "qmpsim.control" not in loaded
     assert ("faker" in loaded) is fake
+
+
+def test_a_profile_reads_its_own_data_and_no_other(tmp_path: Path) -> None:
+    report = serve_and_quit(tmp_path, "--profile", "qemu-5.1")
+    assert report["profiles"] == ["qemu-5.1"]
+    assert not set(report["modules"]) & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.control"})
