@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import machine as m
-from .catalog import DEFAULT_PROFILE, Array, Builtin, Enum, Object, Type
+from .catalog import DEFAULT_PROFILE, Alternate, Array, Builtin, Enum, Object, Type
 from .protocol import Request
 from .scenario import (
     CauseStep,
@@ -55,11 +55,23 @@ _ADDRESS_KEYS = {"host", "service", "port", "family"}
 def fake_data(type_: Object, fake: FakeData, given: Mapping[str, Any] | None = None) -> Any:
     """Data for an event of schema ``type_``: ``given`` members kept, the others made up.
 
-    Required members are filled, and the address members of server/client objects.
+    Required members are filled, and the address members of server/client objects;
+    a union's tag is drawn (unless given) and its variant's members filled too.
     """
     out: dict[str, Any] = dict(given or {})
     family = str(out.get("family", "ipv4"))
-    for f in type_.fields:
+    fields = list(type_.fields)
+    if type_.tag is not None and type_.tag not in out:
+        tag = type_.member(type_.tag)
+        cases = list(type_.variants) or (
+            list(tag.type.values) if tag is not None and isinstance(tag.type, Enum) else []
+        )
+        if cases:
+            out[type_.tag] = fake.rng.choice(cases)
+    branch = type_.variant(out)
+    if branch is not None:
+        fields += branch.fields
+    for f in fields:
         if f.name in out:
             if isinstance(f.type, Object) and isinstance(out[f.name], Mapping):
                 out[f.name] = fake_data(f.type, fake, out[f.name])
@@ -80,9 +92,16 @@ def _fake_value(name: str, type_: Type, fake: FakeData, family: str) -> Any:
         return rng.choice(type_.values)
     if isinstance(type_, Array):
         return [_fake_value(name, type_.of, fake, family)]
-    assert isinstance(type_, Builtin)
+    if isinstance(type_, Alternate):
+        # a scalar branch where there is one: it keeps recursive types finite
+        scalars = [t for t in type_.members if isinstance(t, Builtin | Enum) and t.name != "null"]
+        return _fake_value(name, scalars[0] if scalars else type_.members[0], fake, family)
     if type_.name == "bool":
         return rng.random() < 0.5
+    if type_.name == "null":
+        return None
+    if type_.name == "any":
+        return {}
     if name == "offset":
         return fake.rtc_offset()
     if name == "connection-id":

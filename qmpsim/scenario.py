@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import random
 import re
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeAlias
 
 from . import machine as m
-from .catalog import DEFAULT_PROFILE, PROFILES, Array, Builtin, Enum, Object, ProfileSpec, Type
+from .catalog import DEFAULT_PROFILE, PROFILES, Enum, Object, ProfileSpec, Type
 from .errors import ScenarioError
+from .schema import member_names, problems, type_at, value_at
 
 if TYPE_CHECKING:
     import yaml
@@ -690,6 +692,18 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# schema.Problem's `expected` word -> how the scenario language says it
+_WANT = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing (null)",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
 @dataclass
 class _State:
     """Causal facts tracked along the timeline to catch impossible orders."""
@@ -1006,6 +1020,8 @@ class _Loader:
         head = head_node.value
         head_kind, _ = _HEADS[head]
         value = self.value(value_node, f"{path}.{head}", head_kind)
+        if head in ("until", "reply", "on"):
+            self.check_command(value, value_node, f"{path}.{head}")
         where = Where(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
         if head == "cause":
             keys, build, _ = _CAUSES[value]
@@ -1020,6 +1036,8 @@ class _Loader:
         if head == "cause":
             self.check_cause(value, raw, path)
             return CauseStep(value, build(args), where)
+        if head == "fault" and "command" in raw:
+            self.check_command(raw["command"][0], raw["command"][1], f"{path}.command")
         if head == "fault":
             return FaultStep(
                 value,
@@ -1055,6 +1073,16 @@ class _Loader:
         if head == "repeat":
             return RepeatStep(value, self.steps(raw["steps"][1], f"{path}.steps"), where)
         return self.include(value, value_node, path, where)
+
+    def check_command(self, command: str, node: yaml.Node, path: str) -> None:
+        """A command the profile does not have could never be sent: a mistake."""
+        if command not in self.profile.commands:
+            raise self.error(
+                node,
+                path,
+                f"unknown command {command!r}{_suggest(command, list(self.profile.commands))}"
+                f" in profile {self.profile.name}",
+            )
 
     def check_cause(self, kind: str, raw: dict[str, tuple[Any, yaml.Node]], path: str) -> None:
         if kind in ("disk-error", "disk-repaired"):
@@ -1143,37 +1171,50 @@ class _Loader:
         return EmitStep(event, data, fake, where)
 
     def check_data(self, node: yaml.Node, path: str, type_: Type, partial: bool) -> None:
-        self.spend(node, path)
-        if isinstance(type_, Object):
-            if not isinstance(node, yaml.MappingNode):
-                raise self.error(
-                    node, path, f"expected {type_.name} (a mapping), found {_describe(node)}"
-                )
-            given = set()
-            for key_node, value_node in node.value:
-                member = type_.member(key_node.value)
-                names = [f.name for f in type_.fields]
-                if member is None:
-                    raise self.error(
-                        key_node,
-                        f"{path}.{key_node.value}",
-                        f"{type_.name} has no member {key_node.value!r}"
-                        f"{_suggest(key_node.value, names)}; expected: {', '.join(names)}",
-                    )
-                given.add(member.name)
-                self.check_data(value_node, f"{path}.{member.name}", member.type, partial)
-            missing = [f.name for f in type_.fields if not f.optional and f.name not in given]
-            if missing and not partial:
-                raise self.error(node, path, f"{type_.name} is missing {', '.join(missing)}")
-        elif isinstance(type_, Array):
-            if not isinstance(node, yaml.SequenceNode):
-                raise self.error(node, path, f"expected a list, found {_describe(node)}")
-            for i, item in enumerate(node.value):
-                self.check_data(item, f"{path}[{i}]", type_.of, partial)
-        elif isinstance(type_, Enum):
-            self.scalar(node, path, _Scalar("str", enum=type_.values))
-        elif isinstance(type_, Builtin) and type_.name in ("str", "int", "number", "bool"):
-            self.scalar(node, path, _Scalar(type_.name))  # type: ignore[arg-type]
+        """Check event data against its schema with the profile's one walker
+        (:func:`qmpsim.schema.problems`), reporting its first problem where it is."""
+        value = self.constructor.construct_object(node, deep=True)
+        found = list(itertools.islice(problems(type_, value, partial=partial), 64))
+        if not found:
+            return
+        first = found[0]
+        nodes = {p.lstrip("."): n for n, p in self.walk(node, "")}
+        parent = first.path.rpartition(".")[0] if first.kind in ("missing", "unexpected") else ""
+        at = nodes.get(first.path if first.kind != "missing" else parent, node)
+        where = path + ("." if first.path and not first.path.startswith("[") else "") + first.path
+        owner = type_at(type_, parent, value)
+        label = f"`{path}.{parent}`" if parent else f"`{path}`"
+        if isinstance(owner, Object) and not owner.name.isdigit():
+            label = owner.name
+        if first.kind == "missing":
+            same = [
+                p.name for p in found if p.kind == "missing" and p.path.rpartition(".")[0] == parent
+            ]
+            where = path + (f".{parent}" if parent else "")
+            raise self.error(at, where, f"{label} is missing {', '.join(str(n) for n in same)}")
+        if first.kind == "unexpected":
+            names = member_names(owner, value_at(value, parent))
+            key = first.name or ""
+            mapping = nodes.get(parent)
+            if isinstance(mapping, yaml.MappingNode):  # point at the key, not its value
+                at = next((k for k, _ in mapping.value if k.value == key), at)
+            raise self.error(
+                at,
+                where,
+                f"{label} has no member {key!r}{_suggest(key, names)};"
+                f" expected: {', '.join(names)}",
+            )
+        if first.kind == "value":
+            enum = type_at(type_, first.path, value)
+            values = enum.values if isinstance(enum, Enum) else ()
+            raise self.error(
+                at,
+                where,
+                f"unknown value {first.value!r}{_suggest(str(first.value), values)};"
+                f" expected one of: {', '.join(values)}",
+            )
+        want = _WANT.get(first.expected, first.expected)
+        raise self.error(at, where, f"expected {want}, found {_describe(at)}")
 
     def include(self, target: str, node: yaml.Node, path: str, where: Where) -> IncludeStep:
         if not self.includes:

@@ -27,7 +27,7 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.DOTALL | re.MULTILINE)
-FINISHING = {"list", "show", "validate", "schema", "generate", "check"}
+FINISHING = {"list", "show", "validate", "schema", "generate", "check", "commands"}
 
 
 def blocks(lang: str) -> list[str]:

@@ -100,6 +100,31 @@ CASES = [
     ),
     ("bad-enum", "vm:\n  watchdog: explode\n", 2, 13, "expected one of: reset", "vm.watchdog"),
     (
+        "unknown-command",
+        "steps:\n  - until: contt\n",
+        2,
+        12,
+        "unknown command 'contt' (did you mean 'cont'?) in profile qemu-7.2",
+        "steps[0].until",
+    ),
+    (
+        "command-of-another-profile",
+        "profile: qemu-0.14\nsteps:\n  - on: device_del\n    steps: []\n",
+        3,
+        9,
+        "unknown command 'device_del' in profile qemu-0.14",
+        "steps[0].on",
+    ),
+    (
+        "union-variant-member",
+        "steps:\n  - emit: NETDEV_STREAM_CONNECTED\n    data:\n      netdev-id: n0\n"
+        "      addr: {type: unix, path: /s, port: '1'}\n",
+        5,
+        36,
+        "has no member 'port'; expected: type, path, abstract, tight",
+        "steps[0].data.addr.port",
+    ),
+    (
         "unknown-event",
         "steps:\n  - emit: BLOCK_IO_EROR\n",
         2,
@@ -207,7 +232,7 @@ CASES = [
     ),
     (
         "alias-bomb",
-        "steps:\n  - reply: x\n    return:\n      a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+        "steps:\n  - reply: stop\n    return:\n      a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
         + "".join(f"      a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)),
         4,
         40,
@@ -224,7 +249,7 @@ CASES = [
     ),
     (
         "python-object",
-        "steps:\n  - reply: x\n    return: !!python/object:os.system {}\n",
+        "steps:\n  - reply: stop\n    return: !!python/object:os.system {}\n",
         3,
         13,
         "python/object:os.system is not plain JSON data",
@@ -282,7 +307,7 @@ def test_unreadable_file_and_non_utf8(tmp_path: Path) -> None:
 
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
     with pytest.raises(ScenarioError, match="nested too deeply"):
-        loads_scenario("steps:\n  - reply: x\n    return: " + "[" * 5000 + "]" * 5000 + "\n")
+        loads_scenario("steps:\n  - reply: stop\n    return: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
 def test_empty_document() -> None:
