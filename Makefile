@@ -86,11 +86,17 @@ bench: $(STAMP) qemu
 	$(PY) bench/run.py
 
 ## profiles: recompile qmpsim/profiles/ from recorded QEMU conversations (QEMU_QMP, default
-## ../shared/qemu-qmp); the output is committed, so this runs only when the recordings change
+## ../shared/qemu-qmp, and recordings/); the output is committed, so this runs only when
+## the recordings change
 QEMU_QMP ?= ../shared/qemu-qmp
-.PHONY: profiles
+.PHONY: profiles recordings
 profiles: $(STAMP)
 	$(PY) tools/compile_profiles.py $(QEMU_QMP)
+
+## recordings: record every argument-less query of both referee QEMUs into recordings/
+recordings: $(STAMP) qemu qemu-10.0
+	$(PY) tools/record_qmp.py qemu-system-x86_64 recordings
+	$(PY) tools/record_qmp.py $(QEMU_10_0)/qemu-system-x86_64 recordings
 
 ## fuzz: the atheris target on the wire and protocol, time-bounded (FUZZ_SECONDS, default 60)
 FUZZ_SECONDS ?= 60

@@ -98,6 +98,10 @@ class Recorded:
     machine: str
     reply: Mapping[str, Any]
     """``{"return": …}`` or ``{"error": {"class": …, "desc": …}}``."""
+    borrowed: str | None = None
+    """The profile whose QEMU gave this reply, when not this one's: the nearest
+    recorded version's answer to a query this version's recordings did not ask,
+    where it fits this version's return type."""
 
 
 @dataclass(frozen=True)
@@ -142,20 +146,25 @@ class ProfileSpec:
         }
 
     def recorded_reply(
-        self, command: str, arguments: Mapping[str, Any], *, kvm: bool, machine: str
+        self,
+        command: str,
+        arguments: Mapping[str, Any],
+        *,
+        kvm: bool,
+        machine: str,
+        other_machines: bool = True,
     ) -> Mapping[str, Any] | None:
         """What the recorded QEMU answered to the same request, or ``None``.
 
-        A reply recorded on another machine type is used only for a ``pc`` VM when
-        ``-M none`` is all there is (the facts of the binary: types, CPU models…);
-        a ``-M none`` VM has none of a ``pc``'s devices.  The same accelerator is
-        preferred where both were recorded.
+        A reply recorded on the same machine type (``none``, ``pc``) is preferred,
+        then one with the same accelerator; ``other_machines=False`` takes only the
+        same machine type.
         """
         best: tuple[int, Mapping[str, Any]] | None = None
         for rec in self.recorded.get(command, ()):
             if (rec.arguments or {}) != arguments:
                 continue
-            if rec.machine != machine and machine == "none":
+            if rec.machine != machine and not other_machines:
                 continue
             rank = (rec.machine != machine) * 2 + (rec.kvm != kvm)
             if best is None or rank < best[0]:
@@ -421,8 +430,9 @@ def _read_body(name: str) -> _Body:
         assert isinstance(arg, Object)
         events[event] = EventSpec(event, arg if arg.fields or arg.tag else None)
     recorded: dict[str, list[Recorded]] = {}
-    for command, arguments, kvm, machine, reply in data["replies"]:
-        recorded.setdefault(command, []).append(Recorded(command, arguments, kvm, machine, reply))
+    for command, arguments, kvm, machine, reply, *borrowed in data["replies"]:
+        rec = Recorded(command, arguments, kvm, machine, reply, *borrowed)
+        recorded.setdefault(command, []).append(rec)
     return _Body(commands, events, {k: tuple(v) for k, v in recorded.items()})
 
 

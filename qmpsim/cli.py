@@ -249,6 +249,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="play a random scenario drawn from --seed (see qmpsim generate) instead of SCENARIO",
     )
+
     _scenario_play_arguments(parser)
 
 
@@ -629,8 +630,9 @@ def _commands_arguments(parser: argparse.ArgumentParser) -> None:
     "commands",
     help="list a profile's commands and what answers each",
     description="List every command of a profile and the source of its replies: modelled "
-    "(the VM model), recorded (the real QEMU's reply to the same request) or generated "
-    "(made from the return type; --strict-commands refuses those).",
+    "(the VM model), recorded (the real QEMU's reply to the same request; '(by qemu-X.Y)' "
+    "where only the nearest recorded version answered it) or generated (made from the "
+    "return type).",
     arguments=_commands_arguments,
 )
 def commands(args: argparse.Namespace) -> int:
@@ -645,7 +647,7 @@ def commands(args: argparse.Namespace) -> int:
         print(f"# {profile.name}: {len(profile.events)} events", file=sys.stderr)
         return EXIT_OK
     from .machine import modelled_commands
-    from .replies import source
+    from .replies import RECORDED, source
 
     counts: dict[str, int] = {}
     width = max(len(name) for name in profile.commands)
@@ -654,7 +656,9 @@ def commands(args: argparse.Namespace) -> int:
         modelled = name in modelled_here
         kind = source(profile, name, modelled=modelled)
         counts[kind] = counts.get(kind, 0) + 1
-        print(f"{name:<{width}}  {kind}{'  oob' if spec.allow_oob else ''}")
+        donors = {r.borrowed for r in profile.recorded.get(name, ())}
+        note = f" (by {donors.pop()})" if kind == RECORDED and None not in donors else ""
+        print(f"{name:<{width}}  {kind}{note}{'  oob' if spec.allow_oob else ''}")
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
     print(f"# {profile.name}: {len(profile.commands)} commands ({summary})", file=sys.stderr)
     return EXIT_OK

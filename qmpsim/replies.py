@@ -110,7 +110,12 @@ def _cpus(profile: ProfileSpec, vm: VmFacts, rng: random.Random, _args: Any) -> 
 
 def _hotpluggable(profile: ProfileSpec, vm: VmFacts, _rng: random.Random, _args: Any) -> Reply:
     if vm.cpus == 0:
-        # -M none: MachineClass.has_hotpluggable_cpus is false (QERR_FEATURE_DISABLED)
+        # -M none cannot hot-plug CPUs: what its recording says, else QEMU 7.2's words
+        recorded = profile.recorded_reply(
+            "query-hotpluggable-cpus", {}, kvm=vm.kvm_enabled, machine="none", other_machines=False
+        )
+        if recorded is not None:
+            return dict(recorded)
         return _error("GenericError", "The feature 'query-hotpluggable-cpus' is not enabled")
     template = _recorded_first(profile, "query-hotpluggable-cpus", vm)
     kind = template.get("type", "qemu64-x86_64-cpu") if template else "qemu64-x86_64-cpu"
@@ -158,6 +163,23 @@ _FROM_THE_VM: Final[Mapping[str, Callable[[ProfileSpec, VmFacts, random.Random, 
     "query-named-block-nodes": _per_disk("query-named-block-nodes"),
 }
 
+# What a pc machine has and -M none lacks: a reply recorded on a pc does not do for
+# -M none (it has no PCI bus, no RAM, no ACPI, no PS/2 mouse).  Any other reply
+# recorded on a pc is what an idle -M none VM answers too.
+_PC_DEVICES: Final = frozenset(
+    (
+        "query-pci",
+        "query-memdev",
+        "query-memory-size-summary",
+        "query-mice",
+        "query-acpi-ospm-status",
+        "query-sgx",
+        "query-memory-devices",
+        "query-rocker",
+        "query-current-machine",
+    )
+)
+
 # --- facts of QEMU's code that recordings do not show ----------------------------------
 
 _KNOWN: Final[Mapping[str, Reply]] = {
@@ -204,8 +226,13 @@ def answer(
     known = _KNOWN.get(command)
     if known is not None:
         return MODELLED, known
+    machine = machine_type(vm)
     recorded = profile.recorded_reply(
-        command, arguments, kvm=vm.kvm_enabled, machine=machine_type(vm)
+        command,
+        arguments,
+        kvm=vm.kvm_enabled,
+        machine=machine,
+        other_machines=machine == "pc" or command not in _PC_DEVICES,
     )
     if recorded is not None:
         return RECORDED, dict(recorded)
@@ -224,7 +251,7 @@ def fit(profile: ProfileSpec, vm: VmFacts, command: str, value: Any, seed: int) 
 
 
 def _recorded_first(profile: ProfileSpec, command: str, vm: VmFacts) -> dict[str, Any] | None:
-    reply = profile.recorded_reply(command, {}, kvm=vm.kvm_enabled, machine=machine_type(vm))
+    reply = profile.recorded_reply(command, {}, kvm=vm.kvm_enabled, machine="pc")
     value = reply.get("return") if reply else None
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return dict(value[0])

@@ -155,3 +155,21 @@ def _minimal(typ: object) -> object:
     if isinstance(typ, Object):
         return {f.name: _minimal(f.type) for f in typ.fields if not f.optional}
     return None
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_every_event_can_be_faked_and_conforms(name: str) -> None:
+    from qmpsim.catalog import validate_event
+    from qmpsim.engine import fake_data
+    from qmpsim.fakedata import FakeData
+
+    profile = get_profile(name)
+    fake = FakeData(0)
+    for event, spec in profile.events.items():
+        message: dict[str, object] = {
+            "timestamp": {"seconds": 1, "microseconds": 0},
+            "event": event,
+        }
+        if spec.data is not None:
+            message["data"] = fake_data(spec.data, fake)
+        assert validate_event(profile, message) == [], event

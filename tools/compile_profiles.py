@@ -21,7 +21,7 @@ import json
 import lzma
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,13 @@ sys.path.insert(0, str(ROOT))
 from qmpsim.schema import Object, problems, types_from_introspection  # noqa: E402
 
 OLDEST = (2, 5)  # the first version with query-qmp-schema
-FILE = re.compile(r"caps_(\d+)\.(\d+)\.(\d+)_x86_64(?:\.libvirt-[\d.]+|(\+debian))\.replies\.xz$")
+FILE = re.compile(
+    r"caps_(\d+)\.(\d+)\.(\d+)_x86_64(?:\.libvirt-[\d.]+|\+(debian|qmpsim))\.replies\.xz$"
+)
+# Which recording of a version is the profile: Debian's (the builds the suite diffs
+# against), else libvirt's.  qmpsim's own recordings (tools/record_qmp.py) only add
+# replies: they hold every argument-less query of the same Debian build.
+PRIORITY = {"debian": 0, "qmpsim": 1, "libvirt": 2}
 # What the compiled profile keeps elsewhere than among the recorded replies.
 NOT_REPLIES = {"qmp_capabilities", "query-version", "query-commands"}
 FORMAT = 1
@@ -43,7 +49,12 @@ LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 class Recording:
     path: Path
     version: tuple[int, int, int]
-    debian: bool
+    kind: str  # debian, qmpsim or libvirt
+
+    @property
+    def debian(self) -> bool:
+        """Recorded from a Debian build (Debian's own recordings and qmpsim's)."""
+        return self.kind != "libvirt"
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,11 @@ class Exchange:
 
 
 def messages(path: Path) -> Iterator[Any]:
-    """The JSON objects of a recording, in order (pretty-printed, blank-line separated)."""
-    text = lzma.decompress(path.read_bytes()).decode("utf-8")
+    """The JSON objects of a recording, in order: pretty-printed and blank-line
+    separated (``.replies.xz``), or the libvirt probe fixture's lines of
+    ``{"greeting": …}`` and ``{"request": …, "reply": …}`` (``.jsonl``)."""
+    data = path.read_bytes()
+    text = (lzma.decompress(data) if path.suffix == ".xz" else data).decode("utf-8")
     decoder = json.JSONDecoder()
     i = 0
     while True:
@@ -64,7 +78,13 @@ def messages(path: Path) -> Iterator[Any]:
         if i == len(text):
             return
         obj, i = decoder.raw_decode(text, i)
-        yield obj
+        if "greeting" in obj:
+            yield obj["greeting"]
+        elif "request" in obj:
+            yield obj["request"]
+            yield obj["reply"]
+        else:
+            yield obj
 
 
 def read(path: Path) -> tuple[dict[str, Any] | None, list[Exchange]]:
@@ -88,20 +108,29 @@ def read(path: Path) -> tuple[dict[str, Any] | None, list[Exchange]]:
     return greeting, exchanges
 
 
-def recordings(directory: Path) -> dict[tuple[int, int], list[Recording]]:
-    """Per minor version, its recordings, the one to diff against first (Debian's)."""
+def recordings(
+    *directories: Path, probes: Sequence[Path] = ()
+) -> dict[tuple[int, int], list[Recording]]:
+    """Per minor version, its recordings, the profile's own first."""
     out: dict[tuple[int, int], list[Recording]] = {}
-    for path in sorted((directory / "replies").iterdir()):
+    paths = sorted(p for d in directories if d.is_dir() for p in d.iterdir())
+    for path in paths:
         match = FILE.match(path.name)
         if match is None:
             continue
         major, minor, micro = (int(g) for g in match.groups()[:3])
         if (major, minor) < OLDEST:
             continue
-        rec = Recording(path, (major, minor, micro), match.group(4) is not None)
+        rec = Recording(path, (major, minor, micro), match.group(4) or "libvirt")
         out.setdefault((major, minor), []).append(rec)
+    for path in probes:
+        # libvirt's probe of a Debian build, as tools/record_libvirt_probe.py keeps it
+        greeting = next(messages(path))
+        qemu = greeting["QMP"]["version"]["qemu"]
+        rec = Recording(path, (qemu["major"], qemu["minor"], qemu["micro"]), "qmpsim")
+        out.setdefault((qemu["major"], qemu["minor"]), []).append(rec)
     for recs in out.values():
-        recs.sort(key=lambda r: (not r.debian, [-v for v in r.version]))
+        recs.sort(key=lambda r: (PRIORITY[r.kind], [-v for v in r.version]))
     return dict(sorted(out.items()))
 
 
@@ -114,7 +143,7 @@ def kvm_of(exchanges: list[Exchange], session: int, debian: bool) -> bool:
 
 
 def machine_of(session: int, debian: bool) -> str:
-    """The machine type a session ran: Debian's second session is a ``-M pc`` VM."""
+    """The machine type a session ran: a Debian build's second session is a ``-M pc`` VM."""
     return "pc" if debian and session == 1 else "none"
 
 
@@ -194,6 +223,71 @@ def compile_profile(recs: list[Recording]) -> dict[str, Any]:
     }
 
 
+# Queries whose answer lists what one build has (its machine types, CPU models,
+# options, events…): another version's list would be wrong even where it fits.
+CATALOGUES = {
+    "query-events",
+    "query-machines",
+    "query-cpu-definitions",
+    "query-command-line-options",
+    "query-migrate-capabilities",
+    "query-chardev-backends",
+    "query-tpm-models",
+    "query-tpm-types",
+    "query-accelerators",
+    "query-audiodevs",
+    "query-stats-schemas",
+}
+
+
+def borrow(profiles: list[dict[str, Any]]) -> None:
+    """Give each profile, for the argument-less queries its recordings did not ask,
+    the reply the nearest recorded version gave, where it fits this version's return
+    type (``query-migrate`` idle is ``{}`` in every version).  Such a reply is marked
+    with the profile it comes from.  Only successes are borrowed (error texts
+    change), and no catalogue of what a build has (CATALOGUES)."""
+    own = [{r[0] for r in p["replies"] if len(r) == 5} for p in profiles]
+    for index, profile in enumerate(profiles):
+        resolve = types_from_introspection(profile["schema"])
+        entries = {e["name"]: e for e in profile["schema"] if e["meta-type"] == "command"}
+        available = profile["commands"] or list(entries)
+        nearest = sorted(
+            (i for i in range(len(profiles)) if i != index),
+            key=lambda i: (abs(i - index), -i),
+        )
+        for command in available:
+            entry = entries.get(command)
+            if entry is None or not command.startswith("query-") or command in CATALOGUES:
+                continue
+            if command in own[index]:
+                continue
+            arguments = resolve(entry["arg-type"])
+            assert isinstance(arguments, Object)
+            if any(not f.optional for f in arguments.fields):
+                continue
+            returns = resolve(entry["ret-type"])
+            for machine in ("none", "pc"):
+                for donor in nearest:
+                    reply = next(
+                        (
+                            r
+                            for r in profiles[donor]["replies"]
+                            if r[0] == command
+                            and r[1] is None
+                            and r[3] == machine
+                            and len(r) == 5
+                            and "return" in r[4]
+                        ),
+                        None,
+                    )
+                    if (
+                        reply is not None
+                        and next(problems(returns, reply[4]["return"]), None) is None
+                    ):
+                        profile["replies"].append([*reply, profiles[donor]["name"]])
+                        break
+
+
 def encode(data: Any) -> bytes:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return lzma.compress(text.encode("utf-8"), format=lzma.FORMAT_XZ, preset=LZMA_PRESET)
@@ -202,6 +296,19 @@ def encode(data: Any) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="the qemu-qmp directory (with replies/)")
+    parser.add_argument(
+        "--own",
+        type=Path,
+        default=ROOT / "recordings",
+        help="qmpsim's own recordings (tools/record_qmp.py; default: recordings/)",
+    )
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        action="append",
+        help="a libvirt probe recorded by tools/record_libvirt_probe.py (repeatable; default:"
+        " tests/data/libvirt-probe-qemu-*.jsonl)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "qmpsim" / "profiles")
     args = parser.parse_args(argv)
     if not (args.source / "replies").is_dir():
@@ -209,8 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {}
-    for recs in recordings(args.source).values():
-        profile = compile_profile(recs)
+    probes = args.probe
+    if probes is None:
+        probes = sorted((ROOT / "tests" / "data").glob("libvirt-probe-qemu-*.jsonl"))
+    found = recordings(args.source / "replies", args.own, probes=probes)
+    profiles = [compile_profile(recs) for recs in found.values()]
+    borrow(profiles)
+    for profile in profiles:
         name = profile["name"]
         (args.out / f"{name}.json.xz").write_bytes(encode(profile))
         qmp = profile["greeting"]["QMP"]
@@ -220,9 +332,13 @@ def main(argv: list[str] | None = None) -> int:
             "capabilities": qmp["capabilities"],
             "recordings": profile["recordings"],
         }
+        dispatched = profile["commands"] or [
+            e for e in profile["schema"] if e["meta-type"] == "command"
+        ]
         print(
-            f"{name}: {len(profile['commands'] or [])} dispatched commands,"
-            f" {len(profile['events'])} events, {len(profile['replies'])} recorded replies",
+            f"{name}: {len(dispatched)} dispatched commands,"
+            f" {len(profile['events'])} events, {len(profile['replies'])} recorded replies"
+            f" ({sum(len(r) > 5 for r in profile['replies'])} from other versions)",
             file=sys.stderr,
         )
     text = json.dumps({"format": FORMAT, "profiles": index}, indent=1, ensure_ascii=False)
