@@ -249,7 +249,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="play a random scenario drawn from --seed (see qmpsim generate) instead of SCENARIO",
     )
-
+    parser.add_argument(
+        "--strict-commands",
+        action="store_true",
+        help="answer an error, naming the command, where a reply would be generated "
+        "(see qmpsim commands)",
+    )
     _scenario_play_arguments(parser)
 
 
@@ -294,6 +299,7 @@ def serve(args: argparse.Namespace) -> int:
     sim = make_simulator(
         scenario, profile=args.profile, multi_client=args.multi, max_input=args.max_input
     )
+    sim.machine.strict_commands = args.strict_commands
     if args.verbose:
         from .logs import log_traffic
 
@@ -632,7 +638,7 @@ def _commands_arguments(parser: argparse.ArgumentParser) -> None:
     description="List every command of a profile and the source of its replies: modelled "
     "(the VM model), recorded (the real QEMU's reply to the same request; '(by qemu-X.Y)' "
     "where only the nearest recorded version answered it) or generated (made from the "
-    "return type).",
+    "return type; serve --strict-commands refuses those).",
     arguments=_commands_arguments,
 )
 def commands(args: argparse.Namespace) -> int:

@@ -70,12 +70,13 @@ _MARKER_ARGS = (
     "expect",
     "in_order",
     "timeout",
+    "strict_commands",
 )
 _MARKER_HELP = (
     "qmpsim(scenario=None, profile=None, vm=None, strict=False, tcp=False, seed=None, "
     "speed=1.0, multi_client=False, replay=None, record_mode=None, qemu=(), "
-    "allow=('query-*',), expect=(), in_order=False, timeout=10.0): configure the qmp_server "
-    "and trio_qmp_server fixtures"
+    "allow=('query-*',), expect=(), in_order=False, timeout=10.0, strict_commands=False): "
+    "configure the qmp_server and trio_qmp_server fixtures"
 )
 
 DEFAULT_ALLOW = ("query-*",)
@@ -152,6 +153,7 @@ class _Config:
     expect: tuple[_Expectation, ...] = ()
     in_order: bool = False
     timeout: float = 10.0
+    strict_commands: bool = False  # a command whose reply would be generated fails the test
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,13 @@ def _config_from(kwargs: Mapping[str, Any], node: pytest.Item | None) -> _Config
     strict = kwargs.get("strict", False)
     tcp = kwargs.get("tcp", False)
     multi_client = kwargs.get("multi_client", False)
-    for name, value in (("strict", strict), ("tcp", tcp), ("multi_client", multi_client)):
+    strict_commands = kwargs.get("strict_commands", False)
+    for name, value in (
+        ("strict", strict),
+        ("tcp", tcp),
+        ("multi_client", multi_client),
+        ("strict_commands", strict_commands),
+    ):
         if not isinstance(value, bool):
             _usage(f"{name} must be True or False, not {value!r}")
     seed = kwargs.get("seed")
@@ -205,6 +213,7 @@ def _config_from(kwargs: Mapping[str, Any], node: pytest.Item | None) -> _Config
         base,
         cassette,
         *_expectations(kwargs),
+        strict_commands,
     )
 
 
@@ -469,6 +478,7 @@ class _Core:
             self.sim = Simulator(
                 build_machine(config.scenario, config.seed), multi_client=config.multi_client
             )
+        self.sim.machine.strict_commands = config.strict_commands
         self.tracking = _Tracking(
             allowed=config.allow,
             expectations=list(config.expect),
@@ -536,6 +546,7 @@ class _Core:
 
             machine = build_machine(scenario, seed)
             machine.clock = self.sim.now
+            machine.strict_commands = self.config.strict_commands
             self.sim.machine = machine
         self.scenario = scenario
         tracking = self.tracking
@@ -586,6 +597,7 @@ class _Core:
         self.scenario = self.config.scenario
         machine = build_machine(self.config.scenario, self.config.seed)
         machine.clock = self.sim.now
+        machine.strict_commands = self.config.strict_commands
         self.sim.machine = machine
         self.reset()
         self.tracking = _Tracking(

@@ -147,7 +147,9 @@ class Simulator:
     incomplete request a client may send before it is disconnected; ``None`` leaves
     only QEMU's own limits (64 MiB a token, 2 Mi tokens a value), which a hostile
     client can use to hold ~130 MB.  ``responder``: answers clients ahead of the
-    machine (see :class:`Responder`).
+    machine (see :class:`Responder`).  ``strict_commands``: a command whose reply
+    would be generated from its return type (neither modelled, recorded nor
+    overridden) is refused with an error naming it, raised in the test.
     """
 
     def __init__(
@@ -162,9 +164,12 @@ class Simulator:
         max_input_buffer: int | None = None,
         transcript: Transcript | None = None,
         responder: Responder | None = None,
+        strict_commands: bool = False,
     ) -> None:
         if machine is None:
             machine = Machine(vm=vm or VmConfig(), profile=get_profile(profile))
+        if strict_commands:  # see Machine.strict_commands
+            machine.strict_commands = True
         machine.clock = self.now
         self.machine = machine
         self.transcript = transcript if transcript is not None else Transcript()

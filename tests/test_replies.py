@@ -14,6 +14,8 @@ from qmpsim.machine import CommandError, Machine, UnmodelledCommand, VmConfig
 from qmpsim.protocol import Request, ServerConnection
 from qmpsim.server import Simulator
 
+pytest_plugins = ["pytester"]
+
 
 def _machine(profile: str = "qemu-7.2", **vm: object) -> Machine:
     return Machine(vm=VmConfig(**vm), profile=get_profile(profile))  # type: ignore[arg-type]
@@ -158,3 +160,40 @@ async def test_an_override_answers_any_command_of_the_profile(
         reply = await peer.execute("no-such-command", id=3)
         assert reply["error"]["class"] == "CommandNotFound"
         nursery.cancel_scope.cancel()
+
+
+STRICT_EXAMPLE = """
+import json
+import socket
+
+import pytest
+
+
+def ask(path, *commands):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        lines = sock.makefile("rb")
+        lines.readline()
+        replies = []
+        for command in ("qmp_capabilities", *commands):
+            sock.sendall(json.dumps({"execute": command}).encode())
+            replies.append(json.loads(lines.readline()))
+        return replies
+
+
+@pytest.mark.qmpsim(strict_commands=True)
+def test_a_recorded_command_is_fine(qmp_server):
+    assert ask(qmp_server.path, "query-target")[1] == {"return": {"arch": "x86_64"}}
+
+
+@pytest.mark.qmpsim(strict_commands=True)
+def test_a_generated_reply_fails_the_test(qmp_server):
+    ask(qmp_server.path, "x-exit-preconfig")
+"""
+
+
+def test_the_marker_makes_generated_replies_fail_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_strict=STRICT_EXAMPLE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*x-exit-preconfig is neither modelled nor recorded*"])
