@@ -404,7 +404,9 @@ def _recorded(profile: Any, command: str, arguments: Mapping[str, Any] | None) -
     lookup = getattr(profile, "recorded_reply", None)
     if lookup is None:
         return None
-    reply = lookup(command, arguments)
+    # Type and property lists do not depend on the machine or the accelerator; the
+    # capability probe recorded them on `-machine none`.
+    reply = lookup(command, arguments or {}, kvm=False, machine="none")
     return None if reply is None else reply.get("return")
 
 
