@@ -700,7 +700,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, a smaller fleet")
     parser.add_argument("--fleet", default=None, help="fleet sizes, comma-separated")
     parser.add_argument(
-        "--only", default=None, help="sections: greeting,throughput,fleet,strategies,growth"
+        "--only",
+        default=None,
+        help="sections: greeting,throughput,fleet,strategies,growth,dropin",
     )
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -717,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = [
         int(n) for n in (args.fleet or ("100,1000" if args.quick else "1000,10000")).split(",")
     ]
-    only = set((args.only or "greeting,throughput,fleet,strategies,growth").split(","))
+    only = set((args.only or "greeting,throughput,fleet,strategies,growth,dropin").split(","))
     table = Table()
     qemu_rss = 32.0
     if "greeting" in only:
@@ -729,6 +731,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_fleet(table, fleet, qemu_rss)
     if "strategies" in only:
         bench_strategies(table, 3, 50 if args.quick else 200)
+    if "dropin" in only:
+        from dropin import bench_dropin
+
+        bench_dropin(table, runs, Stat, Row)
     if "growth" in only:
         doublings = [1000, 2000, 4000] if args.quick else [2000, 4000, 8000, 16000, 32000]
         clients = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]

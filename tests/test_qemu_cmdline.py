@@ -13,39 +13,9 @@ from qmpsim.qemu.vmdesc import build_vm
 
 # The command line libvirt 9.0 gives QEMU 7.2 for a small domain (recorded from its log),
 # with the disk image's path left to each test.
-LIBVIRT = [
-    "-name", "guest=vm1,debug-threads=on",
-    "-S",
-    "-object", '{"qom-type":"secret","id":"masterKey0","format":"raw","file":"/var/lib/libvirt/qemu/domain-1-vm1/master-key.aes"}',  # noqa: E501
-    "-machine", "pc-i440fx-7.2,usb=off,dump-guest-core=off,memory-backend=pc.ram",
-    "-accel", "tcg",
-    "-cpu", "qemu64",
-    "-m", "64",
-    "-object", '{"qom-type":"memory-backend-ram","id":"pc.ram","size":67108864}',
-    "-overcommit", "mem-lock=off",
-    "-smp", "1,sockets=1,cores=1,threads=1",
-    "-uuid", "6f1c9a40-3b7e-4e4c-9d7e-1a2b3c4d5e6f",
-    "-no-user-config",
-    "-nodefaults",
-    "-chardev", "socket,id=charmonitor,fd=24,server=on,wait=off",
-    "-mon", "chardev=charmonitor,id=monitor,mode=control",
-    "-rtc", "base=utc",
-    "-no-shutdown",
-    "-no-acpi",
-    "-boot", "strict=on",
-    "-device", '{"driver":"piix3-usb-uhci","id":"usb","bus":"pci.0","addr":"0x1.0x2"}',
-    "-blockdev", '{"driver":"file","filename":"DISK","node-name":"libvirt-1-storage","auto-read-only":true,"discard":"unmap"}',  # noqa: E501
-    "-blockdev", '{"node-name":"libvirt-1-format","read-only":false,"driver":"raw","file":"libvirt-1-storage"}',  # noqa: E501
-    "-device", '{"driver":"virtio-blk-pci","bus":"pci.0","addr":"0x3","drive":"libvirt-1-format","id":"virtio-disk0","bootindex":1,"werror":"stop","rerror":"stop"}',  # noqa: E501
-    "-audiodev", '{"id":"audio1","driver":"none"}',
-    "-vnc", "127.0.0.1:0,audiodev=audio1",
-    "-device", '{"driver":"cirrus-vga","id":"video0","bus":"pci.0","addr":"0x2"}',
-    "-device", '{"driver":"i6300esb","id":"watchdog0","bus":"pci.0","addr":"0x5"}',
-    "-watchdog-action", "pause",
-    "-device", '{"driver":"virtio-balloon-pci","id":"balloon0","bus":"pci.0","addr":"0x4"}',
-    "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-    "-msg", "timestamp=on",
-]  # fmt: skip
+LIBVIRT: list[str] = json.loads(
+    (Path(__file__).parent / "data" / "libvirt-cmdline-qemu-7.2.json").read_text()
+)
 
 
 def libvirt_args(disk: Path) -> list[str]:

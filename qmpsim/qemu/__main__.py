@@ -4,4 +4,4 @@ import sys
 
 from .main import main
 
-sys.exit(main(["qemu-system-x86_64", *sys.argv[1:]]))
+main(["qemu-system-x86_64", *sys.argv[1:]])
