@@ -92,7 +92,9 @@ class Libvirtd:
         for directory in (*PRIVATE_DIRS, *DROPIN_DIRS):
             os.makedirs(directory, exist_ok=True)  # a mount point must exist
             mounts.append(f"mount --bind {self.path(directory)} {directory}")
-        script = " && ".join([*mounts, "exec libvirtd"])
+        # its own pid file: the default, /run/libvirtd.pid, would keep a second one from starting
+        pidfile = self.root / "libvirtd.pid"
+        script = " && ".join([*mounts, f"exec libvirtd --pid-file {pidfile}"])
         log = (self.root / "libvirtd.out").open("ab")
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
@@ -105,7 +107,10 @@ class Libvirtd:
         deadline = time.monotonic() + TIMEOUT
         while self.virsh("version", check=False).returncode != 0:
             if self.proc.poll() is not None:
-                raise AssertionError(f"libvirtd exited: {self.path('/libvirtd.out').read_text()}")
+                log = self.path("/var/log/libvirt/monitor.log")
+                tail = log.read_text().splitlines()[-5:] if log.exists() else []
+                out = (self.root / "libvirtd.out").read_text()
+                raise AssertionError(f"libvirtd exited: {out} {tail}")
             if time.monotonic() > deadline:
                 raise AssertionError("libvirtd did not answer within 60 s")
             time.sleep(0.05)  # polling another process's socket
