@@ -208,7 +208,9 @@ def _wait_until_initialised(ready: str, referee: Referee, proc: subprocess.Popen
             pytest.fail(f"qemu's readiness monitor failed, and qemu runs on: {data!r}")
         raise QemuExited(proc.stderr.read().decode() if proc.stderr else "") from None
     major, minor = referee.version.split(".")
-    if f'"minor": {minor}, "major": {major}}}'.encode() not in data.partition(b"\r\n")[0]:
+    # The greeting is the first line that is not a start-up event (see above).
+    greeting = next((line for line in data.split(b"\r\n") if line.startswith(b'{"QMP"')), b"")
+    if f'"minor": {minor}, "major": {major}}}'.encode() not in greeting:
         pytest.fail(f"{referee.binary} is not QEMU {referee.version}: {data!r}")
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +135,27 @@ async def test_record_replay_and_scenario_round_trip(tmp_path: Path) -> None:
     assert main(["check", str(tmp_path / "played.jsonl")]) == 0
 
 
-def qmpsim(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "qmpsim", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture
+def qmpsim() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``qmpsim ARGS`` processes; any still running when the test ends is killed,
+    so a failed assertion never leaves a server behind (or holds the runner's pipes)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qmpsim", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def wait_for_socket(path: Path, process: subprocess.Popen[str]) -> None:
@@ -151,7 +166,9 @@ def wait_for_socket(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.005)
 
 
-def test_the_command_line_records_and_replays(tmp_path: Path) -> None:
+def test_the_command_line_records_and_replays(
+    tmp_path: Path, qmpsim: Callable[..., subprocess.Popen[str]]
+) -> None:
     session = tmp_path / "session.jsonl"
     proxy = tmp_path / "proxy.sock"
     with qemu_process(*QEMU_ARGS) as monitor:
