@@ -148,21 +148,22 @@ class ProfileSpec:
     def recorded_reply(
         self,
         command: str,
-        arguments: Mapping[str, Any],
+        arguments: Mapping[str, Any] | None = None,
         *,
-        kvm: bool,
-        machine: str,
+        kvm: bool = False,
+        machine: str = "none",
         other_machines: bool = True,
     ) -> Mapping[str, Any] | None:
         """What the recorded QEMU answered to the same request, or ``None``.
 
         A reply recorded on the same machine type (``none``, ``pc``) is preferred,
         then one with the same accelerator; ``other_machines=False`` takes only the
-        same machine type.
+        same machine type.  The defaults ask for an idle ``-M none`` without KVM, as
+        the facts of a build (its types and their properties) are recorded.
         """
         best: tuple[int, Mapping[str, Any]] | None = None
         for rec in self.recorded.get(command, ()):
-            if (rec.arguments or {}) != arguments:
+            if (rec.arguments or {}) != (arguments or {}):
                 continue
             if rec.machine != machine and not other_machines:
                 continue
