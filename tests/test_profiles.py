@@ -173,3 +173,14 @@ def test_every_event_can_be_faked_and_conforms(name: str) -> None:
         if spec.data is not None:
             message["data"] = fake_data(spec.data, fake)
         assert validate_event(profile, message) == [], event
+
+
+def test_a_query_no_recording_of_a_version_asked_takes_the_nearest_versions_answer() -> None:
+    (migrate,) = {r.borrowed for r in get_profile("qemu-9.2").recorded["query-migrate"]}
+    assert migrate == "qemu-10.0"
+    assert Machine(profile=get_profile("qemu-9.2")).execute("query-migrate", {}).reply == {}
+    # a list of what one build has is never taken from another build
+    for name in COMPILED:
+        for command, recorded in get_profile(name).recorded.items():
+            if command in ("query-machines", "query-events", "query-cpu-definitions"):
+                assert all(r.borrowed is None for r in recorded), (name, command)
