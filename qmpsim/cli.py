@@ -737,7 +737,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def generate(args: argparse.Namespace) -> int:
     """``qmpsim generate``."""
-    from .strategies import generate_lines
+    from .walk import generate_lines
 
     causes = args.causes.split(",") if args.causes else None
     try:
@@ -746,17 +746,18 @@ def generate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sys.stdout.writelines(lines)
+    # line by line as the walk goes: `qmpsim generate | head` stops it early
+    for line in lines:
+        sys.stdout.write(line)
     return EXIT_OK
 
 
 def _random_scenario(args: argparse.Namespace) -> Scenario:
     if args.scenario is not None:
         raise UsageError("--random plays a drawn scenario: give either SCENARIO or --random")
-    from .strategies import random_scenario
+    from .walk import random_scenario
 
-    scenario: Scenario = random_scenario(seed=args.seed or 0, profile=args.profile or "qemu-7.2")
-    return scenario
+    return random_scenario(seed=args.seed or 0, profile=args.profile or "qemu-7.2")
 
 
 # --- qmpsim fleet ----------------------------------------------------------------------------

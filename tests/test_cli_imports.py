@@ -106,3 +106,9 @@ def test_a_profile_reads_its_own_data_and_no_other(tmp_path: Path) -> None:
     report = serve_and_quit(tmp_path, "--profile", "qemu-5.1")
     assert report["profiles"] == ["qemu-5.1"]
     assert not set(report["modules"]) & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.control"})
+
+
+def test_a_random_scenario_loads_neither_hypothesis_nor_pytest(tmp_path: Path) -> None:
+    loaded = modules_of_serve(tmp_path, "--random", "--seed", "3")
+    assert {"qmpsim.walk", "qmpsim.scenario"} <= loaded
+    assert not loaded & ({"qmpsim.strategies"} | NEVER)

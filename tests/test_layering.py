@@ -118,7 +118,8 @@ ALLOWED: dict[str, set[str]] = {
         "catalog",
         "errors",
     },
-    "strategies": {"machine", "catalog", "fakedata", "scenario", "conformance", "errors"},
+    "walk": {"machine", "catalog", "scenario", "errors"},
+    "strategies": {"walk", "machine", "catalog", "errors"},
     "pytest_plugin": {
         "logs",
         "vcr",
@@ -162,6 +163,7 @@ LIGHT_MODULES = (
     "cassette",
     # `qemu-system-x86_64 -version` and a command line QEMU refuses answer without trio
     "qemu.main",
+    "walk",
 )
 
 

@@ -1,0 +1,569 @@
+"""The seeded walk over a VM's legal moves, behind ``qmpsim generate`` and ``serve --random``.
+
+A walk builds a random VM, then alternates a wait with one legal move (a cause
+such as a disk error or a VNC client arriving, or a monitor command such as
+``stop``/``cont``), so every stream it emits obeys the causal rules and the
+throttling of its profile.  Its decisions come from a :class:`Choices`: a seeded
+``random.Random`` here, Hypothesis draws in :mod:`qmpsim.strategies` (which builds
+on this module).  Nothing here imports Hypothesis or pytest: a runtime install
+runs it.
+
+A walk costs the same at every step however long it has been going: a move
+that would overshoot the requested size, or end the VM too early, is undone
+from a saved copy of the machine's own state (a few small dicts), never of
+what the walk has emitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import random
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import machine as m
+from .catalog import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
+from .errors import CatalogError
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
+__all__ = [
+    "CAUSES",
+    "COMMANDS",
+    "Choices",
+    "Seeded",
+    "Walk",
+    "generate",
+    "generate_lines",
+    "random_scenario",
+    "stream",
+]
+
+COMMANDS: tuple[str, ...] = ("stop", "cont", "system_reset", "system_powerdown", "quit")
+"""Monitor commands a stream may contain the effects of."""
+
+CAUSES: tuple[str, ...] = (
+    "rtc-change",
+    "guest-reset",
+    "disk-error",
+    "watchdog",
+    "vnc-connect",
+    "vnc-initialize",
+    "vnc-disconnect",
+    "spice-connect",
+    "spice-initialize",
+    "spice-disconnect",
+    "guest-powerdown",
+    "guest-shutdown",
+    "guest-panic",
+)
+"""Causes, named as in scenario files."""
+
+# The order in which a walk offers its moves: simple ones first, endings last.
+_MOVE_ORDER = (
+    "stop",
+    "cont",
+    "system_reset",
+    "rtc-change",
+    "guest-reset",
+    "system_powerdown",
+    *CAUSES[2:],
+    "quit",
+)
+_START = 1_700_000_000.0
+_SPICE_CHANNELS = (1, 2, 3, 4)  # main, display, inputs, cursor
+_SPICE_CLIENT = "remote-viewer"
+_GUEST: dict[str, m.Cause] = {
+    "guest-reset": m.GuestReset(),
+    "guest-powerdown": m.GuestPowerdown(),
+    "guest-shutdown": m.GuestShutdown(),
+    "guest-panic": m.GuestPanic(),
+}
+_VNC = ("vnc-connect", "vnc-initialize", "vnc-disconnect")
+_SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
+    "spice-connect": m.SpiceConnect,
+    "spice-initialize": m.SpiceInitialize,
+    "spice-disconnect": m.SpiceDisconnect,
+}
+_READ_POLICIES = ("report", "stop", "ignore")
+_WRITE_POLICIES = ("enospc", "report", "stop", "ignore")
+# A move emits at most this many events (a cont that retries two failing disks).
+_MOST_PER_MOVE = 6
+
+_T = TypeVar("_T")
+
+
+# --- argument checking (ValueError; the strategies turn it into InvalidArgument) ----------
+
+
+def check_profile(profile: object) -> ProfileSpec:
+    """``profile`` as a :class:`ProfileSpec` (a name or a spec); ``ValueError`` otherwise."""
+    if isinstance(profile, ProfileSpec):
+        return profile
+    if not isinstance(profile, str):
+        raise ValueError(f"profile must be a profile name or a ProfileSpec, not {profile!r}")
+    try:
+        return get_profile(profile)
+    except CatalogError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_size(name: str, value: object, minimum: int = 0) -> int:
+    """``value`` as an integer ``>= minimum``; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def check_bounds(low_name: str, low: object, high_name: str, high: object) -> tuple[int, int]:
+    """Two sizes, the second not below the first."""
+    lo, hi = check_size(low_name, low), check_size(high_name, high)
+    if hi < lo:
+        raise ValueError(f"{high_name}={hi} is less than {low_name}={lo}")
+    return lo, hi
+
+
+def check_names(
+    label: str, value: Collection[str] | None, known: Collection[str]
+) -> frozenset[str]:
+    """The names chosen (``None``: all of ``known``); each must be known, at least one."""
+    if value is None:
+        return frozenset(known)
+    if isinstance(value, str):
+        raise ValueError(f"{label} must be a collection of names, not the string {value!r}")
+    chosen = frozenset(value)
+    unknown = sorted(n for n in chosen if n not in known)
+    if unknown:
+        raise ValueError(
+            f"unknown {label}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    if not chosen:
+        raise ValueError(f"{label} must name at least one")
+    return chosen
+
+
+def check_vm(vm: object) -> m.VmConfig | None:
+    """``vm`` when it is a :class:`~qmpsim.machine.VmConfig` or ``None``."""
+    if vm is not None and not isinstance(vm, m.VmConfig):
+        raise ValueError(f"vm must be a qmpsim.machine.VmConfig, not {vm!r}")
+    return vm
+
+
+# --- where decisions come from ---------------------------------------------------------
+
+
+class Choices:
+    """The decisions of a walk: each one an integer in a closed range."""
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer from ``low`` to ``high``, both included."""
+        raise NotImplementedError
+
+    def step(self, fn: Callable[[Choices], _T]) -> _T:
+        """Run one step of a walk (Hypothesis sees it as one unit it can drop)."""
+        return fn(self)
+
+    def choice(self, options: Sequence[_T]) -> _T:
+        """One of ``options``."""
+        return options[self.integer(0, len(options) - 1)]
+
+    def boolean(self) -> bool:
+        """Yes or no."""
+        return self.integer(0, 1) == 1
+
+    def pick(self, options: list[_T], ok: Callable[[_T], bool]) -> _T | None:
+        """Take out of ``options`` one of those that are ``ok``, each as likely (``None``: none).
+
+        The options found not ``ok`` may be taken out too.
+        """
+        good = [o for o in options if ok(o)]
+        if not good:
+            options.clear()
+            return None
+        chosen = good.pop(self.integer(0, len(good) - 1))
+        options[:] = good
+        return chosen
+
+
+class Seeded(Choices):
+    """Decisions from a seeded ``random.Random``: the same seed, the same walk."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def integer(self, low: int, high: int) -> int:
+        return self._rng.randint(low, high)
+
+    def pick(self, options: list[_T], ok: Callable[[_T], bool]) -> _T | None:
+        # The same distribution as checking every option first, for the cost of
+        # checking only those tried: try one at random until one is ok.
+        while options:
+            option = options.pop(self._rng.randint(0, len(options) - 1))
+            if ok(option):
+                return option
+        return None
+
+
+# --- VMs --------------------------------------------------------------------------
+
+
+def _watchdog_actions(spec: ProfileSpec) -> tuple[str, ...]:
+    watchdog = spec.events.get("WATCHDOG")
+    if watchdog is None or watchdog.data is None:
+        return ()
+    member = watchdog.data.member("action")
+    return member.type.values if member is not None and isinstance(member.type, Enum) else ()
+
+
+def choose_vm(ch: Choices, spec: ProfileSpec) -> m.VmConfig:
+    """A VM a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown."""
+    disks = tuple(
+        m.DiskConfig(
+            name=f"virtio{i}",
+            node_name=f"#block{100 + 2 * i}",
+            on_read_error=ch.choice(_READ_POLICIES),
+            on_write_error=ch.choice(_WRITE_POLICIES),
+            thin=True,  # the walk may run it out of space
+        )
+        for i in range(ch.integer(0, 2))
+    )
+    actions = _watchdog_actions(spec)
+    watchdog = ch.integer(0, len(actions))
+    return m.VmConfig(
+        initial_state=ch.choice(("running", "paused", "prelaunch")),
+        no_shutdown=ch.boolean(),
+        watchdog=actions[watchdog - 1] if watchdog else None,
+        disks=disks,
+        vnc=m.VncConfig() if ch.boolean() else None,
+        spice=m.SpiceConfig() if ch.boolean() else None,
+    )
+
+
+# --- walking the machine ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Move:
+    kind: str
+    args: dict[str, Any]
+    cause: m.Cause | None  # None: the monitor command named by kind
+
+
+@dataclass
+class _Saved:
+    """What undoing one move restores."""
+
+    machine: bytes  # the machine's own state, pickled
+    now: float
+    steps: int
+    vnc_seen: int
+    vnc_live: list[str]
+
+
+@dataclass
+class Walk:
+    """A walk in progress: the machine, its clock, and what was done so far.
+
+    ``count`` is the number of events emitted; ``steps`` the walk as scenario
+    steps (``wait`` and ``cause``), kept when ``record`` is true.
+    """
+
+    machine: m.Machine
+    clock: m.ManualClock
+    allowed: frozenset[str]
+    min_size: int
+    max_size: int
+    record: bool = True
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+    copies: int = 0
+    """How many times the machine was copied (to undo a move): at most a few a step."""
+    vnc_seen: int = 0
+    vnc_live: list[str] = field(default_factory=list)
+    _fixed: dict[str, list[_Move]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        ch: Choices,
+        profile: ProfileSpec,
+        vm: m.VmConfig | None,
+        min_size: int,
+        max_size: int,
+        allowed: frozenset[str],
+        *,
+        record: bool = True,
+    ) -> tuple[Walk, int]:
+        """A new walk on ``vm`` (drawn when ``None``) and the number of events it aims for."""
+        config = choose_vm(ch, profile) if vm is None else vm
+        clock = m.ManualClock(_START)
+        rng = random.Random(ch.integer(0, 2**32 - 1))
+        machine = m.Machine(vm=config, profile=profile, clock=clock, rng=rng)
+        target = ch.integer(min_size, max_size)
+        return cls(machine, clock, allowed, min_size, max_size, record), target
+
+    def run(self, ch: Choices, target: int) -> Iterator[dict[str, Any]]:
+        """Walk until ``target`` events (or the VM's end), yielding each event once it is final."""
+        for _ in range(2 * self.max_size + 4):
+            if self.count >= target or self.machine.exited:
+                break
+            yield from ch.step(self._step)
+        # let held-back events go out when their throttle window closes
+        while self.machine.pending_events():
+            deadline = self.machine.next_deadline()
+            assert deadline is not None
+            self.clock.now = max(self.clock.now, deadline)
+            out = [e.to_json() for e in self.machine.poll()]
+            self.count += len(out)
+            yield from out
+
+    def _record(self, step: dict[str, Any]) -> None:
+        if self.record:
+            self.steps.append(step)
+
+    def _step(self, ch: Choices) -> list[dict[str, Any]]:
+        """One wait (in milliseconds), then one legal move that keeps the stream within bounds."""
+        pause = ch.integer(1, 3000)
+        self.clock.advance(pause / 1000)
+        self._record({"wait": f"{pause}ms"})
+        out = [e.to_json() for e in self.machine.poll()]
+        moves = self.candidates()
+        while (move := ch.pick(moves, self._legal)) is not None:
+            emitted = self.count + len(out)
+            held = len(self.machine.pending_events())
+            careful = emitted < self.min_size or emitted + held + _MOST_PER_MOVE > self.max_size
+            saved = self._save() if careful else None
+            new = self.apply(ch, move)
+            total = emitted + len(new) + len(self.machine.pending_events())
+            if saved is not None and (
+                total > self.max_size or (self.machine.exited and total < self.min_size)
+            ):
+                self._restore(saved)
+                continue
+            out += [e.to_json() for e in new]
+            break
+        self.count += len(out)
+        return out
+
+    def _save(self) -> _Saved:
+        machine = self.machine
+        # The machine's own state is a few small dicts of plain data: pickling it is
+        # several times cheaper than a deep copy.  What a move never replaces is left
+        # out: the profile, the VM, the clock (its time is saved apart) and the random
+        # generators (whose state is 625 ints: an undone move leaves them advanced,
+        # which keeps the walk just as reproducible).
+        shared = {id(machine.profile), id(machine.vm), id(machine.clock)}
+        state = {
+            k: v
+            for k, v in vars(machine).items()
+            if id(v) not in shared and not isinstance(v, random.Random)
+        }
+        self.copies += 1
+        return _Saved(
+            pickle.dumps(state, pickle.HIGHEST_PROTOCOL),
+            self.clock.now,
+            len(self.steps),
+            self.vnc_seen,
+            list(self.vnc_live),
+        )
+
+    def _restore(self, saved: _Saved) -> None:
+        vars(self.machine).update(pickle.loads(saved.machine))
+        self.clock.now = saved.now
+        del self.steps[saved.steps :]
+        self.vnc_seen = saved.vnc_seen
+        self.vnc_live = saved.vnc_live
+
+    def candidates(self) -> list[_Move]:
+        """The moves of the allowed kinds, in a fixed order, legal now or not."""
+        if not self._fixed:
+            # what the VM's description alone decides, once per walk
+            self._fixed = {kind: self._moves(kind) for kind in _MOVE_ORDER}
+        found: list[_Move] = []
+        for kind in _MOVE_ORDER:
+            if kind in self.allowed:
+                found += self._fixed[kind] if kind not in _VNC else self._vnc_moves(kind)
+        return found
+
+    def moves(self) -> list[_Move]:
+        """The legal moves now, in a fixed order."""
+        return [move for move in self.candidates() if self._legal(move)]
+
+    def _legal(self, move: _Move) -> bool:
+        if move.cause is None:
+            return move.kind in self.machine.profile.commands
+        return self.machine.cause_error(move.cause) is None
+
+    def _moves(self, kind: str) -> list[_Move]:
+        vm = self.machine.vm
+        options: list[_Move] = []
+        if kind in COMMANDS:
+            options.append(_Move(kind, {}, None))
+        elif kind == "disk-error":
+            options += [_Move(kind, {"device": d.name}, m.DiskError(d.name)) for d in vm.disks]
+        elif kind == "watchdog" and vm.watchdog is not None:
+            options.append(_Move(kind, {}, m.WatchdogExpired()))
+        elif kind == "rtc-change":
+            options.append(_Move(kind, {"offset": 0}, m.RtcChange(0)))
+        elif kind in _GUEST:
+            options.append(_Move(kind, {}, _GUEST[kind]))
+        elif kind in _SPICE:
+            for t in _SPICE_CHANNELS:
+                args = {"client": _SPICE_CLIENT, "channel_type": t}
+                options.append(_Move(kind, args, _SPICE[kind](_SPICE_CLIENT, t)))
+        return options
+
+    def _vnc_moves(self, kind: str) -> list[_Move]:
+        if kind == "vnc-connect":
+            label = f"viewer{self.vnc_seen}"
+            return [_Move(kind, {"client": label}, m.VncConnect(label))]
+        # only the clients still connected: the ones that left are never offered again
+        make = m.VncInitialize if kind == "vnc-initialize" else m.VncDisconnect
+        return [_Move(kind, {"client": label}, make(label)) for label in self.vnc_live]
+
+    def apply(self, ch: Choices, move: _Move) -> list[m.Event]:
+        """Make the move; its arguments that do not decide legality are chosen now."""
+        if move.cause is None:
+            outcome = self.machine.execute(move.kind, {})
+            # events a command defers until after its reply (a disk's retry)
+            return [*outcome.events, *self.machine.poll()]
+        args = dict(move.args)
+        cause = move.cause
+        if isinstance(cause, m.DiskError):
+            args["operation"] = ch.choice(("read", "write"))
+            # only a thin disk can run out of space
+            args["nospace"] = self.machine.vm.disk(cause.device).thin and ch.boolean()
+            cause = m.DiskError(cause.device, args["operation"], args["nospace"])
+        elif isinstance(cause, m.RtcChange):
+            args["offset"] = ch.integer(-86_400, 86_400)
+            cause = m.RtcChange(args["offset"])
+        elif isinstance(cause, m.VncConnect):
+            self.vnc_seen += 1
+            self.vnc_live.append(cause.client)
+        elif isinstance(cause, m.VncDisconnect):
+            self.vnc_live.remove(cause.client)
+        self._record({"cause": move.kind, **args})
+        return self.machine.cause(cause)
+
+
+# --- from a seed -------------------------------------------------------------------
+
+
+def stream(
+    *,
+    seed: int,
+    count: int = 20,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    vm: m.VmConfig | None = None,
+    causes: Collection[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """:func:`generate`'s events one at a time, each as soon as it is final.
+
+    The arguments are checked at the call (``ValueError``), not at the first event.
+    """
+    spec = check_profile(profile)
+    size = check_size("count", count)
+    allowed = check_names("causes", causes, (*CAUSES, *COMMANDS))
+    chosen = check_vm(vm)
+    ch = Seeded(seed)
+    walk, target = Walk.start(ch, spec, chosen, size, size, allowed, record=False)
+    return walk.run(ch, target)
+
+
+def generate(
+    *,
+    seed: int,
+    count: int = 20,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    vm: m.VmConfig | None = None,
+    causes: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """A reproducible random event stream: the same seed, the same stream.
+
+    It holds ``count`` events unless the VM runs out of moves first.  Bad
+    arguments raise ``ValueError``.
+    """
+    return list(stream(seed=seed, count=count, profile=profile, vm=vm, causes=causes))
+
+
+def generate_lines(
+    *,
+    seed: int,
+    count: int = 20,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    causes: Collection[str] | None = None,
+) -> Iterator[str]:
+    """:func:`generate`'s stream as JSON lines, spelt as QEMU spells events on the wire.
+
+    Lines come as the walk goes (a reader that stops early costs nothing more);
+    bad arguments raise ``ValueError`` at the call.
+    """
+    events = stream(seed=seed, count=count, profile=profile, causes=causes)
+    return (json.dumps(event) + "\n" for event in events)
+
+
+def random_scenario(
+    *,
+    seed: int,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    max_events: int = 20,
+    causes: Collection[str] | None = None,
+) -> Scenario:
+    """A reproducible random :class:`~qmpsim.scenario.Scenario` (for ``serve --random``)."""
+    spec = check_profile(profile)
+    size = check_size("max_events", max_events)
+    allowed = check_names("causes", causes, CAUSES)
+    ch = Seeded(seed)
+    # a scenario cannot `cont` a paused VM: start it running so that every cause can happen
+    vm = dataclasses.replace(choose_vm(ch, spec), initial_state="running")
+    walk, target = Walk.start(ch, spec, vm, 0, size, allowed)
+    for _ in walk.run(ch, target):
+        pass
+    return scenario_of(spec, walk, name=f"random-{seed}")
+
+
+def scenario_of(spec: ProfileSpec, walk: Walk, name: str = "drawn") -> Scenario:
+    """The walk's causes and waits as a scenario, loaded by the scenario files' loader."""
+    from .scenario import loads_scenario
+
+    doc: dict[str, Any] = {
+        "name": name,
+        "description": "A random walk over the causes the VM can undergo",
+        "profile": spec.name,
+        "vm": _vm_doc(walk.machine.vm),
+        "steps": walk.steps,
+    }
+    return loads_scenario(json.dumps(doc, indent=1))
+
+
+def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {"initial_state": vm.initial_state, "no_shutdown": vm.no_shutdown}
+    if vm.watchdog is not None:
+        doc["watchdog"] = vm.watchdog
+    if vm.disks:
+        doc["disks"] = [
+            {
+                "name": d.name,
+                "on_read_error": d.on_read_error,
+                "on_write_error": d.on_write_error,
+                "thin": d.thin,
+            }
+            for d in vm.disks
+        ]
+    if vm.vnc is not None:
+        v = vm.vnc
+        doc["vnc"] = {"host": v.host, "port": v.port, "family": v.family, "auth": v.auth}
+    if vm.spice is not None:
+        s = vm.spice
+        doc["spice"] = {
+            "host": s.host,
+            "port": s.port,
+            "family": s.family,
+            "auth": s.auth,
+            "tls": s.tls,
+        }
+    return doc
