@@ -22,6 +22,7 @@ passes.  Two QEMU facts shape them:
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -211,9 +212,24 @@ def _classify_message(
     yield _Record(line, stream, message, outgoing)
 
 
-def _clip(value: Any) -> str:
+def _clip(value: Any, width: int = 80) -> str:
+    """``value`` as quoted in a message: one line of at most ``width`` characters.
+
+    What a terminal would act on (control characters, line separators, escape
+    sequences) is shown escaped, as in Python (``\\x1b``, ``\\u2028``).
+    """
     text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        if used + len(piece) > width:
+            while pieces and used + 3 > width:
+                used -= len(pieces.pop())
+            return "".join(pieces) + "..."
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces)
 
 
 # --- checking -------------------------------------------------------------------
@@ -635,6 +651,9 @@ def check_files(
     for path in paths:
         try:
             if path == "-":
+                if isinstance(sys.stdin, io.TextIOWrapper):
+                    # as for files: a stray byte is a line that is not JSON, not a crash
+                    sys.stdin.reconfigure(encoding="utf-8", errors="replace")
                 violations = check(sys.stdin, spec, initial_status=initial_status)
             else:
                 with open(path, encoding="utf-8", errors="replace") as lines:
