@@ -7,9 +7,47 @@ that ``import qmpsim.wire`` never pulls in trio, Faker or Hypothesis.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CatalogError, QmpSimError, ScenarioError
+
+if TYPE_CHECKING:
+    # What type checkers see: the names below, as their modules define them.  At
+    # run time each is imported on first use by __getattr__, from the module that
+    # _LAZY names; tests/test_package.py checks that the two lists agree.
+    from .catalog import DEFAULT_PROFILE, PROFILES, get_profile
+    from .conformance import Violation, check
+    from .fakedata import FakeData
+    from .machine import (
+        CommandError,
+        DiskConfig,
+        DiskError,
+        DiskRepaired,
+        Event,
+        GuestPanic,
+        GuestPowerdown,
+        GuestReset,
+        GuestShutdown,
+        Machine,
+        MachineError,
+        ManualClock,
+        Outcome,
+        RtcChange,
+        SpiceConfig,
+        SpiceConnect,
+        SpiceDisconnect,
+        SpiceInitialize,
+        VmConfig,
+        VncConfig,
+        VncConnect,
+        VncDisconnect,
+        VncInitialize,
+        WatchdogExpired,
+    )
+    from .protocol import Request, ServerConnection
+    from .scenario import Scenario, load_scenario, loads_scenario
+    from .server import BackgroundSimulator, Simulator
+    from .transcript import Transcript
 
 __version__ = "0.1.0"
 
@@ -115,6 +153,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (``import qmpsim`` stays cheap)."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'qmpsim' has no attribute {name!r}")
