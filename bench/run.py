@@ -594,6 +594,41 @@ def bench_strategies(table: Table, runs: int, examples: int) -> None:
     )
 
 
+def bench_generate(table: Table, runs: int, count: int = 10_000) -> None:
+    """``qmpsim generate --count N`` as a user runs it: the whole process, start-up included.
+
+    The CPU time is shown beside the wall time: on a busy machine only the first grows.
+    """
+    import resource
+
+    rows = table.section("qmpsim generate (the seeded walk, no Hypothesis)")
+    say(f"generate --count {count}")
+    wall, cpu = [], []
+    for seed in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(
+            [PY, "-m", "qmpsim", "generate", "--seed", str(seed), "--count", str(count)],
+            stdout=subprocess.DEVNULL,
+            check=True,
+            env=ENV,
+        )
+        wall.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    for what, took in (("wall", Stat(wall)), ("CPU", Stat(cpu))):
+        rows.append(
+            Row(
+                f"`qmpsim generate --count {count:,}` ({what} s)",
+                took.show("{:.2f}"),
+                "",
+                f"{count / took.median:,.0f} events/s",
+                "<= 2 s",
+                verdict(took.median <= 2.0),
+            )
+        )
+
+
 # --- 5. cost growth --------------------------------------------------------------------------
 
 
@@ -731,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_fleet(table, fleet, qemu_rss)
     if "strategies" in only:
         bench_strategies(table, 3, 50 if args.quick else 200)
+        bench_generate(table, 3 if args.quick else 5)
     if "dropin" in only:
         from dropin import bench_dropin
 
