@@ -213,16 +213,12 @@ def _classify_message(
 
 
 def _clip(value: Any, width: int = 80) -> str:
-    """``value`` as quoted in a message: one line of at most ``width`` characters.
-
-    What a terminal would act on (control characters, line separators, escape
-    sequences) is shown escaped, as in Python (``\\x1b``, ``\\u2028``).
-    """
+    """``value`` as quoted in a message: :func:`_printable`, at most ``width`` characters."""
     text = value if isinstance(value, str) else json.dumps(value)
     pieces: list[str] = []
     used = 0
     for char in text:
-        piece = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        piece = _shown(char)
         if used + len(piece) > width:
             while pieces and used + 3 > width:
                 used -= len(pieces.pop())
@@ -230,6 +226,19 @@ def _clip(value: Any, width: int = 80) -> str:
         pieces.append(piece)
         used += len(piece)
     return "".join(pieces)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, with what a terminal would act on escaped.
+
+    Control characters, line separators and escape sequences are shown as in
+    Python (``\\x1b``, ``\\u2028``): a log quoted back cannot garble a terminal.
+    """
+    return text if text.isprintable() else "".join(map(_shown, text))
+
+
+def _shown(char: str) -> str:
+    return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
 
 
 # --- checking -------------------------------------------------------------------
@@ -663,7 +672,8 @@ def check_files(
             print(f"{path}: cannot read: {exc.strerror or exc}", file=out)
             continue
         for v in violations:
-            print(f"{path}:{v.line}: {v.rule}: {v.message}", file=out)
+            # a message may name what the log holds (a client's host, an action)
+            print(f"{path}:{v.line}: {v.rule}: {_printable(v.message)}", file=out)
         if violations:
             failed += 1
             print(f"{path}: {len(violations)} violation(s) of {spec.name}", file=out)

@@ -152,6 +152,23 @@ def test_check_quotes_a_binary_file_escaped_and_bounded(
     assert lines[1].split("not JSON: ")[1] == r"\x00\x00\x0c\x00 \u2028 \x1b[31mred"
 
 
+def test_check_escapes_what_a_rule_quotes_from_the_log(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    vnc = {"host": "127.0.0.1", "service": "5900", "family": "ipv4", "websocket": False}
+    client = {"host": "\x1b[2J", "service": "1", "family": "ipv4", "websocket": False}
+    event = {
+        "event": "VNC_INITIALIZED",
+        "timestamp": {"seconds": 1, "microseconds": 0},
+        "data": {"server": {**vnc, "auth": "none"}, "client": client},
+    }
+    log = tmp_path / "vnc.jsonl"
+    log.write_text(json.dumps(event) + "\n")
+    assert cli.main(["check", str(log)]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"{log}:1: vnc-session: VNC_INITIALIZED for \\x1b[2J:1, which is not connected"
+
+
 def test_check_reads_a_binary_standard_input_as_a_file(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "qmpsim", "check", "-"],
