@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         GuestPowerdown,
         GuestReset,
         GuestShutdown,
+        HostSignal,
         Machine,
         MachineError,
         ManualClock,
