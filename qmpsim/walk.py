@@ -16,7 +16,9 @@ what the walk has emitted.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
+import io
 import json
 import pickle
 import random
@@ -93,6 +95,12 @@ _READ_POLICIES = ("report", "stop", "ignore")
 _WRITE_POLICIES = ("enospc", "report", "stop", "ignore")
 # A move emits at most this many events (a cont that retries two failing disks).
 _MOST_PER_MOVE = 6
+# The moves that may end the VM, which the walk can undo when that is too early.  Only
+# these save the machine first (a step costs the same either way, but saving is most
+# of a step's cost); another move that ended the VM would only end the stream early.
+_MAY_END = frozenset(
+    {"quit", "system_powerdown", "guest-powerdown", "guest-shutdown", "guest-panic", "watchdog"}
+)
 
 _T = TypeVar("_T")
 
@@ -264,6 +272,63 @@ class _Saved:
     vnc_live: list[str]
 
 
+# The machine's state is pickled to undo a move: several times cheaper than a deep
+# copy.  What a move never replaces is kept by reference, wherever it sits (the
+# machine's components point back to it): the machine itself, its profile, VM and
+# clock (whose time is saved apart), its random generators (whose state is 625
+# ints: an undone move leaves them advanced, which keeps the walk as reproducible),
+# and the tables every machine of its kind shares.
+
+
+def _kept(machine: m.Machine) -> dict[int, object]:
+    kept: list[object] = [machine, machine.profile, machine.vm, machine.clock]
+    kept += [v for v in vars(machine).values() if isinstance(v, random.Random)]
+    return {id(obj): obj for obj in kept}
+
+
+def _tables(machine: m.Machine) -> frozenset[str]:
+    """The machine's attributes that every machine of its kind shares (dispatch tables)."""
+    twin = type(machine)(vm=machine.vm, profile=machine.profile, clock=m.ManualClock())
+    theirs = vars(twin)
+    # (a value is only a table when it is not one of the interned atoms every machine
+    # holds alike: a status string, a flag)
+    atoms = (str, bytes, int, float, bool, tuple, type(None))
+    return frozenset(
+        k for k, v in vars(machine).items() if theirs.get(k) is v and not isinstance(v, atoms)
+    )
+
+
+def _kept_ref(key: int) -> object:
+    """Stands for a kept object in a pickle; :class:`_MachineUnpickler` resolves it."""
+    raise AssertionError("resolved by _MachineUnpickler")
+
+
+class _MachinePickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, machine: m.Machine) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._kept = _kept(machine)
+        # by type, so that every other object takes the pickler's fast path
+        table = dict(copyreg.dispatch_table)
+        table.update((type(obj), self._reduce) for obj in self._kept.values())
+        self.dispatch_table = table
+
+    def _reduce(self, obj: Any) -> Any:
+        if id(obj) in self._kept:
+            return _kept_ref, (id(obj),)
+        return obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+
+
+class _MachineUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, machine: m.Machine) -> None:
+        super().__init__(file)
+        self._kept = _kept(machine)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == (__name__, "_kept_ref"):
+            return self._kept.__getitem__
+        return super().find_class(module, name)
+
+
 @dataclass
 class Walk:
     """A walk in progress: the machine, its clock, and what was done so far.
@@ -285,6 +350,7 @@ class Walk:
     vnc_seen: int = 0
     vnc_live: list[str] = field(default_factory=list)
     _fixed: dict[str, list[_Move]] = field(default_factory=dict, repr=False)
+    _tables: frozenset[str] | None = field(default=None, repr=False)
 
     @classmethod
     def start(
@@ -335,7 +401,9 @@ class Walk:
         while (move := ch.pick(moves, self._legal)) is not None:
             emitted = self.count + len(out)
             held = len(self.machine.pending_events())
-            careful = emitted < self.min_size or emitted + held + _MOST_PER_MOVE > self.max_size
+            careful = emitted + held + _MOST_PER_MOVE > self.max_size or (
+                emitted < self.min_size and move.kind in _MAY_END
+            )
             saved = self._save() if careful else None
             new = self.apply(ch, move)
             total = emitted + len(new) + len(self.machine.pending_events())
@@ -350,21 +418,14 @@ class Walk:
         return out
 
     def _save(self) -> _Saved:
-        machine = self.machine
-        # The machine's own state is a few small dicts of plain data: pickling it is
-        # several times cheaper than a deep copy.  What a move never replaces is left
-        # out: the profile, the VM, the clock (its time is saved apart) and the random
-        # generators (whose state is 625 ints: an undone move leaves them advanced,
-        # which keeps the walk just as reproducible).
-        shared = {id(machine.profile), id(machine.vm), id(machine.clock)}
-        state = {
-            k: v
-            for k, v in vars(machine).items()
-            if id(v) not in shared and not isinstance(v, random.Random)
-        }
         self.copies += 1
+        if self._tables is None:
+            self._tables = _tables(self.machine)
+        state = {k: v for k, v in vars(self.machine).items() if k not in self._tables}
+        buffer = io.BytesIO()
+        _MachinePickler(buffer, self.machine).dump(state)
         return _Saved(
-            pickle.dumps(state, pickle.HIGHEST_PROTOCOL),
+            buffer.getvalue(),
             self.clock.now,
             len(self.steps),
             self.vnc_seen,
@@ -372,7 +433,8 @@ class Walk:
         )
 
     def _restore(self, saved: _Saved) -> None:
-        vars(self.machine).update(pickle.loads(saved.machine))
+        state = _MachineUnpickler(io.BytesIO(saved.machine), self.machine).load()
+        vars(self.machine).update(state)
         self.clock.now = saved.now
         del self.steps[saved.steps :]
         self.vnc_seen = saved.vnc_seen
