@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     from .fakedata import FakeData
     from .machine import (
         CommandError,
+        DeviceEjected,
         DiskConfig,
         DiskError,
         DiskRepaired,
         Event,
+        GuestConfig,
         GuestPanic,
         GuestPowerdown,
         GuestReset,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         SpiceConnect,
         SpiceDisconnect,
         SpiceInitialize,
+        UnplugRefused,
         VmConfig,
         VncConfig,
         VncConnect,
