@@ -47,7 +47,7 @@ QEMU_ARGS = (
     "-action",
     "panic=pause",
 )
-TIMEOUT = 10.0
+TIMEOUT = 30.0  # a hang guard: generous, the machine may be loaded
 
 
 def agent(address: str) -> tuple[list[Any], list[tuple[str, Any]]]:
