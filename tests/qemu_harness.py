@@ -14,17 +14,21 @@ until a synchronisation reply (or end of file when the session made QEMU quit).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -108,13 +112,34 @@ def qemu_process(*extra: str, referee: Referee = QEMU_7_2) -> Iterator[str]:
 
     Raises :class:`QemuExited` when QEMU refuses its command line.
     """
-    binary = require_qemu(referee)
+    with _monitored([require_qemu(referee)], extra, referee) as path:
+        yield path
+
+
+@contextmanager
+def dropin_process(*extra: str, referee: Referee) -> Iterator[str]:
+    """qmpsim's drop-in (``qmpsim-system-x86_64``) with the command line :func:`qemu_process`
+    gives QEMU, speaking the referee's profile; yields its QMP socket path."""
+    with tempfile.TemporaryDirectory(prefix="qmpsim-dropin-") as settings:
+        Path(settings, "default.toml").write_text(f'profile = "{referee.profile}"\n')
+        env = {**os.environ, "QMPSIM_CONFIG_DIR": settings, "QMPSIM_RUN_DIR": settings}
+        with _monitored([sys.executable, "-m", "qmpsim.qemu"], extra, referee, env) as path:
+            yield path
+
+
+@contextmanager
+def _monitored(
+    command: list[str],
+    extra: Sequence[str],
+    referee: Referee,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
         path = os.path.join(tmp, "qmp.sock")
         ready = os.path.join(tmp, "ready.sock")
         proc = subprocess.Popen(
             [
-                binary,
+                *command,
                 "-M",
                 "none",
                 "-nodefaults",
@@ -129,6 +154,7 @@ def qemu_process(*extra: str, referee: Referee = QEMU_7_2) -> Iterator[str]:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=env,
         )
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -136,7 +162,7 @@ def qemu_process(*extra: str, referee: Referee = QEMU_7_2) -> Iterator[str]:
                 if proc.poll() is not None:
                     raise QemuExited(proc.stderr.read().decode() if proc.stderr else "")
                 if time.monotonic() > deadline:
-                    pytest.fail("qemu never created its QMP socket")
+                    pytest.fail(f"{command[-1]} never created its QMP socket")
                 time.sleep(0.002)  # polling for an external process's socket file, not syncing
             _wait_until_initialised(ready, referee, proc)
             yield path
@@ -214,6 +240,25 @@ def _wait_until_initialised(ready: str, referee: Referee, proc: subprocess.Popen
         pytest.fail(f"{referee.binary} is not QEMU {referee.version}: {data!r}")
 
 
+def ask_each(path: str, requests: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
+    """Negotiate, then send each request and read its reply: the greeting and the replies.
+
+    One request at a time, each after the previous reply; events are left out.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SAFETY_TIMEOUT)
+        connect_unix(sock, path)
+        with sock.makefile("rb") as reader:
+            greeting = reader.readline()
+            replies = []
+            for request in [b'{"execute": "qmp_capabilities"}', *requests]:
+                sock.sendall(request)
+                while "event" in json.loads(line := reader.readline()):
+                    pass
+                replies.append(line)
+    return greeting, replies[1:]
+
+
 def read_until_sync(sock: socket.socket, *, sync: bool) -> bytes:
     """Read until the sync reply's line, or end of file."""
     sock.settimeout(SAFETY_TIMEOUT)
@@ -260,6 +305,44 @@ def qemu_session(
     """One session against a fresh real QEMU."""
     with qemu_process(referee=referee) as path:
         return unix_session(path, chunks, sync=sync)
+
+
+def assert_same_bytes(simulated: bytes, real: bytes) -> None:
+    """Fail with where qmpsim's bytes leave QEMU's; pytest's own diff of long byte
+    strings (a 200 KB schema) can take minutes."""
+    if simulated == real:
+        return
+    at = next(
+        (i for i, (a, b) in enumerate(zip(simulated, real, strict=False)) if a != b),
+        min(len(simulated), len(real)),
+    )
+    start = max(0, at - 80)
+    pytest.fail(
+        f"qmpsim differs from QEMU at byte {at} (lengths {len(simulated)} and {len(real)}):\n"
+        f"  qemu:   {real[start : at + 120]!r}\n  qmpsim: {simulated[start : at + 120]!r}",
+        pytrace=False,
+    )
+
+
+@cache
+def profile_schema(profile: str) -> list[dict[str, Any]]:
+    """qmpsim's answer to ``query-qmp-schema`` with this profile: the introspected schema."""
+    session = simulator_session(
+        [(b'{"execute": "qmp_capabilities"}{"execute": "query-qmp-schema"}', 3)],
+        sync=False,
+        profile=profile,
+    )
+    schema: list[dict[str, Any]] = json.loads(session.split(b"\r\n")[2])["return"]
+    return schema
+
+
+def ordered(value: object) -> object:
+    """A comparable form of a parsed message that keeps member order (dict equality does not)."""
+    if isinstance(value, dict):
+        return [(key, ordered(member)) for key, member in value.items()]
+    if isinstance(value, list):
+        return [ordered(item) for item in value]
+    return value
 
 
 _VERSION = re.compile(rb'"qemu": \{"micro": \d+, "minor": \d+, "major": \d+\}, "package": "[^"]*"')
