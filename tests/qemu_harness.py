@@ -98,6 +98,14 @@ def has_profile(referee: Referee) -> bool:
     return True
 
 
+def has_schema(referee: Referee) -> bool:
+    """Whether qmpsim's profile for this QEMU is compiled from its recordings (it answers
+    ``query-qmp-schema``), as the whole-VM differential tests need."""
+    from qmpsim.catalog import get_profile
+
+    return has_profile(referee) and "query-qmp-schema" in get_profile(referee.profile).commands
+
+
 class QemuExited(Exception):
     """QEMU exited before its monitor came up; ``stderr`` says why."""
 
