@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 
 from .catalog import ProfileSpec
 from .schema import Alternate, Array, Builtin, Enum, Object, Type, compile_schema, problems
+from .wire import qdict_insertion
 
 __all__ = ["GENERATED", "MODELLED", "RECORDED", "VmFacts", "answer", "fit", "generate", "source"]
 
@@ -235,7 +236,8 @@ def answer(
         other_machines=machine == "pc" or command not in _PC_DEVICES,
     )
     if recorded is not None:
-        return RECORDED, dict(recorded)
+        # a recording holds QEMU's output order; the writer wants insertion order
+        return RECORDED, qdict_insertion(recorded)
     spec = profile.commands[command]
     return GENERATED, {"return": generate(spec.returns, vm, rng)}
 

@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "wire": set(),
     "schema": {"wire", "errors"},
     "catalog": {"schema", "errors"},
-    "replies": {"catalog", "schema"},
+    "replies": {"catalog", "schema", "wire"},
     "protocol": {"wire", "catalog", "schema", "errors"},
     "fakedata": {"errors"},
     "vm.values": {"errors"},
