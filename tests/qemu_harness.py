@@ -86,26 +86,6 @@ def require_qemu(referee: Referee = QEMU_7_2) -> str:
     return referee.binary
 
 
-def has_profile(referee: Referee) -> bool:
-    """Whether qmpsim has the profile that speaks for this QEMU."""
-    from qmpsim.catalog import get_profile
-    from qmpsim.errors import CatalogError
-
-    try:
-        get_profile(referee.profile)
-    except CatalogError:
-        return False
-    return True
-
-
-def has_schema(referee: Referee) -> bool:
-    """Whether qmpsim's profile for this QEMU is compiled from its recordings (it answers
-    ``query-qmp-schema``), as the whole-VM differential tests need."""
-    from qmpsim.catalog import get_profile
-
-    return has_profile(referee) and "query-qmp-schema" in get_profile(referee.profile).commands
-
-
 class QemuExited(Exception):
     """QEMU exited before its monitor came up; ``stderr`` says why."""
 

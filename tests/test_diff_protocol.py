@@ -7,7 +7,6 @@ sync sequence; the replies must be identical after ``qemu_harness.mask``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pytest
@@ -226,11 +225,10 @@ CASES: tuple[Case, ...] = (
 )
 
 _QUIT = ("quit",)
-_QUERY_COMMANDS = re.compile(rb'"return": \[\{"name": [^\]]*\]')
 
 
 def _normalise(data: bytes, *, unordered: bool) -> bytes:
-    data = _QUERY_COMMANDS.sub(b'"return": [COMMANDS]', mask(data))
+    data = mask(data)
     if unordered:
         data = b"".join(sorted(data.splitlines(keepends=True)))
     return data
