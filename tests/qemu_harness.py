@@ -122,43 +122,59 @@ def _monitored(
     referee: Referee,
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
-        path = os.path.join(tmp, "qmp.sock")
-        ready = os.path.join(tmp, "ready.sock")
-        proc = subprocess.Popen(
-            [
-                *command,
-                "-M",
-                "none",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-qmp",
-                f"unix:{path},server=on,wait=off",
-                "-qmp",
-                f"unix:{ready},server=on,wait=off",
-                *extra,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not os.path.exists(ready):
-                if proc.poll() is not None:
-                    raise QemuExited(proc.stderr.read().decode() if proc.stderr else "")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{command[-1]} never created its QMP socket")
-                time.sleep(0.002)  # polling for an external process's socket file, not syncing
-            _wait_until_initialised(ready, referee, proc)
-            yield path
-        finally:
-            proc.kill()
-            proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
+    for attempt in range(_START_ATTEMPTS):
+        with tempfile.TemporaryDirectory(prefix="qmpsim-qemu-") as tmp:
+            path = os.path.join(tmp, "qmp.sock")
+            ready = os.path.join(tmp, "ready.sock")
+            proc = subprocess.Popen(
+                [
+                    *command,
+                    "-M",
+                    "none",
+                    "-nodefaults",
+                    "-display",
+                    "none",
+                    "-qmp",
+                    f"unix:{path},server=on,wait=off",
+                    "-qmp",
+                    f"unix:{ready},server=on,wait=off",
+                    *extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            try:
+                deadline = time.monotonic() + STARTUP_TIMEOUT
+                while not os.path.exists(ready):
+                    if proc.poll() is not None:
+                        raise QemuExited(proc.stderr.read().decode() if proc.stderr else "")
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"{command[-1]} never created its QMP socket")
+                    time.sleep(0.002)  # polling an external process's socket file, not syncing
+                try:
+                    _wait_until_initialised(ready, referee, proc)
+                except _Stalled as exc:
+                    if attempt + 1 == _START_ATTEMPTS:
+                        pytest.fail(f"{command[-1]} never answered its readiness query: {exc}")
+                    continue  # a fresh process; this one never got its main loop going
+                yield path
+                return
+            finally:
+                proc.kill()
+                proc.wait()
+                if proc.stderr:
+                    proc.stderr.close()
+
+
+class _Stalled(Exception):
+    """The readiness query got no answer while the process runs on."""
+
+
+# On a 2-core machine under a load of 10, a QEMU 7.2 has twice greeted on its
+# readiness monitor and then not answered query-status within 60 s.
+_START_ATTEMPTS = 3
 
 
 @contextmanager
@@ -219,7 +235,7 @@ def _wait_until_initialised(ready: str, referee: Referee, proc: subprocess.Popen
         try:
             proc.wait(timeout=SAFETY_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"qemu's readiness monitor failed, and qemu runs on: {data!r}")
+            raise _Stalled(repr(data)) from None
         raise QemuExited(proc.stderr.read().decode() if proc.stderr else "") from None
     major, minor = referee.version.split(".")
     # The greeting is the first line that is not a start-up event (see above).
