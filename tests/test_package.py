@@ -113,6 +113,7 @@ def _type_checking_imports() -> dict[str, str]:
 
 def test_the_lazy_table_the_typed_imports_and_all_agree() -> None:
     lazy: dict[str, str] = qmpsim._LAZY  # type: ignore[attr-defined]
+    # a name added to _LAZY is added to the TYPE_CHECKING imports too (mypy sees Any otherwise)
     assert _type_checking_imports() == lazy
     eager = {"CatalogError", "QmpSimError", "ScenarioError", "__version__"}
     assert sorted(qmpsim.__all__) == sorted(set(lazy) | eager)
