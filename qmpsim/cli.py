@@ -653,7 +653,7 @@ def commands(args: argparse.Namespace) -> int:
         print(f"# {profile.name}: {len(profile.events)} events", file=sys.stderr)
         return EXIT_OK
     from .machine import modelled_commands
-    from .replies import RECORDED, source
+    from .vm.replies import RECORDED, source
 
     counts: dict[str, int] = {}
     width = max(len(name) for name in profile.commands)

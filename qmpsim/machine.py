@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
-from . import replies
 from .catalog import DEFAULT_PROFILE, ProfileSpec, fit_event_data, get_profile, validate_event
 from .errors import CatalogError
 from .vm.backends import Backends
@@ -50,6 +49,7 @@ from .vm.display import (
     VncInitialize,
 )
 from .vm.guest import Guest, GuestConfig
+from .vm.replies import GENERATED, fit_reply, unmodelled_reply
 from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
@@ -776,7 +776,7 @@ class Machine:
             result = route.handler(self._target(route), arguments)
             if not isinstance(result.reply, CommandError):
                 seed = self._reply_seed()
-                reply = replies.fit(self.profile, self.vm, command, result.reply, seed)
+                reply = fit_reply(self.profile, self.vm, command, result.reply, seed)
                 if reply is not result.reply:
                     result = Outcome(reply, result.events, result.close)
         if due:
@@ -791,11 +791,11 @@ class Machine:
         return seed
 
     def _unmodelled(self, command: str, arguments: Mapping[str, Any]) -> Outcome:
-        """The answer to a command no component handles: see :mod:`qmpsim.replies`."""
-        source, reply = replies.answer(
+        """The answer to a command no component handles: see :mod:`qmpsim.vm.replies`."""
+        source, reply = unmodelled_reply(
             self.profile, self.vm, command, arguments, self._reply_seed()
         )
-        if self.strict_commands and source == replies.GENERATED:
+        if self.strict_commands and source == GENERATED:
             raise UnmodelledCommand(command, self.profile.name)
         if "error" in reply:
             return Outcome(CommandError(reply["error"]["class"], reply["error"]["desc"]))

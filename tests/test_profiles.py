@@ -11,8 +11,8 @@ import pytest
 
 from qmpsim.catalog import DATA_DIR, PROFILES, get_profile
 from qmpsim.machine import Machine, VmConfig, modelled_commands
-from qmpsim.replies import RECORDED, source
 from qmpsim.schema import problems
+from qmpsim.vm.replies import RECORDED, source
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = [name for name in PROFILES if name != "qemu-0.14"]

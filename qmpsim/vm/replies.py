@@ -1,7 +1,7 @@
 """Replies for the commands the VM model does not handle: recorded, else generated.
 
 The machine answers the commands it models (``machine.Machine._cmd_*``).  For
-every other command of the profile, :func:`answer` gives, in this order:
+every other command of the profile, :func:`unmodelled_reply` gives, in this order:
 
 1. an answer derived from the VM description where the answer depends on it
    (``query-cpus-fast`` lists one entry per vCPU, ``query-blockstats`` one per
@@ -24,11 +24,20 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from .catalog import ProfileSpec
-from .schema import Alternate, Array, Builtin, Enum, Object, Type, compile_schema, problems
-from .wire import qdict_insertion
+from ..catalog import ProfileSpec
+from ..schema import Alternate, Array, Builtin, Enum, Object, Type, compile_schema, problems
+from ..wire import qdict_insertion
 
-__all__ = ["GENERATED", "MODELLED", "RECORDED", "VmFacts", "answer", "fit", "generate", "source"]
+__all__ = [
+    "GENERATED",
+    "MODELLED",
+    "RECORDED",
+    "VmFacts",
+    "fit_reply",
+    "generate",
+    "source",
+    "unmodelled_reply",
+]
 
 MODELLED: Final = "modelled"
 RECORDED: Final = "recorded"
@@ -207,7 +216,7 @@ def source(profile: ProfileSpec, command: str, *, modelled: bool) -> str:
     return GENERATED
 
 
-def answer(
+def unmodelled_reply(
     profile: ProfileSpec,
     vm: VmFacts,
     command: str,
@@ -242,7 +251,7 @@ def answer(
     return GENERATED, {"return": generate(spec.returns, vm, rng)}
 
 
-def fit(profile: ProfileSpec, vm: VmFacts, command: str, value: Any, seed: int) -> Any:
+def fit_reply(profile: ProfileSpec, vm: VmFacts, command: str, value: Any, seed: int) -> Any:
     """A modelled reply, fitted to this version's return type where it does not match:
     the model answers like today's QEMU (``query-status`` lost ``singlestep`` in 9.0)."""
     spec = profile.commands.get(command)
