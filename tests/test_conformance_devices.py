@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vm_profiles import with_devices
 
+from qmpsim.catalog import get_profile
 from qmpsim.conformance import RULES, check_events
 from qmpsim.machine import DeviceEjected, GuestConfig, Machine, ManualClock, VmConfig
 
-PROFILE = with_devices()
+PROFILE = get_profile("qemu-7.2")
 
 
 def deleted(path: str, device: str | None = None) -> dict[str, Any]:

@@ -8,15 +8,10 @@ register (port 0xae08, one bit per slot of bus 0), the test writes it through
 leave without a guest.  DEVICE_DELETED comes after the reply in both; the test
 reads until the events it expects have come, then compares every message with
 timestamps masked.
-
-The device model does not depend on the profile's other contents; until qmpsim
-ships a ``qemu-10.0`` profile, the simulated side of the 10.0 comparison is
-QEMU 7.2's profile reporting version 10.0.2.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +21,8 @@ from typing import Any
 import pytest
 from qemu_harness import Referee, qemu_process
 from test_diff_machine import RealMonitor
-from vm_profiles import with_devices
 
-from qmpsim.catalog import ProfileSpec
+from qmpsim.catalog import ProfileSpec, get_profile
 from qmpsim.machine import (
     ChardevConfig,
     CommandError,
@@ -53,10 +47,7 @@ def halting_bios(tmp_path: Path) -> str:
 
 
 def profile_for(referee: Referee) -> ProfileSpec:
-    profile = with_devices()
-    if referee.version == "10.0":
-        profile = dataclasses.replace(profile, version=(10, 0, 2))
-    return profile
+    return get_profile(referee.profile)
 
 
 class Sim:
@@ -152,6 +143,7 @@ REFUSALS: list[Message] = [
     {"driver": "usb-kbd", "id": "k"},
     {"driver": "virtio-net-pci", "id": "n1", "addr": "0x01"},
     {"driver": "virtio-net-pci", "id": "n1", "addr": "0x00.2"},
+    {"driver": "virtio-net-pci", "id": "n1", "bogus": "1"},  # not in device-list-properties
 ]
 
 

@@ -4,6 +4,7 @@ under `qmpsim serve` with QEMU's own Python client (qemu.qmp) watching."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -21,8 +22,10 @@ SHIPPED = shipped_scenarios()
 HANG_GUARD = 20.0  # seconds; only a guard against a hang, never an assertion on timing
 
 # What a client sees: an event name, "!command" to send (its events are expected
-# next; "!?command" when it fails), "=status" for query-status's answer, "~" for
-# the connection to drop.
+# next; "!?command" when it fails; JSON arguments may follow the name), "=status" for
+# query-status's answer, "@PATH=a,b" for the children qom-list names under PATH,
+# "-" for no event pending, "...S" for S real seconds in which nothing is expected
+# (the guest's default delays are at most half a second), "~" for the connection to drop.
 # fmt: off
 SCRIPTS: dict[str, list[str]] = {
     "tour": [
@@ -47,6 +50,11 @@ SCRIPTS: dict[str, list[str]] = {
     "guest-acpi-reboot": [
         "!system_powerdown", "POWERDOWN", "SHUTDOWN", "STOP", "=shutdown", "!system_reset",
         "RESET", "!cont", "RESUME", "=running",
+    ],
+    "hot-unplug-ignored": [
+        '!device_add {"driver": "virtio-net-pci", "id": "nic1"}', "@/machine/peripheral=nic1",
+        '!device_del {"id": "nic1"}', "...1", "@/machine/peripheral=nic1", "-",
+        '!device_del {"id": "nic1"}', "=running", "-",
     ],
     "guest-panic": [
         "GUEST_PANICKED", "STOP", "=guest-panicked", "!system_reset", "RESET", "!cont",
@@ -133,8 +141,21 @@ async def play(sock: Path, script: list[str]) -> list[str]:
                     await asyncio.wait_for(qmp.execute(item[2:]), HANG_GUARD)
                 seen.append(item)
             elif item.startswith("!"):
-                await asyncio.wait_for(qmp.execute(item[1:]), HANG_GUARD)
+                name, _, args = item[1:].partition(" ")
+                await asyncio.wait_for(qmp.execute(name, json.loads(args or "{}")), HANG_GUARD)
                 seen.append(item)
+            elif item.startswith("@"):
+                path = item[1:].partition("=")[0]
+                listed: Any = await asyncio.wait_for(
+                    qmp.execute("qom-list", {"path": path}), HANG_GUARD
+                )
+                children = ",".join(p["name"] for p in listed if p["name"] != "type")
+                seen.append(f"@{path}={children}")
+            elif item.startswith("..."):
+                await asyncio.sleep(float(item[3:]))  # an absence of events takes time to show
+                seen.append(item)
+            elif item == "-":
+                seen.append("-" if qmp.events.empty() else "events pending")
             elif item.startswith("="):
                 status: Any = await asyncio.wait_for(qmp.execute("query-status"), HANG_GUARD)
                 # QEMU 0.14 answers only `running`; later ones add the run state

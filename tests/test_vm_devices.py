@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vm_profiles import with_devices
 
+from qmpsim.catalog import get_profile
 from qmpsim.machine import (
     CommandError,
     DeviceConfig,
@@ -24,7 +24,7 @@ from qmpsim.vm.ghash import HashOrder
 
 def pc(guest: GuestConfig | None = None) -> tuple[Machine, ManualClock]:
     clock = ManualClock(100.0)
-    return Machine(VmConfig(cpus=1, guest=guest), with_devices(), clock), clock
+    return Machine(VmConfig(cpus=1, guest=guest), get_profile("qemu-7.2"), clock), clock
 
 
 def run(m: Machine, command: str, **args: Any) -> Any:
@@ -60,7 +60,7 @@ def test_device_add_refuses_as_qemu_does(args: dict[str, Any], desc: str) -> Non
 
 
 def test_a_machine_without_buses_takes_no_device() -> None:
-    m = Machine(VmConfig(), with_devices(), ManualClock())
+    m = Machine(VmConfig(), get_profile("qemu-7.2"), ManualClock())
     assert run(m, "device_add", driver="virtio-net-pci", id="n1") == (
         "GenericError",
         "No 'PCI' bus found for device 'virtio-net-pci'",
@@ -241,7 +241,7 @@ def test_command_line_devices_are_plugged_at_start() -> None:
             DeviceConfig("virtio-net-pci"),
         ),
     )
-    m = Machine(vm, with_devices(), ManualClock())
+    m = Machine(vm, get_profile("qemu-7.2"), ManualClock())
     assert run(m, "qom-get", path="e1", property="addr") == 32
     assert run(m, "qom-get", path="e1", property="hotplugged") is False
     anonymous = run(m, "qom-list", path="/machine/peripheral-anon")
