@@ -520,7 +520,7 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
     "guest-refuses-unplug": (
         (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),
         lambda a: m.UnplugRefused(a["device"]),
-        "the guest refuses an unplug: DEVICE_UNPLUG_GUEST_ERROR where the profile has it",
+        "the guest refuses an unplug: the device stays (QEMU reports nothing for PCI)",
     ),
     "vnc-connect": (
         (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),

@@ -36,7 +36,8 @@ class GuestConfig:
     ``-no-shutdown``, else QEMU exits) or ``ignore``.  ``unplug``: what a PCI unplug
     request does — ``eject`` (the device leaves after ``unplug_delay``), ``ignore``
     (it stays, as with a guest that has no hotplug driver) or ``refuse`` (the guest
-    reports failure: DEVICE_UNPLUG_GUEST_ERROR where the profile has it).
+    declines after the delay: the device stays and a new ``device_del`` asks again;
+    QEMU sends no event for a refused PCI unplug).
     ``lock_tray``: whether the guest locks CD-ROM trays while it uses a medium;
     ``tray``: what it does when the host asks to eject a locked tray — ``open``
     (unlock and open it after ``tray_delay``) or ``ignore``.  The defaults are a
