@@ -305,6 +305,7 @@ def _complete_disks(disks: tuple[DiskConfig, ...]) -> tuple[DiskConfig, ...]:
     counter = 0
     out = []
     for i, d in enumerate(disks):
+        protocol = f"#block{counter}{3 * counter % 100:02d}"
         counter += 1  # the protocol node's automatic name
         node_name = d.node_name
         while not node_name:
@@ -320,6 +321,7 @@ def _complete_disks(disks: tuple[DiskConfig, ...]) -> tuple[DiskConfig, ...]:
                 file=d.file or f"/var/lib/qemu/{d.name}.{'img' if d.format == 'raw' else 'qcow2'}",
                 qdev=d.qdev or f"/machine/peripheral-anon/device[{i}]/virtio-backend",
                 actual_size=_FRESH_SIZE[d.format] if d.actual_size is None else d.actual_size,
+                storage_node_name=d.storage_node_name or protocol,
             )
         )
     return tuple(out)
@@ -377,6 +379,8 @@ class VmConfig:
     chardevs: tuple[ChardevConfig, ...] = ()
     cpu_thread_ids: tuple[int, ...] = ()
     """The host thread of each vCPU, where a process runs one per vCPU (the drop-in)."""
+    cpu_topology: tuple[int, int, int] | None = None
+    """``(sockets, cores, threads)`` as ``-smp`` gives them; ``None``: QEMU's default."""
     guest: GuestConfig | None = None
     """The guest OS and how it reacts (``None``: no OS answers, as under ``-M none``)."""
 
@@ -404,6 +408,27 @@ class VmConfig:
                     )
         # frozen, but completed once here: every reader sees the values QEMU would report
         object.__setattr__(self, "disks", _complete_disks(self.disks))
+
+    def cpu_props(self, index: int, *, prefer_cores: bool = True) -> dict[str, int]:
+        """vCPU ``index``'s place in the topology (``query-hotpluggable-cpus``' props).
+
+        Without a topology, QEMU makes every vCPU a core of one socket (from 6.2;
+        before, a socket of its own: ``prefer_cores=False``).
+        """
+        if self.cpu_topology is not None:
+            _, cores, threads = self.cpu_topology
+        else:
+            cores, threads = (max(self.cpus, 1), 1) if prefer_cores else (1, 1)
+        return {
+            "core-id": index // threads % cores,
+            "thread-id": index % threads,
+            "socket-id": index // (threads * cores),
+        }
+
+    @staticmethod
+    def cpu_path(index: int) -> str:
+        """vCPU ``index``'s QOM path: the first vCPU's child object takes the slot after it."""
+        return f"/machine/unattached/device[{0 if index == 0 else index + 1}]"
 
     def disk(self, name: str) -> DiskConfig:
         """The disk called ``name``; a :class:`MachineError` naming the known ones otherwise."""
@@ -871,6 +896,23 @@ class Machine:
     @on_command("query-block")
     def _cmd_query_block(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome([self._block_info(d) for d in self.vm.disks])
+
+    @on_command("query-named-block-nodes")
+    def _cmd_query_named_block_nodes(self, _args: Mapping[str, Any]) -> Outcome:
+        # Every node, newest first: a disk's format node, then the protocol node under it.
+        nodes: list[dict[str, Any]] = []
+        for d in reversed(self.vm.disks):
+            if d.media == "cdrom" and not d.file:
+                continue  # an empty drive has no node
+            format_node = self._block_info(d)["inserted"]
+            nodes.append(format_node)
+            if d.storage_node_name:
+                protocol = dict(format_node, **{"node-name": d.storage_node_name, "drv": "file"})
+                image = {k: v for k, v in format_node["image"].items() if k != "format-specific"}
+                image.pop("cluster-size", None)
+                protocol["image"] = image | {"format": "file"}
+                nodes.append(protocol)
+        return Outcome(nodes)
 
     def _block_info(self, d: DiskConfig) -> dict[str, Any]:
         if not self.profile.run_states:

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -232,7 +233,7 @@ def domain_xml(name: str, emulator: str, disk: Path) -> str:
     return f"""\
 <domain type='qemu'>
   <name>{name}</name>
-  <uuid>6f1c9a40-3b7e-4e4c-9d7e-1a2b3c4d5e6f</uuid>
+  <uuid>{uuid.uuid5(uuid.NAMESPACE_DNS, name + ".qmpsim.test")}</uuid>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>

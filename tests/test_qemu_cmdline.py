@@ -99,17 +99,19 @@ def test_drives_are_named_and_numbered_as_qemu_names_them(tmp_path: Path) -> Non
             "-cdrom", "/nonexistent/c.iso",
         ]
     )  # fmt: skip
-    disks = {d.name: d for d in build_vm(inv).disks}
-    assert sorted(disks) == ["drive-y", "ide1-cd0", "virtio0"]
+    vm = build_vm(inv)
+    disks = {d.name: d for d in vm.disks}
+    assert [d.name for d in vm.disks] == ["virtio0", "drive-y", "ide1-cd0"]  # as created
     assert disks["drive-y"].qdev == "/machine/peripheral-anon/device[0]/virtio-backend"
     assert disks["virtio0"].qdev == "/machine/peripheral-anon/device[1]/virtio-backend"
     assert (disks["drive-y"].format, disks["drive-y"].virtual_size) == ("qcow2", 32 << 20)
     assert disks["virtio0"].on_write_error == "stop"
     assert disks["ide1-cd0"].media == "cdrom"
-    # automatic node names, unique per disk, from the VM description as for any -drive
-    names = {d.node_name for d in disks.values()}
-    assert len(names) == 3 and all(n.startswith("#block") for n in names)
-    assert disks["drive-y"].thin and not disks["ide1-cd0"].storage_node_name
+    # automatic node names from the VM description, for any -drive: each disk's protocol
+    # node, then its format node, a counter apiece
+    names = [(d.storage_node_name or "")[:7] + "/" + d.node_name[:7] for d in vm.disks]
+    assert names == ["#block0/#block1", "#block2/#block3", "#block4/#block5"]
+    assert disks["drive-y"].thin
     assert all(d.wire_name == d.name for d in disks.values())
 
 

@@ -29,7 +29,7 @@ class Bell(Component):
     def cause_error(self, cause: Any) -> str | None:
         return "too loud" if cause.loud else None
 
-    @on_command("query-balloon")
+    @on_command("x-query-bell")
     def query_balloon(self, _args: Mapping[str, Any]) -> Outcome:
         return Outcome({"actual": self.rung})
 
@@ -48,8 +48,8 @@ class Belfry(Machine):
 def _profile() -> ProfileSpec:
     """QEMU 7.2's profile with a command the machine itself does not model."""
     base = get_profile("qemu-7.2")
-    extra = CommandSpec("query-balloon", Object("q_obj_query-balloon-arg", ()))
-    return dataclasses.replace(base, commands={**base.commands, "query-balloon": extra})
+    extra = CommandSpec("x-query-bell", Object("q_obj_x-query-bell-arg", ()))
+    return dataclasses.replace(base, commands={**base.commands, "x-query-bell": extra})
 
 
 def test_two_parts_claiming_one_command_is_refused() -> None:
@@ -69,9 +69,9 @@ def test_the_machine_routes_to_its_components() -> None:
 def test_a_component_command_and_cause_with_timers_in_time_order() -> None:
     clock = ManualClock(100.0)
     machine = Belfry(profile=_profile(), clock=clock)
-    assert machine.execute("query-balloon", {}).reply == {"actual": 0}
+    assert machine.execute("x-query-bell", {}).reply == {"actual": 0}
     assert [e.name for e in machine.cause(Chime())] == ["STOP"]
-    assert machine.execute("query-balloon", {}).reply == {"actual": 1}
+    assert machine.execute("x-query-bell", {}).reply == {"actual": 1}
     assert machine.next_deadline() == 101.0
     assert machine.poll() == []
     clock.advance(2.5)
@@ -88,7 +88,7 @@ def test_a_component_refuses_its_causes_and_reset_drops_its_timers() -> None:
     machine.cause(Chime())
     machine.reset()
     assert machine.next_deadline() is None
-    assert machine.execute("query-balloon", {}).reply == {"actual": 0}
+    assert machine.execute("x-query-bell", {}).reply == {"actual": 0}
     assert machine.cause_error(object()) == "object is not a cause this machine knows"  # type: ignore[arg-type]
 
 

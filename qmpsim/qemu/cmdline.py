@@ -161,6 +161,8 @@ class Invocation:
     machine: dict[str, Any] = field(default_factory=dict)
     accel: tuple[str, ...] = ()
     cpus: int | None = None
+    topology: tuple[int, int, int] | None = None
+    """``(sockets, cores, threads)`` when ``-smp`` gives any of them."""
     memory: int = 128 * 1024 * 1024
     drives: tuple[dict[str, Any], ...] = ()
     blockdevs: tuple[dict[str, Any], ...] = ()
@@ -353,6 +355,11 @@ class _Reader:
                 located=False,
             )
         self.values["cpus"] = cpus
+        if any(key in numbers for key in ("sockets", "cores", "threads")):
+            threads = numbers.get("threads", 1)
+            cores = numbers.get("cores", 1)
+            sockets = numbers.get("sockets", max(1, maxcpus // (cores * threads)))
+            self.values["topology"] = (sockets, cores, threads)
 
     # --- character devices and monitors --------------------------------------
 
@@ -537,6 +544,7 @@ class _Reader:
             machine=v.get("machine", {}),
             accel=tuple(self.accels) or v.get("accel", ()),
             cpus=v.get("cpus"),
+            topology=v.get("topology"),
             memory=v.get("memory", 128 * 1024 * 1024),
             drives=tuple(self.drives),
             blockdevs=tuple(self.blockdevs),

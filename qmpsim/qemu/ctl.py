@@ -20,7 +20,7 @@ __all__ = ["ACTIONS", "CtlError", "find_socket", "guests", "request_for", "send"
 
 ACTIONS = {
     "cause": "cause KIND [KEY=VALUE…]: make something happen (disk-error, watchdog, …)",
-    "emit": "emit EVENT [KEY=VALUE…]: send one event with this data",
+    "emit": "emit EVENT [KEY=VALUE…|'{DATA}']: send one event with this data",
     "run": "run STEP…: run scenario steps, each written as YAML (e.g. '{wait: 1s}')",
     "trigger": "trigger ACTION: run one of the scenario's named actions",
     "status": "status: the run state, clients and timeline",
@@ -44,14 +44,26 @@ def _value(text: str) -> Any:
         return text
 
 
-def _pairs(words: Sequence[str]) -> dict[str, Any]:
+def _pairs(words: Sequence[str], types: dict[str, str] | None = None) -> dict[str, Any]:
+    """``KEY=VALUE`` words as a mapping; a key ``types`` says is a string stays one."""
     out: dict[str, Any] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key:
             raise CtlError(f"{word!r}: expected KEY=VALUE")
-        out[key] = _value(value)
+        out[key] = value if (types or {}).get(key) == "string" else _value(value)
     return out
+
+
+def _cause_types(kind: str) -> dict[str, str]:
+    """The JSON types of a cause's keys, from the scenario language's schema."""
+    from ..scenario import scenario_schema
+
+    for step in scenario_schema()["$defs"]["step"]["oneOf"]:
+        props = step.get("properties", {})
+        if props.get("cause", {}).get("const") == kind:
+            return {k: v.get("type", "") for k, v in props.items()}
+    return {}
 
 
 def request_for(action: str, words: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -59,12 +71,15 @@ def request_for(action: str, words: Sequence[str]) -> tuple[str, dict[str, Any]]
     if action == "cause":
         if not words:
             raise CtlError("cause needs a KIND, e.g. `cause disk-error device=virtio-disk0`")
-        return "qmpsim-run", {"steps": [{"cause": words[0], **_pairs(words[1:])}]}
+        step = {"cause": words[0], **_pairs(words[1:], _cause_types(words[0]))}
+        return "qmpsim-run", {"steps": [step]}
     if action == "emit":
         if not words:
             raise CtlError("emit needs an EVENT name, e.g. `emit RTC_CHANGE offset=10`")
         args: dict[str, Any] = {"event": words[0]}
-        if len(words) > 1:
+        if len(words) == 2 and words[1].startswith("{"):
+            args["data"] = _value(words[1])  # the data as a YAML/JSON mapping: exact types
+        elif len(words) > 1:
             args["data"] = _pairs(words[1:])
         return "qmpsim-emit", args
     if action == "run":

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..catalog import DEFAULT_PROFILE, PROFILES, get_profile
 from ..errors import QmpSimError
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import trio
 
     from ..control import ControlChannel
-    from ..machine import VmConfig
+    from ..machine import GuestConfig, VmConfig
     from ..scenario import Scenario, VmSpec
     from ..server import Simulator, UnixSocketFile
 
@@ -110,6 +110,7 @@ def _start(inv: Invocation, settings: GuestSettings, messages: Messages) -> int:
     try:
         try:
             scenario = _load_scenario(settings)
+            guest = _guest(settings, scenario)
             if inv.pidfile is not None:
                 pidfile = PidFile(inv.pidfile)
             chardevs = open_chardevs(inv.chardevs, messages)
@@ -123,6 +124,7 @@ def _start(inv: Invocation, settings: GuestSettings, messages: Messages) -> int:
             inv,
             chardevs=[c.config(connected=_is_qmp(inv, c)) for c in chardevs],
             cpu_thread_ids=(vcpus := VcpuThreads(_vcpu_count(inv))).ids,
+            guest=guest,
         )
         sim = _simulator(vm, settings, scenario)
         control = _bind_control(settings, inv.name, messages)
@@ -164,6 +166,25 @@ def _load_scenario(settings: GuestSettings) -> Scenario | None:
     return load_scenario(resolve(settings.scenario))
 
 
+def _guest(settings: GuestSettings, scenario: Scenario | None) -> GuestConfig:
+    """How the guest OS reacts: the settings' ``[guest]``, else the scenario's ``vm.guest``,
+    else a cooperative guest (it shuts down when the power button is pressed)."""
+    from ..machine import GuestConfig, MachineError
+
+    if settings.guest is not None:
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in settings.guest.items()
+        }
+        try:
+            return GuestConfig(**values)
+        except (TypeError, MachineError) as exc:
+            where = settings.sources[-1] if settings.sources else "settings"
+            raise StartError(f"qmpsim: {where}: [guest]: {exc}") from None
+    if scenario is not None and scenario.vm.guest is not None:
+        return scenario.vm.guest.config()
+    return GuestConfig()
+
+
 def _seed(settings: GuestSettings, scenario: Scenario | None) -> int:
     if settings.seed is not None:
         return settings.seed
@@ -187,10 +208,11 @@ def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None)
 
 def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
     """The scenario language's view of ``vm``: what scenario steps are checked against."""
-    from ..scenario import Disk, Spice, VmSpec, Vnc
+    from ..scenario import Disk, Guest, Spice, VmSpec, Vnc
 
     vnc = vm.vnc
     spice = vm.spice
+    g = vm.guest
     return VmSpec(
         name=vm.name,
         uuid=vm.uuid,
@@ -198,13 +220,20 @@ def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
         no_shutdown=vm.no_shutdown,
         initial_state=vm.initial_state,
         watchdog=vm.watchdog,
-        disks=tuple(Disk(d.name, d.on_read_error, d.on_write_error) for d in vm.disks),
+        disks=tuple(
+            Disk(d.name, d.on_read_error, d.on_write_error, d.thin, d.format, d.file, d.node_name)
+            for d in vm.disks
+        ),
         vnc=None if vnc is None else Vnc(vnc.host, vnc.port, vnc.family, vnc.auth),
         spice=(
             None
             if spice is None
             else Spice(spice.host, spice.port, spice.family, spice.auth, spice.tls)
         ),
+        cpus=vm.cpus,
+        guest=None
+        if g is None
+        else Guest(powerdown=g.powerdown, unplug=g.unplug, lock_tray=g.lock_tray, tray=g.tray),
     )
 
 

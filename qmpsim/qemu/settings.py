@@ -10,7 +10,8 @@ name (``-name guest=NAME``)::
 ``QMPSIM_CONFIG_DIR`` replaces ``/etc/qmpsim`` for launchers that keep the
 environment.  Keys: ``profile`` (which QEMU to speak like), ``scenario`` (a
 shipped name, or a file path relative to the settings file), ``seed``,
-``speed``, ``run_dir``.
+``speed``, ``run_dir``, and a ``[guest]`` table (how the guest OS reacts:
+``powerdown = "ignore"`` makes it a guest that ignores the power button).
 
 Each running VM serves its control channel on ``RUN_DIR/NAME.sock``.  RUN_DIR is
 ``QMPSIM_RUN_DIR`` when set, else the first of these the VM can use: ``run_dir``
@@ -41,11 +42,21 @@ __all__ = [
 CONFIG_DIR = "/etc/qmpsim"
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "profile": str,
+    "guest": dict,
     "scenario": str,
     "seed": int,
     "speed": (int, float),
     "run_dir": str,
 }
+
+
+_EXPECTED = {
+    "guest": "a table",
+    "profile": "a string",
+    "scenario": "a string",
+    "seed": "an integer",
+}
+_EXPECTED["run_dir"] = "a string"
 
 
 class SettingsError(QmpSimError):
@@ -61,6 +72,9 @@ class GuestSettings:
     seed: int | None = None
     speed: float = 1.0
     run_dir: str | None = None
+    guest: dict[str, Any] | None = None
+    """How the guest OS reacts (``GuestConfig``'s fields): the scenario's, else a
+    cooperative guest, when absent."""
     sources: tuple[str, ...] = ()
     """The files these settings were read from."""
 
@@ -85,7 +99,7 @@ def _read(path: Path) -> dict[str, Any]:
             known = ", ".join(_KEYS)
             raise SettingsError(f"{path}: unknown key {key!r} (keys: {known})")
         if not isinstance(value, kind) or isinstance(value, bool):
-            expected = "a string" if kind is str else "an integer" if kind is int else "a number"
+            expected = _EXPECTED.get(key, "a number")
             raise SettingsError(f"{path}: {key} must be {expected}, not {value!r}")
     scenario = data.get("scenario")
     if isinstance(scenario, str) and ("/" in scenario or scenario.endswith(".yaml")):
@@ -105,6 +119,8 @@ def load_settings(guest: str | None, environ: dict[str, str] | None = None) -> G
     if _valid_name(guest):
         own = _read(base / f"{guest}.toml")
         sources = merged.get("sources", ()) + own.get("sources", ())
+        if "guest" in merged and "guest" in own:  # a guest's keys over the default guest's
+            own = {**own, "guest": {**merged["guest"], **own["guest"]}}
         merged |= own
         merged["sources"] = sources
     merged["sources"] = tuple(merged.get("sources", ()))

@@ -22,6 +22,7 @@ from ..machine import (
     ChardevConfig,
     DeviceConfig,
     DiskConfig,
+    GuestConfig,
     SpiceConfig,
     VmConfig,
     VncConfig,
@@ -135,6 +136,7 @@ class _Builder:
         self.inv = inv
         self.nodes = _Nodes(inv.blockdevs)
         self.drives: dict[str, dict[str, Any]] = {}
+        self.drive_order: list[str] = []
         self.anonymous = 0
         self.disks: list[DiskConfig] = []
 
@@ -155,6 +157,7 @@ class _Builder:
                 counters[interface] = index + 1
                 ident = f"{interface}{index}"
             self.drives[ident] = dict(drive)
+            self.drive_order.append(ident)
 
     def qdev(self, device: Mapping[str, Any]) -> str:
         ident = device.get("id")
@@ -241,7 +244,10 @@ class _Builder:
                 qdev = f"/machine/unattached/device[{unattached}]"
                 unattached += 1
             self.disks.append(self.drive_disk(name, drive, {}, qdev, "disk"))
-        return tuple(self.disks)
+        # QEMU lists disks as it created their backends: the -drive ones in command-line
+        # order, then those a -device made on a -blockdev node
+        order = {name: i for i, name in enumerate(self.drive_order)}
+        return tuple(sorted(self.disks, key=lambda d: order.get(d.name, len(order))))
 
 
 def _vnc(options: Mapping[str, Any] | None) -> VncConfig | None:
@@ -282,6 +288,7 @@ def build_vm(
     *,
     chardevs: Sequence[ChardevConfig] = (),
     cpu_thread_ids: Sequence[int] = (),
+    guest: GuestConfig | None = None,
 ) -> VmConfig:
     """The VM ``inv`` describes; ``chardevs`` and ``cpu_thread_ids`` are what the
     running process set up (names of bound sockets, the vCPU threads)."""
@@ -309,5 +316,7 @@ def build_vm(
         devices=tuple(_device(d) for d in inv.devices),
         chardevs=tuple(chardevs),
         cpu_thread_ids=tuple(cpu_thread_ids),
+        cpu_topology=inv.topology,
+        guest=guest,
         **extra,
     )

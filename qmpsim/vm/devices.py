@@ -315,9 +315,18 @@ class Devices(Component):
         """The plugged devices' ids (QOM paths for anonymous ones), in plug order."""
         return [d.label for d in self._devices.values()]
 
+    def _vcpu(self, path: str) -> bool:
+        """Whether ``path`` is a vCPU's QOM object."""
+        vm = self.host.vm
+        return any(path == vm.cpu_path(index) for index in range(vm.cpus))
+
     @on_command("qom-list")
     def qom_list(self, args: Mapping[str, Any]) -> Outcome:
         path = str(args.get("path"))
+        if self._vcpu(path):
+            # The vCPU's identity and what it lacks; its feature flags are not modelled, so
+            # none are listed (a client that reads each listed flag reads none).
+            return Outcome([{"name": "type", "type": "string"}, *_VCPU_PROPERTIES])
         table = {PERIPHERAL: self._named, ANONYMOUS: self._anonymous}.get(path.rstrip("/"))
         if table is None:
             return Outcome(CommandError("DeviceNotFound", f"Device '{path}' not found"))
@@ -331,6 +340,15 @@ class Devices(Component):
     @on_command("qom-get")
     def qom_get(self, args: Mapping[str, Any]) -> Outcome:
         path, prop = str(args.get("path")), str(args.get("property"))
+        if self._vcpu(path):
+            vcpu: dict[str, Any] = {
+                "type": VCPU_TYPE,
+                "unavailable-features": [],
+                "filtered-features": [],
+            }
+            if prop not in vcpu:
+                return _error(f"Property '{VCPU_TYPE}.{prop}' not found")
+            return Outcome(vcpu[prop])
         device = self._devices.get(path) or self._devices.get(f"{PERIPHERAL}/{path}")
         if device is None:
             return Outcome(CommandError("DeviceNotFound", f"Device '{path}' not found"))
@@ -350,6 +368,24 @@ class Devices(Component):
         if prop not in values:
             return _error(f"Property '{device.type.name}.{prop}' not found")
         return Outcome(values[prop])
+
+    # --- the balloon -----------------------------------------------------------------
+
+    def _balloon(self) -> _Device | None:
+        return next(
+            (d for d in self._devices.values() if d.type.name.startswith("virtio-balloon")), None
+        )
+
+    @on_command("query-balloon")
+    def query_balloon(self, _args: Mapping[str, Any]) -> Outcome:
+        # No guest balloon driver is simulated: the guest keeps all its memory.
+        if self._balloon() is None:
+            return _NO_BALLOON
+        return Outcome({"actual": self.host.vm.memory})
+
+    @on_command("balloon")
+    def balloon(self, _args: Mapping[str, Any]) -> Outcome:
+        return _NO_BALLOON if self._balloon() is None else Outcome({})
 
     @on_command("query-pci")
     def query_pci(self, _args: Mapping[str, Any]) -> Outcome:
@@ -392,6 +428,14 @@ def _pci_info(devfn: int, qdev_id: str, info: PciFunction) -> dict[str, Any]:
         regions.append(region)
     out["regions"] = regions
     return out
+
+
+VCPU_TYPE = "qemu64-x86_64-cpu"
+_VCPU_PROPERTIES = (
+    {"name": "unavailable-features", "type": "strList"},
+    {"name": "filtered-features", "type": "X86CPUFeatureWordInfo"},
+)
+_NO_BALLOON = Outcome(CommandError("DeviceNotActive", "No balloon device has been activated"))
 
 
 def _deleted_data(dev_id: str | None, path: str) -> dict[str, Any]:

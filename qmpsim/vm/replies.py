@@ -60,6 +60,10 @@ class VmFacts(Protocol):
     def kvm_enabled(self) -> bool: ...
     @property
     def disks(self) -> Sequence[Any]: ...
+    @property
+    def cpu_thread_ids(self) -> Sequence[int]: ...
+    def cpu_props(self, index: int, *, prefer_cores: bool = True) -> dict[str, int]: ...
+    def cpu_path(self, index: int) -> str: ...
 
 
 def machine_type(vm: VmFacts) -> str:
@@ -74,22 +78,29 @@ def _error(error_class: str, desc: str) -> Reply:
 # --- answers that follow from the VM description -----------------------------------
 
 
-def _cpu_props(index: int) -> dict[str, int]:
-    # -smp N on a pc machine: one socket per vCPU, one core, one thread
-    return {"core-id": 0, "thread-id": 0, "socket-id": index}
+def _cpu_props(profile: ProfileSpec, vm: VmFacts, index: int) -> dict[str, int]:
+    # QEMU 6.2 made the vCPUs of a bare -smp N cores of one socket, not sockets
+    return vm.cpu_props(index, prefer_cores=profile.version >= (6, 2))
+
+
+def _thread_ids(vm: VmFacts, rng: random.Random) -> list[int]:
+    """Each vCPU's host thread: the real ones where a process runs them (the drop-in)."""
+    base = rng.randint(2000, 60000)
+    given = list(vm.cpu_thread_ids)
+    return [given[i] if i < len(given) else base + i for i in range(vm.cpus)]
 
 
 def _cpus_fast(profile: ProfileSpec, vm: VmFacts, rng: random.Random, _args: Any) -> Reply:
     template = _recorded_first(profile, "query-cpus-fast", vm)
     out = []
-    base_tid = rng.randint(2000, 60000)
+    tids = _thread_ids(vm, rng)
     for index in range(vm.cpus):
         entry: dict[str, Any] = dict(template) if template else {}
         entry.update(
             {
-                "thread-id": base_tid + index,
-                "props": _cpu_props(index),
-                "qom-path": f"/machine/unattached/device[{index}]",
+                "thread-id": tids[index],
+                "props": _cpu_props(profile, vm, index),
+                "qom-path": vm.cpu_path(index),
                 "cpu-index": index,
             }
         )
@@ -101,15 +112,15 @@ def _cpus_fast(profile: ProfileSpec, vm: VmFacts, rng: random.Random, _args: Any
 
 def _cpus(profile: ProfileSpec, vm: VmFacts, rng: random.Random, _args: Any) -> Reply:
     # query-cpus (QEMU < 6.0): the older, slower form of query-cpus-fast
-    base_tid = rng.randint(2000, 60000)
+    tids = _thread_ids(vm, rng)
     out = [
         {
             "CPU": index,
             "current": index == 0,
             "halted": False,
-            "qom_path": f"/machine/unattached/device[{index}]",
-            "thread_id": base_tid + index,
-            "props": _cpu_props(index),
+            "qom_path": vm.cpu_path(index),
+            "thread_id": tids[index],
+            "props": _cpu_props(profile, vm, index),
             "arch": "x86",
             "pc": 0xFFF0,
         }
@@ -132,9 +143,9 @@ def _hotpluggable(profile: ProfileSpec, vm: VmFacts, _rng: random.Random, _args:
     return {
         "return": [
             {
-                "props": _cpu_props(index),
+                "props": _cpu_props(profile, vm, index),
                 "vcpus-count": 1,
-                "qom-path": f"/machine/unattached/device[{index}]",
+                "qom-path": vm.cpu_path(index),
                 "type": kind,
             }
             for index in reversed(range(vm.cpus))
