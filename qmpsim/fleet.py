@@ -590,15 +590,19 @@ class _Acceptor:
         fd = self._selector.fileno()
         while True:
             await trio.lowlevel.wait_readable(fd)
+            # Every ready listener of one wakeup is served before selecting again:
+            # thousands connect at once, and selecting again after each accept
+            # would cost a scan of all of them each time.
             for key, _ in self._selector.select(0):
                 if not await self._accept(key.data):
-                    break  # the registrations changed: select again
+                    break
 
     async def _accept(self, vm: FleetVm) -> bool:
+        """Accept what waits on ``vm``'s listener; ``False`` to pause accepting."""
         assert vm.socket is not None
         for _ in range(_ACCEPTS_PER_ROUND):
             if not vm.listening:
-                return False
+                return True  # closed since the selection
             try:
                 conn, _ = vm.socket.sock.accept()
             except BlockingIOError:
@@ -616,7 +620,7 @@ class _Acceptor:
                 self._retrying = False
             self._accepted(vm, conn)
             if not vm.fleet.multi_client:
-                return False  # it left the set until its client leaves
+                return True  # it left the set until its client leaves
         return True
 
     def close(self) -> None:
