@@ -30,7 +30,6 @@ import stat
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -112,11 +111,18 @@ class _Delay:
 
 @dataclass(eq=False)
 class _Client:
+    """One connection.  Its task reads; a writer and a dispatcher task run beside it
+    only while they have work (output queued, requests waiting), since a fleet holds
+    thousands of connections that are idle nearly all the time."""
+
     id: int
     conn: ServerConnection
     stream: trio.abc.Stream
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    outbox: deque[tuple[bytes, Any]] = field(default_factory=deque)
+    scope: trio.CancelScope
+    """Cancelled to end the connection: the cancel scope of its nursery."""
+    tasks: trio.Nursery | None
+    """Where the writer and the dispatcher run; ``None`` once the connection ends."""
+    outbox: list[tuple[bytes, Any]] = field(default_factory=list)
     """Bytes to write, each with the message they hold when known (else _UNPARSED)."""
     buffered: int = 0
     """Bytes queued and not yet written."""
@@ -124,14 +130,20 @@ class _Client:
     """The size of the largest message counted in ``buffered``."""
     raw_written: bool = False
     """Raw bytes went out: the transcript must parse what follows as a client would."""
-    wake: trio.Event = field(default_factory=trio.Event)
+    requests: list[Request | bytes] = field(default_factory=list)
+    """Requests read and not yet run: reading pauses while _REQUEST_QUEUE wait."""
+    writing: bool = False
+    dispatching: bool = False
+    ended: bool = False
+    """The client's input ended: once its requests ran, the connection closes."""
+    more: trio.Event | None = None
+    """Set when output is queued or the connection is closing (a writer waits for it)."""
+    room: trio.Event | None = None
+    """Set when a waiting request was taken or the connection is closing (the reader waits)."""
     negotiated: bool = False
     closing: bool = False
-    greeted: trio.Event = field(default_factory=trio.Event)
-    """Set once the greeting is written: QEMU writes it before it reads anything."""
-
-    def poke(self) -> None:
-        self.wake.set()
+    greeted: bool = False
+    """The greeting is written: QEMU writes it before it reads anything."""
 
 
 class Simulator:
@@ -188,7 +200,7 @@ class Simulator:
         self._slot = trio.Semaphore(1)
         self._changed = trio.Event()
         self._exited = trio.Event()
-        self._commands: deque[Request] = deque(maxlen=_REMEMBERED_COMMANDS)
+        self._commands: list[Request] = []  # the newest _REMEMBERED_COMMANDS
         self._overrides: dict[str, list[_Override]] = {}
         self._delays: dict[str, list[_Delay]] = {}
         self._callbacks: dict[str, list[CommandCallback]] = {}
@@ -196,6 +208,7 @@ class Simulator:
         self._before_greeting: list[bytes] = []
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        self._flushing = False
         self._closers: set[Callable[[], None]] = set()
         """Each closes one listener: called when the VM exits."""
 
@@ -204,16 +217,31 @@ class Simulator:
     async def __aenter__(self) -> Simulator:
         if self._nursery is not None:
             raise RuntimeError("this simulator is already running")
+        stack = AsyncExitStack()
+        self._start(await stack.enter_async_context(trio.open_nursery()))
+        self._stack = stack
+        return self
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Run in ``nursery`` instead of being entered (``async with``): the simulator's
+        background work (listeners, throttled events) runs there until it ends.
+
+        For many simulators at once, such as a fleet's: each entered simulator
+        costs a nursery of its own.  A simulator attached cannot be entered.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("this simulator is already running")
+        self._start(nursery)
+
+    def _start(self, nursery: trio.Nursery) -> None:
         if self._offset is not None and not self._wall_clock:
             self._epoch = self._last  # a new trio run: time goes on from the last reading
         self._offset = None
-        stack = AsyncExitStack()
-        self._nursery = await stack.enter_async_context(trio.open_nursery())
-        self._stack = stack
-        self._nursery.start_soon(self._flush_throttled)
+        self._nursery = nursery
+        self._flushing = False
+        self._flush_soon()
         if self.responder is not None:
-            self._nursery.start_soon(self.responder.run)
-        return self
+            nursery.start_soon(self.responder.run)
 
     async def __aexit__(
         self,
@@ -428,6 +456,15 @@ class Simulator:
     def _state_changed(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Release throttled events when they fall due, in a task that runs only while
+        some are held back (a fleet keeps thousands of simulators that hold none)."""
+        if self._flushing or self._nursery is None or self.machine.next_deadline() is None:
+            return
+        self._flushing = True
+        self._nursery.start_soon(self._flush_throttled)
 
     # --- listeners ------------------------------------------------------------------
 
@@ -554,11 +591,15 @@ class Simulator:
             return
         cid = next(self._ids)
         recorded = self.responder.greeting(cid) if self.responder is not None else None
-        client = _Client(cid, ServerConnection(self.machine.profile, greeting=recorded), stream)
-        self._clients[client.id] = client
-        log.info("client %d: connected", client.id)
+        conn = ServerConnection(self.machine.profile, greeting=recorded)
+        log.info("client %d: connected", cid)
+        client: _Client | None = None
         try:
-            with client.scope:
+            async with trio.open_nursery() as nursery:
+                # The connection's own tasks run in its nursery; cancelling the
+                # nursery ends the connection.
+                client = _Client(cid, conn, stream, nursery.cancel_scope, nursery)
+                self._clients[cid] = client
                 for early in self._before_greeting:
                     client.raw_written = True
                     self._enqueue(client, early)
@@ -566,60 +607,83 @@ class Simulator:
                 greeting = client.conn.greeting()
                 parsed = _UNPARSED if client.raw_written else _lexed_greeting(greeting)
                 self._enqueue(client, greeting, parsed)
-                send, receive = trio.open_memory_channel[Request | bytes](_REQUEST_QUEUE)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, client)
-                    nursery.start_soon(self._dispatcher, client, receive)
-                    await self._reader(client, send)
+                await self._reader(client)
+                while client.writing or client.dispatching:
+                    client.room = trio.Event()
+                    await client.room.wait()
+                # Nothing may start in the nursery now: it closes once this body ends
+                # (or once it is cancelled, which _write_soon and _dispatch_soon check).
+                client.tasks = None
         except Exception:
-            log.exception("client %d: internal error; closing its connection", client.id)
+            log.exception("client %d: internal error; closing its connection", cid)
         finally:
-            del self._clients[client.id]
-            self.transcript.end_client(client.id)
+            if client is not None:
+                client.tasks = None
+            self._clients.pop(cid, None)
+            self.transcript.end_client(cid)
             self._state_changed()
             await trio.aclose_forcefully(stream)
-            log.info("client %d: disconnected", client.id)
+            log.info("client %d: disconnected", cid)
 
-    async def _reader(
-        self, client: _Client, requests: trio.MemorySendChannel[Request | bytes]
-    ) -> None:
-        async with requests:
-            # Nothing is read before the greeting is out, so a client that sends at
-            # once is still answered, and recorded, after its greeting.
-            await client.greeted.wait()
-            while True:
-                try:
-                    data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if data:
-                    self.transcript.record(Direction.IN, client.id, self.now(), data)
+    async def _reader(self, client: _Client) -> None:
+        # Nothing is read before the greeting is out, so a client that sends at once
+        # is still answered, and recorded, after its greeting.
+        while not client.greeted:
+            client.room = trio.Event()
+            await client.room.wait()
+        while True:
+            try:
+                data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if data:
+                self.transcript.record(Direction.IN, client.id, self.now(), data)
                 client.conn.receive_data(data)
-                limit = self.max_input_buffer
-                if limit is not None and client.conn.buffered_input > limit:
-                    log.warning(
-                        "client %d: more than %d bytes of one unfinished request; disconnecting it",
-                        client.id,
-                        limit,
-                    )
-                    client.scope.cancel()
-                    return
-                try:
-                    while (item := client.conn.next_request()) is not None:
-                        if isinstance(item, Request) and item.oob:
-                            await self._execute(client, item)
-                        else:
-                            await requests.send(item)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+            else:
+                # What the peer sent before it closed its side is answered first, and
+                # events reach it meanwhile: a half-closed peer may be waiting for them.
+                while (client.requests or client.dispatching) and not client.closing:
+                    client.room = trio.Event()
+                    await client.room.wait()
+                client.conn.receive_data(data)
+            limit = self.max_input_buffer
+            if limit is not None and client.conn.buffered_input > limit:
+                log.warning(
+                    "client %d: more than %d bytes of one unfinished request; disconnecting it",
+                    client.id,
+                    limit,
+                )
+                client.scope.cancel()
+                return
+            while (item := client.conn.next_request()) is not None:
+                if isinstance(item, Request) and item.oob:
+                    await self._execute(client, item)
+                    continue
+                # Like QEMU's monitor, reading pauses while the queue is full.
+                while len(client.requests) >= _REQUEST_QUEUE and not client.closing:
+                    client.room = trio.Event()
+                    await client.room.wait()
+                if client.closing:
                     return  # the dispatcher stopped: the connection is closing
-                if not data:
-                    return
+                client.requests.append(item)
+                self._dispatch_soon(client)
+            if not data:
+                client.ended = True
+                self._dispatch_soon(client)
+                return
 
-    async def _dispatcher(
-        self, client: _Client, requests: trio.MemoryReceiveChannel[Request | bytes]
-    ) -> None:
-        async with requests:
-            async for item in requests:
+    def _dispatch_soon(self, client: _Client) -> None:
+        """Run the client's waiting requests in order, in a task started if none runs."""
+        if not client.dispatching and client.tasks is not None and not client.scope.cancel_called:
+            client.dispatching = True
+            client.tasks.start_soon(self._dispatcher, client)
+
+    async def _dispatcher(self, client: _Client) -> None:
+        try:
+            while client.requests and not client.closing:
+                item = client.requests.pop(0)
+                if client.room is not None:
+                    client.room.set()
                 if isinstance(item, bytes):
                     self._enqueue(client, item)
                     if not client.negotiated and client.conn.state is ConnectionState.COMMAND:
@@ -628,10 +692,16 @@ class Simulator:
                         self._state_changed()
                 else:
                     await self._execute(client, item)
-                if client.closing:
-                    break
-        client.closing = True
-        client.poke()
+        finally:
+            client.dispatching = False
+            if client.room is not None:
+                client.room.set()
+        if client.closing or client.ended:
+            # The rest of the output is written, then the connection ends.
+            client.closing = True
+            if client.room is not None:
+                client.room.set()
+            self._write_soon(client)
 
     async def _execute(self, client: _Client, request: Request) -> None:
         delay = _take(self._delays, request.command)
@@ -665,6 +735,8 @@ class Simulator:
         elif outcome.close:
             self._close_after_output(client)
         self._commands.append(request)
+        if len(self._commands) > _REMEMBERED_COMMANDS:
+            del self._commands[0]
         self._state_changed()
         for callback in list(self._callbacks.get(request.command, ())):
             try:
@@ -675,11 +747,12 @@ class Simulator:
                 log.exception("on_command callback for %s failed", request.command)
                 self.errors.append(exc)
 
-    @staticmethod
-    def _close_after_output(client: _Client) -> None:
+    def _close_after_output(self, client: _Client) -> None:
         client.conn.close()
         client.closing = True
-        client.poke()
+        if client.room is not None:
+            client.room.set()
+        self._write_soon(client)
 
     def _vm_exited(self) -> None:
         """QEMU exits: its sockets go away, and every connection ends once its output
@@ -711,29 +784,46 @@ class Simulator:
         client.outbox.append((data, parsed))
         client.buffered = buffered
         client.largest = largest
-        client.poke()
+        self._write_soon(client)
 
-    async def _next_message(self, client: _Client) -> tuple[bytes, Any] | None:
+    def _write_soon(self, client: _Client) -> None:
+        """Write the client's queued output, in a task started if none runs."""
+        if client.more is not None:
+            client.more.set()
+        if not client.writing and client.tasks is not None and not client.scope.cancel_called:
+            client.writing = True
+            client.tasks.start_soon(self._writer, client)
+
+    @staticmethod
+    async def _next_message(client: _Client) -> tuple[bytes, Any] | None:
         # The bytes stay counted in ``buffered`` until they are written (see _writer).
         while not client.outbox:
             if client.closing:
                 return None
-            client.wake = trio.Event()
-            await client.wake.wait()
-        return client.outbox.popleft()
+            client.more = trio.Event()
+            await client.more.wait()
+        return client.outbox.pop(0)
+
+    @staticmethod
+    def _greeted(client: _Client) -> None:
+        if not client.greeted:
+            client.greeted = True
+            if client.room is not None:
+                client.room.set()  # the reader waits for it
 
     async def _writer(self, client: _Client) -> None:
+        """Write until nothing is queued; then end, or end the connection if it is closing."""
         try:
-            while (data := await self._next_message(client)) is not None:
+            while client.outbox:
                 fault, self._write_fault = self._write_fault, None
-                chunks = [data]
                 if fault is None:
                     # Everything queued goes out in one write: a system call and a trip
                     # through the scheduler per batch instead of per message.
-                    chunks.extend(client.outbox)
-                    client.outbox.clear()
-                elif fault.kind == "coalesce":
-                    client.greeted.set()  # the message it waits for may need a request
+                    chunks, client.outbox = client.outbox, []
+                else:
+                    chunks = [client.outbox.pop(0)]
+                if fault is not None and fault.kind == "coalesce":
+                    self._greeted(client)  # the message it waits for may need a request
                     following = await self._next_message(client)
                     if following is not None:
                         chunks.append(following)
@@ -752,32 +842,37 @@ class Simulator:
                 else:
                     await client.stream.send_all(joined)
                 client.buffered -= len(joined)
-                client.greeted.set()
+                self._greeted(client)
                 client.largest = max((len(chunk) for chunk, _ in client.outbox), default=0)
+            if not client.closing:
+                return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("client %d: went away while being written to", client.id)
+        finally:
+            client.writing = False
+            if client.room is not None:
+                client.room.set()
         client.scope.cancel()
 
     # --- throttled events -----------------------------------------------------------
 
     async def _flush_throttled(self) -> None:
-        while True:
-            changed = self._changed
-            deadline = self.machine.next_deadline()
-            if deadline is None:
-                await changed.wait()
-                continue
-            with trio.move_on_at(self._trio_time(deadline)):
-                await changed.wait()
-            due = self.machine.poll()
-            if due:
-                self.deliver(due)
-            if self.machine.exited:  # a timer's action can end the VM (a guest powering off)
-                self._vm_exited()
-            elif self.machine.next_deadline() == deadline and trio.current_time() >= (
-                self._trio_time(deadline)
-            ):
-                await changed.wait()  # a deadline that yields nothing would spin otherwise
+        try:
+            while (deadline := self.machine.next_deadline()) is not None:
+                changed = self._changed
+                with trio.move_on_at(self._trio_time(deadline)):
+                    await changed.wait()
+                due = self.machine.poll()
+                if due:
+                    self.deliver(due)
+                if self.machine.exited:  # a timer's action can end the VM (a guest powering off)
+                    self._vm_exited()
+                elif self.machine.next_deadline() == deadline and trio.current_time() >= (
+                    self._trio_time(deadline)
+                ):
+                    await changed.wait()  # a deadline that yields nothing would spin otherwise
+        finally:
+            self._flushing = False
 
 
 class BackgroundSimulator:

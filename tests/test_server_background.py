@@ -96,11 +96,15 @@ class _Broken(Exception):
 def _break_the_loop(bg: BackgroundSimulator) -> None:
     """Make the simulator's background flush task fail, as a bug in it would."""
 
+    answers: list[float | None] = [0.0]  # a throttled event is due: the flush task starts
+
     def broken() -> float | None:
+        if answers:
+            return answers.pop()
         raise _Broken("the flush task broke")
 
     bg.call(setattr, bg.sim.machine, "next_deadline", broken)
-    bg.call(bg.sim.emit, "POWERDOWN")  # wakes the flush task, which then fails
+    bg.call(bg.sim.emit, "POWERDOWN")  # starts the flush task, which then fails
 
 
 def test_a_failure_after_start_is_raised_by_run_call_and_exit(sock_dir: Path) -> None:
