@@ -241,9 +241,11 @@ class ScenarioRunner:
         self.sim.emit(step.event, data)
 
     async def _until(self, step: UntilStep) -> None:
+        if step.timeout is None:  # no cancel scope: a fleet has thousands waiting
+            await self.sim.wait_for_command(step.command, step.arguments)
+            return
         # The client is not sped up: its timeout is not scaled.
-        timeout = float("inf") if step.timeout is None else step.timeout
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(step.timeout):
             await self.sim.wait_for_command(step.command, step.arguments)
             return
         self._note(step, f"no {step.command} within {step.timeout:g}s, going on")
@@ -321,28 +323,39 @@ class Session:
         self.speed = speed
         self.seed = seed
         self.runner = ScenarioRunner(sim, scenario, speed=speed, seed=seed)
-        self._scope: trio.CancelScope | None = None
         self._started = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Play the scenario until cancelled, restarting it after each :meth:`reset`."""
         while True:
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.runner.run)
-                    self._started.set()
-                    task_status.started()
-                    task_status = trio.TASK_STATUS_IGNORED
+            # The runner plays in this very task, and a reset cancels its nursery (a
+            # fleet runs thousands of sessions: no task or cancel scope of their own).
+            started = _Started(self, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
+            await self.runner.run(task_status=started)
             self.runner = ScenarioRunner(self.sim, self.scenario, speed=self.speed, seed=self.seed)
 
     async def reset(self) -> None:
         """A fresh VM, no overrides, an empty transcript, and the timeline from the top."""
-        assert self._scope is not None
+        nursery = self.runner._nursery
+        assert nursery is not None, "reset a session that runs"
         self._started = trio.Event()
-        self._scope.cancel()
+        nursery.cancel_scope.cancel()
         self.sim.reset()
         await self._started.wait()
+
+
+class _Started:
+    """The status a session's runner reports to: the session learns it started, and
+    so does whoever started the session (the first time)."""
+
+    def __init__(self, session: Session, outer: trio.TaskStatus[None]) -> None:
+        self.session = session
+        self.outer = outer
+
+    def started(self, value: None = None) -> None:
+        self.session._started.set()
+        self.outer.started()
 
 
 async def serve(
