@@ -260,12 +260,29 @@ class FleetVm:
     fleet: Fleet = field(repr=False)
     session: Session | None = None
     listening: bool = False
-    closed: trio.Event = field(default_factory=trio.Event)
-    """Set when the VM's socket is gone (the VM exited, or the fleet stopped)."""
     socket: UnixSocketFile | None = None
+    live: bool = False
+    """Its simulator runs (it was started for a client, the control channel or a timeline)."""
     _sim: Simulator | None = None
     _scenario: Scenario | None = None
-    _live: trio.Event | None = None
+    _starting: trio.Event | None = None
+    _gone: bool = False
+    _closed: trio.Event | None = None
+
+    @property
+    def closed(self) -> trio.Event:
+        """Set when the VM's socket is gone (the VM exited, or the fleet stopped)."""
+        if self._closed is None:  # made when asked for: most VMs never are
+            self._closed = trio.Event()
+            if self._gone:
+                self._closed.set()
+        return self._closed
+
+    def _close(self) -> None:
+        self.listening = False
+        self._gone = True
+        if self._closed is not None:
+            self._closed.set()
 
     @property
     def name(self) -> str:
@@ -447,44 +464,47 @@ class Fleet:
             acceptor.close()
             for vm, bound in zip(self.vms, sockets, strict=True):
                 bound.close()
-                vm.listening = False
-                vm.closed.set()
+                vm._close()
 
     async def start(self, vm: FleetVm) -> Simulator:
         """Start the VM's simulator (and its scenario, if it plays one) if it is not running."""
-        if vm._live is None:
+        if vm._starting is not None:
+            await vm._starting.wait()  # another task is starting it
+        elif not vm.live:
             if self._nursery is None:
                 raise RuntimeError("the fleet is not running")
-            vm._live = trio.Event()
-            await self._nursery.start(self._run_vm, vm)
-            vm._live.set()
-        else:
-            await vm._live.wait()
+            starting = vm._starting = trio.Event()
+            try:
+                sim = vm.sim
+                # Attached to the fleet's nursery rather than entered: no nursery and
+                # no task per VM, only a task for a scenario that plays.
+                sim.attach(self._nursery)
+                vm.live = True
+                sim.on_exit(functools.partial(self._exited, vm))
+                if _plays_something(vm.scenario):
+                    vm.session = Session(sim, vm.scenario, speed=self.speed)
+                    await self._start_session(vm, vm.session)
+            finally:
+                vm._starting = None
+                starting.set()
         return vm.sim
 
     async def start_session(self, vm: FleetVm) -> Session:
         """The VM's scenario session, started now if it was not (idle VMs start lazily)."""
         await self.start(vm)
         if vm.session is None:
-            assert self._nursery is not None
             vm.session = Session(vm.sim, vm.scenario, speed=self.speed)
-            await self._nursery.start(vm.session.run)
+            await self._start_session(vm, vm.session)
         return vm.session
 
-    async def _run_vm(
-        self, vm: FleetVm, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        # One task a running VM: it holds the simulator and plays the scenario, if any.
-        CURRENT_VM.set(vm.name)  # its log lines name it
-        sim = vm.sim
-        async with sim:
-            sim.on_exit(functools.partial(self._exited, vm))
-            if _plays_something(vm.scenario):
-                vm.session = Session(sim, vm.scenario, speed=self.speed)
-                await vm.session.run(task_status=task_status)
-            else:
-                task_status.started()
-                await trio.sleep_forever()
+    async def _start_session(self, vm: FleetVm, session: Session) -> None:
+        assert self._nursery is not None
+        # The task inherits this context: its log lines name the VM.
+        named = CURRENT_VM.set(vm.name)
+        try:
+            await self._nursery.start(session.run)
+        finally:
+            CURRENT_VM.reset(named)
 
     def _accepted(self, vm: FleetVm, conn: stdsocket.socket) -> None:
         assert self._nursery is not None and self._acceptor is not None
@@ -509,12 +529,11 @@ class Fleet:
         if not vm.listening:
             return
         log.info("%s: the VM exited", vm.name)
-        vm.listening = False
         if self._acceptor is not None:
             self._acceptor.remove(vm)
+        vm._close()
         if vm.socket is not None:
             vm.socket.close()
-        vm.closed.set()
 
     # --- the control channel ---------------------------------------------------------
 
