@@ -355,7 +355,9 @@ class _Started:
 
     def started(self, value: None = None) -> None:
         self.session._started.set()
-        self.outer.started()
+        # Let go of trio's status: it holds the nursery the session started in.
+        outer, self.outer = self.outer, trio.TASK_STATUS_IGNORED
+        outer.started()
 
 
 async def serve(
@@ -403,7 +405,7 @@ async def start_session(
     if scenario is None:
         scenario = dataclasses.replace(IDLE, profile=sim.machine.profile.name)
     if seed is not None:
-        sim.machine.rng.seed(seed)
+        sim.machine.reseed(seed)
     session = Session(sim, scenario, speed=speed, seed=seed)
     await nursery.start(session.run)
     if control is not None:
