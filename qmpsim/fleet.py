@@ -73,12 +73,11 @@ from .errors import QmpSimError
 from .logs import CURRENT_VM
 from .scenario import Scenario, build_machine
 from .server import ListenError, Simulator, UnixSocketFile, bind_unix, clear_stale_socket
-from .transcript import Transcript
+from .transcript import Direction, Entry, Transcript
 
 __all__ = [
     "FD_HEADROOM",
     "FD_PER_VM",
-    "FLEET_TRANSCRIPT_LIMIT",
     "Fleet",
     "FleetConfig",
     "FleetLimitError",
@@ -98,9 +97,6 @@ __all__ = [
 
 log = logging.getLogger("qmpsim.fleet")
 
-FLEET_TRANSCRIPT_LIMIT = 1_000
-"""Entries each VM of a fleet keeps in its transcript (the newest ones)."""
-
 FD_PER_VM = 2
 """File descriptors each VM of a fleet needs: its listening socket and one client."""
 
@@ -113,6 +109,7 @@ _UUID_NAMESPACE = uuid.UUID("5f1c0f4e-8a53-4b8e-9a57-0c3d2f6a6d11")
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 _ACCEPT_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 _ACCEPTS_PER_ROUND = 64  # a VM's burst of connections does not starve the others
+_ACCEPT_BATCH = 64  # listeners served before the connections accepted get to run
 _STOP_GRACE = 5.0  # seconds a worker has to stop before it is killed
 
 
@@ -249,6 +246,18 @@ class FleetConfig:
     seed: int = 0
     speed: float = 1.0
     multi_client: bool = False
+    transcript: int = 0
+
+
+class _NoTranscript(Transcript):
+    """What a VM records when the fleet keeps no transcripts: nothing (not even the
+    parsing state of each connection, or the time to lex every message)."""
+
+    def record(self, direction: Direction, client: int, time: float, raw: bytes) -> Entry:
+        return Entry(direction, client, time, raw)
+
+    def append(self, entry: Entry) -> None:
+        pass
 
 
 @dataclass(eq=False)
@@ -305,10 +314,11 @@ class FleetVm:
     def sim(self) -> Simulator:
         """The VM's simulator, built on first use."""
         if self._sim is None:
+            keep = self.fleet.transcript
             self._sim = Simulator(
                 build_machine(self.scenario),
                 multi_client=self.fleet.multi_client,
-                transcript=Transcript(max_entries=FLEET_TRANSCRIPT_LIMIT),
+                transcript=Transcript(max_entries=keep) if keep else _NoTranscript(),
             )
         return self._sim
 
@@ -341,7 +351,9 @@ class Fleet:
 
     ``scenario`` (``None``: an idle VM) is played by every VM on its own clock,
     with its own seed; ``speed`` scales it as in ``qmpsim serve``.
-    ``multi_client`` serves several clients per VM at once.  ``part`` (a range of
+    ``multi_client`` serves several clients per VM at once.  ``transcript`` is how
+    many entries each VM keeps in its transcript, the newest ones (none by
+    default: each costs ~0.5 KB and the time to parse a message).  ``part`` (a range of
     indices) serves only those VMs of the fleet, as one worker of
     :func:`run_fleet` does.  Run it with :meth:`run` (``nursery.start(fleet.run)``
     returns once every socket listens).
@@ -357,12 +369,15 @@ class Fleet:
         seed: int = 0,
         speed: float = 1.0,
         multi_client: bool = False,
+        transcript: int = 0,
         part: range | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         if "/" in prefix or "\0" in prefix:
             raise ValueError("the name prefix must not contain '/' or NUL")
+        if transcript < 0:
+            raise ValueError("transcript must be a number of entries (0: none)")
         if part is not None and (not part or part.step != 1 or part[0] < 0 or part[-1] >= count):
             raise ValueError(f"part {part} is not a range of VMs of a fleet of {count}")
         self.count = count
@@ -372,6 +387,7 @@ class Fleet:
         self.seed = seed
         self.speed = speed
         self.multi_client = multi_client
+        self.transcript = transcript
         self.part = range(count) if part is None else part
         self.width = len(str(count - 1))
         longest = os.path.join(self.directory, f"{prefix}{count - 1}.sock")
@@ -398,6 +414,7 @@ class Fleet:
             seed=config.seed,
             speed=config.speed,
             multi_client=config.multi_client,
+            transcript=config.transcript,
             part=part,
         )
 
@@ -412,6 +429,7 @@ class Fleet:
             self.seed,
             self.speed,
             self.multi_client,
+            self.transcript,
         )
 
     def __len__(self) -> int:
@@ -549,6 +567,11 @@ class Fleet:
 
     async def vm_command(self, vm: FleetVm, command: str, arguments: dict[str, Any]) -> Any:
         """Run one single-VM control command (``qmpsim-status``, …) on ``vm``."""
+        if command == "qmpsim-transcript" and not self.transcript:
+            raise ControlError(
+                "this fleet keeps no transcripts: start it with --transcript N to keep "
+                "each VM's newest N entries"
+            )
         session = await self.start_session(vm)
         channel = ControlChannel(vm.sim, vm.scenario, lambda: session.runner, session.reset)
         return await channel.execute(command, arguments)
@@ -609,12 +632,17 @@ class _Acceptor:
         fd = self._selector.fileno()
         while True:
             await trio.lowlevel.wait_readable(fd)
-            # Every ready listener of one wakeup is served before selecting again:
-            # thousands connect at once, and selecting again after each accept
-            # would cost a scan of all of them each time.
-            for key, _ in self._selector.select(0):
-                if not await self._accept(key.data):
-                    break
+            # Thousands connect at once: the ready listeners are served a batch at a
+            # time, and the connections of a batch get to run (and finish setting
+            # up) before the next is accepted, which bounds the memory that setting
+            # up takes at once.  Selecting again after each accept would scan every
+            # ready listener each time.
+            ready = self._selector.select(0)
+            for start in range(0, len(ready), _ACCEPT_BATCH):
+                for key, _ in ready[start : start + _ACCEPT_BATCH]:
+                    if not await self._accept(key.data):
+                        break
+                await trio.sleep(0)
 
     async def _accept(self, vm: FleetVm) -> bool:
         """Accept what waits on ``vm``'s listener; ``False`` to pause accepting."""

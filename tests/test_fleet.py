@@ -16,7 +16,6 @@ from test_server_peer import Peer
 
 from qmpsim.errors import QmpSimError
 from qmpsim.fleet import (
-    FLEET_TRANSCRIPT_LIMIT,
     Fleet,
     fleet_identities,
     raise_fd_limit,
@@ -66,7 +65,6 @@ async def test_each_vm_has_its_own_socket_name_and_uuid(tmp_path: Path) -> None:
                 assert (await client.execute("query-name")) == {"return": {"name": vm.name}}
                 uuid = await client.execute("query-uuid")
                 assert uuid == {"return": {"UUID": vm.identity.uuid}}
-        assert {vm.sim.transcript.max_entries for vm in fleet.vms} == {FLEET_TRANSCRIPT_LIMIT}
         nursery.cancel_scope.cancel()
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -242,3 +240,32 @@ async def test_a_part_of_a_fleet_serves_its_own_vms_only(tmp_path: Path) -> None
         nursery.cancel_scope.cancel()
     with pytest.raises(ValueError, match="not a range of VMs"):
         Fleet(4, tmp_path, part=range(3, 5))
+
+
+@pytest.mark.trio
+async def test_transcripts_are_kept_only_when_asked_for(tmp_path: Path) -> None:
+    for keep in (0, 4):
+        where = tmp_path / str(keep)
+        where.mkdir()
+        fleet = Fleet(2, where, transcript=keep)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_fleet, fleet, control=str(where / "c")))
+            client = await connect(fleet.vms[0].path)
+            async with client.stream:
+                await client.execute("qmp_capabilities")
+                for _ in range(5):
+                    await client.execute("query-status")
+            ctl = await connect(str(where / "c"))
+            async with ctl.stream:
+                await ctl.execute("qmp_capabilities")
+                reply = await ctl.execute("qmpsim-transcript", {"vm": "vm0"})
+            nursery.cancel_scope.cancel()
+        if keep:
+            assert len(reply["return"]) == keep  # the newest ones: the last replies
+            assert reply["return"][-1]["json"][0]["return"]["status"] == "running"
+        else:
+            assert reply["error"]["desc"] == (
+                "this fleet keeps no transcripts: start it with --transcript N to keep "
+                "each VM's newest N entries"
+            )
+            assert list(fleet.vms[0].sim.transcript) == []
