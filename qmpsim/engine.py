@@ -405,7 +405,7 @@ async def start_session(
     if scenario is None:
         scenario = dataclasses.replace(IDLE, profile=sim.machine.profile.name)
     if seed is not None:
-        sim.machine.reseed(seed)
+        sim.machine.rng.seed(seed)
     session = Session(sim, scenario, speed=speed, seed=seed)
     await nursery.start(session.run)
     if control is not None:
