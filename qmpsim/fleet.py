@@ -117,7 +117,7 @@ class FleetLimitError(QmpSimError):
     """The fleet cannot run within this system's limits; the message says what to do."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a fleet holds thousands
 class VmIdentity:
     """What tells one VM of a fleet from the others."""
 
@@ -260,7 +260,7 @@ class _NoTranscript(Transcript):
         pass
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: a fleet holds thousands
 class FleetVm:
     """One VM of a fleet: its identity, socket, and (once needed) simulator and scenario run."""
 

@@ -465,15 +465,17 @@ class Machine:
     profile: ProfileSpec = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
     clock: Clock = time.time
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    seed: int | None = None
+    """The seed ``rng`` was made from, when it was: a reset then reseeds it instead
+    of keeping a copy of its start (~2.5 KB, a fleet holds thousands of machines)."""
     status: str = field(init=False, default="running")
     strict_commands: bool = False
     """Refuse (:class:`UnmodelledCommand`) a command whose reply would be generated."""
 
     def __post_init__(self) -> None:
         # A copy of the generator, not getstate(): the state tuple holds 625 Python
-        # ints (~23 KB), ten times the generator's own ~2.5 KB, which counts when a
-        # fleet holds thousands of machines.
-        self._rng_start = copy.copy(self.rng)
+        # ints (~23 KB), ten times the generator's own ~2.5 KB.
+        self._rng_start = copy.copy(self.rng) if self.seed is None else None
         self._commands, self._causes = _routes(type(self))
         self._parts: dict[type[Component], Component] = {k: k(self) for k in self.COMPONENTS}
         self._timers = Timers()
@@ -484,7 +486,10 @@ class Machine:
 
         The random generator rewinds too, so a reset machine repeats its values.
         """
-        self.rng.setstate(self._rng_start.getstate())
+        if self._rng_start is None:
+            self.rng.seed(self.seed)
+        else:
+            self.rng.setstate(self._rng_start.getstate())
         self.status = self.vm.initial_state
         self.exited = False
         self._io_status: dict[str, str] = {d.name: "ok" for d in self.vm.disks}
@@ -812,7 +817,9 @@ class Machine:
         """The seed of generated replies: drawn once from the machine's unspent generator."""
         seed: int | None = self.__dict__.get("_seed_of_replies")
         if seed is None:
-            seed = self.__dict__["_seed_of_replies"] = copy.copy(self._rng_start).getrandbits(64)
+            start = self._rng_start
+            unspent = random.Random(self.seed) if start is None else copy.copy(start)
+            seed = self.__dict__["_seed_of_replies"] = unspent.getrandbits(64)
         return seed
 
     def _unmodelled(self, command: str, arguments: Mapping[str, Any]) -> Outcome:

@@ -1439,9 +1439,13 @@ def build_machine(
     scenario: Scenario, seed: int | None = None, clock: m.Clock = time.time
 ) -> m.Machine:
     """A fresh machine for ``scenario`` (``seed`` overrides ``vm.seed``)."""
-    rng = random.Random(scenario.vm.seed if seed is None else seed)
+    seed = scenario.vm.seed if seed is None else seed
     return m.Machine(
-        vm=vm_config(scenario.vm), profile=PROFILES[scenario.profile], clock=clock, rng=rng
+        vm=vm_config(scenario.vm),
+        profile=PROFILES[scenario.profile],
+        clock=clock,
+        rng=random.Random(seed),
+        seed=seed,
     )
 
 

@@ -109,7 +109,7 @@ class _Delay:
     once: bool
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: a fleet holds thousands
 class _Client:
     """One connection.  Its task reads; a writer and a dispatcher task run beside it
     only while they have work (output queued, requests waiting), since a fleet holds
@@ -1065,7 +1065,7 @@ _FCHMOD_SOCKET = sys.platform.startswith("linux")
 umask), which ``fchmod`` sets; elsewhere only the umask shapes it."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: a fleet holds thousands
 class UnixSocketFile:
     """A listening Unix socket and the identity of the file its bind created."""
 
