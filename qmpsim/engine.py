@@ -323,7 +323,8 @@ class Session:
         self.speed = speed
         self.seed = seed
         self.runner = ScenarioRunner(sim, scenario, speed=speed, seed=seed)
-        self._started = trio.Event()
+        self._started: trio.Event | None = None
+        """Set when the runner restarted after a :meth:`reset` (made by the reset)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Play the scenario until cancelled, restarting it after each :meth:`reset`."""
@@ -339,10 +340,10 @@ class Session:
         """A fresh VM, no overrides, an empty transcript, and the timeline from the top."""
         nursery = self.runner._nursery
         assert nursery is not None, "reset a session that runs"
-        self._started = trio.Event()
+        started = self._started = trio.Event()
         nursery.cancel_scope.cancel()
         self.sim.reset()
-        await self._started.wait()
+        await started.wait()
 
 
 class _Started:
@@ -354,7 +355,9 @@ class _Started:
         self.outer = outer
 
     def started(self, value: None = None) -> None:
-        self.session._started.set()
+        if self.session._started is not None:
+            self.session._started.set()
+            self.session._started = None
         # Let go of trio's status: it holds the nursery the session started in.
         outer, self.outer = self.outer, trio.TASK_STATUS_IGNORED
         outer.started()

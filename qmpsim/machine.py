@@ -450,6 +450,22 @@ class _Window:
     pending: Event | None = None
 
 
+class _Generator:
+    """The ``rng`` of a :class:`Machine`: the generator given, or one made from the
+    machine's seed the first time it is read (a descriptor-typed dataclass field)."""
+
+    def __get__(self, machine: Machine | None, owner: type | None = None) -> random.Random:
+        if machine is None:
+            return None  # type: ignore[return-value]  # the field's default: none given
+        made: random.Random | None = machine.__dict__["_rng"]
+        if made is None:
+            made = machine.__dict__["_rng"] = random.Random(machine.seed or 0)
+        return made
+
+    def __set__(self, machine: Machine, value: random.Random | None) -> None:
+        machine.__dict__["_rng"] = value
+
+
 @dataclass
 class Machine:
     """One simulated VM: a façade over its components (:mod:`qmpsim.vm.component`).
@@ -464,18 +480,22 @@ class Machine:
     vm: VmConfig = field(default_factory=VmConfig)
     profile: ProfileSpec = field(default_factory=lambda: get_profile(DEFAULT_PROFILE))
     clock: Clock = time.time
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    rng: _Generator = _Generator()
+    """The generator of what QEMU picks at random (client ports, connection ids);
+    when none is given, one made from ``seed`` when the machine first draws."""
     seed: int | None = None
-    """The seed ``rng`` was made from, when it was: a reset then reseeds it instead
-    of keeping a copy of its start (~2.5 KB, a fleet holds thousands of machines)."""
+    """The seed of the generator when none is given (0 by default); a reset makes
+    it again rather than rewinding a copy (a fleet holds thousands of machines)."""
     status: str = field(init=False, default="running")
     strict_commands: bool = False
     """Refuse (:class:`UnmodelledCommand`) a command whose reply would be generated."""
 
     def __post_init__(self) -> None:
-        # A copy of the generator, not getstate(): the state tuple holds 625 Python
-        # ints (~23 KB), ten times the generator's own ~2.5 KB.
-        self._rng_start = copy.copy(self.rng) if self.seed is None else None
+        # A generator given is rewound from a copy of its start (a copy, not
+        # getstate(): the state tuple holds 625 Python ints, ~23 KB, ten times the
+        # generator's own ~2.5 KB); one made from the seed is simply made again.
+        given = self.__dict__["_rng"]
+        self._rng_start = None if given is None or self.seed is not None else copy.copy(given)
         self._commands, self._causes = _routes(type(self))
         self._parts: dict[type[Component], Component] = {k: k(self) for k in self.COMPONENTS}
         self._timers = Timers()
@@ -487,7 +507,7 @@ class Machine:
         The random generator rewinds too, so a reset machine repeats its values.
         """
         if self._rng_start is None:
-            self.rng.seed(self.seed)
+            self.__dict__["_rng"] = None  # made from the seed again when needed
         else:
             self.rng.setstate(self._rng_start.getstate())
         self.status = self.vm.initial_state
@@ -818,7 +838,7 @@ class Machine:
         seed: int | None = self.__dict__.get("_seed_of_replies")
         if seed is None:
             start = self._rng_start
-            unspent = random.Random(self.seed) if start is None else copy.copy(start)
+            unspent = random.Random(self.seed or 0) if start is None else copy.copy(start)
             seed = self.__dict__["_seed_of_replies"] = unspent.getrandbits(64)
         return seed
 

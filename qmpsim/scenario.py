@@ -14,7 +14,6 @@ import dataclasses
 import difflib
 import itertools
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -1444,7 +1443,6 @@ def build_machine(
         vm=vm_config(scenario.vm),
         profile=PROFILES[scenario.profile],
         clock=clock,
-        rng=random.Random(seed),
         seed=seed,
     )
 

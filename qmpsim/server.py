@@ -198,8 +198,10 @@ class Simulator:
         self._ids = itertools.count(1)
         self._clients: dict[int, _Client] = {}
         self._slot = trio.Semaphore(1)
-        self._changed = trio.Event()
-        self._exited = trio.Event()
+        # Made when someone waits: a fleet holds thousands of simulators nobody waits on.
+        self._changed: trio.Event | None = None
+        self._exited = False
+        self._exit: trio.Event | None = None
         self._commands: list[Request] = []  # the newest _REMEMBERED_COMMANDS
         self._overrides: dict[str, list[_Override]] = {}
         self._delays: dict[str, list[_Delay]] = {}
@@ -290,7 +292,8 @@ class Simulator:
         commands and the transcript.  Connected clients stay connected; listeners
         closed because the VM exited stay closed."""
         self.machine.reset()
-        self._exited = trio.Event()
+        self._exited = False
+        self._exit = None
         self._overrides.clear()
         self._delays.clear()
         self._callbacks.clear()
@@ -414,7 +417,7 @@ class Simulator:
             for client in self._clients.values():
                 if client.negotiated:
                     return client.id
-            await self._changed.wait()
+            await self._change().wait()
 
     async def wait_for_command(
         self, command: str, arguments: Mapping[str, Any] | None = None
@@ -432,7 +435,7 @@ class Simulator:
                 ):
                     self._commands.remove(request)
                     return request
-            await self._changed.wait()
+            await self._change().wait()
 
     async def wait_exited(self) -> None:
         """Wait until the VM exited (``quit``, or a guest shutdown without ``-no-shutdown``).
@@ -441,21 +444,31 @@ class Simulator:
         connection is closed once its output is written; ``qmpsim serve`` then
         stops, as QEMU's process would.
         """
-        await self._exited.wait()
+        if not self._exited:
+            if self._exit is None:
+                self._exit = trio.Event()
+            await self._exit.wait()
 
     async def wait_no_clients(self) -> None:
         """Wait until no client is connected."""
         while self._clients:
-            await self._changed.wait()
+            await self._change().wait()
 
     @property
     def exited(self) -> bool:
         """Whether the VM exited."""
-        return self._exited.is_set()
+        return self._exited
+
+    def _change(self) -> trio.Event:
+        """Set at the next change of state (a client came or went, a command ran…)."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
 
     def _state_changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
         self._flush_soon()
 
     def _flush_soon(self) -> None:
@@ -757,9 +770,11 @@ class Simulator:
     def _vm_exited(self) -> None:
         """QEMU exits: its sockets go away, and every connection ends once its output
         is written."""
-        if not self._exited.is_set():
+        if not self._exited:
             log.info("the VM exited")
-            self._exited.set()
+            self._exited = True
+            if self._exit is not None:
+                self._exit.set()
         for close in list(self._closers):
             close()
         for client in list(self._clients.values()):
@@ -859,7 +874,7 @@ class Simulator:
     async def _flush_throttled(self) -> None:
         try:
             while (deadline := self.machine.next_deadline()) is not None:
-                changed = self._changed
+                changed = self._change()
                 with trio.move_on_at(self._trio_time(deadline)):
                     await changed.wait()
                 due = self.machine.poll()
