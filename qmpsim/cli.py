@@ -781,7 +781,9 @@ its own file descriptor limit; the control channel reaches every VM.  Each
 worker reserves a listener and a client per VM plus 256 descriptors, raising
 its soft limit up to the hard limit; when the hard limit cannot hold that the
 fleet refuses to start and says how many workers would do.  A worker that dies
-stops the fleet (exit status 1); Ctrl-C or SIGTERM stops every worker."""
+stops the fleet (exit status 1); Ctrl-C or SIGTERM stops every worker.  VMs
+keep no transcript unless --transcript N says how many entries each keeps
+(~0.5 KB each)."""
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -810,6 +812,13 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--control", metavar="PATH", help="serve the fleet's control channel on a Unix socket"
     )
+    parser.add_argument(
+        "--transcript",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep each VM's newest N transcript entries, for qmpsim-transcript (default: none)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
 
 
@@ -827,6 +836,8 @@ def fleet(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
+    if args.transcript < 0:
+        raise UsageError("--transcript must be a number of entries (0: none)")
     if "/" in args.prefix:
         raise UsageError("--prefix must not contain '/'")
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
@@ -856,6 +867,7 @@ def fleet(args: argparse.Namespace) -> int:
         seed=args.seed,
         speed=args.speed,
         multi_client=args.multi,
+        transcript=args.transcript,
     )
     return trio.run(_fleet, config, workers, args.control, args.verbose)
 

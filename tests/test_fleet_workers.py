@@ -210,6 +210,7 @@ def test_bad_worker_counts_and_a_file_for_dir_are_usage_errors(fleet_dir: Path) 
     (fleet_dir / "file").write_text("")
     for args, message in (
         (["--workers", "0", "--dir", str(fleet_dir)], "--workers must be at least 1"),
+        (["--transcript", "-1", "--dir", str(fleet_dir)], "--transcript must be a number"),
         (["--dir", str(fleet_dir / "file")], f"--dir {fleet_dir / 'file'}: exists and is not"),
     ):
         done = subprocess.run(
