@@ -8,9 +8,9 @@ conformant event sequence QEMU would emit.  Events QEMU throttles, and events
 that come after a reply, wait in the machine until :meth:`Machine.poll` hands
 them out; :meth:`Machine.next_deadline` says when.
 
-The machine is a façade: run state, disks and the watchdog are its own, each
-other area is a component of :mod:`qmpsim.vm` (``Machine.COMPONENTS``), and one
-dispatch table routes every command and cause to its handler.
+The machine is a façade: run state and the watchdog are its own, each other
+area (disks included) is a component of :mod:`qmpsim.vm` (``Machine.COMPONENTS``),
+and one dispatch table routes every command and cause to its handler.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from .catalog import DEFAULT_PROFILE, ProfileSpec, fit_event_data, get_profile, validate_event
 from .errors import CatalogError
 from .vm.backends import Backends
+from .vm.block import BlockGraph, DiskError, DiskIo, DiskRepaired, TrayMoved
 from .vm.component import (
     Action,
     Component,
@@ -49,16 +50,27 @@ from .vm.display import (
     VncInitialize,
 )
 from .vm.guest import Guest, GuestConfig
+from .vm.images import (
+    DISK_FORMATS,
+    ERROR_POLICIES,
+    DiskConfig,
+    ImageConfig,
+    check_disks,
+    complete_disks,
+)
 from .vm.replies import GENERATED, fit_reply, unmodelled_reply
 from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
+    "DISK_FORMATS",
+    "ERROR_POLICIES",
     "Cause",
     "Clock",
     "CommandError",
     "DeviceEjected",
     "DiskConfig",
     "DiskError",
+    "DiskIo",
     "DiskRepaired",
     "Event",
     "GuestConfig",
@@ -66,6 +78,7 @@ __all__ = [  # the names other modules and users import from here
     "GuestPowerdown",
     "GuestReset",
     "GuestShutdown",
+    "ImageConfig",
     "Machine",
     "MachineError",
     "ManualClock",
@@ -75,6 +88,7 @@ __all__ = [  # the names other modules and users import from here
     "SpiceConnect",
     "SpiceDisconnect",
     "SpiceInitialize",
+    "TrayMoved",
     "UnmodelledCommand",
     "UnplugRefused",
     "VmConfig",
@@ -114,7 +128,6 @@ INITIAL_STATES = ("running", "paused", "prelaunch")
 # runstate_needs_reset(): the states only system_reset leaves.  guest-panicked is not
 # one of them: QEMU 7.2 resumes a panicked guest on `cont` (tests/test_diff_guest_devices.py).
 _NEEDS_RESET = ("shutdown", "internal-error")
-_STRERROR = {False: "Input/output error", True: "No space left on device"}
 
 
 class UnmodelledCommand(MachineError):
@@ -151,21 +164,6 @@ def virtual_clock(start: float, elapsed: Callable[[], float]) -> Clock:
 
 
 # --- causes: things that happen to the VM, which the machine turns into events ---
-
-
-@dataclass(frozen=True)
-class DiskError:
-    """A disk I/O error on ``device``; the disk's error policy decides the action.
-
-    When the action is ``stop``, ``cont`` retries the request: it succeeds unless
-    ``persistent``, in which case it fails again (same event, another STOP) at every
-    ``cont`` until :class:`DiskRepaired` (or ``system_reset``, which drops it).
-    """
-
-    device: str
-    operation: str = "read"  # "read" | "write"
-    nospace: bool = False
-    persistent: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,16 +206,11 @@ class HostSignal:
     ``{guest: false, reason: host-signal}``, then QEMU exits, even under ``-no-shutdown``."""
 
 
-@dataclass(frozen=True)
-class DiskRepaired:
-    """The host fixed what made ``device`` fail; the next ``cont`` retry succeeds."""
-
-    device: str
-
-
 Cause = (
     DiskError
     | DiskRepaired
+    | DiskIo
+    | TrayMoved
     | WatchdogExpired
     | RtcChange
     | GuestShutdown
@@ -236,95 +229,6 @@ Cause = (
 )
 
 # --- the VM description ----------------------------------------------------------
-
-ERROR_POLICIES = ("report", "ignore", "stop", "enospc")
-DISK_FORMATS = ("raw", "qcow2")
-# what `qemu-img create` allocates for an empty image (query-block's actual-size)
-_FRESH_SIZE = {"raw": 4096, "qcow2": 200704}
-
-
-@dataclass(frozen=True)
-class DiskConfig:
-    """A block device: ``-drive file=…,format=…,if=virtio,rerror=…,werror=…``.
-
-    Left empty, ``node_name``, ``file``, ``qdev`` and ``actual_size`` are filled in
-    by :class:`VmConfig`, per disk, as QEMU would: an automatic ``#blockNNN`` node
-    name, ``/var/lib/qemu/NAME.qcow2`` (``.img`` when raw), the disk's own virtio
-    device, and the size of a freshly created image.  A ``thin`` disk is
-    thin-provisioned: only such a disk can run out of space (ENOSPC).
-    """
-
-    name: str = "virtio0"
-    node_name: str = ""
-    file: str = ""
-    format: str = "qcow2"
-    virtual_size: int = 16 * 1024**3
-    actual_size: int | None = None
-    read_only: bool = False
-    on_read_error: str = "report"
-    on_write_error: str = "enospc"
-    qdev: str = ""
-    thin: bool = False
-    device: str | None = None
-    """The backend's name on the wire (``query-block``'s ``device``): ``None`` is ``name``;
-    ``""`` for a disk on a ``-blockdev`` node, which QEMU names by ``node_name`` only."""
-    storage_node_name: str | None = None
-    """The protocol (``file``) node under the format node, when the command line named it."""
-    media: str = "disk"
-    """``disk`` or ``cdrom``."""
-
-    @property
-    def wire_name(self) -> str:
-        """What QEMU calls this disk in ``query-block`` and ``BLOCK_IO_ERROR``."""
-        return self.name if self.device is None else self.device
-
-    def action(self, operation: str, nospace: bool) -> str:
-        """The ``BLOCK_IO_ERROR`` action this disk takes (``blk_get_error_action``)."""
-        policy = self.on_write_error if operation == "write" else self.on_read_error
-        if policy == "enospc":
-            return "stop" if nospace else "report"
-        return policy
-
-    @property
-    def iostatus_enabled(self) -> bool:
-        """Whether QEMU tracks (and reports) this disk's io-status (``blk_iostatus_is_enabled``)."""
-        return self.on_write_error in ("enospc", "stop") or self.on_read_error == "stop"
-
-
-def _complete_disks(disks: tuple[DiskConfig, ...]) -> tuple[DiskConfig, ...]:
-    """The disks with every value QEMU would choose filled in.
-
-    Each ``-drive`` opens its protocol node, then its format node; a node without a
-    name gets ``#block`` + a counter + two random digits (``id_generate``).  Here
-    the digits follow from the counter, so a description always names its nodes
-    alike (the first disk's is ``#block103``).
-    """
-    if all(d.node_name and d.file and d.qdev and d.actual_size is not None for d in disks):
-        return disks
-    taken = {d.node_name for d in disks if d.node_name}
-    counter = 0
-    out = []
-    for i, d in enumerate(disks):
-        protocol = f"#block{counter}{3 * counter % 100:02d}"
-        counter += 1  # the protocol node's automatic name
-        node_name = d.node_name
-        while not node_name:
-            node_name = f"#block{counter}{3 * counter % 100:02d}"
-            counter += 1
-            if node_name in taken:  # a name given to another disk
-                node_name = ""
-        taken.add(node_name)
-        out.append(
-            replace(
-                d,
-                node_name=node_name,
-                file=d.file or f"/var/lib/qemu/{d.name}.{'img' if d.format == 'raw' else 'qcow2'}",
-                qdev=d.qdev or f"/machine/peripheral-anon/device[{i}]/virtio-backend",
-                actual_size=_FRESH_SIZE[d.format] if d.actual_size is None else d.actual_size,
-                storage_node_name=d.storage_node_name or protocol,
-            )
-        )
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -364,6 +268,9 @@ class VmConfig:
     initial_state: str = "running"
     watchdog: str | None = None
     disks: tuple[DiskConfig, ...] = ()
+    images: tuple[ImageConfig, ...] = ()
+    """Image files on the host the VM can open besides its disks' (backing files,
+    mirror targets, CD-ROM images)."""
     vnc: VncConfig | None = None
     spice: SpiceConfig | None = None
     cpus: int = 0
@@ -389,25 +296,9 @@ class VmConfig:
             raise MachineError(
                 f"initial_state {self.initial_state!r} is not one of {', '.join(INITIAL_STATES)}"
             )
-        names = [d.name for d in self.disks]
-        node_names = [d.node_name for d in self.disks if d.node_name]
-        for d in self.disks:
-            if names.count(d.name) > 1:
-                raise MachineError(f"two disks are named {d.name!r}")
-            if d.node_name and node_names.count(d.node_name) > 1:
-                raise MachineError(f"two disks have the node name {d.node_name!r}")
-            if d.format not in DISK_FORMATS:
-                raise MachineError(
-                    f"disk {d.name!r}: format {d.format!r} is not one of {', '.join(DISK_FORMATS)}"
-                )
-            for policy in (d.on_read_error, d.on_write_error):
-                if policy not in ERROR_POLICIES:
-                    raise MachineError(
-                        f"disk {d.name!r}: error policy {policy!r} is not one of "
-                        + ", ".join(ERROR_POLICIES)
-                    )
+        check_disks(self.disks, self.images)
         # frozen, but completed once here: every reader sees the values QEMU would report
-        object.__setattr__(self, "disks", _complete_disks(self.disks))
+        object.__setattr__(self, "disks", complete_disks(self.disks, self.images))
 
     def cpu_props(self, index: int, *, prefer_cores: bool = True) -> dict[str, int]:
         """vCPU ``index``'s place in the topology (``query-hotpluggable-cpus``' props).
@@ -474,7 +365,13 @@ class Machine:
     model's to change: it is not a constructor argument.
     """
 
-    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (Display, Guest, Backends, Devices)
+    COMPONENTS: ClassVar[tuple[type[Component], ...]] = (
+        Display,
+        Guest,
+        Backends,
+        Devices,
+        BlockGraph,
+    )
     """The parts every machine is built of; each declares its commands and causes."""
 
     vm: VmConfig = field(default_factory=VmConfig)
@@ -512,10 +409,7 @@ class Machine:
             self.rng.setstate(self._rng_start.getstate())
         self.status = self.vm.initial_state
         self.exited = False
-        self._io_status: dict[str, str] = {d.name: "ok" for d in self.vm.disks}
-        self._failing: dict[str, DiskError] = {}
         self._windows: dict[str, _Window] = {}
-        self._retry: list[DiskError] = []
         self._timers.clear()
         for part in self._parts.values():
             part.reset()
@@ -580,9 +474,6 @@ class Machine:
         the devices retry after ``cont`` (which may stop the VM again).
         """
         out: list[Event] = []
-        retry, self._retry = self._retry, []
-        for error in retry:
-            out += self._on_DiskError(error)
         for part in self._parts.values():
             out += part.poll()
         while not self.exited and (timer := self._timers.pop_due(self.clock())) is not None:
@@ -601,8 +492,6 @@ class Machine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has something to do, on the clock's scale."""
-        if self._retry:
-            return self.clock()
         deadlines: list[float | None] = [w.closes for w in self._windows.values()]
         deadlines += (part.next_deadline() for part in self._parts.values())
         if not self.exited:  # an exited VM runs nothing more
@@ -669,6 +558,7 @@ class Machine:
             return "the VM has exited"
         guest = (
             DiskError,
+            DiskIo,
             WatchdogExpired,
             RtcChange,
             GuestShutdown,
@@ -679,15 +569,6 @@ class Machine:
         )
         if isinstance(cause, guest) and not self.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
-        if isinstance(cause, DiskError | DiskRepaired):
-            try:
-                disk = self.vm.disk(cause.device)
-            except MachineError as exc:
-                return str(exc)
-            if isinstance(cause, DiskError) and cause.nospace and not disk.thin:
-                return f"disk {disk.name!r} is not thin-provisioned: it cannot run out of space"
-        if isinstance(cause, DiskError) and cause.operation not in ("read", "write"):
-            return f"operation {cause.operation!r} is not read or write"
         if isinstance(cause, WatchdogExpired) and (cause.action or self.vm.watchdog) is None:
             return "the VM has no watchdog (VmConfig.watchdog) and the cause names no action"
         if isinstance(cause, GuestPanic) and "GUEST_PANICKED" not in self.profile.events:
@@ -714,38 +595,6 @@ class Machine:
 
     def _target(self, route: Route) -> Any:
         return self if route.part is None else self._parts[route.part]
-
-    @on_cause(DiskError)
-    def _on_DiskError(self, c: DiskError) -> list[Event]:
-        disk = self.vm.disk(c.device)
-        action = disk.action(c.operation, c.nospace)
-        if action == "stop" and disk.iostatus_enabled and self._io_status[disk.name] == "ok":
-            self._io_status[disk.name] = "nospace" if c.nospace else "failed"
-        if action == "stop" and c.persistent:
-            self._failing[disk.name] = c
-        events = [self._event("BLOCK_IO_ERROR", self._io_error_data(disk, c, action))]
-        if action == "stop":
-            events += self._stop("io-error")
-        return events
-
-    def _io_error_data(self, disk: DiskConfig, c: DiskError, action: str) -> dict[str, Any]:
-        if not self.profile.run_states:
-            return {"device": disk.wire_name, "operation": c.operation, "action": action}
-        data: dict[str, Any] = {"device": disk.wire_name, "node-name": disk.node_name}
-        data["operation"] = c.operation
-        data["action"] = action
-        if disk.iostatus_enabled:
-            data["nospace"] = c.nospace
-        data["reason"] = _STRERROR[c.nospace]
-        spec = self.profile.events["BLOCK_IO_ERROR"].data
-        if spec is not None and spec.member("qom-path") is not None:  # QEMU 9.2 on
-            data["qom-path"] = disk.qdev
-        return data
-
-    @on_cause(DiskRepaired)
-    def _on_DiskRepaired(self, c: DiskRepaired) -> list[Event]:
-        self._failing.pop(c.device, None)
-        return []
 
     @on_cause(WatchdogExpired)
     def _on_WatchdogExpired(self, c: WatchdogExpired) -> list[Event]:
@@ -890,22 +739,20 @@ class Machine:
             return Outcome(
                 CommandError("GenericError", "Resetting the Virtual Machine is required")
             )
-        for name in self._io_status:
-            self._io_status[name] = "ok"
+        self.part(BlockGraph).continued()
         if self.running:
             return Outcome({})
         self.status = "running"
         resume = self._event("RESUME")
         # the devices retry their failed requests once the VM runs again, after the reply
-        self._retry += self._failing.values()
-        self._failing.clear()
+        self.part(BlockGraph).resumed()
         return Outcome({}, (resume,))
 
     @on_command("system_reset")
     def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
         event = self._event("RESET", self._reset_data(False, "host-qmp-system-reset"))
         self.part(Guest).rebooted()
-        self._failing.clear()  # a reset drops the requests that were waiting for a retry
+        self.part(BlockGraph).requests_dropped()
         if self.profile.run_states and not self.running:
             self.status = "prelaunch"
         return Outcome({}, (event,))
@@ -919,68 +766,6 @@ class Machine:
         event = self._event("SHUTDOWN", self._reset_data(False, "host-qmp-quit"))
         self.exited = True
         return Outcome({}, (event,), close=True)
-
-    @on_command("query-block")
-    def _cmd_query_block(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome([self._block_info(d) for d in self.vm.disks])
-
-    @on_command("query-named-block-nodes")
-    def _cmd_query_named_block_nodes(self, _args: Mapping[str, Any]) -> Outcome:
-        # Every node, newest first: a disk's format node, then the protocol node under it.
-        nodes: list[dict[str, Any]] = []
-        for d in reversed(self.vm.disks):
-            if d.media == "cdrom" and not d.file:
-                continue  # an empty drive has no node
-            format_node = self._block_info(d)["inserted"]
-            nodes.append(format_node)
-            if d.storage_node_name:
-                protocol = dict(format_node, **{"node-name": d.storage_node_name, "drv": "file"})
-                image = {k: v for k, v in format_node["image"].items() if k != "format-specific"}
-                image.pop("cluster-size", None)
-                protocol["image"] = image | {"format": "file"}
-                nodes.append(protocol)
-        return Outcome(nodes)
-
-    def _block_info(self, d: DiskConfig) -> dict[str, Any]:
-        if not self.profile.run_states:
-            inserted0 = {"file": d.file, "ro": d.read_only, "drv": d.format, "encrypted": False}
-            return {
-                "device": d.wire_name,
-                "type": "hd",
-                "removable": False,
-                "locked": False,
-                "inserted": inserted0,
-            }
-        image: dict[str, Any] = {"filename": d.file, "format": d.format, "dirty-flag": False}
-        image["actual-size"] = d.actual_size
-        image["virtual-size"] = d.virtual_size
-        if d.format == "qcow2":
-            image["cluster-size"] = 65536
-            image["format-specific"] = {"type": "qcow2", "data": dict(_QCOW2_INFO)}
-        inserted: dict[str, Any] = {
-            "file": d.file,
-            "node-name": d.node_name,
-            "ro": d.read_only,
-            "drv": d.format,
-            "backing_file_depth": 0,
-            "encrypted": False,
-            "detect_zeroes": "off",
-            **dict.fromkeys(("bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"), 0),
-            "image": image,
-            "cache": {"writeback": True, "direct": False, "no-flush": False},
-            "write_threshold": 0,
-        }
-        info: dict[str, Any] = {
-            "device": d.wire_name,
-            "qdev": d.qdev,
-            "type": "unknown",
-            "removable": False,
-            "locked": False,
-            "inserted": inserted,
-        }
-        if d.iostatus_enabled:
-            info["io-status"] = self._io_status[d.name]
-        return info
 
     @on_command("human-monitor-command")
     def _cmd_human_monitor_command(self, args: Mapping[str, Any]) -> Outcome:
@@ -1031,16 +816,6 @@ class Machine:
             return f"kvm support: {state}\r\n"
         return None
 
-
-# ImageInfoSpecificQCow2 of an image `qemu-img create -f qcow2` made (QEMU 7.2's defaults)
-_QCOW2_INFO = {
-    "compat": "1.1",
-    "extended-l2": False,
-    "lazy-refcounts": False,
-    "corrupt": False,
-    "refcount-bits": 16,
-    "compression-type": "zlib",
-}
 
 # the `info` subcommands qmpsim answers, with QEMU's help texts
 _HMP_INFO = {

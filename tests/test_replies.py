@@ -72,7 +72,8 @@ def test_generated_replies_are_the_same_for_the_same_seed() -> None:
     assert isinstance(first, dict) and isinstance(first["data"], str)
     other = Machine(profile=get_profile("qemu-7.2"), rng=random.Random(7))
     assert other.execute("query-sev-attestation-report", arguments).reply != first
-    assert _machine().execute("block_resize", {"node-name": "n", "size": 1}).reply == {}
+    threshold = {"node-name": "n", "write-threshold": 1}
+    assert _machine().execute("block-set-write-threshold", threshold).reply == {}
 
 
 def test_a_strict_machine_refuses_to_make_up_a_reply() -> None:
