@@ -58,6 +58,8 @@ from .vm.images import (
     check_disks,
     complete_disks,
 )
+from .vm.job_kinds import JobStarts
+from .vm.jobs import JobError, Jobs
 from .vm.replies import GENERATED, fit_reply, unmodelled_reply
 from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
@@ -79,6 +81,7 @@ __all__ = [  # the names other modules and users import from here
     "GuestReset",
     "GuestShutdown",
     "ImageConfig",
+    "JobError",
     "Machine",
     "MachineError",
     "ManualClock",
@@ -211,6 +214,7 @@ Cause = (
     | DiskRepaired
     | DiskIo
     | TrayMoved
+    | JobError
     | WatchdogExpired
     | RtcChange
     | GuestShutdown
@@ -371,6 +375,8 @@ class Machine:
         Backends,
         Devices,
         BlockGraph,
+        Jobs,
+        JobStarts,
     )
     """The parts every machine is built of; each declares its commands and causes."""
 

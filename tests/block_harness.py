@@ -20,13 +20,14 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from qemu_harness import Referee, qemu_process
+from qemu_harness import SAFETY_TIMEOUT, Referee, qemu_process
 from test_diff_machine import RealMonitor
 
 from qmpsim.catalog import get_profile
@@ -69,8 +70,11 @@ def write_data(path: str, fmt: str, offset: int, length: int) -> None:
 
 
 def host_image(path: str) -> ImageConfig:
-    """What ``path`` is, as QEMU will find it: format, sizes, backing file."""
+    """What ``path`` is, as QEMU will find it: format, sizes, backing file, data."""
     facts = json.loads(qemu_img("info", "--output=json", "-U", path))
+    extents = json.loads(qemu_img("map", "--output=json", "-U", path))
+    # the image's own data: extents it holds (depth 0), not its backing file's
+    data = sum(e["length"] for e in extents if e["data"] and e["depth"] == 0)
     return ImageConfig(
         path,
         facts["format"],
@@ -78,6 +82,7 @@ def host_image(path: str) -> ImageConfig:
         os.stat(path).st_blocks * 512,
         facts.get("full-backing-filename"),
         os.stat(path).st_size,
+        data,
     )
 
 
@@ -166,7 +171,9 @@ class Sim:
 
 
 def _with_backing(disk: Any, image: ImageConfig) -> Any:
-    return dataclasses.replace(disk, backing=image.backing, file_size=image.file_size)
+    return dataclasses.replace(
+        disk, backing=image.backing, file_size=image.file_size, data=image.data
+    )
 
 
 class Real:
@@ -184,6 +191,21 @@ class Real:
             line = self.monitor.file.readline()
             assert line, "QEMU closed the monitor"
             self.messages.append(json.loads(line))
+
+    def settle(self, command: str, done: Callable[[Any], bool]) -> None:
+        """Ask ``command`` until its answer satisfies ``done`` (QEMU finishing I/O it
+        started on its own); the probes are not part of the conversation."""
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while True:
+            start = len(self.messages)
+            reply = self.execute(command)
+            probes = [m for m in self.messages[start:] if "event" not in m]
+            for probe in probes:
+                self.messages.remove(probe)
+            if done(reply.get("return")):
+                return
+            assert time.monotonic() < deadline, f"QEMU never settled: {reply}"
+            time.sleep(0.01)  # waiting on a real process's I/O, not syncing the model
 
 
 class Pair:

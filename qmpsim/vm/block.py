@@ -81,7 +81,7 @@ def _error(desc: str, error_class: str = "GenericError") -> Outcome:
     return Outcome(CommandError(error_class, desc))
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """A command refused with QEMU's error (raised deep, answered at the top)."""
 
     def __init__(self, desc: str, error_class: str = "GenericError") -> None:
@@ -89,14 +89,15 @@ class _Refused(Exception):
         self.error = CommandError(error_class, desc)
 
 
-def _refusals(fn: Any) -> Any:
-    """Turn a :class:`_Refused` raised by a handler into its error reply."""
+def refusals(fn: Any) -> Any:
+    """Turn a :class:`Refused` raised by a command handler into its error reply (after
+    the events the handler had made: QEMU sends those before it fails)."""
 
-    def run(self: BlockGraph, args: Mapping[str, Any]) -> Outcome:
+    def run(self: Any, args: Mapping[str, Any]) -> Outcome:
         try:
             outcome: Outcome = fn(self, args)
-        except _Refused as exc:
-            return Outcome(exc.error, tuple(self._pending_events()))
+        except Refused as exc:
+            return Outcome(exc.error, tuple(self.host.part(BlockGraph).pending_events()))
         return outcome
 
     run.__name__ = fn.__name__
@@ -138,6 +139,7 @@ class BlockGraph(Component):
             disk.actual_size,
             disk.backing,
             disk.file_size,
+            disk.data,
         )
         self.images[disk.file] = top
         read_only = disk.read_only or (disk.media == "cdrom" and disk.device is None)
@@ -185,22 +187,31 @@ class BlockGraph(Component):
             return self.graph.find(node_name)
         return None
 
+    def device_name(self, node: Node) -> str:
+        """``bdrv_get_device_name``: the name of the backend ``node`` is the root of."""
+        backend = self.graph.backend_of(node)
+        return backend.config.wire_name if backend is not None else ""
+
+    def device_or_node_name(self, node: Node) -> str:
+        """``bdrv_get_device_or_node_name``."""
+        return self.device_name(node) or node.name
+
     def _by_device_or_id(self, args: Mapping[str, Any]) -> Backend:
         """``qmp_get_blk``: exactly one of ``device`` and ``id``."""
         device, qdev = args.get("device"), args.get("id")
         if (device is None) == (qdev is None):
-            raise _Refused("Need exactly one of 'device' and 'id'")
+            raise Refused("Need exactly one of 'device' and 'id'")
         if qdev is not None:
             b = self.graph.backend_by_qdev(qdev)
             if b is not None:
                 return b
             if self.graph.backend_by_qdev(f"/machine/peripheral/{qdev}/virtio-backend"):
                 # a virtio-blk proxy: its backend is its virtio-backend child's
-                raise _Refused("Device does not have a block device backend")
-            raise _Refused(f"Device '{qdev}' not found", "DeviceNotFound")
+                raise Refused("Device does not have a block device backend")
+            raise Refused(f"Device '{qdev}' not found", "DeviceNotFound")
         b = self.graph.backend(str(device))
         if b is None:
-            raise _Refused(f"Device '{device}' not found", "DeviceNotFound")
+            raise Refused(f"Device '{device}' not found", "DeviceNotFound")
         return b
 
     @staticmethod
@@ -240,10 +251,10 @@ class BlockGraph(Component):
     # --- blockdev-add / blockdev-del ------------------------------------------------
 
     @on_command("blockdev-add")
-    @_refusals
+    @refusals
     def blockdev_add(self, args: Mapping[str, Any]) -> Outcome:
         if not args.get("node-name"):
-            raise _Refused("'node-name' must be specified for the root node")
+            raise Refused("'node-name' must be specified for the root node")
         node = self._open(args, bool(args.get("read-only", False)))
         node.monitor = True
         return Outcome({})
@@ -258,11 +269,11 @@ class BlockGraph(Component):
         if driver in ("raw", "qcow2"):
             child = args.get("file")
             if child is None:
-                raise _Refused("Parameter 'file' is missing")
+                raise Refused("Parameter 'file' is missing")
             if isinstance(child, str):
                 proto = self.graph.find(child) or self._refuse_missing(child)
                 if self.graph.backend_of(proto) is not None or self.graph.parents(proto):
-                    raise _Refused(
+                    raise Refused(
                         f"Conflicts with use by {self._user(proto)} as 'file', which does not "
                         "allow 'write' on " + proto.name
                     )
@@ -289,17 +300,17 @@ class BlockGraph(Component):
 
     def _check_name(self, name: str) -> None:
         """``bdrv_assign_node_name``'s checks, in its order."""
-        if not _wellformed(name):
-            raise _Refused(f"Invalid node-name: '{name}'")
+        if not wellformed(name):
+            raise Refused(f"Invalid node-name: '{name}'")
         if self.graph.backend(name) is not None:
-            raise _Refused(f"node-name={name} is conflicting with a device id")
+            raise Refused(f"node-name={name} is conflicting with a device id")
         if self.graph.find(name) is not None:
-            raise _Refused(f"Duplicate nodes with node-name='{name}'")
+            raise Refused(f"Duplicate nodes with node-name='{name}'")
         if len(name) >= 32:
-            raise _Refused("Node name too long")
+            raise Refused("Node name too long")
 
     def _refuse_missing(self, name: str) -> Node:
-        raise _Refused(f"Cannot find device='{name}' nor node-name='{name}'")
+        raise Refused(f"Cannot find device='{name}' nor node-name='{name}'")
 
     def _user(self, node: Node) -> str:
         backend = self.graph.backend_of(node)
@@ -309,40 +320,40 @@ class BlockGraph(Component):
         return f"node '{parents[0].name}'" if parents else "nobody"
 
     @on_command("blockdev-del")
-    @_refusals
+    @refusals
     def blockdev_del(self, args: Mapping[str, Any]) -> Outcome:
         name = str(args.get("node-name"))
         node = self.graph.find(name)
         if node is None:
-            raise _Refused(f"Failed to find node with node-name='{name}'")
+            raise Refused(f"Failed to find node with node-name='{name}'")
         if self.graph.backend_of(node) is not None:
-            raise _Refused(f"Node {name} is in use")
+            raise Refused(f"Node {name} is in use")
         if not node.monitor:
-            raise _Refused(f"Node {name} is not owned by the monitor")
+            raise Refused(f"Node {name} is not owned by the monitor")
         if self.graph.parents(node):
-            raise _Refused(f"Block device {name} is in use")
+            raise Refused(f"Block device {name} is in use")
         self.graph.drop(node)
         return Outcome({})
 
     # --- block_resize ---------------------------------------------------------------
 
     @on_command("block_resize")
-    @_refusals
+    @refusals
     def block_resize(self, args: Mapping[str, Any]) -> Outcome:
         device, node_name = args.get("device"), args.get("node-name")
         node = self.lookup(device, node_name)
         if node is None:
-            raise _Refused(f"Cannot find device='{device or ''}' nor node-name='{node_name or ''}'")
+            raise Refused(f"Cannot find device='{device or ''}' nor node-name='{node_name or ''}'")
         size = int(args["size"])
         if size < 0:
-            raise _Refused("Parameter 'size' expects a >0 size")
+            raise Refused("Parameter 'size' expects a >0 size")
         target = node
         while target.is_filter and target.child is not None:
             target = target.child
         if target.driver == "qcow2" and size % 512:
-            raise _Refused("The new size must be a multiple of 512")
+            raise Refused("The new size must be a multiple of 512")
         if target.read_only:
-            raise _Refused("Image is read-only")
+            raise Refused("Image is read-only")
         if target.driver in ("raw", "file"):
             size = -(-size // 512) * 512  # a raw image reports whole sectors
             for n in (target, target.file):
@@ -364,11 +375,11 @@ class BlockGraph(Component):
     # --- throttling -----------------------------------------------------------------
 
     @on_command("block_set_io_throttle")
-    @_refusals
+    @refusals
     def block_set_io_throttle(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         if backend.root is None:
-            raise _Refused("Device has no medium")
+            raise Refused("Device has no medium")
         limits = {
             k: int(args[k])
             for k in (*info.THROTTLE_LIMITS, *info.THROTTLE_EXTRAS)
@@ -376,7 +387,7 @@ class BlockGraph(Component):
         }
         problem = _throttle_problem(limits)
         if problem:
-            raise _Refused(problem)
+            raise Refused(problem)
         if any(limits.get(k, 0) for k in (*info.THROTTLE_LIMITS, *info.THROTTLE_EXTRAS[:6])):
             group = args.get("group")
             if group is None:  # a new throttle joins the group named after its device
@@ -396,7 +407,8 @@ class BlockGraph(Component):
             {"device": backend.config.wire_name, "id": backend.qdev_id, "tray-open": open_},
         )
 
-    def _pending_events(self) -> list[Event]:
+    def pending_events(self) -> list[Event]:
+        """The events a command made so far (a failing command sends them with its error)."""
         out, self._events = self._events, []
         return out
 
@@ -405,7 +417,7 @@ class BlockGraph(Component):
         asked to open it), ``no-tray``; a device without removable media is refused."""
         label = str(args["id"] if args.get("id") is not None else args.get("device"))
         if not backend.removable:
-            raise _Refused(f"Device '{label}' is not removable")
+            raise Refused(f"Device '{label}' is not removable")
         if backend.tray_open:
             return None
         if backend.locked and not force:
@@ -426,22 +438,22 @@ class BlockGraph(Component):
         return str(args["device"] if args.get("device") is not None else args.get("id"))
 
     @on_command("blockdev-open-tray")
-    @_refusals
+    @refusals
     def blockdev_open_tray(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         self._open_tray(backend, args, bool(args.get("force", False)))  # locked: the guest decides
-        return Outcome({}, tuple(self._pending_events()))
+        return Outcome({}, tuple(self.pending_events()))
 
     @on_command("blockdev-close-tray")
-    @_refusals
+    @refusals
     def blockdev_close_tray(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         self._close_tray(backend, args)
-        return Outcome({}, tuple(self._pending_events()))
+        return Outcome({}, tuple(self.pending_events()))
 
     def _close_tray(self, backend: Backend, args: Mapping[str, Any]) -> None:
         if not backend.removable:
-            raise _Refused(f"Device '{self._label(args)}' is not removable")
+            raise Refused(f"Device '{self._label(args)}' is not removable")
         if backend.tray_open:
             self._events.append(self._tray_event(backend, False))
             # a guest that locks trays locks the new medium in
@@ -449,9 +461,9 @@ class BlockGraph(Component):
 
     def _remove_medium(self, backend: Backend, args: Mapping[str, Any]) -> None:
         if not backend.removable:
-            raise _Refused(f"Device '{self._label(args)}' is not removable")
+            raise Refused(f"Device '{self._label(args)}' is not removable")
         if not backend.tray_open:
-            raise _Refused(f"Tray of device '{self._label(args)}' is not open")
+            raise Refused(f"Tray of device '{self._label(args)}' is not open")
         if backend.root is not None:
             root, backend.root = backend.root, None
             if not root.monitor:
@@ -459,48 +471,48 @@ class BlockGraph(Component):
 
     def _insert_medium(self, backend: Backend, node: Node) -> None:
         if not backend.removable:
-            raise _Refused("Device is not removable")
+            raise Refused("Device is not removable")
         if not backend.tray_open:
-            raise _Refused("Tray of the device is not open")
+            raise Refused("Tray of the device is not open")
         if backend.root is not None:
-            raise _Refused("There already is a medium in the device")
+            raise Refused("There already is a medium in the device")
         backend.root = node
 
     @on_command("eject")
-    @_refusals
+    @refusals
     def eject(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         if self._open_tray(backend, args, bool(args.get("force", False))) == "locked":
             label = str(args["id"] if args.get("id") is not None else args.get("device"))
-            raise _Refused(
+            raise Refused(
                 f"Device '{label}' is locked and force was not specified, "
                 "wait for tray to open and try again"
             )
         self._remove_medium(backend, args)
-        return Outcome({}, tuple(self._pending_events()))
+        return Outcome({}, tuple(self.pending_events()))
 
     @on_command("blockdev-remove-medium")
-    @_refusals
+    @refusals
     def blockdev_remove_medium(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         self._remove_medium(backend, args)
         return Outcome({})
 
     @on_command("blockdev-insert-medium")
-    @_refusals
+    @refusals
     def blockdev_insert_medium(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         name = str(args.get("node-name"))
         node = self.graph.find(name)
         if node is None:
-            raise _Refused(f"Node '{name}' not found")
+            raise Refused(f"Node '{name}' not found")
         if self.graph.backend_of(node) is not None:
-            raise _Refused(f"Node '{name}' is already in use")
+            raise Refused(f"Node '{name}' is already in use")
         self._insert_medium(backend, node)
         return Outcome({})
 
     @on_command("blockdev-change-medium")
-    @_refusals
+    @refusals
     def blockdev_change_medium(self, args: Mapping[str, Any]) -> Outcome:
         backend = self._by_device_or_id(args)
         mode = args.get("read-only-mode", "retain")
@@ -518,17 +530,17 @@ class BlockGraph(Component):
         try:
             if self._open_tray(backend, args, bool(args.get("force", False))) == "locked":
                 label = str(args["id"] if args.get("id") is not None else args.get("device"))
-                raise _Refused(
+                raise Refused(
                     f"Device '{label}' is locked and force was not specified, "
                     "wait for tray to open and try again"
                 )
             self._remove_medium(backend, args)
             self._insert_medium(backend, medium)
-        except _Refused:
+        except Refused:
             self.graph.drop(medium)  # the new medium's last reference goes
             raise
         self._close_tray(backend, args)
-        return Outcome({}, tuple(self._pending_events()))
+        return Outcome({}, tuple(self.pending_events()))
 
     @on_cause(TrayMoved)
     def tray_moved(self, c: TrayMoved) -> list[Event]:
@@ -664,7 +676,7 @@ class BlockGraph(Component):
         return out
 
 
-def _wellformed(name: str) -> bool:
+def wellformed(name: str) -> bool:
     """``id_wellformed``: a letter, then letters, digits, ``-``, ``.`` and ``_``."""
     return (
         bool(name)

@@ -11,6 +11,7 @@ zone-append counters of BlockDeviceStats (8.1).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .images import QCOW2_CLUSTER
@@ -46,19 +47,35 @@ _QCOW2_INFO = {
 }
 
 
+def filename(node: Node) -> str:
+    """The file name QEMU shows for ``node``: a node opened without the backing file
+    its image names is described by its options (a ``json:`` pseudo file name)."""
+    if node.detached and node.file is not None:
+        return (
+            f'json:{{"backing": null, "driver": {json.dumps(node.driver)}, '
+            f'"file": {{"driver": "file", "filename": {json.dumps(node.file.filename)}}}}}'
+        )
+    return node.filename
+
+
 def image_info(node: Node, version: Version, *, nested: bool = True) -> dict[str, Any]:
     """ImageInfo of ``node`` (its backing chain nested unless ``nested`` is false)."""
-    info: dict[str, Any] = {"filename": node.filename, "format": node.driver, "dirty-flag": False}
+    info: dict[str, Any] = {"filename": filename(node), "format": node.driver, "dirty-flag": False}
     info["actual-size"] = node.allocated
     info["virtual-size"] = node.size
-    if node.driver == "qcow2":
+    under = _data_node(node)
+    if under.driver == "qcow2":
         info["cluster-size"] = QCOW2_CLUSTER
-    if node.backing is not None:
+    if node.backing_file and not node.is_filter:
         info["backing-filename"] = node.backing_file
-        info["full-backing-filename"] = node.backing.filename
-        info["backing-filename-format"] = node.backing.driver
+        info["full-backing-filename"] = (
+            node.backing.filename if node.backing is not None else node.backing_file
+        )
+        info["backing-filename-format"] = node.backing.driver if node.backing else "qcow2"
     specific = _format_specific(node, version)
-    backing = image_info(node.backing, version) if nested and node.backing is not None else None
+    # a filter shows the image it filters as its backing image
+    below = node.child if node.is_filter else node.backing
+    backing = image_info(below, version) if nested and below is not None else None
     if version >= (8, 0, 0):
         if specific is not None:
             info["format-specific"] = specific
@@ -70,6 +87,13 @@ def image_info(node: Node, version: Version, *, nested: bool = True) -> dict[str
         if specific is not None:
             info["format-specific"] = specific
     return info
+
+
+def _data_node(node: Node) -> Node:
+    """The format node a filter filters (``node`` itself when it is none)."""
+    while node.is_filter and node.child is not None:
+        node = node.child
+    return node
 
 
 def _format_specific(node: Node, version: Version) -> dict[str, Any] | None:
@@ -88,12 +112,12 @@ def device_info(
     nested: bool = True,
 ) -> dict[str, Any]:
     """BlockDeviceInfo of ``node``; ``throttle`` is its backend's, in ``query-block``."""
-    info: dict[str, Any] = {"file": node.filename, "node-name": node.name, "ro": node.read_only}
+    info: dict[str, Any] = {"file": filename(node), "node-name": node.name, "ro": node.read_only}
     info["drv"] = node.driver
     if node.backing is not None and not node.is_filter:
         info["backing_file"] = node.backing_file
     # counted along the nested image info, so a flat answer says 0
-    info["backing_file_depth"] = node.depth if nested and not node.is_filter else 0
+    info["backing_file_depth"] = node.depth if nested else 0
     if version >= (10, 0, 0):
         info["active"] = True
     info["encrypted"] = False
@@ -115,6 +139,17 @@ def device_info(
         info["group"] = throttle.group
     info["cache"] = {"writeback": True, "direct": False, "no-flush": False}
     info["write_threshold"] = 0
+    if node.bitmaps is not None:
+        info["dirty-bitmaps"] = [
+            {
+                "count": count,
+                "granularity": QCOW2_CLUSTER,
+                "recording": recording,
+                "busy": False,
+                "persistent": False,
+            }
+            for count, recording in node.bitmaps()
+        ]
     return info
 
 

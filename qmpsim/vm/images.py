@@ -39,6 +39,16 @@ class ImageConfig:
     actual_size: int | None = None
     backing: str | None = None
     file_size: int | None = None
+    data: int | None = None
+    """Bytes of guest data the image holds itself (``None``: its allocation beyond a
+    fresh image's); a block job takes its time copying data, not holes."""
+
+    @property
+    def data_bytes(self) -> int:
+        """``data``, or an estimate from the allocation."""
+        if self.data is not None:
+            return self.data
+        return max(0, self.allocated - FRESH_ALLOCATION[self.format]) // 65536 * 65536
 
     @property
     def allocated(self) -> int:
@@ -54,11 +64,19 @@ class ImageConfig:
         return self.virtual_size if self.format == "raw" else qcow2_file_length(self.virtual_size)
 
 
-def qcow2_file_length(virtual_size: int) -> int:
-    """The length of a freshly created qcow2 file: header, refcount table and block,
-    and an L1 table with one entry per 512 MiB (each cluster 64 KiB)."""
-    l1_entries = max(1, -(-virtual_size // (QCOW2_CLUSTER * QCOW2_CLUSTER // 8)))
-    return 3 * QCOW2_CLUSTER + -(-(l1_entries * 8) // 512) * 512
+def qcow2_file_length(virtual_size: int, data: int = 0) -> int:
+    """The length of a qcow2 file holding ``data`` bytes written from offset 0: header,
+    refcount table and block, the L1 table (one entry per 512 MiB; a fresh image
+    stops at its end, a written one fills its cluster), an L2 table per 512 MiB
+    written, and the data clusters (64 KiB each)."""
+    span = QCOW2_CLUSTER * QCOW2_CLUSTER // 8  # what one L2 table maps
+    l1_entries = max(1, -(-virtual_size // span))
+    l1 = -(-(l1_entries * 8) // 512) * 512
+    if data <= 0:
+        return 3 * QCOW2_CLUSTER + l1
+    l1 = -(-l1 // QCOW2_CLUSTER) * QCOW2_CLUSTER
+    clusters = -(-data // QCOW2_CLUSTER)
+    return 3 * QCOW2_CLUSTER + l1 + -(-data // span) * QCOW2_CLUSTER + clusters * QCOW2_CLUSTER
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,8 @@ class DiskConfig:
     """The backing file the image names (qcow2); :attr:`VmConfig.images` says what it is."""
     file_size: int | None = None
     """The image file's length (``None``: a fresh image's)."""
+    data: int | None = None
+    """Bytes of guest data in the image (``None``: estimated from ``actual_size``)."""
 
     @property
     def wire_name(self) -> str:

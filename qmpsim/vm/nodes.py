@@ -11,10 +11,10 @@ next automatic ``#blockNNN`` name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .images import DiskConfig, ImageConfig, auto_node_name
+from .images import DiskConfig, ImageConfig, auto_node_name, qcow2_file_length
 
 FORMATS = ("raw", "qcow2")
 FILTERS = ("mirror_top", "commit_top", "copy-on-read", "copy-before-write")
@@ -42,6 +42,13 @@ class Node:
     monitor: bool = False
     """Added by ``blockdev-add`` (only those ``blockdev-del`` removes)."""
     wr_highest_offset: int = 0
+    implicit: bool = False
+    """A filter a job added without a name for it: ``query-block`` looks through it."""
+    bitmaps: Callable[[], list[tuple[int, bool]]] | None = None
+    """A job's dirty bitmaps on this node (``dirty-bitmaps``): each one's count of
+    dirty bytes and whether it records."""
+    data: int = 0
+    """Bytes of guest data this image holds itself (a format node)."""
 
     @property
     def is_format(self) -> bool:
@@ -58,6 +65,26 @@ class Node:
         """The node this one reads through: its file, or a filter's backing."""
         return self.file if self.file is not None else self.backing
 
+    @property
+    def detached(self) -> bool:
+        """Opened without the backing file its header names (``backing: null``)."""
+        return self.is_format and self.backing is None and bool(self.backing_file)
+
+    def written(self, data: int) -> None:
+        """A job wrote ``data`` bytes of guest data into this image (from offset 0)."""
+        self.data = max(self.data, data)
+        if self.driver == "qcow2" and self.file is not None:
+            self.file.size = max(self.file.size, qcow2_file_length(self.size, self.data))
+
+    def data_above(self, base: Node | None) -> int:
+        """The guest data in this image and those under it, down to ``base`` (excluded)."""
+        total = 0
+        node: Node | None = self
+        while node is not None and node is not base:
+            total += node.data
+            node = node.child if node.is_filter else node.backing
+        return total
+
     def chain(self) -> Iterator[Node]:
         """This node and the format nodes of its backing chain, top first."""
         node: Node | None = self
@@ -67,8 +94,10 @@ class Node:
 
     @property
     def depth(self) -> int:
-        """``backing_file_depth``: how many images lie under this one."""
-        return sum(1 for _ in self.chain()) - 1
+        """``backing_file_depth``: how many images lie under this one (a filter's child
+        counts as one)."""
+        under = self.child if self.is_filter else self.backing
+        return 0 if under is None else 1 + under.depth
 
 
 @dataclass
@@ -196,7 +225,8 @@ class Graph:
         node_name: str | None = None,
         backing: bool = True,
     ) -> Node:
-        """A format node over the protocol node ``proto``, then its backing chain."""
+        """A format node over the protocol node ``proto``, then its backing chain
+        (without ``backing``, the node only remembers the name its header gives)."""
         name, auto = self.name(node_name)
         node = self.add(
             Node(
@@ -208,10 +238,12 @@ class Graph:
                 proto.read_only,
                 auto=auto,
                 file=proto,
+                data=image.data_bytes,
             )
         )
-        if backing and image.format == "qcow2" and image.backing is not None:
+        if image.format == "qcow2" and image.backing is not None:
             node.backing_file = image.backing
+        if backing and image.format == "qcow2" and image.backing is not None:
             under = images.get(image.backing) or ImageConfig(
                 image.backing, virtual_size=image.virtual_size
             )
@@ -227,6 +259,32 @@ class Graph:
     def in_use(self, node: Node) -> bool:
         """Whether a node or a backend holds ``node``."""
         return bool(self.parents(node)) or self.backend_of(node) is not None
+
+    def insert_above(self, node: Node, filter_node: Node) -> None:
+        """Put ``filter_node`` where ``node`` was: its backends and parents use the filter."""
+        for b in self.backends:
+            if b.root is node:
+                b.root = filter_node
+        for n in self.nodes:
+            if n is filter_node:
+                continue
+            if n.file is node:
+                n.file = filter_node
+            if n.backing is node:
+                n.backing = filter_node
+
+    def replace(self, old: Node, new: Node) -> None:
+        """Whatever used ``old`` uses ``new`` (a mirror's pivot, a filter's removal)."""
+        for b in self.backends:
+            if b.root is old:
+                b.root = new
+        for n in self.nodes:
+            if n is new:
+                continue
+            if n.file is old:
+                n.file = new
+            if n.backing is old:
+                n.backing = new
 
     def drop(self, node: Node) -> None:
         """Unlist ``node``, then its children that nothing else holds and the monitor
