@@ -51,8 +51,10 @@ from .vm.display import (
 )
 from .vm.guest import Guest, GuestConfig
 from .vm.images import (
+    DEFAULT_SIZE,
     DISK_FORMATS,
     ERROR_POLICIES,
+    MEDIA,
     DiskConfig,
     ImageConfig,
     check_disks,
@@ -64,8 +66,10 @@ from .vm.replies import GENERATED, fit_reply, unmodelled_reply
 from .vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
+    "DEFAULT_SIZE",
     "DISK_FORMATS",
     "ERROR_POLICIES",
+    "MEDIA",
     "Cause",
     "Clock",
     "CommandError",

@@ -67,6 +67,26 @@ class Disk:
     format: str = "qcow2"
     file: str | None = None
     node_name: str | None = None
+    media: str = "disk"
+    size: int | None = None
+    data: int | None = None
+    backing: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image file on the host the VM can open (a backing file, a CD-ROM image…)."""
+
+    file: str
+    format: str = "qcow2"
+    size: int | None = None
+    data: int | None = None
+    backing: str | None = None
+
+    def config(self) -> m.ImageConfig:
+        """The machine's image description."""
+        extra = {"virtual_size": self.size} if self.size is not None else {}
+        return m.ImageConfig(self.file, self.format, data=self.data, backing=self.backing, **extra)
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class VmSpec:
     spice: Spice | None = None
     cpus: int = 0
     guest: Guest | None = None
+    images: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -272,6 +293,11 @@ class _Duration:
 
 
 @dataclass(frozen=True)
+class _Size:
+    """Bytes as an integer, or a string such as ``512K``, ``64M``, ``16G`` (powers of 1024)."""
+
+
+@dataclass(frozen=True)
 class _Json:
     """Any JSON value (command results, arguments)."""
 
@@ -318,7 +344,7 @@ class _StepsMap:
     """Named lists of steps."""
 
 
-_Kind: TypeAlias = _Scalar | _Duration | _Json | _Count | _Obj | _List | _Steps | _StepsMap
+_Kind: TypeAlias = _Scalar | _Duration | _Size | _Json | _Count | _Obj | _List | _Steps | _StepsMap
 
 _STR = _Scalar("str")
 _BOOL = _Scalar("bool")
@@ -358,6 +384,30 @@ _DISK = _Obj(
             _Scalar("str", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,30}$"),
             doc="The format node's name (default: QEMU's automatic #blockNNN, one per disk).",
         ),
+        _Key(
+            "media",
+            _Scalar("str", enum=m.MEDIA),
+            doc="`disk` (default) or `cdrom`: a CD-ROM has a tray, and no medium without `file`.",
+        ),
+        _Key("size", _Size(), doc="The disk's virtual size (default 16G)."),
+        _Key(
+            "data",
+            _Size(),
+            doc="The guest data its image holds: what a block job copying it takes time over.",
+        ),
+        _Key("backing", _STR, doc="The backing file its image names (one of `vm.images`)."),
+    ),
+)
+_IMAGE = _Obj(
+    "image",
+    (
+        _Key("file", _STR, True, "The image file's path."),
+        _Key(
+            "format", _Scalar("str", enum=m.DISK_FORMATS), doc="The image format (default qcow2)."
+        ),
+        _Key("size", _Size(), doc="Its virtual size (default 16G)."),
+        _Key("data", _Size(), doc="The guest data it holds."),
+        _Key("backing", _STR, doc="Its own backing file."),
     ),
 )
 # What QEMU's vnc_auth_name() reports in VncServerInfo.auth.
@@ -448,6 +498,11 @@ _VM = _Obj(
             doc="vCPUs: 0 (default) is `-M none`, without buses; 1 or more a `pc` with `pci.0`.",
         ),
         _Key("guest", _GUEST, doc="A guest OS that reacts to the host (default: none reacts)."),
+        _Key(
+            "images",
+            _List(_IMAGE),
+            doc="Image files on the host the VM can open: backing files, mirror targets, ISOs.",
+        ),
     ),
 )
 
@@ -520,6 +575,46 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
         (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),
         lambda a: m.UnplugRefused(a["device"]),
         "the guest refuses an unplug: the device stays (QEMU reports nothing for PCI)",
+    ),
+    "disk-io": (
+        (
+            _Key("device", _NAME, True, "The disk (one of `vm.disks`)."),
+            _Key(
+                "operation", _Scalar("str", enum=("read", "write", "flush")), doc="Default `read`."
+            ),
+            _Key("size", _Size(), doc="Bytes read or written (default 4K)."),
+            _Key("requests", _Scalar("int", minimum=1), doc="In how many requests (default 1)."),
+            _Key("offset", _Size(), doc="Where on the disk (default 0)."),
+        ),
+        lambda a: m.DiskIo(
+            a["device"],
+            a.get("operation", "read"),
+            a.get("size", 4096),
+            a.get("requests", 1),
+            a.get("offset", 0),
+        ),
+        "the guest reads or writes a disk: query-blockstats counts it",
+    ),
+    "tray-moved": (
+        (
+            _Key("device", _NAME, True, "The CD-ROM (one of `vm.disks`, `media: cdrom`)."),
+            _Key("open", _BOOL, doc="Opened (default) or closed."),
+        ),
+        lambda a: m.TrayMoved(a["device"], a.get("open", True)),
+        "the guest (or a hand on the drive) opens or closes a CD-ROM tray",
+    ),
+    "job-error": (
+        (
+            _Key("job", _NAME, True, "The block job's id (a client started it)."),
+            _Key(
+                "operation",
+                _Scalar("str", enum=("read", "write")),
+                doc="`write` (default: the target) or `read` (the source).",
+            ),
+            _Key("nospace", _BOOL, doc="The target ran out of space (ENOSPC)."),
+        ),
+        lambda a: m.JobError(a["job"], a.get("operation", "write"), a.get("nospace", False)),
+        "an I/O error hits a running block job: its on-source-error/on-target-error decides",
     ),
     "vnc-connect": (
         (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),
@@ -665,6 +760,8 @@ _TOP = _Obj(
 _MAX_VALUES = 100_000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$")
+_SIZE_UNITS = ("", "K", "M", "G", "T")
 _TAGS = {
     "tag:yaml.org,2002:str": "str",
     "tag:yaml.org,2002:int": "int",
@@ -846,6 +943,8 @@ class _Loader:
             return self.scalar(node, path, kind)
         if isinstance(kind, _Duration):
             return self.duration(node, path)
+        if isinstance(kind, _Size):
+            return self.size(node, path)
         if isinstance(kind, _Json):
             return self.json(node, path, kind.object_only)
         if isinstance(kind, _Count):
@@ -899,6 +998,18 @@ class _Loader:
         ):
             raise self.error(node, path, f"{expected}, found {_describe(node)}")
         return float(match.group(1)) * _UNITS[match.group(2)]
+
+    def size(self, node: yaml.Node, path: str) -> int:
+        expected = "expected a size (bytes, or a string like 512K, 64M, 16G)"
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int":
+                value = int(node.value)
+                if value >= 0:
+                    return value
+            match = _SIZE.match(node.value) if node.tag == "tag:yaml.org,2002:str" else None
+            if match:
+                return int(float(match.group(1)) * 1024 ** _SIZE_UNITS.index(match.group(2)))
+        raise self.error(node, path, f"{expected}, found {_describe(node)}")
 
     def count(self, node: yaml.Node, path: str, word: str) -> int | None:
         expected = f"expected a positive count, `once` or `{word}`"
@@ -967,6 +1078,10 @@ class _Loader:
                 )
             disks.append(disk)
 
+        images = tuple(
+            Image(**{k: v for k, (v, _) in i.items()}) for i in raw.get("images", ([], None))[0]
+        )
+
         def sub(key: str, cls: type[Vnc] | type[Spice] | type[Guest]) -> Any:
             if key not in raw:
                 return None
@@ -984,6 +1099,7 @@ class _Loader:
             spice=sub("spice", Spice),
             cpus=raw.get("cpus", (0,))[0],
             guest=sub("guest", Guest),
+            images=images,
         )
 
     # steps ---------------------------------------------------------------------------
@@ -1084,7 +1200,7 @@ class _Loader:
             )
 
     def check_cause(self, kind: str, raw: dict[str, tuple[Any, yaml.Node]], path: str) -> None:
-        if kind in ("disk-error", "disk-repaired"):
+        if kind in ("disk-error", "disk-repaired", "disk-io", "tray-moved"):
             device, node = raw["device"]
             names = [d.name for d in self.vm.disks]
             if device not in names:
@@ -1102,6 +1218,12 @@ class _Loader:
                     f"{path}.nospace",
                     f"disk {device!r} is not thin-provisioned, so it cannot run out of space;"
                     " add `thin: true` to it in vm.disks",
+                )
+            if kind == "tray-moved" and self.vm.disks[names.index(device)].media != "cdrom":
+                raise self.error(
+                    node,
+                    f"{path}.device",
+                    f"disk {device!r} has no tray; add `media: cdrom` to it in vm.disks",
                 )
         elif kind.startswith("vnc-") and self.vm.vnc is None:
             raise self.error(
@@ -1413,9 +1535,14 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
                 on_read_error=d.on_read_error,
                 on_write_error=d.on_write_error,
                 thin=d.thin,
+                media=d.media,
+                data=d.data,
+                backing=d.backing,
+                virtual_size=m.DEFAULT_SIZE if d.size is None else d.size,
             )
             for d in vm.disks
         ),
+        images=tuple(i.config() for i in vm.images),
         vnc=(
             m.VncConfig(vm.vnc.host, vm.vnc.port, vm.vnc.family, vm.vnc.auth)
             if vm.vnc is not None
@@ -1463,6 +1590,8 @@ def _schema(kind: _Kind, doc: str = "") -> dict[str, Any]:
             out["pattern"] = kind.pattern
     elif isinstance(kind, _Duration):
         out = {"$ref": "#/$defs/duration"}
+    elif isinstance(kind, _Size):
+        out = {"$ref": "#/$defs/size"}
     elif isinstance(kind, _Json):
         out = {"type": "object"} if kind.object_only else {}
     elif isinstance(kind, _Count):
@@ -1518,6 +1647,13 @@ def scenario_schema() -> dict[str, Any]:
                     "anyOf": [
                         {"type": "number", "minimum": 0},
                         {"type": "string", "pattern": _DURATION.pattern},
+                    ],
+                },
+                "size": {
+                    "description": "Bytes, or a string such as 512K, 64M, 16G (powers of 1024).",
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": _SIZE.pattern},
                     ],
                 },
                 "step": {"oneOf": variants},
@@ -1576,15 +1712,7 @@ class _Show:
         self.start = 0.0
 
     def events(self, events: Sequence[m.Event]) -> str:
-        names = []
-        for e in events:
-            detail = ""
-            if e.data and "action" in e.data:
-                detail = f" ({e.data['action']})"
-            elif e.data and "offset" in e.data:
-                detail = f" ({e.data['offset']:+d}s)"
-            names.append(e.name + detail)
-        return ", ".join(names)
+        return ", ".join(e.name + _detail(e) for e in events)
 
     def line(self, depth: int, text: str, events: str = "", live: bool = True) -> None:
         stamp = f"{self.start:8.3f}s" if live else " " * 9
@@ -1613,7 +1741,14 @@ class _Show:
                 due = self.events(self.machine.poll())
                 self.line(depth, text, f"{due} (while waiting)" if due else "")
             elif isinstance(step, UntilStep):
-                out = self.machine.execute(step.command, step.arguments or {})
+                args = step.arguments or {}
+                spec = self.machine.profile.commands.get(step.command)
+                if spec is not None and next(iter(problems(spec.arguments, args)), None):
+                    # the step matches on part of the arguments: what the command does
+                    # depends on the rest, which only the client's request will say
+                    self.line(depth, text, "when it does: what its arguments say")
+                    continue
+                out = self.machine.execute(step.command, args)
                 shown = self.events([*out.events, *self.machine.poll()])
                 self.line(depth, text, f"when it does: {shown}" if shown else "")
             elif isinstance(step, OnStep):
@@ -1629,6 +1764,51 @@ class _Show:
                 self.run(step.steps, depth + 1, live=True)
             else:
                 self.line(depth, text)
+
+
+def _size(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        scale = 1024 ** ("KMGT".index(unit) + 1)
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+def _detail(e: m.Event) -> str:
+    """What a person wants to see of an event beside its name."""
+    d = e.data or {}
+    if e.name == "JOB_STATUS_CHANGE":
+        return f" ({d['id']}: {d['status']})"
+    if e.name == "BLOCK_JOB_ERROR":
+        return f" ({d['device']}: {d['operation']}, {d['action']})"
+    if e.name.startswith("BLOCK_JOB_"):
+        if "error" in d:
+            return f" ({d['device']}: {d['error']})"
+        if "len" in d:
+            return f" ({d['device']} at {_size(d['offset'])} of {_size(d['len'])})"
+        return f" ({d.get('id', d.get('device'))})"
+    if e.name == "DEVICE_TRAY_MOVED":
+        return f" ({d['device'] or d['id']} {'open' if d['tray-open'] else 'closed'})"
+    if "action" in d:
+        return f" ({d['action']})"
+    if e.name == "RTC_CHANGE":
+        return f" ({d['offset']:+d}s)"
+    return ""
+
+
+def _disk_text(d: Disk) -> str:
+    text = f"disk {d.name}"
+    if d.media == "cdrom":
+        text += " cdrom" + ("" if d.file else " (empty)")
+    else:
+        text += f" rerror={d.on_read_error} werror={d.on_write_error}"
+    if d.size is not None:
+        text += f" {_size(d.size)}"
+    if d.data is not None:
+        text += f" ({_size(d.data)} of data)"
+    if d.backing:
+        text += f" on {d.backing}"
+    return text + (" thin" if d.thin else "")
 
 
 def show_timeline(scenario: Scenario) -> str:
@@ -1647,11 +1827,7 @@ def show_timeline(scenario: Scenario) -> str:
     )
     head.append(f"profile {scenario.profile}; clock {scenario.clock} ({clock})")
     parts = [f"VM {vm.name or '(unnamed)'}, {vm.initial_state}"]
-    parts += [
-        f"disk {d.name} rerror={d.on_read_error} werror={d.on_write_error}"
-        + (" thin" if d.thin else "")
-        for d in vm.disks
-    ]
+    parts += [_disk_text(d) for d in vm.disks]
     if vm.watchdog:
         parts.append(f"watchdog {vm.watchdog}")
     if vm.no_shutdown:

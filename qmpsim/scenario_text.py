@@ -58,9 +58,11 @@ def scenario_document(scenario: Scenario) -> dict[str, Any]:
 
 def vm_document(vm: VmSpec) -> dict[str, Any]:
     """A ``vm`` section: only what differs from the defaults."""
-    out = _changed(vm, skip=("disks", "vnc", "spice", "guest"))
+    out = _changed(vm, skip=("disks", "vnc", "spice", "guest", "images"))
     if vm.disks:
         out["disks"] = [_disk(d) for d in vm.disks]
+    if vm.images:
+        out["images"] = [{"file": i.file, **_changed(i, skip=("file",))} for i in vm.images]
     for name in ("vnc", "spice", "guest"):
         server: Vnc | Spice | Guest | None = getattr(vm, name)
         if server is not None:

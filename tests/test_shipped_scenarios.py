@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,11 @@ SHIPPED = shipped_scenarios()
 HANG_GUARD = 20.0  # seconds; only a guard against a hang, never an assertion on timing
 
 # What a client sees: an event name, "!command" to send (its events are expected
-# next; "!?command" when it fails; JSON arguments may follow the name), "=status" for
-# query-status's answer, "@PATH=a,b" for the children qom-list names under PATH,
-# "-" for no event pending, "...S" for S real seconds in which nothing is expected
-# (the guest's default delays are at most half a second), "~" for the connection to drop.
+# next; "!?command" when it fails; a JSON object after a space is its arguments),
+# "?query" to ask a query whose answer CHECKS judges, "=status" for query-status's
+# answer, "@PATH=a,b" for the children qom-list names under PATH, "-" for no event
+# pending, "...S" for S real seconds in which nothing is expected (the guest's
+# default delays are at most half a second), "~" for the connection to drop.
 # fmt: off
 SCRIPTS: dict[str, list[str]] = {
     "tour": [
@@ -80,6 +81,22 @@ SCRIPTS: dict[str, list[str]] = {
         "VNC_INITIALIZED", "VNC_DISCONNECTED", "SPICE_CONNECTED", "SPICE_INITIALIZED",
         "SPICE_DISCONNECTED", "WATCHDOG", "RESET", "SHUTDOWN", "STOP", "=paused",
     ],
+    "mirror-ready-complete": [
+        '!drive-mirror {"device": "drive-virtio-disk0", "target": "/srv/new/web01.qcow2", '
+        '"sync": "full"}',
+        "JOB_STATUS_CHANGE", "JOB_STATUS_CHANGE", "?query-jobs", "?query-block-jobs",
+        "JOB_STATUS_CHANGE", "BLOCK_JOB_READY", "?query-jobs", "?query-named-block-nodes",
+        '!job-complete {"id": "drive-virtio-disk0"}',
+        "JOB_STATUS_CHANGE", "JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "JOB_STATUS_CHANGE",
+        "JOB_STATUS_CHANGE", "?query-jobs", "?query-block", "?query-named-block-nodes",
+        "=running",
+    ],
+    "thin-disk-resize": [
+        "BLOCK_IO_ERROR", "STOP", "=io-error", "?query-block",
+        '!block_resize {"device": "drive-virtio-disk0", "size": 17179869184}',
+        "?query-block", "?query-named-block-nodes", "!cont", "RESUME", "=running",
+        "?query-block",
+    ],
     "flaky-monitor": ["=running", "RESUME", "STOP", "=running", "!?query-version", "~"],
 }
 # fmt: on
@@ -124,11 +141,17 @@ def serving(path: Path, sock: Path) -> Iterator[subprocess.Popen[str]]:
         proc.communicate(timeout=HANG_GUARD)
 
 
-async def play(sock: Path, script: list[str]) -> list[str]:
+def _request(text: str) -> tuple[str, dict[str, Any] | None]:
+    command, _, arguments = text.partition(" ")
+    return command, json.loads(arguments) if arguments else None
+
+
+async def play(sock: Path, script: list[str], answers: list[Any] | None = None) -> list[str]:
     from qemu.qmp import ExecuteError, QMPClient
 
     qmp = QMPClient("shipped")
     seen: list[str] = []
+    answers = [] if answers is None else answers
     await qmp.connect(str(sock))
     try:
         for item in script:
@@ -138,11 +161,13 @@ async def play(sock: Path, script: list[str]) -> list[str]:
                 seen.append("~")
             elif item.startswith("!?"):
                 with pytest.raises(ExecuteError):
-                    await asyncio.wait_for(qmp.execute(item[2:]), HANG_GUARD)
+                    await asyncio.wait_for(qmp.execute(*_request(item[2:])), HANG_GUARD)
                 seen.append(item)
             elif item.startswith("!"):
-                name, _, args = item[1:].partition(" ")
-                await asyncio.wait_for(qmp.execute(name, json.loads(args or "{}")), HANG_GUARD)
+                await asyncio.wait_for(qmp.execute(*_request(item[1:])), HANG_GUARD)
+                seen.append(item)
+            elif item.startswith("?"):
+                answers.append(await asyncio.wait_for(qmp.execute(item[1:]), HANG_GUARD))
                 seen.append(item)
             elif item.startswith("@"):
                 path = item[1:].partition("=")[0]
@@ -182,10 +207,51 @@ async def _dropped(qmp: Any) -> None:
         await qmp.runstate_changed()
 
 
+def _mirror(answers: list[Any]) -> None:
+    started, started_blocks, ready, graph, done, block, pivoted = answers
+    (job,) = started
+    # copying: offset on its way to len, on the virtual clock
+    assert (job["id"], job["type"], job["status"]) == ("drive-virtio-disk0", "mirror", "running")
+    assert job["current-progress"] < job["total-progress"] == 6 << 30
+    assert started_blocks[0]["ready"] is False and started_blocks[0]["len"] == 6 << 30
+    (job,) = ready
+    assert job["status"] == "ready" and job["current-progress"] == job["total-progress"]
+    # while it runs, the mirror's filter sits on the source; the target is open
+    assert [n["drv"] for n in graph][:3] == ["mirror_top", "qcow2", "file"]
+    assert graph[1]["file"] == "/srv/new/web01.qcow2"
+    assert done == []
+    (disk,) = block
+    assert disk["inserted"]["file"] == "/srv/new/web01.qcow2"
+    assert {n["file"] for n in pivoted} == {"/srv/new/web01.qcow2"}
+    assert disk["inserted"]["node-name"] == pivoted[0]["node-name"]
+
+
+def _thin(answers: list[Any]) -> None:
+    full, grown, nodes, resumed = answers
+    assert full[0]["io-status"] == "nospace"
+    assert full[0]["inserted"]["image"]["virtual-size"] == 8 << 30
+    assert grown[0]["inserted"]["image"]["virtual-size"] == 16 << 30
+    fmt = next(n for n in nodes if n["node-name"] == grown[0]["inserted"]["node-name"])
+    assert fmt["image"]["virtual-size"] == 16 << 30
+    assert resumed[0]["io-status"] == "ok"
+
+
+# the answers of a script's "?query" items, judged in order
+CHECKS: dict[str, Callable[[list[Any]], None]] = {
+    "mirror-ready-complete": _mirror,
+    "thin-disk-resize": _thin,
+}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_scenario_plays_to_qemu_qmp(path: Path, tmp_path: Path) -> None:
     script = SCRIPTS[path.stem]
     sock = tmp_path / "qmp.sock"
+    answers: list[Any] = []
     with serving(path, sock):
-        seen = asyncio.run(play(sock, script))
+        seen = asyncio.run(play(sock, script, answers))
     assert seen == script
+    if path.stem in CHECKS:
+        CHECKS[path.stem](answers)
+    else:
+        assert answers == []

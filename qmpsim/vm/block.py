@@ -14,6 +14,7 @@ first when it locked the tray.  Texts of refusals are QEMU's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -421,7 +422,8 @@ class BlockGraph(Component):
         if backend.tray_open:
             return None
         if backend.locked and not force:
-            self.host.part(Guest).tray_eject_request(label, lambda: self._guest_opens(backend))
+            opens = functools.partial(self._guest_opens, backend)  # no closure: picklable
+            self.host.part(Guest).tray_eject_request(label, opens)
             return "locked"
         backend.locked = False
         self._events.append(self._tray_event(backend, True))

@@ -15,12 +15,13 @@ to create a qcow2 image, which advances the automatic names' counter).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .block import BlockGraph, Refused, refusals, wellformed
 from .component import Component, on_command
 from .images import ImageConfig
-from .jobs import Job, Jobs
+from .jobs import DirtyBitmaps, Job, Jobs
 from .nodes import Node
 from .values import Event, Outcome
 
@@ -120,6 +121,7 @@ class JobStarts(Component):
             self.block.graph.drop(filter_node)
             return Outcome(*self._early_fail(job))
         job.speed = speed
+        job.graph = self
         job.auto_finalize = bool(args.get("auto-finalize", True))
         job.auto_dismiss = bool(args.get("auto-dismiss", True))
         if backing:
@@ -136,6 +138,79 @@ class JobStarts(Component):
 
         error = CommandError("GenericError", "Parameter 'speed' expects a non-negative value")
         return error, tuple(self.jobs.early_fail(job))
+
+    # --- what jobs do to the graph (qmpsim.vm.jobs.GraphChanges) ---------------------
+
+    def synced(self, job: Job) -> None:
+        plan: Plan = job.plan
+        if plan.kind == "mirror" and plan.target is not None:
+            plan.target.written(job.data)
+
+    def commit(self, job: Job) -> None:
+        plan: Plan = job.plan
+        graph = self.block.graph
+        source, target = plan.source, plan.target
+        assert source is not None
+        if plan.kind == "mirror":
+            assert target is not None
+            source.bitmaps = None
+            if plan.backing is not None:
+                target.backing = plan.backing
+                target.backing_file = plan.backing.filename
+            graph.replace(plan.filter, target)
+            graph.drop(plan.filter)
+            if not graph.in_use(source) and not source.monitor:
+                graph.drop(source)
+        elif plan.kind == "active commit":
+            assert target is not None  # the base
+            target.written(target.data + job.data)
+            # the base was reopened read-write for the job; it is the active layer now
+            target.read_only = False
+            if target.file is not None:
+                target.file.read_only = False
+            graph.replace(plan.filter, target)
+            graph.drop(plan.filter)
+            _drop_chain(graph, source, target)
+        elif plan.kind == "commit":
+            assert target is not None and plan.overlay is not None
+            target.written(target.data + job.data)
+            plan.overlay.backing = target
+            plan.overlay.backing_file = plan.backing_file
+            graph.drop(plan.filter)
+            _drop_chain(graph, source, target)
+        elif plan.kind == "stream":
+            source.written(source.data + job.data)
+            self._remove_filter(plan.filter)
+            old = source.backing
+            source.backing = target  # the base, if any
+            source.backing_file = plan.backing_file
+            if old is not None and old is not target:
+                _drop_chain(graph, old, target)
+        else:  # backup
+            assert target is not None
+            target.written(job.data)
+            self._backup_done(plan)
+
+    def abort(self, job: Job) -> None:
+        plan: Plan = job.plan
+        graph = self.block.graph
+        if plan.kind == "mirror":
+            assert plan.source is not None and plan.target is not None
+            plan.source.bitmaps = None
+            plan.target.written(round(job.data * job.progress))
+            self._remove_filter(plan.filter)
+            if plan.owns and not graph.in_use(plan.target):
+                graph.drop(plan.target)
+        elif plan.kind == "backup":
+            self._backup_done(plan)
+        else:
+            self._remove_filter(plan.filter)
+
+    def _backup_done(self, plan: Plan) -> None:
+        graph = self.block.graph
+        self._remove_filter(plan.filter)
+        if plan.owns and plan.target is not None and not graph.in_use(plan.target):
+            graph.drop(plan.target)
 
     def _remove_filter(self, filter_node: Node) -> None:
         graph = self.block.graph
@@ -243,34 +318,12 @@ class JobStarts(Component):
         buffer = int(args.get("buf-size") or _MIRROR_BUFFER)
         if length and args.get("speed"):
             job.progress = min(1.0, buffer / length)
-        graph = self.block.graph
-
-        job.synced = lambda: target.written(data)
-
-        def pivot() -> None:
-            source.bitmaps = None
-            if backing is not None:
-                target.backing = backing
-                target.backing_file = backing.filename
-            graph.replace(filter_node, target)
-            graph.drop(filter_node)
-            if not graph.in_use(source) and not source.monitor:
-                graph.drop(source)
-
-        def abandon() -> None:
-            source.bitmaps = None
-            target.written(round(data * job.progress))
-            self._remove_filter(filter_node)
-            if owns_target and not graph.in_use(target):
-                graph.drop(target)
-
-        job.commit, job.abort = pivot, abandon
+        job.plan = Plan("mirror", filter_node, source, target, backing=backing, owns=owns_target)
         outcome = self._launch(args, job, filter_node, source, backing=True)
         if job in self.jobs.jobs:
             # the mirror's dirty bitmap: QEMU 7.2 keeps it on the source, 10.0 on its filter
             new = self.host.profile.version >= (10,)
-            holder = filter_node if new else source
-            holder.bitmaps = lambda: [(round(data * (1 - job.progress)), not new)]
+            (filter_node if new else source).bitmaps = DirtyBitmaps(job, recording=not new)
         return outcome
 
     # --- commit ----------------------------------------------------------------------
@@ -333,20 +386,7 @@ class JobStarts(Component):
             on_target_error=str(args.get("on-error", "report")),
         )
         job.nodes += [active, base]
-        graph = self.block.graph
-
-        def pivot() -> None:
-            base.written(base.data + data)
-            # the base was reopened read-write for the job; it is the active layer now
-            base.read_only = False
-            if base.file is not None:
-                base.file.read_only = False
-            graph.replace(filter_node, base)
-            graph.drop(filter_node)
-            _drop_chain(graph, top, base)
-
-        job.commit = pivot
-        job.abort = lambda: self._remove_filter(filter_node)
+        job.plan = Plan("active commit", filter_node, top, base)
         return self._launch(args, job, filter_node, active, backing=True)
 
     def _commit(self, args: Mapping[str, Any], active: Node, top: Node, base: Node) -> Outcome:
@@ -362,17 +402,8 @@ class JobStarts(Component):
             on_target_error=str(args.get("on-error", "report")),
         )
         job.nodes += [top, base]
-        graph = self.block.graph
-
-        def done() -> None:
-            base.written(base.data + data)
-            overlay.backing = base
-            overlay.backing_file = str(args.get("backing-file") or base.filename)
-            graph.drop(filter_node)
-            _drop_chain(graph, top, base)
-
-        job.commit = done
-        job.abort = lambda: self._remove_filter(filter_node)
+        job.plan = Plan("commit", filter_node, top, base, overlay=overlay)
+        job.plan.backing_file = str(args.get("backing-file") or base.filename)
         return self._launch(args, job, filter_node, top, backing=True)
 
     # --- stream ----------------------------------------------------------------------
@@ -412,21 +443,9 @@ class JobStarts(Component):
             on_target_error=str(args.get("on-error", "report")),
         )
         job.nodes.append(top)
-        graph = self.block.graph
-
-        def done() -> None:
-            top.written(top.data + job.data)
-            self._remove_filter(filter_node)
-            old = top.backing
-            top.backing = base
-            top.backing_file = (
-                "" if base is None else str(args.get("backing-file") or base.filename)
-            )
-            if old is not None and old is not base:
-                _drop_chain(graph, old, base, include_top=True)
-
-        job.commit = done
-        job.abort = lambda: self._remove_filter(filter_node)
+        job.plan = Plan("stream", filter_node, top, base)
+        if base is not None:
+            job.plan.backing_file = str(args.get("backing-file") or base.filename)
         return self._launch(args, job, filter_node, top, backing=False)
 
     # --- backup ----------------------------------------------------------------------
@@ -476,20 +495,27 @@ class JobStarts(Component):
             endless=sync == "none",
         )
         job.nodes += [source, target]
-        filter_node.bitmaps = lambda: [(job.length - job.offset, False), (0, False)]
-        graph = self.block.graph
-
-        def done() -> None:
-            self._remove_filter(filter_node)
-            if owns_target and not graph.in_use(target):
-                graph.drop(target)
-
-        def copied() -> None:
-            target.written(data)
-            done()
-
-        job.commit, job.abort = copied, done
+        filter_node.bitmaps = DirtyBitmaps(job, empty=1)
+        job.plan = Plan("backup", filter_node, source, target, owns=owns_target)
         return self._launch(args, job, filter_node, source, backing=False, drained=True)
+
+
+@dataclass(eq=False)
+class Plan:
+    """The nodes a job works with, and what it does to them (:class:`JobStarts` acts on it)."""
+
+    kind: str
+    """``mirror``, ``active commit``, ``commit``, ``stream`` or ``backup``."""
+    filter: Node
+    source: Node | None
+    target: Node | None
+    overlay: Node | None = None
+    backing: Node | None = None
+    """A new mirror target's backing once it pivots."""
+    owns: bool = False
+    """The job opened the target (drive-mirror, drive-backup): it goes with the job."""
+    backing_file: str = ""
+    """The backing file name a stream or a commit writes into the image above."""
 
 
 def _data_node(node: Node) -> Node:

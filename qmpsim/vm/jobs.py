@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .component import Component, on_cause, on_command
 from .nodes import Node
@@ -56,6 +56,36 @@ class JobError:
     nospace: bool = False
 
 
+class GraphChanges(Protocol):
+    """What a kind of job does to the graph (:mod:`qmpsim.vm.job_kinds` says)."""
+
+    def synced(self, job: Job) -> None:
+        """It has copied everything (a mirror's target holds the data)."""
+
+    def commit(self, job: Job) -> None:
+        """It succeeded: a mirror's pivot, a stream's and a commit's new backing."""
+
+    def abort(self, job: Job) -> None:
+        """It failed, or a mirror stopped without its pivot: the graph as before."""
+
+
+@dataclass(frozen=True)
+class DirtyBitmaps:
+    """The dirty bitmaps a job keeps on a node, as ``dirty-bitmaps`` counts them: what
+    it has still to copy (recording or not), then empty ones."""
+
+    job: Job
+    recording: bool = False
+    empty: int = 0
+
+    def __call__(self) -> list[tuple[int, bool]]:
+        job = self.job
+        # a mirror's bitmap counts the data it has yet to copy; a backup's, the part of
+        # the disk it has yet to go through
+        left = round(job.data * (1.0 - job.progress)) if job.readies else job.length - job.offset
+        return [(left, self.recording)] + [(0, False)] * self.empty
+
+
 @dataclass(eq=False)
 class Job:
     """One block job and where it is."""
@@ -83,12 +113,11 @@ class Job:
     force: bool = False
     io_status: str = "ok"
     error: str | None = None
-    commit: Callable[[], None] = field(default=lambda: None)
-    """What succeeding changes in the graph (a mirror's pivot, a stream's new backing)."""
-    abort: Callable[[], None] = field(default=lambda: None)
-    """What the graph drops when the job fails or a mirror stops without pivoting."""
-    synced: Callable[[], None] = field(default=lambda: None)
-    """What copying everything did (a mirror's target holds the data)."""
+    graph: GraphChanges | None = None
+    """What the job does to the block graph as it goes."""
+    plan: Any = None
+    """The nodes ``graph`` works with (plain data, so that a saved machine can be
+    copied by pickling: no closures)."""
     nodes: list[Node] = field(default_factory=list)
     """The nodes it works on (blocked for other jobs)."""
     endless: bool = False
@@ -114,7 +143,7 @@ class Jobs(Component):
 
     def reset(self) -> None:
         self.jobs: list[Job] = []
-        self._soon: list[tuple[Job, Callable[[], list[Event]]]] = []
+        self._soon: list[tuple[Job, str]] = []
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -158,8 +187,9 @@ class Jobs(Component):
             data["error"] = job.error
         return data
 
-    def later(self, job: Job, action: Callable[[], list[Event]]) -> None:
-        """What the job's coroutine does next: right after the current reply."""
+    def later(self, job: Job, action: str) -> None:
+        """What the job's coroutine does next, right after the current reply: one of
+        :data:`_LATER` (a name, not a closure: a saved machine is copied by pickling)."""
         self._soon.append((job, action))
 
     # --- starting -----------------------------------------------------------------------
@@ -211,7 +241,7 @@ class Jobs(Component):
         soon, self._soon = self._soon, []
         for job, action in soon:
             if job in self.jobs:
-                out += action()
+                out += _LATER[action](self, job)
         now = self.host.clock()
         for job in list(reversed(self.jobs)):  # the oldest job first
             due = self._due(job)
@@ -222,7 +252,8 @@ class Jobs(Component):
         return out
 
     def _synchronised(self, job: Job) -> list[Event]:
-        job.synced()
+        if job.graph is not None:
+            job.graph.synced(job)
         if job.readies:
             return self._ready(job)
         return self._completed(job)
@@ -248,10 +279,12 @@ class Jobs(Component):
         """``job_finalize_single``: the graph change, the result event, concluded."""
         if job.cancelled and job.force:
             return self._aborted(job, _CANCELED)
-        if job.cancelled or (not job.should_complete and job.readies):
-            job.abort()  # a mirror cancelled once ready stops without pivoting
+        if job.graph is None:
+            pass
+        elif job.cancelled or (not job.should_complete and job.readies):
+            job.graph.abort(job)  # a mirror cancelled once ready stops without pivoting
         else:
-            job.commit()
+            job.graph.commit(job)
         events = [self.host.event("BLOCK_JOB_COMPLETED", self._data(job, error=True))]
         return events + self._conclude(job)
 
@@ -259,7 +292,8 @@ class Jobs(Component):
         """``job_completed_txn_abort``: aborting, the graph undone, the result, concluded."""
         job.error = job.error or error
         events = self._status(job, "aborting")
-        job.abort()
+        if job.graph is not None:
+            job.graph.abort(job)
         if job.cancelled and job.force:
             events.append(self.host.event("BLOCK_JOB_CANCELLED", self._data(job)))
         else:
@@ -292,7 +326,7 @@ class Jobs(Component):
             # point at once; a busy one once its requests in flight are done
             return Outcome({}, tuple(self._pause_point(job)))
         if job.status == "running":
-            self.later(job, lambda: self._pause_point(job))
+            self.later(job, "pause point")
         return Outcome({})
 
     def _pause_point(self, job: Job) -> list[Event]:
@@ -314,7 +348,7 @@ class Jobs(Component):
         job.since = self.host.clock()
         events = self._wake(job)
         if job.status == "ready" and job.should_complete:
-            self.later(job, lambda: self._completed(job) if job.status == "ready" else [])
+            self.later(job, "complete if ready")
         return Outcome({}, tuple(events))
 
     def _wake(self, job: Job) -> list[Event]:
@@ -342,10 +376,7 @@ class Jobs(Component):
             return Outcome({}, tuple(events + self._aborted(job, _CANCELED)))
         if job.status == "waiting":
             return Outcome({}, tuple(events))
-        if soft:
-            self.later(job, lambda: self._completed(job))
-        else:
-            self.later(job, lambda: self._aborted(job, _CANCELED))
+        self.later(job, "complete" if soft else "cancelled")
         return Outcome({}, tuple(events))
 
     def _complete(self, job: Job) -> Outcome:
@@ -358,7 +389,7 @@ class Jobs(Component):
             )
         job.should_complete = True
         if job.status == "ready":
-            self.later(job, lambda: self._completed(job) if job.status == "ready" else [])
+            self.later(job, "complete if ready")
         return Outcome({})
 
     def _set_speed(self, job: Job, speed: int) -> Outcome:
@@ -515,8 +546,18 @@ class Jobs(Component):
         if action == "stop":
             job.user_paused = True
             job.io_status = "nospace" if c.nospace else "failed"
-            self.later(job, lambda: self._pause_point(job))
+            self.later(job, "pause point")
         elif action == "report":
             job.error = _STRERROR[c.nospace]
-            self.later(job, lambda: self._aborted(job, _STRERROR[c.nospace]))
+            self.later(job, "failed")
         return events
+
+
+# what a job's coroutine does next, by name (Jobs.later)
+_LATER: dict[str, Callable[[Jobs, Job], list[Event]]] = {
+    "pause point": Jobs._pause_point,
+    "complete": Jobs._completed,
+    "complete if ready": lambda jobs, job: jobs._completed(job) if job.status == "ready" else [],
+    "cancelled": lambda jobs, job: jobs._aborted(job, _CANCELED),
+    "failed": lambda jobs, job: jobs._aborted(job, job.error or _STRERROR[False]),
+}
