@@ -54,6 +54,26 @@ RULES: Mapping[str, str] = {
     "SPICE_CONNECTED only for a new one; a channel (connection, type, id) is up once at a time",
     "device-deleted": "DEVICE_DELETED of a device with an id names its path "
     "/machine/peripheral/ID; a virtio backend's DEVICE_DELETED comes right before its device's",
+    "job-status": "a job's JOB_STATUS_CHANGE follows QEMU's job state machine: created first, "
+    "then only the transitions job.c allows, nothing after null but a new job",
+    "job-events": "BLOCK_JOB_READY right after the job turned ready, BLOCK_JOB_PENDING while "
+    "it is pending, BLOCK_JOB_COMPLETED/CANCELLED while it is pending or aborting",
+    "tray": "DEVICE_TRAY_MOVED of a device says the tray moved: open, closed, open…",
+}
+
+# job.c's JobSTT: the states a job may go to from each state
+_JOB_MOVES: Mapping[str, frozenset[str]] = {
+    "undefined": frozenset({"created"}),
+    "created": frozenset({"running", "aborting", "null"}),
+    "running": frozenset({"paused", "ready", "waiting", "aborting"}),
+    "paused": frozenset({"running"}),
+    "ready": frozenset({"standby", "waiting", "aborting"}),
+    "standby": frozenset({"ready"}),
+    "waiting": frozenset({"pending", "aborting"}),
+    "pending": frozenset({"aborting", "concluded"}),
+    "aborting": frozenset({"aborting", "concluded"}),
+    "concluded": frozenset({"null"}),
+    "null": frozenset({"created"}),  # a new job with the same id
 }
 
 _US = 1_000_000
@@ -287,6 +307,8 @@ class _StreamChecker:
     spice_channels: dict[tuple[Any, ...], _Peer] = field(default_factory=dict)
     # a virtio backend's DEVICE_DELETED: (its line, the device path whose event must follow)
     backend_gone: tuple[int, str] | None = None
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> its last status
+    trays: dict[str, bool] = field(default_factory=dict)  # device -> tray open
 
     # -- entry points --
 
@@ -436,6 +458,52 @@ class _StreamChecker:
             )
         if device is None and isinstance(path, str) and path.endswith("/virtio-backend"):
             self.backend_gone = (line, path.removesuffix("/virtio-backend"))
+
+    # -- block jobs and trays --
+
+    def _on_job_status_change(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        job, status = data.get("id"), data.get("status")
+        if not isinstance(job, str) or not isinstance(status, str):
+            return
+        # a job met in the middle of its life starts wherever the stream finds it
+        before = self.jobs.get(job, "undefined" if status == "created" else None)
+        if before is not None and status not in _JOB_MOVES.get(before, frozenset()):
+            self._report(line, "job-status", f"job {job!r} went from {before} to {status}")
+        self.jobs[job] = status
+
+    def _job_event(self, line: int, job: Any, event: str, states: tuple[str, ...]) -> None:
+        status = self.jobs.get(job) if isinstance(job, str) else None
+        if status is not None and status not in states:
+            self._report(
+                line,
+                "job-events",
+                f"{event} for job {job!r} while it is {status}, not " + " or ".join(states),
+            )
+
+    def _on_block_job_ready(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._job_event(line, data.get("device"), "BLOCK_JOB_READY", ("ready",))
+
+    def _on_block_job_pending(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        self._job_event(line, data.get("id"), "BLOCK_JOB_PENDING", ("pending",))
+
+    def _on_block_job_completed(
+        self, line: int, data: Mapping[str, Any], _stamp: int | None
+    ) -> None:
+        self._job_event(line, data.get("device"), "BLOCK_JOB_COMPLETED", ("pending", "aborting"))
+
+    def _on_block_job_cancelled(
+        self, line: int, data: Mapping[str, Any], _stamp: int | None
+    ) -> None:
+        self._job_event(line, data.get("device"), "BLOCK_JOB_CANCELLED", ("pending", "aborting"))
+
+    def _on_device_tray_moved(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        device = f"{data.get('device')}/{data.get('id')}"
+        open_ = data.get("tray-open")
+        if self.trays.get(device) == open_:
+            where = "open" if open_ else "closed"
+            self._report(line, "tray", f"the tray of {device} moved to {where}, where it was")
+        if isinstance(open_, bool):
+            self.trays[device] = open_
 
     def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         if self.status == "paused":

@@ -17,6 +17,9 @@ import pytest
 from block_harness import host_image, make_image, pair, write_data
 from qemu_harness import Referee
 
+from qmpsim.catalog import get_profile
+from qmpsim.conformance import check_events
+
 pytestmark = pytest.mark.qemu
 
 HIDE = ("wr_highest_offset", "actual-size")
@@ -155,6 +158,9 @@ def test_backups_and_manual_finalize(real_qemu: Referee, chain: tuple) -> None:
         for query, query_args in QUERIES:
             both.run(query, query_args)
     both.compare(hide=HIDE)
+    # the checker's job rules are QEMU's: the real stream passes them
+    real_events = [m for m in both.real.messages if "event" in m]
+    assert check_events(real_events, get_profile(real_qemu.profile)) == []
 
 
 def test_job_commands_and_their_refusals(real_qemu: Referee, chain: tuple) -> None:
@@ -277,3 +283,5 @@ def test_cancelling_mirrors(real_qemu: Referee, chain: tuple) -> None:
         for query, query_args in QUERIES:
             both.run(query, query_args)
     both.compare(hide=HIDE)
+    real_events = [m for m in both.real.messages if "event" in m]
+    assert check_events(real_events, get_profile(real_qemu.profile)) == []
