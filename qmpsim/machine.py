@@ -86,6 +86,7 @@ __all__ = [  # the names other modules and users import from here
     "GuestShutdown",
     "ImageConfig",
     "JobError",
+    "Jobs",
     "Machine",
     "MachineError",
     "ManualClock",

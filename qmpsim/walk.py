@@ -45,8 +45,17 @@ __all__ = [
     "stream",
 ]
 
-COMMANDS: tuple[str, ...] = ("stop", "cont", "system_reset", "system_powerdown", "quit")
-"""Monitor commands a stream may contain the effects of."""
+COMMANDS: tuple[str, ...] = (
+    "stop",
+    "cont",
+    "system_reset",
+    "system_powerdown",
+    "quit",
+    "drive-mirror",
+    "job-complete",
+    "job-cancel",
+)
+"""Monitor commands a stream may contain the effects of (a mirror's whole life among them)."""
 
 CAUSES: tuple[str, ...] = (
     "rtc-change",
@@ -62,6 +71,8 @@ CAUSES: tuple[str, ...] = (
     "guest-powerdown",
     "guest-shutdown",
     "guest-panic",
+    "disk-io",
+    "job-error",
 )
 """Causes, named as in scenario files."""
 
@@ -74,6 +85,9 @@ _MOVE_ORDER = (
     "guest-reset",
     "system_powerdown",
     *CAUSES[2:],
+    "drive-mirror",
+    "job-complete",
+    "job-cancel",
     "quit",
 )
 _START = 1_700_000_000.0
@@ -86,6 +100,8 @@ _GUEST: dict[str, m.Cause] = {
     "guest-panic": m.GuestPanic(),
 }
 _VNC = ("vnc-connect", "vnc-initialize", "vnc-disconnect")
+# moves that depend on the jobs running now, not on the VM's description alone
+_JOBS = ("drive-mirror", "job-complete", "job-cancel", "job-error")
 _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
     "spice-connect": m.SpiceConnect,
     "spice-initialize": m.SpiceInitialize,
@@ -448,7 +464,12 @@ class Walk:
         found: list[_Move] = []
         for kind in _MOVE_ORDER:
             if kind in self.allowed:
-                found += self._fixed[kind] if kind not in _VNC else self._vnc_moves(kind)
+                if kind in _VNC:
+                    found += self._vnc_moves(kind)
+                elif kind in _JOBS:
+                    found += self._job_moves(kind)
+                else:
+                    found += self._fixed[kind]
         return found
 
     def moves(self) -> list[_Move]:
@@ -463,10 +484,12 @@ class Walk:
     def _moves(self, kind: str) -> list[_Move]:
         vm = self.machine.vm
         options: list[_Move] = []
-        if kind in COMMANDS:
+        if kind in COMMANDS and kind not in _JOBS:
             options.append(_Move(kind, {}, None))
         elif kind == "disk-error":
             options += [_Move(kind, {"device": d.name}, m.DiskError(d.name)) for d in vm.disks]
+        elif kind == "disk-io":
+            options += [_Move(kind, {"device": d.name}, m.DiskIo(d.name)) for d in vm.disks]
         elif kind == "watchdog" and vm.watchdog is not None:
             options.append(_Move(kind, {}, m.WatchdogExpired()))
         elif kind == "rtc-change":
@@ -487,10 +510,33 @@ class Walk:
         make = m.VncInitialize if kind == "vnc-initialize" else m.VncDisconnect
         return [_Move(kind, {"client": label}, make(label)) for label in self.vnc_live]
 
+    def _job_moves(self, kind: str) -> list[_Move]:
+        """A mirror for each disk no job copies; completing a ready job, cancelling a live
+        one, an I/O error in a running one."""
+        busy = {j.id: j.status for j in self.machine.part(m.Jobs).jobs}
+        if kind == "drive-mirror":
+            return [
+                _Move(
+                    kind,
+                    {
+                        "device": d.name,
+                        "target": f"/var/lib/qemu/{d.name}.copy.qcow2",
+                        "sync": "full",
+                    },
+                    None,
+                )
+                for d in self.machine.vm.disks
+                if d.has_medium and d.name not in busy
+            ]
+        if kind == "job-error":
+            return [_Move(kind, {"job": j}, m.JobError(j)) for j in busy]
+        wanted = ("ready",) if kind == "job-complete" else ("running", "paused", "ready")
+        return [_Move(kind, {"id": j}, None) for j, status in busy.items() if status in wanted]
+
     def apply(self, ch: Choices, move: _Move) -> list[m.Event]:
         """Make the move; its arguments that do not decide legality are chosen now."""
         if move.cause is None:
-            outcome = self.machine.execute(move.kind, {})
+            outcome = self.machine.execute(move.kind, move.args)
             # events a command defers until after its reply (a disk's retry)
             return [*outcome.events, *self.machine.poll()]
         args = dict(move.args)
@@ -503,13 +549,21 @@ class Walk:
         elif isinstance(cause, m.RtcChange):
             args["offset"] = ch.integer(-86_400, 86_400)
             cause = m.RtcChange(args["offset"])
+        elif isinstance(cause, m.DiskIo):
+            args["operation"] = ch.choice(("read", "write", "flush"))
+            args["size"] = 4096 * ch.integer(1, 256)
+            cause = m.DiskIo(cause.device, args["operation"], args["size"])
+        elif isinstance(cause, m.JobError):
+            args["operation"] = ch.choice(("read", "write"))
+            cause = m.JobError(cause.job, args["operation"])
         elif isinstance(cause, m.VncConnect):
             self.vnc_seen += 1
             self.vnc_live.append(cause.client)
         elif isinstance(cause, m.VncDisconnect):
             self.vnc_live.remove(cause.client)
         self._record({"cause": move.kind, **args})
-        return self.machine.cause(cause)
+        # with what it makes happen right after (a job's next state), as a command's reply
+        return [*self.machine.cause(cause), *self.machine.poll()]
 
 
 # --- from a seed -------------------------------------------------------------------
