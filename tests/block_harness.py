@@ -158,6 +158,12 @@ class Sim:
             self._events()
         return reply
 
+    def cause(self, cause: Any) -> None:
+        """Make ``cause`` happen (what the real side's own devices make happen)."""
+        for event in self.machine.cause(cause):
+            self._out(self.conn.send_event(event.to_json()))
+        self._events()
+
     def wait_for(self, event: str, start: int) -> None:
         """Let virtual time pass until ``event`` was emitted after message ``start``."""
         for _ in range(_HANG):

@@ -19,6 +19,7 @@ from qemu_harness import Referee
 
 from qmpsim.catalog import get_profile
 from qmpsim.conformance import check_events
+from qmpsim.machine import JobError
 
 pytestmark = pytest.mark.qemu
 
@@ -285,3 +286,48 @@ def test_cancelling_mirrors(real_qemu: Referee, chain: tuple) -> None:
     both.compare(hide=HIDE)
     real_events = [m for m in both.real.messages if "event" in m]
     assert check_events(real_events, get_profile(real_qemu.profile)) == []
+
+
+@pytest.mark.parametrize("policy", ["stop", "report"])
+def test_an_io_error_half_way_follows_the_jobs_policy(
+    real_qemu: Referee, chain: tuple, policy: str
+) -> None:
+    """The real target fails one write (blkdebug); qmpsim's job undergoes a JobError.
+
+    Which of the mirror's requests in flight fails decides how far QEMU's ``offset``
+    got, so ``offset`` and ``current-progress`` are not compared here; the graphs
+    differ by the blkdebug node, so only the job's side is."""
+    argv, images, tmp = chain
+    spare = make_image(tmp / "bad.img", "raw", "64M")
+    image = {"driver": "file", "filename": spare}
+    blkdebug = {
+        "driver": "blkdebug",
+        "inject-error": [{"event": "write_aio", "errno": 5, "once": True}],
+        "image": image,
+    }
+    start = {"device": "virtio0", "job-id": "j", "target": "bad", "sync": "full",
+             "on-target-error": policy}  # fmt: skip
+    with pair(real_qemu, argv, [*images, host_image(spare)]) as both:
+        both.real.execute("blockdev-add", {"driver": "raw", "node-name": "bad", "file": blkdebug})
+        both.sim.execute("blockdev-add", {"driver": "raw", "node-name": "bad", "file": image})
+        both.run("blockdev-mirror", start)
+        both.real.wait_for("BLOCK_JOB_ERROR", 0)
+        both.sim.cause(JobError("j", "write"))
+        if policy == "stop":
+            for side in (both.real, both.sim):
+                side.wait_for("JOB_STATUS_CHANGE", len(side.messages) - 1)
+            both.run("query-block-jobs")
+            both.run("query-jobs")
+            both.run("block-job-pause", {"device": "j"})
+            both.run("block-job-resume", {"device": "j"}, until="BLOCK_JOB_READY")
+            both.run("query-block-jobs")
+            both.run(
+                "block-job-cancel", {"device": "j", "force": True}, until="BLOCK_JOB_CANCELLED"
+            )
+        else:
+            for side in (both.real, both.sim):
+                side.wait_for("BLOCK_JOB_COMPLETED", 0)
+        for side in (both.real, both.sim):
+            side.wait_for("JOB_STATUS_CHANGE", len(side.messages) - 1)
+        both.run("query-jobs")
+    both.compare(hide=(*HIDE, "offset", "current-progress"))
