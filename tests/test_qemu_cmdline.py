@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qmpsim.machine import Machine
 from qmpsim.qemu.cmdline import Chardev, Monitor, parse_command_line
 from qmpsim.qemu.opts import OptionError, parse_keyval, parse_object, parse_size
 from qmpsim.qemu.vmdesc import build_vm
@@ -108,9 +109,10 @@ def test_drives_are_named_and_numbered_as_qemu_names_them(tmp_path: Path) -> Non
     assert disks["virtio0"].on_write_error == "stop"
     assert disks["ide1-cd0"].media == "cdrom"
     # automatic node names from the VM description, for any -drive: each disk's protocol
-    # node, then its format node, a counter apiece
-    names = [(d.storage_node_name or "")[:7] + "/" + d.node_name[:7] for d in vm.disks]
-    assert names == ["#block0/#block1", "#block2/#block3", "#block4/#block5"]
+    # node, then its format node, a counter apiece; the block graph lists them newest first
+    assert [d.node_name[:7] for d in vm.disks] == ["#block1", "#block3", "#block5"]
+    nodes = Machine(vm=vm).execute("query-named-block-nodes", {}).reply
+    assert [n["node-name"][:7] for n in nodes] == [f"#block{i}" for i in (5, 4, 3, 2, 1, 0)]
     assert disks["drive-y"].thin
     assert all(d.wire_name == d.name for d in disks.values())
 
