@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -227,29 +227,18 @@ class EventLog:
     close = stop
 
 
+DOC = Path(__file__).resolve().parent.parent / "docs" / "libvirt.md"
+
+
 def domain_xml(name: str, emulator: str, disk: Path) -> str:
-    """A small domain as a test needs it: a virtio disk whose errors pause the guest, an
-    i6300esb watchdog that pauses it, a VNC server, one vCPU, 64 MiB."""
-    return f"""\
-<domain type='qemu'>
-  <name>{name}</name>
-  <uuid>{uuid.uuid5(uuid.NAMESPACE_DNS, name + ".qmpsim.test")}</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' error_policy='stop' rerror_policy='stop'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <watchdog model='i6300esb' action='pause'/>
-    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
-  </devices>
-</domain>
-"""
+    """docs/libvirt.md's domain, with its name, emulator and disk image replaced: a
+    virtio disk whose errors pause the guest, an i6300esb watchdog that pauses it, a
+    VNC server, one vCPU, 64 MiB."""
+    (xml,) = re.findall(r"^```xml\n(.*?)^```", DOC.read_text(), re.DOTALL | re.MULTILINE)
+    replaced = (
+        xml.replace("<name>vm1</name>", f"<name>{name}</name>")
+        .replace("/usr/local/bin/qmpsim-system-x86_64", emulator)
+        .replace("/var/lib/libvirt/images/vm1.raw", str(disk))
+    )
+    assert replaced.count(str(disk)) == 1 and replaced.count(emulator) == 1, "the doc changed"
+    return replaced

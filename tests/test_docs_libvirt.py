@@ -36,12 +36,23 @@ def test_the_plain_launcher_script_runs(tmp_path: Path) -> None:
 
 
 def test_the_settings_example_loads(tmp_path: Path) -> None:
-    (toml,) = blocks("toml")
+    guest, toml = blocks("toml")
     assert tomllib.loads(toml)
     (tmp_path / "vm1.toml").write_text(toml)
     settings = load_settings("vm1", {"QMPSIM_CONFIG_DIR": str(tmp_path)})
     assert (settings.profile, settings.seed) == ("qemu-7.2", 7)
     assert settings.scenario == str(tmp_path / "vm1-disk-fails.yaml")
+    (tmp_path / "default.toml").write_text(guest)
+    assert load_settings("vm2", {"QMPSIM_CONFIG_DIR": str(tmp_path)}).guest == {
+        "powerdown": "ignore"
+    }
+
+
+def test_the_qemu_conf_is_the_one_the_tests_use() -> None:
+    from libvirt_harness import QEMU_CONF
+
+    (ini,) = blocks("ini")
+    assert ini == QEMU_CONF + 'vnc_listen = "127.0.0.1"\n'
 
 
 def test_every_ctl_example_is_a_valid_request() -> None:
