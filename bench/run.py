@@ -188,7 +188,7 @@ def fixture_greeting(runs: int) -> Stat:
     """The in-process simulator (what the fixtures start): new Simulator to greeting read."""
     import trio
 
-    from qmpsim.server import Simulator
+    from qmpsim.runtime.server import Simulator
 
     async def one(path: str) -> float:
         start = time.perf_counter()
@@ -213,7 +213,7 @@ def fixture_greeting(runs: int) -> Stat:
 def plugin_fixture_greeting(runs: int) -> Stat | None:
     """The ``qmp_server`` pytest fixture: its server thread started to greeting read."""
     try:
-        from qmpsim.pytest_plugin import QmpServer, _config
+        from qmpsim.testing.pytest_plugin import QmpServer, _config
     except ImportError:
         return None
     times = []
@@ -308,7 +308,7 @@ def role_events(path: str, count: int, clients: int) -> None:
     """Serve ``path`` (multi-client), wait for ``clients`` negotiated, emit ``count`` events."""
     import trio
 
-    from qmpsim.server import Simulator
+    from qmpsim.runtime.server import Simulator
 
     async def main() -> None:
         async with Simulator(multi_client=True, max_output_buffer=1 << 30) as sim:
@@ -593,7 +593,7 @@ def fleet_run(count: int, workers: int) -> FleetRun:
 
 def fewest_workers(count: int, hard: int | None) -> int:
     """The fewest workers whose file descriptor limits hold ``count`` connected VMs."""
-    from qmpsim.fleet import FD_HEADROOM, FD_PER_VM
+    from qmpsim.runtime.fleet import FD_HEADROOM, FD_PER_VM
 
     if hard is None:
         return 1
@@ -648,7 +648,7 @@ def _draw(counts: list[int], examples: int) -> float:
     """Draw ``examples`` event streams; seconds taken (``counts``: streams, events)."""
     from hypothesis import HealthCheck, Phase, given, settings
 
-    from qmpsim.strategies import event_streams
+    from qmpsim.testing.strategies import event_streams
 
     @settings(
         max_examples=examples,
@@ -670,7 +670,7 @@ def _draw(counts: list[int], examples: int) -> float:
 def bench_strategies(table: Table, runs: int, examples: int) -> None:
     rows = table.section("Hypothesis strategies")
     try:
-        import qmpsim.strategies  # noqa: F401
+        import qmpsim.testing.strategies  # noqa: F401
     except ImportError as exc:
         rows.append(Row("event_streams()", f"skipped: {exc}"))
         return
@@ -736,9 +736,9 @@ def play(events: int, clients: int, measure_memory: bool) -> tuple[float, float]
     import trio
     import trio.testing
 
-    from qmpsim.engine import ScenarioRunner
-    from qmpsim.scenario import loads_scenario
-    from qmpsim.server import Simulator
+    from qmpsim.runtime.engine import ScenarioRunner
+    from qmpsim.runtime.server import Simulator
+    from qmpsim.scenario.loader import loads_scenario
 
     scenario = loads_scenario(
         f"""

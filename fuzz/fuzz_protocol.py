@@ -21,9 +21,9 @@ from typing import Any
 import atheris
 
 with atheris.instrument_imports():
-    from qmpsim.catalog import DEFAULT_PROFILE, get_profile
-    from qmpsim.machine import CommandError, Machine
-    from qmpsim.protocol import Request, ServerConnection
+    from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
+    from qmpsim.qmp.protocol import Request, ServerConnection
+    from qmpsim.vm.machine import CommandError, Machine
 
 PROFILE = get_profile(DEFAULT_PROFILE)
 SYNC = b'\xff{"execute": "query-status", "id": "fuzz-sync"}'

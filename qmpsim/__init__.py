@@ -1,7 +1,7 @@
 """qmpsim: a QEMU event simulator and QMP test double.
 
 Importing the package is cheap: names are resolved lazily from their modules so
-that ``import qmpsim.wire`` never pulls in trio, Faker or Hypothesis.
+that ``import qmpsim.qmp.wire`` never pulls in trio, Faker or Hypothesis.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ if TYPE_CHECKING:
     # What type checkers see: the names below, as their modules define them.  At
     # run time each is imported on first use by __getattr__, from the module that
     # _LAZY names; tests/test_package.py checks that the two lists agree.
-    from .catalog import DEFAULT_PROFILE, PROFILES, get_profile
-    from .conformance import Violation, check
     from .fakedata import FakeData
-    from .machine import (
+    from .qmp.profiles import DEFAULT_PROFILE, PROFILES, get_profile
+    from .qmp.protocol import Request, ServerConnection
+    from .qmp.transcript import Transcript
+    from .runtime.server import BackgroundSimulator, Simulator
+    from .scenario.loader import Scenario, load_scenario, loads_scenario
+    from .testing.conformance import Violation, check
+    from .vm.machine import (
         CommandError,
         DeviceEjected,
         DiskConfig,
@@ -48,62 +52,58 @@ if TYPE_CHECKING:
         VncInitialize,
         WatchdogExpired,
     )
-    from .protocol import Request, ServerConnection
-    from .scenario import Scenario, load_scenario, loads_scenario
-    from .server import BackgroundSimulator, Simulator
-    from .transcript import Transcript
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     # the VM model and its causes
-    "Machine": "qmpsim.machine",
-    "MachineError": "qmpsim.machine",
-    "ManualClock": "qmpsim.machine",
-    "VmConfig": "qmpsim.machine",
-    "DiskConfig": "qmpsim.machine",
-    "VncConfig": "qmpsim.machine",
-    "SpiceConfig": "qmpsim.machine",
-    "Event": "qmpsim.machine",
-    "Outcome": "qmpsim.machine",
-    "CommandError": "qmpsim.machine",
-    "DiskError": "qmpsim.machine",
-    "DiskRepaired": "qmpsim.machine",
-    "WatchdogExpired": "qmpsim.machine",
-    "RtcChange": "qmpsim.machine",
-    "GuestShutdown": "qmpsim.machine",
-    "GuestConfig": "qmpsim.machine",
-    "DeviceEjected": "qmpsim.machine",
-    "UnplugRefused": "qmpsim.machine",
-    "GuestPowerdown": "qmpsim.machine",
-    "HostSignal": "qmpsim.machine",
-    "GuestReset": "qmpsim.machine",
-    "GuestPanic": "qmpsim.machine",
-    "VncConnect": "qmpsim.machine",
-    "VncInitialize": "qmpsim.machine",
-    "VncDisconnect": "qmpsim.machine",
-    "SpiceConnect": "qmpsim.machine",
-    "SpiceInitialize": "qmpsim.machine",
-    "SpiceDisconnect": "qmpsim.machine",
+    "Machine": "qmpsim.vm.machine",
+    "MachineError": "qmpsim.vm.machine",
+    "ManualClock": "qmpsim.vm.machine",
+    "VmConfig": "qmpsim.vm.machine",
+    "DiskConfig": "qmpsim.vm.machine",
+    "VncConfig": "qmpsim.vm.machine",
+    "SpiceConfig": "qmpsim.vm.machine",
+    "Event": "qmpsim.vm.machine",
+    "Outcome": "qmpsim.vm.machine",
+    "CommandError": "qmpsim.vm.machine",
+    "DiskError": "qmpsim.vm.machine",
+    "DiskRepaired": "qmpsim.vm.machine",
+    "WatchdogExpired": "qmpsim.vm.machine",
+    "RtcChange": "qmpsim.vm.machine",
+    "GuestShutdown": "qmpsim.vm.machine",
+    "GuestConfig": "qmpsim.vm.machine",
+    "DeviceEjected": "qmpsim.vm.machine",
+    "UnplugRefused": "qmpsim.vm.machine",
+    "GuestPowerdown": "qmpsim.vm.machine",
+    "HostSignal": "qmpsim.vm.machine",
+    "GuestReset": "qmpsim.vm.machine",
+    "GuestPanic": "qmpsim.vm.machine",
+    "VncConnect": "qmpsim.vm.machine",
+    "VncInitialize": "qmpsim.vm.machine",
+    "VncDisconnect": "qmpsim.vm.machine",
+    "SpiceConnect": "qmpsim.vm.machine",
+    "SpiceInitialize": "qmpsim.vm.machine",
+    "SpiceDisconnect": "qmpsim.vm.machine",
     "FakeData": "qmpsim.fakedata",
     # profiles
-    "get_profile": "qmpsim.catalog",
-    "PROFILES": "qmpsim.catalog",
-    "DEFAULT_PROFILE": "qmpsim.catalog",
+    "get_profile": "qmpsim.qmp.profiles",
+    "PROFILES": "qmpsim.qmp.profiles",
+    "DEFAULT_PROFILE": "qmpsim.qmp.profiles",
     # the wire and one connection
-    "ServerConnection": "qmpsim.protocol",
-    "Request": "qmpsim.protocol",
+    "ServerConnection": "qmpsim.qmp.protocol",
+    "Request": "qmpsim.qmp.protocol",
     # serving
-    "Simulator": "qmpsim.server",
-    "BackgroundSimulator": "qmpsim.server",
-    "Transcript": "qmpsim.transcript",
+    "Simulator": "qmpsim.runtime.server",
+    "BackgroundSimulator": "qmpsim.runtime.server",
+    "Transcript": "qmpsim.qmp.transcript",
     # scenarios
-    "Scenario": "qmpsim.scenario",
-    "load_scenario": "qmpsim.scenario",
-    "loads_scenario": "qmpsim.scenario",
+    "Scenario": "qmpsim.scenario.loader",
+    "load_scenario": "qmpsim.scenario.loader",
+    "loads_scenario": "qmpsim.scenario.loader",
     # conformance
-    "check": "qmpsim.conformance",
-    "Violation": "qmpsim.conformance",
+    "check": "qmpsim.testing.conformance",
+    "Violation": "qmpsim.testing.conformance",
 }
 
 __all__ = [

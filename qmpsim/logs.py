@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .transcript import Entry
+    from qmpsim.qmp.transcript import Entry
 
 __all__ = ["CURRENT_VM", "VmFilter", "log_traffic", "stderr_handler"]
 

@@ -30,11 +30,11 @@ import pytest
 from qemu_harness import SAFETY_TIMEOUT, Referee, qemu_process
 from test_diff_machine import RealMonitor
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import CommandError, DiskConfig, ImageConfig, Machine, ManualClock
-from qmpsim.protocol import Request, ServerConnection
 from qmpsim.qemu.cmdline import parse_command_line
 from qmpsim.qemu.vmdesc import build_vm
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.qmp.protocol import Request, ServerConnection
+from qmpsim.vm.machine import CommandError, DiskConfig, ImageConfig, Machine, ManualClock
 
 Message = dict[str, Any]
 _AUTO = re.compile(r"#block(\d+)\d\d")

@@ -433,7 +433,7 @@ def simulator_session(
 
 
 async def _simulator_session(steps: Sequence[tuple[bytes, int]], sync: bool, profile: str) -> bytes:
-    from qmpsim.server import Simulator
+    from qmpsim.runtime.server import Simulator
 
     out = bytearray()
     async with Simulator(profile=profile) as sim, trio.open_nursery() as nursery:
@@ -491,9 +491,9 @@ def qmpsim_session(
     involved, so tests of the server (robustness, load) use this as their oracle;
     the differential tests run the server itself (:func:`simulator_session`).
     """
-    from qmpsim.catalog import DEFAULT_PROFILE, get_profile
-    from qmpsim.machine import CommandError, Machine
-    from qmpsim.protocol import Request, ServerConnection
+    from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
+    from qmpsim.qmp.protocol import Request, ServerConnection
+    from qmpsim.vm.machine import CommandError, Machine
 
     profile = get_profile(DEFAULT_PROFILE)
     conn = ServerConnection(profile, greeting=greeting)

@@ -9,12 +9,12 @@ import pytest
 import trio
 import trio.testing
 
-from qmpsim.catalog import QEMU_7_2, Builtin, CommandSpec, Field, Object
-from qmpsim.engine import ScenarioRunner
-from qmpsim.machine import Machine, ManualClock
-from qmpsim.scenario import loads_scenario
-from qmpsim.server import Simulator
-from qmpsim.transcript import arguments_match
+from qmpsim.qmp.profiles import QEMU_7_2, Builtin, CommandSpec, Field, Object
+from qmpsim.qmp.transcript import arguments_match
+from qmpsim.runtime.engine import ScenarioRunner
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.loader import loads_scenario
+from qmpsim.vm.machine import Machine, ManualClock
 
 SENT = {
     "driver": "qcow2",

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import (
+from qmpsim.errors import CatalogError
+from qmpsim.qmp.profiles import (
     DEFAULT_PROFILE,
     PROFILES,
     QEMU_0_14,
@@ -13,7 +14,6 @@ from qmpsim.catalog import (
     get_profile,
     validate_event,
 )
-from qmpsim.errors import CatalogError
 
 SPEC_EVENTS = {
     "BLOCK_IO_ERROR",

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim import catalog
-from qmpsim.catalog import PROFILES, QEMU_7_2, check_value, compile_schema, validate_event
-from qmpsim.strategies import events
+from qmpsim.qmp import profiles as catalog
+from qmpsim.qmp.profiles import PROFILES, QEMU_7_2, check_value, compile_schema, validate_event
+from qmpsim.testing.strategies import events
 
 _SCALARS = st.one_of(
     st.none(),

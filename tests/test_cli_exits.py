@@ -1,7 +1,7 @@
 """How every ``qmpsim`` command ends when it is stopped or fed junk: quietly, with the status
 shells expect, or with one line that says where, never with a traceback.
 
-The policy lives once, in ``qmpsim.cli.main``: Ctrl-C ends with 130 (128 + SIGINT),
+The policy lives once, in ``qmpsim.cli.app.main``: Ctrl-C ends with 130 (128 + SIGINT),
 a reader that went away (``qmpsim generate | head -1``) with 141 (128 + SIGPIPE, as
 ``cat`` ends), both silently, whether or not the command runs under trio.
 """
@@ -21,7 +21,7 @@ from typing import IO
 
 import pytest
 
-from qmpsim import cli
+from qmpsim.cli import app as cli
 from qmpsim.errors import QmpSimError
 
 ROOT = Path(__file__).resolve().parent.parent

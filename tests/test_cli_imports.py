@@ -22,7 +22,7 @@ TIMEOUT = 20  # seconds; a guard against a hang, not an assertion on timing
 PROGRAM = """\
 import atexit, json, sys
 def report():
-    catalog = sys.modules.get("qmpsim.catalog")
+    catalog = sys.modules.get("qmpsim.qmp.profiles")
     read = sorted(catalog._BODIES) if catalog else []
     print(json.dumps({"modules": sorted(sys.modules), "profiles": read}), flush=True)
 atexit.register(report)
@@ -30,7 +30,7 @@ from qmpsim.cli import main
 sys.exit(main(["serve", *sys.argv[1:]]))
 """
 
-SCENARIO_LANGUAGE = {"yaml", "qmpsim.scenario", "qmpsim.engine"}
+SCENARIO_LANGUAGE = {"yaml", "qmpsim.scenario.loader", "qmpsim.runtime.engine"}
 NEVER = {"faker", "qmpsim.fakedata", "hypothesis", "pytest"}
 
 
@@ -79,13 +79,13 @@ def test_an_idle_vm_loads_neither_the_scenario_language_nor_the_control_channel(
     tmp_path: Path,
 ) -> None:
     loaded = modules_of_serve(tmp_path)
-    assert "qmpsim.server" in loaded
-    assert not loaded & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.control"})
+    assert "qmpsim.runtime.server" in loaded
+    assert not loaded & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.runtime.control"})
 
 
 def test_an_idle_vm_with_a_control_channel_loads_no_yaml(tmp_path: Path) -> None:
     loaded = modules_of_serve(tmp_path, "--control", str(tmp_path / "control.sock"))
-    assert {"qmpsim.control", "qmpsim.engine"} <= loaded
+    assert {"qmpsim.runtime.control", "qmpsim.runtime.engine"} <= loaded
     assert not loaded & ({"yaml"} | NEVER)
 
 
@@ -98,17 +98,17 @@ def test_a_scenario_loads_yaml_and_faker_only_when_a_step_fakes_data(
     scenario.write_text(f"name: s\nclock: startup\nsteps: [{step}]\n")
     loaded = modules_of_serve(tmp_path, str(scenario))
     assert loaded >= SCENARIO_LANGUAGE
-    assert "qmpsim.control" not in loaded
+    assert "qmpsim.runtime.control" not in loaded
     assert ("faker" in loaded) is fake
 
 
 def test_a_profile_reads_its_own_data_and_no_other(tmp_path: Path) -> None:
     report = serve_and_quit(tmp_path, "--profile", "qemu-5.1")
     assert report["profiles"] == ["qemu-5.1"]
-    assert not set(report["modules"]) & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.control"})
+    assert not set(report["modules"]) & (SCENARIO_LANGUAGE | NEVER | {"qmpsim.runtime.control"})
 
 
 def test_a_random_scenario_loads_neither_hypothesis_nor_pytest(tmp_path: Path) -> None:
     loaded = modules_of_serve(tmp_path, "--random", "--seed", "3")
-    assert {"qmpsim.walk", "qmpsim.scenario"} <= loaded
-    assert not loaded & ({"qmpsim.strategies"} | NEVER)
+    assert {"qmpsim.testing.walk", "qmpsim.scenario.loader"} <= loaded
+    assert not loaded & ({"qmpsim.testing.strategies"} | NEVER)

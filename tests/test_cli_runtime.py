@@ -70,7 +70,7 @@ def test_the_test_frameworks_cannot_be_imported(module: str) -> None:
 
 
 def test_strategies_name_the_extra_that_brings_hypothesis() -> None:
-    result = importing("qmpsim.strategies")
+    result = importing("qmpsim.testing.strategies")
     assert result.returncode == 1
     assert "pip install 'qmpsim[hypothesis]'" in result.stderr
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from qmpsim.cli import main
-from qmpsim.scenario import load_scenario, loads_scenario, shipped_scenarios
-from qmpsim.scenario_text import scenario_document
+from qmpsim.scenario.loader import load_scenario, loads_scenario, shipped_scenarios
+from qmpsim.scenario.text import scenario_document
 
 
 @pytest.mark.parametrize("command", [["show", "tuor"], ["serve", "tuor", "--unix", "x.sock"]])

@@ -15,8 +15,8 @@ import trio
 import trio.testing
 from test_server_peer import Peer
 
-from qmpsim.server import Simulator
-from qmpsim.transcript import Direction
+from qmpsim.qmp.transcript import Direction
+from qmpsim.runtime.server import Simulator
 
 QMPSIM = [sys.executable, "-m", "qmpsim"]
 TIMEOUT = 20

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from qmpsim.server import BackgroundSimulator
+from qmpsim.runtime.server import BackgroundSimulator
 
 TIMEOUT = 20.0
 QMP_SHELL = Path(sys.executable).with_name("qmp-shell")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qmpsim.conformance import RULES, Violation, check, check_events
+from qmpsim.testing.conformance import RULES, Violation, check, check_events
 
 T0 = 1_700_000_000
 

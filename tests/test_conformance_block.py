@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qmpsim.catalog import get_profile
-from qmpsim.conformance import check_events
-from qmpsim.machine import DiskConfig, Machine, ManualClock, TrayMoved, VmConfig
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.testing.conformance import check_events
+from qmpsim.vm.machine import DiskConfig, Machine, ManualClock, TrayMoved, VmConfig
 
 PROFILE = get_profile("qemu-7.2")
 _STAMP = {"seconds": 1_700_000_000, "microseconds": 0}

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import get_profile
-from qmpsim.conformance import RULES, check_events
-from qmpsim.machine import DeviceEjected, GuestConfig, Machine, ManualClock, VmConfig
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.testing.conformance import RULES, check_events
+from qmpsim.vm.machine import DeviceEjected, GuestConfig, Machine, ManualClock, VmConfig
 
 PROFILE = get_profile("qemu-7.2")
 

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.conformance import RULES, check
-from qmpsim.transcript import Direction, Transcript
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.testing.conformance import RULES, check
 
 
 def event(name: str, seconds: int, data: dict[str, Any] | None = None) -> dict[str, Any]:

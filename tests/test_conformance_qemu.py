@@ -14,7 +14,7 @@ import time
 import pytest
 from qemu_harness import SAFETY_TIMEOUT, qemu_process, read_until_sync
 
-from qmpsim.conformance import check
+from qmpsim.testing.conformance import check
 
 pytestmark = pytest.mark.qemu
 

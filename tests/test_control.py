@@ -17,8 +17,8 @@ import pytest
 import trio
 from test_server_peer import Peer
 
-from qmpsim.engine import serve
-from qmpsim.scenario import loads_scenario
+from qmpsim.runtime.engine import serve
+from qmpsim.scenario.loader import loads_scenario
 
 SCENARIO = """
 vm:

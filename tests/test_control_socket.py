@@ -15,9 +15,9 @@ import pytest
 import trio
 from test_server_peer import Peer
 
-from qmpsim.control import ControlChannel, answer, serve_control_unix
-from qmpsim.engine import IDLE, Session
-from qmpsim.server import ListenError, Simulator
+from qmpsim.runtime.control import ControlChannel, answer, serve_control_unix
+from qmpsim.runtime.engine import IDLE, Session
+from qmpsim.runtime.server import ListenError, Simulator
 
 pytestmark = pytest.mark.trio
 

@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from qmpsim.control import ControlError, answer, serve_control_stream
 from qmpsim.errors import QmpSimError
-from qmpsim.wire import JsonStreamer
+from qmpsim.qmp.wire import JsonStreamer
+from qmpsim.runtime.control import ControlError, answer, serve_control_stream
 
 VERSION = {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""}
 

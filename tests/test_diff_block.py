@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_diff_machine import SimMonitor, real
 
-from qmpsim.machine import DiskConfig, VmConfig
+from qmpsim.vm.machine import DiskConfig, VmConfig
 
 pytestmark = pytest.mark.qemu
 

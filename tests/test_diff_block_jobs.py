@@ -17,9 +17,9 @@ import pytest
 from block_harness import host_image, make_image, pair, write_data
 from qemu_harness import Referee
 
-from qmpsim.catalog import get_profile
-from qmpsim.conformance import check_events
-from qmpsim.machine import JobError
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.testing.conformance import check_events
+from qmpsim.vm.machine import JobError
 
 pytestmark = pytest.mark.qemu
 

@@ -4,7 +4,7 @@ A ``-M pc`` whose firmware only halts has no guest OS, so the test plays the
 guest: where a real guest's ACPI ``_EJ0`` method writes the PCI hotplug eject
 register (port 0xae08, one bit per slot of bus 0), the test writes it through
 ``human-monitor-command``, and qmpsim's machine undergoes
-:class:`~qmpsim.machine.DeviceEjected`.  USB devices and virtio-serial ports
+:class:`~qmpsim.vm.machine.DeviceEjected`.  USB devices and virtio-serial ports
 leave without a guest.  DEVICE_DELETED comes after the reply in both; the test
 reads until the events it expects have come, then compares every message with
 timestamps masked.
@@ -22,8 +22,9 @@ import pytest
 from qemu_harness import Referee, qemu_process
 from test_diff_machine import RealMonitor
 
-from qmpsim.catalog import ProfileSpec, get_profile
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import ProfileSpec, get_profile
+from qmpsim.qmp.protocol import Request, ServerConnection
+from qmpsim.vm.machine import (
     ChardevConfig,
     CommandError,
     DeviceEjected,
@@ -31,7 +32,6 @@ from qmpsim.machine import (
     ManualClock,
     VmConfig,
 )
-from qmpsim.protocol import Request, ServerConnection
 
 pytestmark = pytest.mark.qemu
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_diff_machine import Message, RealMonitor, SimMonitor, assert_same, real
 
-from qmpsim.machine import Cause, GuestPanic, ManualClock, RtcChange, VmConfig, WatchdogExpired
+from qmpsim.vm.machine import Cause, GuestPanic, ManualClock, RtcChange, VmConfig, WatchdogExpired
 
 pytestmark = pytest.mark.qemu
 

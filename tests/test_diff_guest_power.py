@@ -17,7 +17,7 @@ from qemu_harness import Referee, qemu_process
 from test_diff_devices import Real, Sim, masked, profile_for
 from test_diff_machine import RealMonitor
 
-from qmpsim.machine import GuestConfig, VmConfig
+from qmpsim.vm.machine import GuestConfig, VmConfig
 
 pytestmark = pytest.mark.qemu
 

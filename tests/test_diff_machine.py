@@ -1,7 +1,7 @@
 """The machine against a real QEMU 7.2: events, replies and run states must agree.
 
 Each test runs the same commands on a fresh ``qemu-system-x86_64`` and on a
-:class:`~qmpsim.machine.Machine` behind qmpsim's protocol, then compares the
+:class:`~qmpsim.vm.machine.Machine` behind qmpsim's protocol, then compares the
 parsed messages after masking what legitimately differs (timestamps, client
 ports, the version string in HMP output).
 """
@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from qemu_harness import SAFETY_TIMEOUT, connect_unix, mask, qemu_process
 
-from qmpsim.catalog import QEMU_7_2, validate_event
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import QEMU_7_2, validate_event
+from qmpsim.qmp.protocol import Request, ServerConnection
+from qmpsim.vm.machine import (
     Cause,
     CommandError,
     DiskConfig,
@@ -33,7 +34,6 @@ from qmpsim.machine import (
     VncDisconnect,
     VncInitialize,
 )
-from qmpsim.protocol import Request, ServerConnection
 
 pytestmark = pytest.mark.qemu
 

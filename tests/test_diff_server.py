@@ -22,7 +22,7 @@ from qemu_harness import (
     qemu_process,
 )
 
-from qmpsim.server import BackgroundSimulator, Simulator
+from qmpsim.runtime.server import BackgroundSimulator, Simulator
 
 pytestmark = pytest.mark.qemu
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from qemu_harness import SYNC, Referee, qemu_session
 
-from qmpsim.wire import JsonStreamer, ParseError, encode, qdict_insertion
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, qdict_insertion
 
 pytestmark = pytest.mark.qemu
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from qmpsim.scenario import load_scenario, resolve, show_timeline
+from qmpsim.scenario.loader import load_scenario, resolve, show_timeline
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "block.md"
 

@@ -16,8 +16,6 @@ import pytest
 from qemu_harness import require_qemu
 
 # Shared with pytester's inline runs rather than imported afresh by each of them.
-import qmpsim.conformance
-import qmpsim.engine  # noqa: F401
 from qmpsim.cli import main
 
 pytest_plugins = ["pytester"]

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from qmpsim.engine import ScenarioRunner
-from qmpsim.scenario import Scenario, build_machine, loads_scenario
-from qmpsim.server import Simulator
+from qmpsim.runtime.engine import ScenarioRunner
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.loader import Scenario, build_machine, loads_scenario
 
 EPOCH = 1_700_000_000.0
 

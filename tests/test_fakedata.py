@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from qmpsim.catalog import QEMU_7_2, validate_event
 from qmpsim.fakedata import FakeData
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import QEMU_7_2, validate_event
+from qmpsim.vm.machine import (
     Machine,
     ManualClock,
     SpiceConfig,

@@ -15,14 +15,14 @@ import trio.testing
 from test_server_peer import Peer
 
 from qmpsim.errors import QmpSimError
-from qmpsim.fleet import (
+from qmpsim.runtime.fleet import (
     Fleet,
     fleet_identities,
     raise_fd_limit,
     serve_fleet,
 )
-from qmpsim.scenario import loads_scenario
-from qmpsim.server import ListenError
+from qmpsim.runtime.server import ListenError
+from qmpsim.scenario.loader import loads_scenario
 
 FAKE_VNC = """
 name: greet

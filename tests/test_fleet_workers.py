@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.fleet import (
+from qmpsim.runtime.fleet import (
     FD_HEADROOM,
     FleetLimitError,
     check_fd_limit,

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from qemu_harness import mask, qmpsim_session
 
-from qmpsim.server import Simulator
+from qmpsim.runtime.server import Simulator
 
 pytestmark = pytest.mark.trio
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import QEMU_0_14, QEMU_7_2, ProfileSpec, validate_event
 from qmpsim.errors import CatalogError
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import QEMU_0_14, QEMU_7_2, ProfileSpec, validate_event
+from qmpsim.vm.machine import (
     CommandError,
     Event,
     Machine,

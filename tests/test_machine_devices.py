@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import QEMU_0_14, QEMU_7_2, ProfileSpec
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import QEMU_0_14, QEMU_7_2, ProfileSpec
+from qmpsim.vm.machine import (
     DiskConfig,
     DiskError,
     Event,

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.catalog import PROFILES, validate_event
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import PROFILES, validate_event
+from qmpsim.vm.machine import (
     DiskConfig,
     DiskError,
     DiskRepaired,

@@ -19,7 +19,7 @@ import pytest
 from qemu_harness import SAFETY_TIMEOUT, mask, qemu_on_free_port
 from test_diff_machine import RealMonitor, SimMonitor, assert_same
 
-from qmpsim.machine import SpiceConfig, SpiceConnect, SpiceDisconnect, SpiceInitialize, VmConfig
+from qmpsim.vm.machine import SpiceConfig, SpiceConnect, SpiceDisconnect, SpiceInitialize, VmConfig
 
 pytestmark = pytest.mark.qemu
 

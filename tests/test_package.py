@@ -64,8 +64,12 @@ def test_a_wheel_ships_the_scenarios_and_finds_them(tmp_path: Path) -> None:
     shipped = sorted(p.name for p in (root / "scenarios").glob("*.yaml"))
     assert sorted(p.name for p in (unpacked / "qmpsim" / "scenarios").glob("*.yaml")) == shipped
     assert (unpacked / "qmpsim" / "py.typed").is_file()
+    # every module of every layer's package ships (a package left out of pyproject's list
+    # imports in the source tree and fails in a wheel install)
+    source = {p.relative_to(root).as_posix() for p in (root / "qmpsim").rglob("*.py")}
+    assert source <= {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*.py")}
     out = subprocess.run(
-        [sys.executable, "-c", "import qmpsim.scenario as s; print(s.SHIPPED_DIR)"],
+        [sys.executable, "-c", "import qmpsim.scenario.loader as s; print(s.SHIPPED_DIR)"],
         env={**os.environ, "PYTHONPATH": str(unpacked)},
         cwd=tmp_path,
         capture_output=True,
@@ -79,7 +83,7 @@ def test_a_wheel_ships_the_scenarios_and_finds_them(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import qmpsim.catalog as c; print(len(c.PROFILES['qemu-10.0'].commands))",
+            "import qmpsim.qmp.profiles as c; print(len(c.PROFILES['qemu-10.0'].commands))",
         ],
         env={**os.environ, "PYTHONPATH": str(unpacked)},
         cwd=tmp_path,
@@ -141,8 +145,32 @@ def test_mypy_sees_the_real_types_of_the_public_names(tmp_path: Path) -> None:
     assert len(revealed) == 5, result.stdout + result.stderr
     assert not any(r == '"Any"' for r in revealed), revealed
     simulator, machine, check, load, profiles = revealed
-    assert simulator.endswith('-> qmpsim.server.Simulator"')
-    assert machine.endswith('-> qmpsim.machine.Machine"')
-    assert "qmpsim.conformance.Violation" in check
-    assert load.endswith('-> qmpsim.scenario.Scenario"')
-    assert "qmpsim.catalog.ProfileSpec" in profiles
+    assert simulator.endswith('-> qmpsim.runtime.server.Simulator"')
+    assert machine.endswith('-> qmpsim.vm.machine.Machine"')
+    assert "qmpsim.testing.conformance.Violation" in check
+    assert load.endswith('-> qmpsim.scenario.loader.Scenario"')
+    assert "qmpsim.qmp.profiles.ProfileSpec" in profiles
+
+
+# --- the flat layout's documented import paths --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("qmpsim.machine", "qmpsim.vm.machine"),
+        ("qmpsim.strategies", "qmpsim.testing.strategies"),
+        ("qmpsim.conformance", "qmpsim.testing.conformance"),
+        ("qmpsim.walk", "qmpsim.testing.walk"),
+        ("qmpsim.transcript", "qmpsim.qmp.transcript"),
+    ],
+)
+def test_a_documented_old_import_path_is_the_moved_module(old: str, new: str) -> None:
+    code = (
+        f"import importlib, sys; old = importlib.import_module({old!r}); "
+        f"print(old is sys.modules[{new!r}], old is sys.modules[{old!r}])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "True True"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.catalog import DATA_DIR, PROFILES, get_profile
-from qmpsim.machine import Machine, VmConfig, modelled_commands
-from qmpsim.schema import problems
+from qmpsim.qmp.profiles import DATA_DIR, PROFILES, get_profile
+from qmpsim.qmp.schema import problems
+from qmpsim.vm.machine import Machine, VmConfig, modelled_commands
 from qmpsim.vm.replies import RECORDED, source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_commands_qemu_lists_but_does_not_dispatch_are_not_found() -> None:
 
 def test_a_profile_greets_before_reading_its_schema() -> None:
     program = (
-        "import json, qmpsim.catalog as c\n"
+        "import json, qmpsim.qmp.profiles as c\n"
         "p = c.get_profile('qemu-9.1')\n"
         "before = sorted(c._BODIES)\n"
         "package = p.greeting()['QMP']['version']['package']\n"
@@ -111,7 +111,7 @@ def test_a_profile_greets_before_reading_its_schema() -> None:
 
 def test_only_the_profile_in_use_is_read() -> None:
     program = (
-        "import json, qmpsim.catalog as c\n"
+        "import json, qmpsim.qmp.profiles as c\n"
         "c.get_profile('qemu-4.2').commands['cont']\n"
         "print(json.dumps(sorted(c._BODIES)))\n"
     )
@@ -142,7 +142,7 @@ def test_every_command_answers_within_its_return_type(name: str) -> None:
 
 
 def _minimal(typ: object) -> object:
-    from qmpsim.schema import Alternate, Array, Builtin, Enum, Object
+    from qmpsim.qmp.schema import Alternate, Array, Builtin, Enum, Object
 
     if isinstance(typ, Builtin):
         return {"str": "x", "int": 1, "number": 1, "bool": False, "null": None}.get(typ.name, {})
@@ -159,9 +159,9 @@ def _minimal(typ: object) -> object:
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_every_event_can_be_faked_and_conforms(name: str) -> None:
-    from qmpsim.catalog import validate_event
-    from qmpsim.engine import fake_data
     from qmpsim.fakedata import FakeData
+    from qmpsim.qmp.profiles import validate_event
+    from qmpsim.runtime.engine import fake_data
 
     profile = get_profile(name)
     fake = FakeData(0)

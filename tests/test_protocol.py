@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import QEMU_7_2, CommandSpec, Object
-from qmpsim.protocol import (
+from qmpsim.qmp.profiles import QEMU_7_2, CommandSpec, Object
+from qmpsim.qmp.protocol import (
     NO_ID,
     TRANSITIONS,
     ConnectionState,

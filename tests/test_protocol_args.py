@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import (
+from qmpsim.qmp.profiles import (
     ANY,
     BOOL,
     INT,
@@ -22,7 +22,7 @@ from qmpsim.catalog import (
     Object,
     ProfileSpec,
 )
-from qmpsim.protocol import Request, ServerConnection
+from qmpsim.qmp.protocol import Request, ServerConnection
 
 COLOUR = Enum("Colour", ("red", "green"))
 INNER = Object("Inner", (Field("depth", INT), Field("tint", COLOUR, optional=True)))

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.catalog import QEMU_7_2
-from qmpsim.protocol import Request, ServerConnection
+from qmpsim.qmp.profiles import QEMU_7_2
+from qmpsim.qmp.protocol import Request, ServerConnection
 
 _FRAGMENTS = st.sampled_from(
     [

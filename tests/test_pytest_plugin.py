@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from qemu.qmp import QMPClient
 
-from qmpsim.machine import DiskError
-from qmpsim.pytest_plugin import QmpServer, SimulatorError, _config
+from qmpsim.testing.pytest_plugin import QmpServer, SimulatorError, _config
+from qmpsim.vm.machine import DiskError
 
 TIMEOUT = 10.0
 
@@ -193,8 +193,11 @@ def test_importing_the_plugin_stays_cheap() -> None:
     import subprocess
     import sys
 
-    heavy = ("trio", "hypothesis", "faker", "yaml", "qmpsim.server", "qmpsim.machine")
-    code = f"import sys, qmpsim.pytest_plugin; print([m for m in {heavy!r} if m in sys.modules])"
+    heavy = ("trio", "hypothesis", "faker", "yaml", "qmpsim.runtime.server", "qmpsim.vm.machine")
+    code = (
+        "import sys, qmpsim.testing.pytest_plugin; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

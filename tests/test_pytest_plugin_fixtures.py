@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 # Shared with pytester's inline runs rather than imported afresh by each of them.
-import qmpsim.conformance
-import qmpsim.engine  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -43,7 +41,7 @@ def test_several_vms_in_one_test(pytester: pytest.Pytester) -> None:
 import pytest
 
 def test_two_vms(make_qmp_server):
-    from qmpsim.scenario import loads_scenario
+    from qmpsim.scenario.loader import loads_scenario
 
     built = make_qmp_server(loads_scenario("clock: startup\\nsteps: [{emit: POWERDOWN}]"))
     built.wait_scenario()
@@ -189,7 +187,7 @@ def test_exited_call_and_drawn_scenarios(pytester: pytest.Pytester) -> None:
         """
 import pytest
 from hypothesis import HealthCheck, given, settings
-from qmpsim.strategies import scenarios
+from qmpsim.testing.strategies import scenarios
 
 def test_exited(qmp_server):
     assert not qmp_server.exited

@@ -6,8 +6,6 @@ import pytest
 
 # Imported here so that pytester's inline runs share these modules instead of
 # importing fresh copies, whose classes would not match the ones already loaded.
-import qmpsim.conformance
-import qmpsim.engine  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

@@ -9,9 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-import qmpsim.conformance
-import qmpsim.engine  # noqa: F401  (shared with pytester's inline runs, see below)
-from qmpsim.pytest_plugin import QmpServer, TrioQmpServer
+from qmpsim.testing.pytest_plugin import QmpServer, TrioQmpServer
 
 pytest_plugins = ["pytester"]
 

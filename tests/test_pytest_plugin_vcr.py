@@ -9,9 +9,7 @@ import pytest
 from qemu_harness import require_qemu
 
 # Shared with pytester's inline runs rather than imported afresh by each of them.
-import qmpsim.conformance
-import qmpsim.engine  # noqa: F401
-from qmpsim.cassette import load_cassette
+from qmpsim.qmp.cassette import load_cassette
 
 pytest_plugins = ["pytester"]
 

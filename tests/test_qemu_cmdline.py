@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.machine import Machine
 from qmpsim.qemu.cmdline import Chardev, Monitor, parse_command_line
 from qmpsim.qemu.opts import OptionError, parse_keyval, parse_object, parse_size
 from qmpsim.qemu.vmdesc import build_vm
+from qmpsim.vm.machine import Machine
 
 # The command line libvirt 9.0 gives QEMU 7.2 for a small domain (recorded from its log),
 # with the disk image's path left to each test.

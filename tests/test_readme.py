@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.scenario import loads_scenario
+from qmpsim.scenario.loader import loads_scenario
 
 pytest_plugins = ["pytester"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from qmpsim.cassette import read_cassette
 from qmpsim.cli import main
-from qmpsim.record import Recorder
-from qmpsim.server import Simulator
-from qmpsim.transcript import Direction
+from qmpsim.qmp.cassette import read_cassette
+from qmpsim.qmp.transcript import Direction
+from qmpsim.runtime.record import Recorder
+from qmpsim.runtime.server import Simulator
 
 RECORDED = Path(__file__).parent / "cassettes" / "qemu-7.2-session.jsonl"
 TIMEOUT = 20

@@ -23,15 +23,15 @@ import trio
 from qemu.qmp import QMPClient
 from qemu_harness import qemu_process
 
-from qmpsim.cassette import load_cassette
 from qmpsim.cli import main
-from qmpsim.engine import ScenarioRunner
-from qmpsim.record import Recorder
-from qmpsim.replay import replay_simulator
-from qmpsim.scenario import build_machine, load_scenario
-from qmpsim.scenario_from import derive_scenario
-from qmpsim.server import Simulator
-from qmpsim.transcript import Direction, Transcript
+from qmpsim.qmp.cassette import load_cassette
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.runtime.engine import ScenarioRunner
+from qmpsim.runtime.record import Recorder
+from qmpsim.runtime.replay import replay_simulator
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.from_recording import derive_scenario
+from qmpsim.scenario.loader import build_machine, load_scenario
 
 pytestmark = pytest.mark.qemu
 

@@ -11,9 +11,9 @@ import trio
 import trio.testing
 from test_server_peer import connect
 
-from qmpsim.cassette import Cassette, load_cassette, profile_for, read_cassette
-from qmpsim.replay import replay_simulator
-from qmpsim.transcript import Direction, Entry, Transcript
+from qmpsim.qmp.cassette import Cassette, load_cassette, profile_for, read_cassette
+from qmpsim.qmp.transcript import Direction, Entry, Transcript
+from qmpsim.runtime.replay import replay_simulator
 
 RECORDED = Path(__file__).parent / "cassettes" / "qemu-7.2-session.jsonl"
 """A qemu.qmp session with QEMU 7.2.22, recorded through ``qmpsim record``."""

@@ -9,10 +9,10 @@ import pytest
 import trio
 from test_server_peer import EPOCH, connect
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import CommandError, Machine, UnmodelledCommand, VmConfig
-from qmpsim.protocol import Request, ServerConnection
-from qmpsim.server import Simulator
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.qmp.protocol import Request, ServerConnection
+from qmpsim.runtime.server import Simulator
+from qmpsim.vm.machine import CommandError, Machine, UnmodelledCommand, VmConfig
 
 pytest_plugins = ["pytester"]
 

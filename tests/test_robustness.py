@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qemu_harness import SYNC, SYNC_ID, mask, qemu_session, qmpsim_session, require_qemu
 
-from qmpsim.machine import Machine, Outcome
-from qmpsim.server import Simulator
+from qmpsim.runtime.server import Simulator
+from qmpsim.vm.machine import Machine, Outcome
 
 # Commands that keep the VM alive: quit and power-offs end the session by design.
 _FRAGMENTS = [

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim import wire
+from qmpsim.qmp import wire
 
 _ascii = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=6)
 _plain_scalars = st.one_of(st.none(), st.booleans(), st.integers(), _ascii)

@@ -11,10 +11,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.machine import Event
-from qmpsim.server import Simulator
-from qmpsim.strategies import events
-from qmpsim.transcript import Direction, Transcript
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.runtime.server import Simulator
+from qmpsim.testing.strategies import events
+from qmpsim.vm.machine import Event
 
 _odd_data = st.dictionaries(
     st.text(max_size=4),

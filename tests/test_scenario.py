@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qmpsim import machine as m
-from qmpsim.scenario import (
+from qmpsim.scenario.loader import (
     CauseStep,
     EmitStep,
     FaultStep,
@@ -21,6 +20,7 @@ from qmpsim.scenario import (
     scenario_schema,
     show_timeline,
 )
+from qmpsim.vm import machine as m
 
 FULL = """
 name: full
@@ -93,7 +93,7 @@ def test_defaults_and_include_relative_to_the_file(tmp_path: Path) -> None:
     (tmp_path / "parts" / "reboot.yaml").write_text("steps:\n  - cause: guest-reset\n")
     main = tmp_path / "main.yaml"
     main.write_text("steps:\n  - include: parts/reboot.yaml\n")
-    from qmpsim.scenario import load_scenario
+    from qmpsim.scenario.loader import load_scenario
 
     s = load_scenario(main)
     assert (s.name, s.profile, s.clock, s.vm.initial_state) == (

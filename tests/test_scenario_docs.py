@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.scenario import SHIPPED_DIR, loads_scenario, scenario_schema
+from qmpsim.scenario.loader import SHIPPED_DIR, loads_scenario, scenario_schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), flags=re.DOTALL)

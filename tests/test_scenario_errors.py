@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario import load_scenario, loads_scenario
+from qmpsim.scenario.loader import load_scenario, loads_scenario
 
 VM = "vm:\n  disks: [{name: vda}]\n  vnc: {}\n  spice: {}\n"
 

@@ -11,20 +11,20 @@ import trio
 import trio.testing
 from test_server_peer import connect
 
-from qmpsim.cassette import Cassette, load_cassette
-from qmpsim.conformance import check
-from qmpsim.engine import ScenarioRunner
-from qmpsim.scenario import (
+from qmpsim.qmp.cassette import Cassette, load_cassette
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.runtime.engine import ScenarioRunner
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.from_recording import derive_scenario
+from qmpsim.scenario.loader import (
     Scenario,
     build_machine,
     load_scenario,
     loads_scenario,
     shipped_scenarios,
 )
-from qmpsim.scenario_from import derive_scenario
-from qmpsim.scenario_text import scenario_document, to_yaml
-from qmpsim.server import Simulator
-from qmpsim.transcript import Direction, Transcript
+from qmpsim.scenario.text import scenario_document, to_yaml
+from qmpsim.testing.conformance import check
 
 CASSETTES = Path(__file__).parent / "cassettes"
 GUEST_EVENTS = CASSETTES / "qemu-7.2-guest-events.jsonl"

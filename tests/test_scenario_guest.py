@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from qmpsim.errors import ScenarioError
-from qmpsim.machine import DeviceEjected, GuestConfig, UnplugRefused
-from qmpsim.scenario import build_machine, loads_scenario, show_timeline, vm_config
-from qmpsim.scenario_text import to_yaml
+from qmpsim.scenario.loader import build_machine, loads_scenario, show_timeline, vm_config
+from qmpsim.scenario.text import to_yaml
+from qmpsim.vm.machine import DeviceEjected, GuestConfig, UnplugRefused
 
 DOC = """\
 name: g

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qmpsim.scenario import scenario_schema, shipped_scenarios
+from qmpsim.scenario.loader import scenario_schema, shipped_scenarios
 
 SCHEMA = scenario_schema()
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"

@@ -9,9 +9,9 @@ import trio
 import trio.testing
 from test_server_peer import EPOCH, Peer, connect
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import GuestShutdown, RtcChange
-from qmpsim.server import Simulator
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.runtime.server import Simulator
+from qmpsim.vm.machine import GuestShutdown, RtcChange
 
 pytestmark = pytest.mark.trio
 

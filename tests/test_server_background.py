@@ -13,7 +13,7 @@ import trio
 import trio.testing
 from test_server_peer import EPOCH, connect
 
-from qmpsim.server import BackgroundSimulator, ListenError, Simulator
+from qmpsim.runtime.server import BackgroundSimulator, ListenError, Simulator
 
 
 @pytest.fixture

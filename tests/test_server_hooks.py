@@ -7,9 +7,9 @@ import trio
 import trio.testing
 from test_server_peer import EPOCH, connect, connect_recorded
 
-from qmpsim.machine import CommandError, DiskConfig, DiskError, Outcome, VmConfig
-from qmpsim.protocol import Request
-from qmpsim.server import Simulator
+from qmpsim.qmp.protocol import Request
+from qmpsim.runtime.server import Simulator
+from qmpsim.vm.machine import CommandError, DiskConfig, DiskError, Outcome, VmConfig
 
 pytestmark = pytest.mark.trio
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from qmpsim.server import Simulator
+from qmpsim.runtime.server import Simulator
 
 EPOCH = 1_700_000_000.0
 

@@ -15,9 +15,9 @@ import trio
 import trio.testing
 from test_server_peer import Peer
 
-from qmpsim import server
-from qmpsim.control import serve_control_unix
-from qmpsim.server import ListenError, Simulator
+from qmpsim.runtime import server
+from qmpsim.runtime.control import serve_control_unix
+from qmpsim.runtime.server import ListenError, Simulator
 
 pytestmark = pytest.mark.trio
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import get_profile
-from qmpsim.scenario import load_scenario, shipped_scenarios, show_timeline
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.scenario.loader import load_scenario, shipped_scenarios, show_timeline
 
 SHIPPED = shipped_scenarios()
 HANG_GUARD = 20.0  # seconds; only a guard against a hang, never an assertion on timing

@@ -10,11 +10,10 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from qmpsim import machine as m
-from qmpsim.catalog import get_profile, validate_event
-from qmpsim.conformance import check_events
-from qmpsim.scenario import CauseStep, Scenario, WaitStep, build_machine
-from qmpsim.strategies import (
+from qmpsim.qmp.profiles import get_profile, validate_event
+from qmpsim.scenario.loader import CauseStep, Scenario, WaitStep, build_machine
+from qmpsim.testing.conformance import check_events
+from qmpsim.testing.strategies import (
     CAUSES,
     COMMANDS,
     event_streams,
@@ -24,6 +23,7 @@ from qmpsim.strategies import (
     scenarios,
     vm_configs,
 )
+from qmpsim.vm import machine as m
 
 PROFILES = ("qemu-7.2", "qemu-0.14")
 FAST = settings(max_examples=60, derandomize=True, database=None, deadline=None)
@@ -144,7 +144,7 @@ def test_scenarios_run_to_conformant_streams(profile: str) -> None:
         (lambda: event_streams(min_size=5, max_size=2), "max_size=2 is less than min_size=5"),
         (lambda: event_streams(causes={"meteor"}), "unknown causes: meteor"),
         (lambda: event_streams(causes=set()), "at least one"),
-        (lambda: event_streams(vm="big"), "vm must be a qmpsim.machine.VmConfig"),
+        (lambda: event_streams(vm="big"), "vm must be a qmpsim.vm.machine.VmConfig"),
         (lambda: scenarios(causes={"stop"}), "unknown causes: stop"),
         (lambda: scenarios(max_events=True), "max_events must be an integer"),
     ],

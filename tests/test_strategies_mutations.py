@@ -10,10 +10,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from qmpsim import machine as m
-from qmpsim.catalog import get_profile
-from qmpsim.conformance import check_events
-from qmpsim.strategies import event_streams, vm_configs
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.testing.conformance import check_events
+from qmpsim.testing.strategies import event_streams, vm_configs
+from qmpsim.vm import machine as m
 
 PROFILES = ("qemu-7.2", "qemu-0.14")
 MUTATIONS = settings(max_examples=40, derandomize=True, database=None, deadline=None)

@@ -11,11 +11,11 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 
-from qmpsim.conformance import check_events
-from qmpsim.engine import ScenarioRunner
-from qmpsim.scenario import Scenario, build_machine
-from qmpsim.server import Simulator
-from qmpsim.strategies import scenarios
+from qmpsim.runtime.engine import ScenarioRunner
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.loader import Scenario, build_machine
+from qmpsim.testing.conformance import check_events
+from qmpsim.testing.strategies import scenarios
 
 EPOCH = 1_700_000_000.0
 

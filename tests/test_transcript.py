@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.transcript import Direction, Entry, Transcript
+from qmpsim.qmp.transcript import Direction, Entry, Transcript
 
 IN, OUT = Direction.IN, Direction.OUT
 

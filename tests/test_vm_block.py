@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.vm.machine import (
     CommandError,
     DiskConfig,
     DiskError,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import CommandSpec, Object, ProfileSpec, get_profile
-from qmpsim.machine import Machine, ManualClock, modelled_commands
+from qmpsim.qmp.profiles import CommandSpec, Object, ProfileSpec, get_profile
 from qmpsim.vm.component import Component, Timers, dispatch_table, on_cause, on_command
+from qmpsim.vm.machine import Machine, ManualClock, modelled_commands
 from qmpsim.vm.values import Event, MachineError, Outcome
 
 

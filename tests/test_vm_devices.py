@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.vm.ghash import HashOrder
+from qmpsim.vm.machine import (
     CommandError,
     DeviceConfig,
     DeviceEjected,
@@ -19,7 +20,6 @@ from qmpsim.machine import (
     UnplugRefused,
     VmConfig,
 )
-from qmpsim.vm.ghash import HashOrder
 
 
 def pc(guest: GuestConfig | None = None) -> tuple[Machine, ManualClock]:

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from qmpsim.catalog import get_profile
-from qmpsim.machine import (
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.vm.guest import Guest
+from qmpsim.vm.machine import (
     GuestConfig,
     GuestPowerdown,
     Machine,
@@ -16,7 +17,6 @@ from qmpsim.machine import (
     VmConfig,
     WatchdogExpired,
 )
-from qmpsim.vm.guest import Guest
 
 
 def machine(

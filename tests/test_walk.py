@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from qmpsim import machine as m
-from qmpsim import walk
-from qmpsim.conformance import check_events
+from qmpsim.testing import walk
+from qmpsim.testing.conformance import check_events
+from qmpsim.vm import machine as m
 
 
 def work(monkeypatch: pytest.MonkeyPatch, count: int, seeds: range) -> tuple[int, int, int]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim import walk
-from qmpsim.conformance import check_events
-from qmpsim.machine import DiskConfig, VmConfig
-from qmpsim.strategies import event_streams
+from qmpsim.testing import walk
+from qmpsim.testing.conformance import check_events
+from qmpsim.testing.strategies import event_streams
+from qmpsim.vm.machine import DiskConfig, VmConfig
 
 VM = VmConfig(disks=(DiskConfig("vda", data=1 << 30), DiskConfig("vdb")))
 JOBS = ["drive-mirror", "job-complete", "job-cancel", "job-error", "disk-io"]

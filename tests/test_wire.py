@@ -1,11 +1,11 @@
-"""Unit tests for qmpsim.wire: QEMU's JSON writer, lexer, streamer and parser."""
+"""Unit tests for qmpsim.qmp.wire: QEMU's JSON writer, lexer, streamer and parser."""
 
 from __future__ import annotations
 
 import pytest
 
-from qmpsim import wire
-from qmpsim.wire import JsonStreamer, ParseError, encode, qdict_insertion, qdict_order
+from qmpsim.qmp import wire
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, qdict_insertion, qdict_order
 
 
 def feed_all(*chunks: bytes) -> list[object]:

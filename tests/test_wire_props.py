@@ -1,4 +1,4 @@
-"""Properties of qmpsim.wire: encode/feed round trips and split invariance."""
+"""Properties of qmpsim.qmp.wire: encode/feed round trips and split invariance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.wire import JsonStreamer, ParseError, encode, encode_message, qdict_insertion
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message, qdict_insertion
 
 
 def _representable(ch: str) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qmpsim.schema import Object, problems, types_from_introspection  # noqa: E402
+from qmpsim.qmp.schema import Object, problems, types_from_introspection  # noqa: E402
 
 OLDEST = (2, 5)  # the first version with query-qmp-schema
 FILE = re.compile(

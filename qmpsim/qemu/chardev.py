@@ -14,7 +14,8 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..machine import ChardevConfig
+from qmpsim.vm.machine import ChardevConfig
+
 from .cmdline import Chardev
 from .process import Messages, StartError
 

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..catalog import DEFAULT_PROFILE, PROFILES, get_profile
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, PROFILES, get_profile
+
 from ..errors import QmpSimError
 from .chardev import OpenChardev, close_all, open_chardevs
 from .cmdline import Invocation, parse_command_line
@@ -42,10 +43,10 @@ from .vmdesc import build_vm
 if TYPE_CHECKING:
     import trio
 
-    from ..control import ControlChannel
-    from ..machine import GuestConfig, VmConfig
-    from ..scenario import Scenario, VmSpec
-    from ..server import Simulator, UnixSocketFile
+    from qmpsim.runtime.control import ControlChannel
+    from qmpsim.runtime.server import Simulator, UnixSocketFile
+    from qmpsim.scenario.loader import Scenario, VmSpec
+    from qmpsim.vm.machine import GuestConfig, VmConfig
 
 __all__ = ["main", "run"]
 
@@ -161,7 +162,7 @@ def _is_qmp(inv: Invocation, chardev: OpenChardev) -> bool:
 def _load_scenario(settings: GuestSettings) -> Scenario | None:
     if settings.scenario is None:
         return None
-    from ..scenario import load_scenario, resolve
+    from qmpsim.scenario.loader import load_scenario, resolve
 
     return load_scenario(resolve(settings.scenario))
 
@@ -169,7 +170,7 @@ def _load_scenario(settings: GuestSettings) -> Scenario | None:
 def _guest(settings: GuestSettings, scenario: Scenario | None) -> GuestConfig:
     """How the guest OS reacts: the settings' ``[guest]``, else the scenario's ``vm.guest``,
     else a cooperative guest (it shuts down when the power button is pressed)."""
-    from ..machine import GuestConfig, MachineError
+    from qmpsim.vm.machine import GuestConfig, MachineError
 
     if settings.guest is not None:
         values: dict[str, Any] = {
@@ -194,9 +195,9 @@ def _seed(settings: GuestSettings, scenario: Scenario | None) -> int:
 def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None) -> Simulator:
     import random
 
-    from ..machine import Machine
-    from ..server import Simulator
-    from ..transcript import Transcript
+    from qmpsim.qmp.transcript import Transcript
+    from qmpsim.runtime.server import Simulator
+    from qmpsim.vm.machine import Machine
 
     profile = settings.profile or (scenario.profile if scenario is not None else DEFAULT_PROFILE)
     machine = Machine(
@@ -208,7 +209,7 @@ def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None)
 
 def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
     """The scenario language's view of ``vm``: what scenario steps are checked against."""
-    from ..scenario import Disk, Guest, Spice, VmSpec, Vnc
+    from qmpsim.scenario.loader import Disk, Guest, Spice, VmSpec, Vnc
 
     vnc = vm.vnc
     spice = vm.spice
@@ -242,7 +243,7 @@ async def _monitor(sim: Simulator, listener: trio.SocketListener) -> None:
 
     import trio
 
-    from ..server import accept_loop
+    from qmpsim.runtime.server import accept_loop
 
     slot = trio.Semaphore(1)
 
@@ -268,7 +269,7 @@ async def _host_signals(sim: Simulator, messages: Messages) -> None:
         messages.error(f"terminating on signal {info.si_signo} from pid {info.si_pid} ({sender})")
     else:
         messages.error(f"terminating on signal {info.si_signo}")
-    from ..machine import HostSignal
+    from qmpsim.vm.machine import HostSignal
 
     if not sim.machine.exited:
         sim.cause(HostSignal())
@@ -279,7 +280,7 @@ def _bind_control(
 ) -> UnixSocketFile | None:
     """This VM's control socket, bound and listening in the first usable run directory
     (before a daemonizing parent exits, so ``qmpsim ctl`` works as soon as it has)."""
-    from ..server import ListenError, bind_unix
+    from qmpsim.runtime.server import ListenError, bind_unix
 
     for directory in run_dirs(settings):
         try:
@@ -302,7 +303,7 @@ async def _serve(
 ) -> None:
     import trio
 
-    from ..server import accept_loop
+    from qmpsim.runtime.server import accept_loop
 
     async with sim, trio.open_nursery() as nursery:
         listeners = []
@@ -349,8 +350,8 @@ class _Control:
     async def session(self) -> ControlChannel:
         """Start playing the scenario (idle without one); the control channel driving it."""
         if self._channel is None:
-            from ..control import ControlChannel
-            from ..engine import IDLE, start_session
+            from qmpsim.runtime.control import ControlChannel
+            from qmpsim.runtime.engine import IDLE, start_session
 
             seed = _seed(self.settings, self.scenario)
             base = self.scenario if self.scenario is not None else IDLE

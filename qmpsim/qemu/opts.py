@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from qmpsim.qmp.wire import JsonStreamer, ParseError
+
 from ..errors import QmpSimError
-from ..wire import JsonStreamer, ParseError
 
 __all__ = [
     "FLAGS",

@@ -7,7 +7,7 @@ speaks like.
 
 from __future__ import annotations
 
-from ..catalog import ProfileSpec
+from qmpsim.qmp.profiles import ProfileSpec
 
 __all__ = ["help_text", "version_text"]
 

@@ -1,4 +1,4 @@
-"""The VM a QEMU command line describes, as a :class:`~qmpsim.machine.VmConfig`.
+"""The VM a QEMU command line describes, as a :class:`~qmpsim.vm.machine.VmConfig`.
 
 Disks come from ``-drive`` and from ``-blockdev`` node chains with the
 ``-device`` that uses them, named as QEMU names them: a ``-drive`` backend by
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..machine import (
+from qmpsim.vm.machine import (
     DISK_FORMATS,
     ChardevConfig,
     DeviceConfig,
@@ -27,6 +27,7 @@ from ..machine import (
     VmConfig,
     VncConfig,
 )
+
 from .cmdline import Invocation
 from .opts import OptionError, parse_bool
 

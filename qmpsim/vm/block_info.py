@@ -1,6 +1,6 @@
 """What the block queries answer, built member by member in QEMU's declaration order.
 
-QEMU writes a reply's members in the order of its hash table (``qmpsim.wire``
+QEMU writes a reply's members in the order of its hash table (``qmpsim.qmp.wire``
 does that); within one bucket the order they were inserted in decides, which is
 the order the QAPI schema declares them in.  So each builder here inserts
 members in schema order, with the members newer QEMUs added where they declare

@@ -52,7 +52,7 @@ A minimal component::
             self.host.after(0.5, lambda: [self.host.event("BELL", {"n": self.rung})])
             return []
 
-and in :class:`~qmpsim.machine.Machine`, ``Bell`` joins ``COMPONENTS``.
+and in :class:`~qmpsim.vm.machine.Machine`, ``Bell`` joins ``COMPONENTS``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from .values import Clock, Event, Outcome
 
 if TYPE_CHECKING:
-    from ..catalog import ProfileSpec
+    from qmpsim.qmp.profiles import ProfileSpec
 
 CommandHandler = Callable[[Any, Mapping[str, Any]], Outcome]
 """An unbound command handler: ``(part, arguments) -> Outcome``."""
@@ -136,7 +136,7 @@ class Host(Protocol):
 
     @property
     def vm(self) -> Any:
-        """The VM description (a :class:`~qmpsim.machine.VmConfig`)."""
+        """The VM description (a :class:`~qmpsim.vm.machine.VmConfig`)."""
 
     @property
     def profile(self) -> ProfileSpec:

@@ -24,9 +24,18 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from ..catalog import ProfileSpec
-from ..schema import Alternate, Array, Builtin, Enum, Object, Type, compile_schema, problems
-from ..wire import qdict_insertion
+from qmpsim.qmp.profiles import ProfileSpec
+from qmpsim.qmp.schema import (
+    Alternate,
+    Array,
+    Builtin,
+    Enum,
+    Object,
+    Type,
+    compile_schema,
+    problems,
+)
+from qmpsim.qmp.wire import qdict_insertion
 
 __all__ = [
     "GENERATED",

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from .wire import JsonStreamer, ParseError
+from qmpsim.qmp.wire import JsonStreamer, ParseError
 
 
 class Direction(StrEnum):

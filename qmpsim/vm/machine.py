@@ -23,11 +23,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from .catalog import DEFAULT_PROFILE, ProfileSpec, fit_event_data, get_profile, validate_event
-from .errors import CatalogError
-from .vm.backends import Backends
-from .vm.block import BlockGraph, DiskError, DiskIo, DiskRepaired, TrayMoved
-from .vm.component import (
+from qmpsim.errors import CatalogError
+from qmpsim.qmp.profiles import (
+    DEFAULT_PROFILE,
+    ProfileSpec,
+    fit_event_data,
+    get_profile,
+    validate_event,
+)
+from qmpsim.vm.backends import Backends
+from qmpsim.vm.block import BlockGraph, DiskError, DiskIo, DiskRepaired, TrayMoved
+from qmpsim.vm.component import (
     Action,
     Component,
     Route,
@@ -37,8 +43,8 @@ from .vm.component import (
     on_cause,
     on_command,
 )
-from .vm.devices import DeviceEjected, Devices, UnplugRefused
-from .vm.display import (
+from qmpsim.vm.devices import DeviceEjected, Devices, UnplugRefused
+from qmpsim.vm.display import (
     Display,
     SpiceConfig,
     SpiceConnect,
@@ -49,8 +55,8 @@ from .vm.display import (
     VncDisconnect,
     VncInitialize,
 )
-from .vm.guest import Guest, GuestConfig
-from .vm.images import (
+from qmpsim.vm.guest import Guest, GuestConfig
+from qmpsim.vm.images import (
     DEFAULT_SIZE,
     DISK_FORMATS,
     ERROR_POLICIES,
@@ -60,10 +66,10 @@ from .vm.images import (
     check_disks,
     complete_disks,
 )
-from .vm.job_kinds import JobStarts
-from .vm.jobs import JobError, Jobs
-from .vm.replies import GENERATED, fit_reply, unmodelled_reply
-from .vm.values import Clock, CommandError, Event, MachineError, Outcome
+from qmpsim.vm.job_kinds import JobStarts
+from qmpsim.vm.jobs import JobError, Jobs
+from qmpsim.vm.replies import GENERATED, fit_reply, unmodelled_reply
+from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
     "DEFAULT_SIZE",

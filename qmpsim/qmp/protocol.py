@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .catalog import CommandSpec, ProfileSpec
-from .errors import QmpSimError
-from .schema import problems, qemu_error
-from .wire import JsonStreamer, ParseError, encode, qdict_order
+from qmpsim.errors import QmpSimError
+from qmpsim.qmp.profiles import CommandSpec, ProfileSpec
+from qmpsim.qmp.schema import problems, qemu_error
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, qdict_order
 
 __all__ = [
     "NO_ID",

@@ -2,7 +2,7 @@
 
 A :class:`Fleet` of ``count`` VMs serves ``DIR/<name>.sock`` for each of them.
 Every VM is independent: its own name, uuid, seed (so its own fake data), its
-own :class:`~qmpsim.server.Simulator` and clock, and its own run of the
+own :class:`~qmpsim.runtime.server.Simulator` and clock, and its own run of the
 scenario.  One optional control socket reaches all of them (``qmpsim-fleet``
 lists them; the ``qmpsim-*`` commands of the single-VM control channel take a
 ``vm`` argument).
@@ -59,8 +59,11 @@ from typing import Any
 
 import trio
 
-from .catalog import get_profile
-from .control import (
+from qmpsim.errors import QmpSimError
+from qmpsim.logs import CURRENT_VM
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.qmp.transcript import Direction, Entry, Transcript
+from qmpsim.runtime.control import (
     COMMANDS,
     ControlChannel,
     ControlError,
@@ -68,12 +71,15 @@ from .control import (
     serve_control_stream,
     serve_control_unix,
 )
-from .engine import IDLE, Session
-from .errors import QmpSimError
-from .logs import CURRENT_VM
-from .scenario import Scenario, build_machine
-from .server import ListenError, Simulator, UnixSocketFile, bind_unix, clear_stale_socket
-from .transcript import Direction, Entry, Transcript
+from qmpsim.runtime.engine import IDLE, Session
+from qmpsim.runtime.server import (
+    ListenError,
+    Simulator,
+    UnixSocketFile,
+    bind_unix,
+    clear_stale_socket,
+)
+from qmpsim.scenario.loader import Scenario, build_machine
 
 __all__ = [
     "FD_HEADROOM",
@@ -813,7 +819,7 @@ def _names(config: FleetConfig, part: range) -> str:
 
 def _worker_env() -> dict[str, str]:
     # The child imports this very qmpsim, wherever this process imported it from.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
@@ -826,7 +832,7 @@ async def _start_worker(config: FleetConfig, number: int, part: range, verbose: 
             [
                 sys.executable,
                 "-c",
-                "from qmpsim.fleet import worker_main; worker_main()",
+                "from qmpsim.runtime.fleet import worker_main; worker_main()",
                 str(theirs.fileno()),
             ],
             stdin=subprocess.DEVNULL,
@@ -1006,7 +1012,7 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 
 def _worker_logging(number: int, verbose: bool) -> None:
-    from .logs import stderr_handler
+    from qmpsim.logs import stderr_handler
 
     root = logging.getLogger("qmpsim")
     root.handlers[:] = [stderr_handler(sys.stderr, f"qmpsim (worker {number})")]

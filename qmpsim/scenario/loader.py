@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeAlias
 
-from . import machine as m
-from .catalog import DEFAULT_PROFILE, PROFILES, Enum, Object, ProfileSpec, Type
-from .errors import ScenarioError
-from .schema import member_names, problems, type_at, value_at
+from qmpsim.errors import ScenarioError
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, PROFILES, Enum, Object, ProfileSpec, Type
+from qmpsim.qmp.schema import member_names, problems, type_at, value_at
+from qmpsim.vm import machine as m
 
 if TYPE_CHECKING:
     import yaml
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def _shipped_dir() -> Path:
     # Installed from a wheel the scenarios sit inside the package; in a source
     # tree (and an editable install) they are the top-level scenarios/ folder.
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     installed = here / "scenarios"
     return installed if installed.is_dir() else here.parent / "scenarios"
 
@@ -57,7 +57,7 @@ class Where:
 class Disk:
     """A disk, its image and its error policies (QEMU's ``rerror``/``werror``).
 
-    ``None`` leaves a value to QEMU's choice (see :class:`~qmpsim.machine.DiskConfig`).
+    ``None`` leaves a value to QEMU's choice (see :class:`~qmpsim.vm.machine.DiskConfig`).
     """
 
     name: str
@@ -112,7 +112,7 @@ class Spice:
 
 @dataclass(frozen=True)
 class Guest:
-    """The guest OS and how it reacts (see :class:`~qmpsim.machine.GuestConfig`); a delay
+    """The guest OS and how it reacts (see :class:`~qmpsim.vm.machine.GuestConfig`); a delay
     left out is the default range, drawn from the seed."""
 
     powerdown: str = "shutdown"
@@ -187,7 +187,7 @@ class WaitStep:
 @dataclass(frozen=True)
 class UntilStep:
     """Wait until a client sends ``command`` (with ``arguments``, as
-    :func:`~qmpsim.transcript.arguments_match` matches them)."""
+    :func:`~qmpsim.qmp.transcript.arguments_match` matches them)."""
 
     command: str
     arguments: Mapping[str, Any] | None
@@ -270,8 +270,8 @@ class Scenario:
     source: str | None = None
 
     def to_yaml(self) -> str:
-        """The scenario as a YAML file that loads back to it (see :mod:`qmpsim.scenario_text`)."""
-        from .scenario_text import to_yaml  # it imports this module
+        """The scenario as a YAML file that loads back to it (see :mod:`qmpsim.scenario.text`)."""
+        from qmpsim.scenario.text import to_yaml  # it imports this module
 
         return to_yaml(self)
 
@@ -1293,7 +1293,7 @@ class _Loader:
 
     def check_data(self, node: yaml.Node, path: str, type_: Type, partial: bool) -> None:
         """Check event data against its schema with the profile's one walker
-        (:func:`qmpsim.schema.problems`), reporting its first problem where it is."""
+        (:func:`qmpsim.qmp.schema.problems`), reporting its first problem where it is."""
         value = self.constructor.construct_object(node, deep=True)
         found = list(itertools.islice(problems(type_, value, partial=partial), 64))
         if not found:

@@ -4,7 +4,7 @@ A walk builds a random VM, then alternates a wait with one legal move (a cause
 such as a disk error or a VNC client arriving, or a monitor command such as
 ``stop``/``cont``), so every stream it emits obeys the causal rules and the
 throttling of its profile.  Its decisions come from a :class:`Choices`: a seeded
-``random.Random`` here, Hypothesis draws in :mod:`qmpsim.strategies` (which builds
+``random.Random`` here, Hypothesis draws in :mod:`qmpsim.testing.strategies` (which builds
 on this module).  Nothing here imports Hypothesis or pytest: a runtime install
 runs it.
 
@@ -26,12 +26,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import machine as m
-from .catalog import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
-from .errors import CatalogError
+from qmpsim.errors import CatalogError
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
+from qmpsim.vm import machine as m
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
+    from qmpsim.scenario.loader import Scenario
 
 __all__ = [
     "CAUSES",
@@ -171,9 +171,9 @@ def check_names(
 
 
 def check_vm(vm: object) -> m.VmConfig | None:
-    """``vm`` when it is a :class:`~qmpsim.machine.VmConfig` or ``None``."""
+    """``vm`` when it is a :class:`~qmpsim.vm.machine.VmConfig` or ``None``."""
     if vm is not None and not isinstance(vm, m.VmConfig):
-        raise ValueError(f"vm must be a qmpsim.machine.VmConfig, not {vm!r}")
+        raise ValueError(f"vm must be a qmpsim.vm.machine.VmConfig, not {vm!r}")
     return vm
 
 
@@ -644,7 +644,7 @@ def random_scenario(
 
 def scenario_of(spec: ProfileSpec, walk: Walk, name: str = "drawn") -> Scenario:
     """The walk's causes and waits as a scenario, loaded by the scenario files' loader."""
-    from .scenario import loads_scenario
+    from qmpsim.scenario.loader import loads_scenario
 
     doc: dict[str, Any] = {
         "name": name,

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .cli import EXIT_FAILURE, EXIT_OK, UsageError, subcommand
+from qmpsim.cli.app import EXIT_FAILURE, EXIT_OK, UsageError, subcommand
 
 QEMU_EPILOG = """\
 examples:
@@ -35,7 +35,7 @@ def _qemu_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def qemu(args: argparse.Namespace) -> int:
     """``qmpsim qemu -- ARGS``."""
-    from .qemu.main import run
+    from qmpsim.qemu.main import run
 
     words: list[str] = list(args.args)
     if words[:1] == ["--"]:
@@ -80,7 +80,7 @@ def _ctl_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def ctl(args: argparse.Namespace) -> int:
     """``qmpsim ctl GUEST ACTION…``."""
-    from .qemu.ctl import CtlError, find_socket, guests, request_for, send
+    from qmpsim.qemu.ctl import CtlError, find_socket, guests, request_for, send
 
     if args.list:
         for name in guests(args.run_dir):

@@ -2,7 +2,7 @@
 
 Each client that connects to the proxy gets its own connection to the upstream
 monitor (a Unix socket or TCP), and every read from either side is forwarded
-unchanged and appended to a :class:`~qmpsim.transcript.Transcript` (client to
+unchanged and appended to a :class:`~qmpsim.qmp.transcript.Transcript` (client to
 QEMU is ``in``, QEMU to client ``out``, as in a simulator's transcript).  A side
 that closes is recorded as an empty entry, so a replay knows when QEMU exited.
 The transcript is what ``qmpsim replay`` serves back and ``qmpsim scenario-from``
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .server import accept_loop, bind_tcp, bind_unix
-from .transcript import Direction, Transcript
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.runtime.server import accept_loop, bind_tcp, bind_unix
 
 __all__ = ["Recorder", "Upstream"]
 
@@ -138,7 +138,7 @@ class Recorder:
 
     def _exited(self, client: int) -> bool:
         # The cassette's reading of a session is the one rule for "QEMU exited".
-        from .cassette import read_cassette
+        from qmpsim.qmp.cassette import read_cassette
 
         mine = Transcript(entries=[e for e in self.transcript if e.client == client])
         return any(session.closed for session in read_cassette(mine).sessions)

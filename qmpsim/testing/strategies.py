@@ -6,7 +6,7 @@ the passing of time), so every stream obeys the causal rules and the throttling
 of its profile.  Draws shrink towards short streams of the simplest moves on the
 simplest VM.
 
-The walk itself lives in :mod:`qmpsim.walk`, without Hypothesis; here its
+The walk itself lives in :mod:`qmpsim.testing.walk`, without Hypothesis; here its
 decisions are Hypothesis draws.  This module needs Hypothesis installed
 (``pip install qmpsim[hypothesis]``).
 """
@@ -23,13 +23,22 @@ try:
     from hypothesis.errors import InvalidArgument
 except ImportError as exc:  # a runtime install: say which extra brings it
     raise ImportError(
-        "qmpsim.strategies needs Hypothesis: pip install 'qmpsim[hypothesis]'"
+        "qmpsim.testing.strategies needs Hypothesis: pip install 'qmpsim[hypothesis]'"
     ) from exc
 
-from . import machine as m
-from . import walk as w
-from .catalog import DEFAULT_PROFILE, Alternate, Array, Builtin, Enum, Object, ProfileSpec, Type
-from .walk import CAUSES, COMMANDS, generate, generate_lines, random_scenario
+from qmpsim.qmp.profiles import (
+    DEFAULT_PROFILE,
+    Alternate,
+    Array,
+    Builtin,
+    Enum,
+    Object,
+    ProfileSpec,
+    Type,
+)
+from qmpsim.testing import walk as w
+from qmpsim.testing.walk import CAUSES, COMMANDS, generate, generate_lines, random_scenario
+from qmpsim.vm import machine as m
 
 __all__ = [
     "CAUSES",
@@ -47,7 +56,7 @@ _T = TypeVar("_T")
 
 
 def _checked(check: Callable[..., _T], *args: Any) -> _T:
-    """A :mod:`qmpsim.walk` argument check, failing as Hypothesis' ``InvalidArgument``."""
+    """A :mod:`qmpsim.testing.walk` argument check, failing as Hypothesis' ``InvalidArgument``."""
     try:
         return check(*args)
     except ValueError as exc:

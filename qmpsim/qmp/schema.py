@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from .errors import CatalogError
-from .wire import qdict_order
+from qmpsim.errors import CatalogError
+from qmpsim.qmp.wire import qdict_order
 
 __all__ = [
     "ANY",

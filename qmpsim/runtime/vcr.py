@@ -31,12 +31,12 @@ from typing import Any
 
 import trio
 
-from .cassette import Cassette, CassetteError, load_cassette
-from .record import Recorder
-from .replay import Replayer, replay_simulator
-from .server import Simulator, accept_loop, bind_tcp, bind_unix
-from .transcript import Transcript
-from .wire import JsonStreamer
+from qmpsim.qmp.cassette import Cassette, CassetteError, load_cassette
+from qmpsim.qmp.transcript import Transcript
+from qmpsim.qmp.wire import JsonStreamer
+from qmpsim.runtime.record import Recorder
+from qmpsim.runtime.replay import Replayer, replay_simulator
+from qmpsim.runtime.server import Simulator, accept_loop, bind_tcp, bind_unix
 
 __all__ = ["RECORD_MODES", "CassetteDeck", "check_mode"]
 
@@ -50,7 +50,7 @@ QEMU_READY_TIMEOUT = 10.0
 
 
 def check_mode(path: Path, mode: str, *, can_record: bool) -> None:
-    """:class:`~qmpsim.cassette.CassetteError` unless ``mode`` can be honoured for ``path``."""
+    """:class:`~qmpsim.qmp.cassette.CassetteError` unless ``mode`` can be honoured for ``path``."""
     if mode not in RECORD_MODES:
         raise CassetteError(f"unknown record mode {mode!r} (modes: {', '.join(RECORD_MODES)})")
     exists = path.exists()
@@ -67,7 +67,7 @@ class CassetteDeck:
 
     ``qemu``: the command line of a QEMU to record with (its monitor is added);
     ``upstream``: the monitor socket of a QEMU already running.  Raises
-    :class:`~qmpsim.cassette.CassetteError` when the mode cannot be honoured (no
+    :class:`~qmpsim.qmp.cassette.CassetteError` when the mode cannot be honoured (no
     cassette to replay, no QEMU to record with).
     """
 

@@ -26,11 +26,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import machine as m
-from .cassette import Cassette, Exchange, RecordedEvent, profile_for
-from .catalog import ProfileSpec, validate_event
-from .scenario import build_machine, loads_scenario
-from .scenario_text import dump_yaml
+from qmpsim.qmp.cassette import Cassette, Exchange, RecordedEvent, profile_for
+from qmpsim.qmp.profiles import ProfileSpec, validate_event
+from qmpsim.scenario.loader import build_machine, loads_scenario
+from qmpsim.scenario.text import dump_yaml
+from qmpsim.vm import machine as m
 
 __all__ = ["Derived", "derive_scenario"]
 

@@ -1,4 +1,4 @@
-"""Run a :class:`~qmpsim.scenario.Scenario` against a trio :class:`~qmpsim.server.Simulator`.
+"""Run a :class:`~qmpsim.scenario.Scenario` on a :class:`~qmpsim.runtime.server.Simulator`.
 
 The engine walks the timeline: causes go to the machine (which emits the
 conformant events), waits sleep on trio's clock (virtual under ``MockClock``),
@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import machine as m
-from .catalog import DEFAULT_PROFILE, Alternate, Array, Builtin, Enum, Object, Type
-from .protocol import Request
-from .scenario import (
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, Alternate, Array, Builtin, Enum, Object, Type
+from qmpsim.qmp.protocol import Request
+from qmpsim.qmp.transcript import arguments_match
+from qmpsim.qmp.wire import encode
+from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.loader import (
     CauseStep,
     EmitStep,
     FaultStep,
@@ -37,12 +39,10 @@ from .scenario import (
     build_machine,
     vm_config,
 )
-from .server import Simulator
-from .transcript import arguments_match
-from .wire import encode
+from qmpsim.vm import machine as m
 
 if TYPE_CHECKING:
-    from .fakedata import FakeData
+    from qmpsim.fakedata import FakeData
 
 __all__ = ["IDLE", "ScenarioRunner", "Session", "build_machine", "fake_data", "serve", "vm_config"]
 
@@ -234,7 +234,7 @@ class ScenarioRunner:
             spec = self.sim.machine.profile.events[step.event].data
             assert spec is not None  # the loader refuses `fake` on events without data
             if self._fake is None:
-                from .fakedata import FakeData  # Faker is slow to import: only when used
+                from qmpsim.fakedata import FakeData  # Faker is slow to import: only when used
 
                 self._fake = FakeData(self.seed)
             data = fake_data(spec, self._fake, data)
@@ -412,7 +412,9 @@ async def start_session(
     session = Session(sim, scenario, speed=speed, seed=seed)
     await nursery.start(session.run)
     if control is not None:
-        from .control import ControlChannel  # not imported unless asked for: a faster start
+        from qmpsim.runtime.control import (
+            ControlChannel,  # not imported unless asked for: a faster start
+        )
 
         channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
         announce(f"control channel on unix:{await nursery.start(channel.serve_unix, control)}")
@@ -423,7 +425,7 @@ def _progress(step: Step) -> str:
     """A step as one line for the log: its YAML, without the steps it holds."""
     if isinstance(step, IncludeStep):
         return f"include: {step.path}"
-    from .scenario_text import step_document
+    from qmpsim.scenario.text import step_document
 
     document = {k: v for k, v in step_document(step).items() if k != "steps"}
     return json.dumps(document, ensure_ascii=False)

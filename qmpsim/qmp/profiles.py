@@ -8,7 +8,7 @@ QEMU builds (``tools/compile_profiles.py``; the data ships in
 greeting until a command or an event needs the rest.  ``qemu-0.14`` is written
 by hand, from the seed specification.  Everything qmpsim emits is validated
 against the active profile before it leaves (the walker lives in
-:mod:`qmpsim.schema`).
+:mod:`qmpsim.qmp.schema`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import CatalogError
-from .schema import (
+from qmpsim.errors import CatalogError
+from qmpsim.qmp.schema import (
     ANY,
     BOOL,
     INT,
@@ -328,7 +328,7 @@ QEMU_0_14 = ProfileSpec(
 
 # --- compiled profiles, loaded lazily ---------------------------------------------------
 
-DATA_DIR: Final = Path(__file__).with_name("profiles")
+DATA_DIR: Final = Path(__file__).parent.parent / "profiles"
 """Where the compiled profiles ship: ``index.json`` and one ``<name>.json.xz`` each."""
 
 # QEMU's monitor_qapi_event_conf: the rates qmpsim's model applies (per event name).

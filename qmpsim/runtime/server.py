@@ -1,7 +1,7 @@
 """The trio transport: listeners, one task group per client, event fan-out, faults.
 
-:class:`Simulator` is the public face: it owns a :class:`~qmpsim.machine.Machine`,
-a :class:`~qmpsim.transcript.Transcript` and the connected clients.  It serves any
+:class:`Simulator` is the public face: it owns a :class:`~qmpsim.vm.machine.Machine`,
+a :class:`~qmpsim.qmp.transcript.Transcript` and the connected clients.  It serves any
 ``trio.abc.Stream`` (:meth:`Simulator.handle_stream`), Unix sockets and loopback
 TCP.  By default it follows QEMU's monitor policy: one client at a time, and a
 second client is left waiting, without a greeting, until the first one leaves.
@@ -38,12 +38,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import trio
 
-from .catalog import DEFAULT_PROFILE, get_profile
-from .errors import QmpSimError
-from .machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
-from .protocol import ConnectionState, Request, ServerConnection
-from .transcript import Direction, Entry, Transcript, arguments_match
-from .wire import JsonStreamer, ParseError, encode, encode_message
+from qmpsim.errors import QmpSimError
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
+from qmpsim.qmp.protocol import ConnectionState, Request, ServerConnection
+from qmpsim.qmp.transcript import Direction, Entry, Transcript, arguments_match
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message
+from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",

@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
-from .errors import QmpSimError
+from qmpsim.errors import QmpSimError
 
 if TYPE_CHECKING:
     import trio
 
-    from .engine import ScenarioRunner
-    from .machine import Cause, CommandError, Outcome
-    from .scenario import Scenario, Step
-    from .server import Simulator
-    from .transcript import SentCommand, Transcript
-    from .vcr import CassetteDeck
+    from qmpsim.qmp.transcript import SentCommand, Transcript
+    from qmpsim.runtime.engine import ScenarioRunner
+    from qmpsim.runtime.server import Simulator
+    from qmpsim.runtime.vcr import CassetteDeck
+    from qmpsim.scenario.loader import Scenario, Step
+    from qmpsim.vm.machine import Cause, CommandError, Outcome
 
 __all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
 
@@ -280,8 +280,8 @@ def _cassette(
     if isinstance(extra, str) or not all(isinstance(a, str) for a in extra):
         _usage(f"qemu must be a list of QEMU arguments, not {extra!r}")
     qemu = (*shlex.split(command), *extra) if command else None
-    from .cassette import CassetteError
-    from .vcr import check_mode
+    from qmpsim.qmp.cassette import CassetteError
+    from qmpsim.runtime.vcr import check_mode
 
     try:
         check_mode(path, str(mode), can_record=qemu is not None or upstream is not None)
@@ -293,14 +293,14 @@ def _cassette(
 
 
 def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, bool]:
-    from .errors import ScenarioError
+    from qmpsim.errors import ScenarioError
 
     source = kwargs.get("scenario")
     if source is not None:
         for name in ("vm", "profile"):
             if kwargs.get(name) is not None:
                 _usage(f"give {name}= or scenario=, not both: the scenario describes its VM")
-        from .scenario import Scenario
+        from qmpsim.scenario.loader import Scenario
 
         if isinstance(source, Scenario):
             return source, True
@@ -337,7 +337,7 @@ _loaded: dict[Any, Scenario] = {}
 def _load_text(text: str) -> Scenario:
     scenario = _loaded.get(text)
     if scenario is None:
-        from .scenario import loads_scenario
+        from qmpsim.scenario.loader import loads_scenario
 
         scenario = _loaded[text] = loads_scenario(text, None)
     return scenario
@@ -345,7 +345,7 @@ def _load_text(text: str) -> Scenario:
 
 def _load_file(path: Path) -> Scenario:
     """A scenario file, loaded again only when it changed (includes are not watched)."""
-    from .scenario import load_scenario
+    from qmpsim.scenario.loader import load_scenario
 
     try:
         st = path.stat()
@@ -361,7 +361,7 @@ def _load_file(path: Path) -> Scenario:
 def _resolve_scenario(name: str, base: Path | None) -> Path:
     """A shipped scenario's name, or a file (relative paths: from the current
     directory, else from the test file's directory)."""
-    from .scenario import resolve
+    from qmpsim.scenario.loader import resolve
 
     path = resolve(name)
     if not path.exists() and base is not None and not path.is_absolute():
@@ -369,7 +369,7 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
         if beside.exists():
             return beside
     if not path.exists():
-        from .scenario import unknown_scenario
+        from qmpsim.scenario.loader import unknown_scenario
 
         raise unknown_scenario(name)
     return path
@@ -377,7 +377,7 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
 
 def _scenario_arg(scenario: Scenario | str | os.PathLike[str], base: Path | None) -> Scenario:
     """A scenario given as an object (drawn by Hypothesis, built in code) or by name/path."""
-    from .scenario import Scenario
+    from qmpsim.scenario.loader import Scenario
 
     if isinstance(scenario, Scenario):
         return scenario
@@ -425,7 +425,7 @@ def _where(step: Any) -> str:
 
 def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
     """Every step, nested ones included; ``timeline``: only those the timeline itself runs."""
-    from .scenario import IncludeStep, OnStep, RepeatStep
+    from qmpsim.scenario.loader import IncludeStep, OnStep, RepeatStep
 
     for step in steps:
         yield step
@@ -439,7 +439,7 @@ def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
 
 
 def _commands_named(scenario: Scenario) -> set[str]:
-    from .scenario import FaultStep, OnStep, ReplyStep, UntilStep
+    from qmpsim.scenario.loader import FaultStep, OnStep, ReplyStep, UntilStep
 
     names: set[str] = set()
     blocks = [scenario.steps, *scenario.actions.values()]
@@ -455,14 +455,14 @@ class _Core:
     """The simulator, the scenarios it plays and the strict-mode bookkeeping."""
 
     def __init__(self, config: _Config) -> None:
-        from .scenario import build_machine
-        from .server import Simulator
+        from qmpsim.runtime.server import Simulator
+        from qmpsim.scenario.loader import build_machine
 
         self.config = config
         self.scenario = config.scenario
         self.deck: CassetteDeck | None = None
         if config.cassette is not None:
-            from .vcr import CassetteDeck
+            from qmpsim.runtime.vcr import CassetteDeck
 
             cassette = config.cassette
             self.deck = CassetteDeck(
@@ -491,7 +491,7 @@ class _Core:
         self.seen = 0
         self.path = ""
         self.address: str | tuple[str, int] = ""
-        from .logs import log_traffic
+        from qmpsim.logs import log_traffic
 
         # caplog and --log-cli-level=DEBUG show a test's traffic.
         self.sim.transcript.subscribe(log_traffic)
@@ -536,13 +536,13 @@ class _Core:
 
     async def start(self, nursery: trio.Nursery, scenario: Scenario, *, seed: int | None) -> None:
         """Play ``scenario`` in ``nursery`` instead of the one playing, on a fresh VM of its own."""
-        from .scenario import UntilStep
+        from qmpsim.scenario.loader import UntilStep
 
         self.stop()
         self.tracking.untils.clear()
         self.tracking.replies.clear()
         if self.runners or scenario is not self.config.scenario:
-            from .scenario import build_machine
+            from qmpsim.scenario.loader import build_machine
 
             machine = build_machine(scenario, seed)
             machine.clock = self.sim.now
@@ -588,7 +588,7 @@ class _Core:
 
     def fresh(self) -> None:
         """Back to the state of a new fixture: between the tests sharing a session server."""
-        from .scenario import build_machine
+        from qmpsim.scenario.loader import build_machine
 
         self.stop()
         self.sim.disconnect()
@@ -610,7 +610,7 @@ class _Core:
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.simulated("cause()")
         if isinstance(cause, str):
-            from .scenario import CauseStep, load_steps
+            from qmpsim.scenario.loader import CauseStep, load_steps
 
             (step,) = load_steps([{"cause": cause, **params}], self.scenario, "cause()")
             assert isinstance(step, CauseStep)
@@ -643,7 +643,7 @@ class _Core:
     def _answered_command(
         self, name: str, arguments: Mapping[str, Any] | None
     ) -> dict[str, Any] | None:
-        from .transcript import Direction, arguments_match
+        from qmpsim.qmp.transcript import Direction, arguments_match
 
         transcript = self.sim.transcript
         if len(transcript) < self.seen:
@@ -672,7 +672,7 @@ class _Core:
         return None
 
     def snapshot(self) -> Transcript:
-        from .transcript import Transcript
+        from qmpsim.qmp.transcript import Transcript
 
         return Transcript(entries=list(self.sim.transcript.entries))
 
@@ -682,7 +682,7 @@ class _Core:
         Expectations (``expect=``, ``expect()``) are always checked; ``strict``
         adds unexpected commands and the scenario's unmet ``until``/``reply`` steps.
         """
-        from .transcript import arguments_match
+        from qmpsim.qmp.transcript import arguments_match
 
         tracking = self.tracking
         transcript = self.sim.transcript
@@ -709,7 +709,7 @@ class _Core:
                 f"sent {_n(len(got), 'time')}"
             )
         if tracking.in_order and not unmet:
-            from .transcript import sequence_mismatch
+            from qmpsim.qmp.transcript import sequence_mismatch
 
             wanted_order = [(e.command, e.arguments) for e in tracking.expectations]
             problem = sequence_mismatch(sent, wanted_order)
@@ -782,8 +782,8 @@ def _tracked_runner(
     core: _Core, scenario: Scenario, *, speed: float, seed: int | None
 ) -> ScenarioRunner:
     """A scenario runner that tells strict mode which ``until`` and ``reply`` steps it met."""
-    from .engine import ScenarioRunner
-    from .scenario import ReplyStep, UntilStep
+    from qmpsim.runtime.engine import ScenarioRunner
+    from qmpsim.scenario.loader import ReplyStep, UntilStep
 
     tracking = core.tracking
 
@@ -1042,13 +1042,13 @@ class QmpServer:
 
     @property
     def sim(self) -> Simulator:
-        """The :class:`~qmpsim.server.Simulator`; touch it only through :meth:`call`."""
+        """The :class:`~qmpsim.runtime.server.Simulator`; touch it only through :meth:`call`."""
         return self._live().sim
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` run in the simulator's thread; its result, or what it raised.
 
-        As :meth:`qmpsim.server.BackgroundSimulator.call`:
+        As :meth:`qmpsim.runtime.server.BackgroundSimulator.call`:
         ``qmp_server.call(qmp_server.sim.emit, "STOP")``.
         """
         return self._call(lambda core: fn(*args))
@@ -1085,7 +1085,7 @@ class QmpServer:
     def cause(self, cause: Cause | str, **params: Any) -> list[dict[str, Any]]:
         """Make something happen to the VM; the events it produced, as JSON.
 
-        ``cause`` is a :mod:`qmpsim.machine` cause (``DiskError("vda")``) or a cause
+        ``cause`` is a :mod:`qmpsim.vm.machine` cause (``DiskError("vda")``) or a cause
         named as in scenarios, with its keys: ``cause("disk-error", device="vda")``.
         """
         return self._call(lambda core: core.cause(cause, params))
@@ -1094,7 +1094,7 @@ class QmpServer:
         self, scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None
     ) -> None:
         """Start playing a scenario on a fresh VM: a shipped scenario's name, a file, or a
-        :class:`~qmpsim.scenario.Scenario` (one drawn by ``qmpsim.strategies.scenarios()``).
+        :class:`~qmpsim.scenario.Scenario` (one drawn by ``qmpsim.testing.strategies.scenarios()``).
 
         The VM becomes the scenario's; the timeline plays in the background
         (:meth:`wait_scenario` waits for its end).
@@ -1358,7 +1358,7 @@ def _shown(transcript: Transcript) -> str:
 class TrioQmpServer:
     """The simulator running in the test's own trio run (pytest-trio).
 
-    ``sim`` is the :class:`~qmpsim.server.Simulator` itself; every method is called
+    ``sim`` is the :class:`~qmpsim.runtime.server.Simulator` itself; every method is called
     from trio code directly, and time is trio's (virtual under ``autojump_clock``).
     """
 

@@ -20,10 +20,10 @@ from typing import Any, TypeAlias
 
 import trio
 
-from .errors import QmpSimError
-from .scenario import EmitStep, Scenario, load_steps
-from .server import Simulator, accept_loop, bind_unix
-from .wire import JsonStreamer, ParseError, encode
+from qmpsim.errors import QmpSimError
+from qmpsim.qmp.wire import JsonStreamer, ParseError, encode
+from qmpsim.runtime.server import Simulator, accept_loop, bind_unix
+from qmpsim.scenario.loader import EmitStep, Scenario, load_steps
 
 __all__ = [
     "COMMANDS",
@@ -64,7 +64,7 @@ or :class:`ControlError` (any other :class:`~qmpsim.errors.QmpSimError` is a
 
 
 async def answer(request: Any, negotiated: bool, execute: Execute) -> tuple[dict[str, Any], bool]:
-    """The reply to one parsed request (or :class:`~qmpsim.wire.ParseError`), and
+    """The reply to one parsed request (or :class:`~qmpsim.qmp.wire.ParseError`), and
     whether capabilities negotiation is complete after it.
 
     Framing, negotiation and the request's shape are checked here, with QMP's
@@ -142,7 +142,7 @@ async def serve_control_unix(
     """Serve control connections on the Unix socket ``path`` (mode 0600) until
     cancelled, each with ``handle(stream)``; the socket file is removed at the end.
 
-    Refuses (:class:`~qmpsim.server.ListenError`) a path that holds anything but a
+    Refuses (:class:`~qmpsim.runtime.server.ListenError`) a path that holds anything but a
     stale socket.
     """
     bound = bind_unix(path, backlog=8)
@@ -159,7 +159,7 @@ async def serve_control_unix(
 class ControlChannel:
     """Serves the control protocol for one simulator and the scenario it plays.
 
-    ``runner()`` returns the current :class:`~qmpsim.engine.ScenarioRunner`;
+    ``runner()`` returns the current :class:`~qmpsim.runtime.engine.ScenarioRunner`;
     ``reset()`` restarts the VM and the timeline.
     """
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
-    from .server import Simulator
+    from qmpsim.runtime.server import Simulator
+    from qmpsim.scenario.loader import Scenario
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -112,13 +112,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def _profile_names() -> list[str]:
-    from .catalog import PROFILES  # stdlib only: cheap
+    from qmpsim.qmp.profiles import PROFILES  # stdlib only: cheap
 
     return list(PROFILES)  # oldest first
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .logs import stderr_handler
+    from qmpsim.logs import stderr_handler
 
     root = logging.getLogger("qmpsim")
     root.handlers[:] = [stderr_handler(sys.stderr)]
@@ -135,7 +135,7 @@ def load_scenario_arg(path: str | None) -> Scenario | None:
     """
     if path is None:
         return None
-    from .scenario import load_named
+    from qmpsim.scenario.loader import load_named
 
     return load_named(path)
 
@@ -152,12 +152,12 @@ def make_simulator(
     max_input: int | None = None,
 ) -> Simulator:
     """A simulator for ``scenario`` (or an idle VM of ``profile``)."""
-    from .server import Simulator
-    from .transcript import Transcript
+    from qmpsim.qmp.transcript import Transcript
+    from qmpsim.runtime.server import Simulator
 
     transcript = Transcript(max_entries=SERVE_TRANSCRIPT_LIMIT)
     if scenario is None:
-        from .catalog import DEFAULT_PROFILE
+        from qmpsim.qmp.profiles import DEFAULT_PROFILE
 
         return Simulator(
             profile=profile or DEFAULT_PROFILE,
@@ -169,7 +169,7 @@ def make_simulator(
         raise UsageError(
             f"--profile {profile} contradicts the scenario, which is written for {scenario.profile}"
         )
-    from .scenario import build_machine
+    from qmpsim.scenario.loader import build_machine
 
     return Simulator(
         build_machine(scenario),
@@ -301,7 +301,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     sim.machine.strict_commands = args.strict_commands
     if args.verbose:
-        from .logs import log_traffic
+        from qmpsim.logs import log_traffic
 
         sim.transcript.subscribe(log_traffic)
 
@@ -317,7 +317,7 @@ async def _serve(
 
     import trio
 
-    from .server import ListenError
+    from qmpsim.runtime.server import ListenError
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with sim, trio.open_nursery() as nursery:
@@ -341,7 +341,7 @@ async def _serve(
                 if args.seed is not None:
                     sim.machine.rng.seed(args.seed)
             else:
-                from .engine import start_session
+                from qmpsim.runtime.engine import start_session
 
                 try:
                     await start_session(
@@ -362,7 +362,7 @@ async def _serve(
                 async for signum in signals:
                     print(f"qmpsim: {signal.Signals(signum).name}, stopping", file=sys.stderr)
                     break
-                from .machine import HostSignal
+                from qmpsim.vm.machine import HostSignal
 
                 # As QEMU: SHUTDOWN (host-signal) to the clients, then stop_on_exit ends it.
                 if not sim.machine.exited:
@@ -505,7 +505,7 @@ async def _demo(
             print(f"qmpsim demo: serving {what} on {path}", file=out, flush=True)
             runner = None
             if scenario is not None:
-                from .engine import ScenarioRunner
+                from qmpsim.runtime.engine import ScenarioRunner
 
                 runner = ScenarioRunner(sim, scenario, speed=args.speed)
                 await nursery.start(runner.run)
@@ -560,7 +560,7 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
 @subcommand("list", help="list the shipped scenarios", arguments=_list_arguments)
 def list_scenarios(args: argparse.Namespace) -> int:
     """``qmpsim list``."""
-    from .scenario import list_shipped
+    from qmpsim.scenario.loader import list_shipped
 
     print(list_shipped(paths=args.paths), end="")
     return EXIT_OK
@@ -579,7 +579,7 @@ def _files_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def validate(args: argparse.Namespace) -> int:
     """``qmpsim validate``."""
-    from .scenario import validate_files
+    from qmpsim.scenario.loader import validate_files
 
     return validate_files(args.files, sys.stdout)
 
@@ -604,7 +604,7 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def show(args: argparse.Namespace) -> int:
     """``qmpsim show``."""
-    from .scenario import load_named, show_timeline
+    from qmpsim.scenario.loader import load_named, show_timeline
 
     scenario = load_named(args.scenario)
     print(scenario.to_yaml() if args.yaml else show_timeline(scenario), end="")
@@ -614,7 +614,7 @@ def show(args: argparse.Namespace) -> int:
 @subcommand("schema", help="print the JSON Schema of scenario files", arguments=lambda parser: None)
 def schema(args: argparse.Namespace) -> int:
     """``qmpsim schema``."""
-    from .scenario import scenario_schema
+    from qmpsim.scenario.loader import scenario_schema
 
     print(json.dumps(scenario_schema(), indent=2))
     return EXIT_OK
@@ -643,7 +643,7 @@ def _commands_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def commands(args: argparse.Namespace) -> int:
     """``qmpsim commands``."""
-    from .catalog import DEFAULT_PROFILE, get_profile
+    from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
 
     profile = get_profile(args.profile or DEFAULT_PROFILE)
     if args.events:
@@ -652,8 +652,8 @@ def commands(args: argparse.Namespace) -> int:
             print(f"{name}  {members}".rstrip())
         print(f"# {profile.name}: {len(profile.events)} events", file=sys.stderr)
         return EXIT_OK
-    from .machine import modelled_commands
-    from .vm.replies import RECORDED, source
+    from qmpsim.vm.machine import modelled_commands
+    from qmpsim.vm.replies import RECORDED, source
 
     counts: dict[str, int] = {}
     width = max(len(name) for name in profile.commands)
@@ -710,7 +710,7 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def check(args: argparse.Namespace) -> int:
     """``qmpsim check``."""
-    from .conformance import check_files
+    from qmpsim.testing.conformance import check_files
 
     return check_files(args.files, args.profile, sys.stdout, initial_status=args.initial_status)
 
@@ -737,7 +737,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def generate(args: argparse.Namespace) -> int:
     """``qmpsim generate``."""
-    from .walk import generate_lines
+    from qmpsim.testing.walk import generate_lines
 
     causes = args.causes.split(",") if args.causes else None
     try:
@@ -755,7 +755,7 @@ def generate(args: argparse.Namespace) -> int:
 def _random_scenario(args: argparse.Namespace) -> Scenario:
     if args.scenario is not None:
         raise UsageError("--random plays a drawn scenario: give either SCENARIO or --random")
-    from .walk import random_scenario
+    from qmpsim.testing.walk import random_scenario
 
     return random_scenario(seed=args.seed or 0, profile=args.profile or "qemu-7.2")
 
@@ -842,12 +842,12 @@ def fleet(args: argparse.Namespace) -> int:
         raise UsageError("--prefix must not contain '/'")
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UsageError(f"--dir {args.dir}: exists and is not a directory")
-    from .fleet import FleetConfig, check_fd_limit, default_workers
+    from qmpsim.runtime.fleet import FleetConfig, check_fd_limit, default_workers
 
     workers = args.workers if args.workers is not None else default_workers()
     check_fd_limit(args.count, workers)  # before anything is built: one line, at once
     _setup_logging(args.verbose)
-    from .scenario import resolve
+    from qmpsim.scenario.loader import resolve
 
     scenario = load_scenario_arg(None if args.scenario is None else str(resolve(args.scenario)))
     try:
@@ -857,7 +857,7 @@ def fleet(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     import trio
 
-    from .engine import IDLE
+    from qmpsim.runtime.engine import IDLE
 
     config = FleetConfig(
         args.count,
@@ -878,8 +878,8 @@ async def _fleet(config: Any, workers: int, control: str | None, verbose: bool) 
 
     import trio
 
-    from .errors import QmpSimError
-    from .fleet import run_fleet
+    from qmpsim.errors import QmpSimError
+    from qmpsim.runtime.fleet import run_fleet
 
     def announce(line: str) -> None:
         print(f"qmpsim: {line}", file=sys.stderr, flush=True)
@@ -926,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
         "speaks like QEMU 7.2 and plays scripted event sequences.",
         epilog="Run `qmpsim COMMAND --help` for each command's options and examples.",
     )
-    from . import __version__
+    from qmpsim import __version__
 
     parser.add_argument("--version", action="version", version=f"qmpsim {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -979,7 +979,7 @@ def _exit_status(exc: BaseException, who: str) -> int | None:
 
     trio wraps what its tasks raise in exception groups: their leaves decide.
     """
-    from .errors import QmpSimError
+    from qmpsim.errors import QmpSimError
 
     leaves = _leaves(exc)
     if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
@@ -1027,4 +1027,4 @@ def _discard_stdout() -> None:
 
 
 # Subcommands in modules of their own register themselves with SUBCOMMANDS on import.
-from . import cli_dropin, cli_record  # noqa: E402, F401
+from qmpsim.cli import dropin, record  # noqa: E402, F401

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .scenario import (
+from qmpsim.scenario.loader import (
     CauseStep,
     Disk,
     EmitStep,

@@ -28,10 +28,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .catalog import ANY, DEFAULT_PROFILE, PROFILES, CommandSpec, Field, Object, ProfileSpec
-from .errors import QmpSimError
-from .transcript import Direction, Transcript
-from .wire import JsonStreamer, ParseError
+from qmpsim.errors import QmpSimError
+from qmpsim.qmp.profiles import (
+    ANY,
+    DEFAULT_PROFILE,
+    PROFILES,
+    CommandSpec,
+    Field,
+    Object,
+    ProfileSpec,
+)
+from qmpsim.qmp.transcript import Direction, Transcript
+from qmpsim.qmp.wire import JsonStreamer, ParseError
 
 __all__ = [
     "Cassette",

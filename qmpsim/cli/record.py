@@ -1,6 +1,6 @@
 """``qmpsim record``, ``qmpsim replay`` and ``qmpsim scenario-from``: vcrpy for QMP.
 
-Registered with :func:`qmpsim.cli.subcommand` when the command line is built;
+Registered with :func:`qmpsim.cli.app.subcommand` when the command line is built;
 trio and the proxy load inside the commands, so ``qmpsim --help`` stays fast.
 """
 
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from .cli import (
+from qmpsim.cli.app import (
     EXIT_FAILURE,
     EXIT_OK,
     SERVE_TRANSCRIPT_LIMIT,
@@ -24,11 +24,11 @@ from .cli import (
     parse_tcp,
     subcommand,
 )
-from .logs import log_traffic
+from qmpsim.logs import log_traffic
 
 if TYPE_CHECKING:
-    from .record import Recorder
-    from .transcript import Entry
+    from qmpsim.qmp.transcript import Entry
+    from qmpsim.runtime.record import Recorder
 
 
 def _listen_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,8 +121,8 @@ def record(args: argparse.Namespace) -> int:
     """``qmpsim record``."""
     _check_listen(args)
     _setup_logging(args.verbose)
-    from .record import Recorder
-    from .transcript import Transcript
+    from qmpsim.qmp.transcript import Transcript
+    from qmpsim.runtime.record import Recorder
 
     out: IO[str]
     if args.output is None or args.output == "-":
@@ -157,7 +157,7 @@ async def _record(recorder: Recorder, args: argparse.Namespace) -> int:
 
     import trio
 
-    from .server import ListenError
+    from qmpsim.runtime.server import ListenError
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -250,9 +250,9 @@ def replay(args: argparse.Namespace) -> int:
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
     _setup_logging(args.verbose)
-    from .cassette import load_cassette
-    from .replay import replay_simulator
-    from .transcript import Transcript
+    from qmpsim.qmp.cassette import load_cassette
+    from qmpsim.qmp.transcript import Transcript
+    from qmpsim.runtime.replay import replay_simulator
 
     cassette = load_cassette(args.transcript)
     if not cassette.sessions:
@@ -315,8 +315,8 @@ def _scenario_from_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def scenario_from(args: argparse.Namespace) -> int:
     """``qmpsim scenario-from``."""
-    from .cassette import load_cassette
-    from .scenario_from import derive_scenario
+    from qmpsim.qmp.cassette import load_cassette
+    from qmpsim.scenario.from_recording import derive_scenario
 
     derived = derive_scenario(load_cassette(args.transcript), name=args.name)
     text = derived.to_yaml(args.transcript)

@@ -1,7 +1,7 @@
 """The conformance checker: does a recorded QMP event stream obey a profile?
 
 It reads JSON lines (raw server messages, transcript lines as
-``qmpsim.transcript`` exports them, bare events, or the ``<--``/``-->`` debug log
+``qmpsim.qmp.transcript`` exports them, bare events, or the ``<--``/``-->`` debug log
 of ``qemu.qmp``) and reports every violation of the profile with the line it was
 found on and the name of the rule: schema, run-state changes, the causal rules
 of the event specification and of QEMU, throttling and timestamp order.
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .catalog import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
+from qmpsim.qmp.profiles import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
 
 RULES: Mapping[str, str] = {
     "json": "every line holds a JSON value (or belongs to a qemu.qmp log record)",

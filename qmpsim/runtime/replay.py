@@ -1,10 +1,10 @@
-"""Serve a recorded QMP session back: a :class:`~qmpsim.server.Responder` for the simulator.
+"""Serve a recorded QMP session back: a :class:`~qmpsim.runtime.server.Responder` for the simulator.
 
 The k-th client to connect is served the k-th recorded session: its greeting,
 the recorded reply to each request that matches the recording (same command,
 same arguments; the reply carries the client's own ``id``), and the recorded
 events, before the reply they preceded or at their recorded offset (see
-:mod:`qmpsim.cassette`).  Events keep their recorded timestamps, so a client
+:mod:`qmpsim.qmp.cassette`).  Events keep their recorded timestamps, so a client
 that sends what the recorded client sent receives the same bytes.
 
 Strict (the default): requests are matched in the recorded order, and any other
@@ -32,12 +32,12 @@ from typing import Any
 
 import trio
 
-from .cassette import Cassette, Exchange, RecordedEvent, Session
-from .machine import CommandError, Event, Machine, Outcome
-from .protocol import Request
-from .server import Simulator
-from .transcript import Direction, Entry
-from .wire import qdict_insertion
+from qmpsim.qmp.cassette import Cassette, Exchange, RecordedEvent, Session
+from qmpsim.qmp.protocol import Request
+from qmpsim.qmp.transcript import Direction, Entry
+from qmpsim.qmp.wire import qdict_insertion
+from qmpsim.runtime.server import Simulator
+from qmpsim.vm.machine import CommandError, Event, Machine, Outcome
 
 __all__ = ["Replayer", "replay_simulator"]
 
@@ -63,7 +63,7 @@ class _Due:
 
 
 class Replayer:
-    """Answers clients from a :class:`~qmpsim.cassette.Cassette` (see the module doc).
+    """Answers clients from a :class:`~qmpsim.qmp.cassette.Cassette` (see the module doc).
 
     ``speed`` scales the recorded delays of events (2: twice as fast).  Attach it
     to a simulator with :meth:`attach` (``replay_simulator`` does) before the

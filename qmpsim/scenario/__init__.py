@@ -1,0 +1,81 @@
+"""The scenario language: YAML files that script what a simulated VM does.
+
+:mod:`~qmpsim.scenario.loader` reads a file into a frozen :class:`Scenario` (located
+errors, the JSON Schema, ``show``), :mod:`~qmpsim.scenario.text` writes one back, and
+:mod:`~qmpsim.scenario.from_recording` derives one from a recorded session.  The names
+below are the loader's public ones, so ``qmpsim.scenario.Scenario`` keeps working.
+"""
+
+from __future__ import annotations
+
+from qmpsim.scenario.loader import (
+    SHIPPED_DIR,
+    CauseStep,
+    ClockMode,
+    Disk,
+    EmitStep,
+    FaultStep,
+    Guest,
+    Image,
+    IncludeStep,
+    OnStep,
+    RepeatStep,
+    ReplyStep,
+    Scenario,
+    Spice,
+    Step,
+    UntilStep,
+    VmSpec,
+    Vnc,
+    WaitStep,
+    Where,
+    build_machine,
+    list_shipped,
+    load_named,
+    load_scenario,
+    load_steps,
+    loads_scenario,
+    resolve,
+    scenario_schema,
+    shipped_scenarios,
+    show_timeline,
+    unknown_scenario,
+    validate_files,
+    vm_config,
+)
+
+__all__ = [
+    "SHIPPED_DIR",
+    "CauseStep",
+    "ClockMode",
+    "Disk",
+    "EmitStep",
+    "FaultStep",
+    "Guest",
+    "Image",
+    "IncludeStep",
+    "OnStep",
+    "RepeatStep",
+    "ReplyStep",
+    "Scenario",
+    "Spice",
+    "Step",
+    "UntilStep",
+    "VmSpec",
+    "Vnc",
+    "WaitStep",
+    "Where",
+    "build_machine",
+    "list_shipped",
+    "load_named",
+    "load_scenario",
+    "load_steps",
+    "loads_scenario",
+    "resolve",
+    "scenario_schema",
+    "shipped_scenarios",
+    "show_timeline",
+    "unknown_scenario",
+    "validate_files",
+    "vm_config",
+]

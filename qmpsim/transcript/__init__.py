@@ -1,0 +1,16 @@
+"""``qmpsim.transcript`` is :mod:`qmpsim.qmp.transcript`: a documented import path, kept.
+
+The module object is the same one, so private names, monkeypatching and pickles agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from qmpsim.qmp import transcript as _module
+
+if TYPE_CHECKING:
+    from qmpsim.qmp.transcript import *  # noqa: F403
+
+sys.modules[__name__] = _module
