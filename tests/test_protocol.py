@@ -11,10 +11,13 @@ import pytest
 
 from qmpsim.qmp.profiles import QEMU_7_2, CommandSpec, Object
 from qmpsim.qmp.protocol import (
+    NEED_DATA,
     NO_ID,
     TRANSITIONS,
     ConnectionState,
+    Negotiated,
     ProtocolError,
+    Reply,
     Request,
     ServerConnection,
     Trigger,
@@ -71,6 +74,67 @@ def test_events_held_back_until_negotiated() -> None:
     conn.receive_data(b'{"execute": "qmp_capabilities"}')
     assert conn.next_request() == b'{"return": {}}\r\n'
     assert b'"STOP"' in conn.send_event(event)
+
+
+# --- events, h11-style -----------------------------------------------------------------
+
+STOP = {"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}
+
+
+def test_next_event_gives_typed_events() -> None:
+    conn = _connect()
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b'{"execute": "query-status", "id": 1}{"execute": "qmp_capabilities"')
+    refused = conn.next_event()
+    assert isinstance(refused, Reply)
+    assert json.loads(refused.data)["error"]["class"] == "CommandNotFound"
+    assert conn.next_event() is NEED_DATA  # half a request is buffered
+    conn.receive_data(b', "arguments": {"enable": ["oob"]}, "id": "n"}')
+    assert conn.next_event() == Negotiated("n", oob=True)
+    assert conn.next_event() is NEED_DATA
+
+
+def test_events_wait_for_the_negotiations_reply_not_its_request() -> None:
+    # Requests are read ahead of the replies: one read past qmp_capabilities is a command
+    # already, but events reach the peer only once the negotiation's reply is sent.
+    conn = _connect()
+    conn.receive_data(b'{"execute": "qmp_capabilities"}{"execute": "stop", "id": 2}')
+    negotiated = conn.next_event()
+    assert negotiated == Negotiated(NO_ID, oob=False)
+    assert conn.next_event() == Request("stop", {}, 2, False)
+    assert (conn.state, conn.negotiated, conn.events_allowed) == (
+        ConnectionState.NEGOTIATION,
+        False,
+        False,
+    )
+    assert conn.send_event(STOP) == b""
+    assert isinstance(negotiated, Negotiated)
+    assert conn.send_negotiated(negotiated) == b'{"return": {}}\r\n'
+    assert (conn.state, conn.negotiated, conn.events_allowed) == (
+        ConnectionState.COMMAND,
+        True,
+        True,
+    )
+    assert b'"STOP"' in conn.send_event(STOP)
+
+
+def test_a_second_negotiation_read_before_the_first_reply_is_refused() -> None:
+    conn = _connect()
+    conn.receive_data(b'{"execute": "qmp_capabilities"}{"execute": "qmp_capabilities"}')
+    assert isinstance(conn.next_event(), Negotiated)
+    second = conn.next_event()
+    assert isinstance(second, Reply)
+    assert json.loads(second.data)["error"]["desc"] == (
+        "Capabilities negotiation is already complete, command ignored"
+    )
+
+
+def test_a_close_stops_events_but_the_negotiation_stays_done() -> None:
+    conn = _connect(negotiate=True)
+    conn.receive_data(b"")
+    assert conn.negotiated
+    assert not conn.events_allowed
+    assert conn.send_event(STOP) == b""
 
 
 def test_request_without_id_gets_no_id() -> None:

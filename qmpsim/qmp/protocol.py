@@ -1,12 +1,16 @@
 """The sans-I/O server side of one QMP connection.
 
-Bytes go in through :meth:`ServerConnection.receive_data`; complete requests come
-out of :meth:`ServerConnection.next_request`, either as a :class:`Request` for the
-machine to run or as reply bytes the protocol produced on its own (parse errors,
-invalid requests, capabilities negotiation, argument errors, unknown commands).
-Replies and events are turned into bytes by the ``send_*`` methods.  There is no
-I/O and no clock here: the connection is a state machine driven by one
-transition table, :data:`TRANSITIONS`.
+Shaped like h11: bytes go in through :meth:`ServerConnection.receive_data`, and
+:meth:`ServerConnection.next_event` turns them into typed events, one at a time:
+a :class:`Request` for the machine to run, a :class:`Reply` the protocol produced
+on its own (parse errors, invalid requests, argument errors, unknown commands),
+:class:`Negotiated` for a successful ``qmp_capabilities``, or :data:`NEED_DATA`.
+The caller answers in order: :meth:`~ServerConnection.send_return` and
+:meth:`~ServerConnection.send_error` for a request,
+:meth:`~ServerConnection.send_negotiated` for the negotiation, whose reply turns
+events on (:attr:`~ServerConnection.events_allowed`, the one place that rule is
+decided).  There is no I/O and no clock here: the connection is a state machine
+driven by one transition table, :data:`TRANSITIONS`.
 
 Every text and every check order below is QEMU 7.2's (``monitor/qmp.c``,
 ``qapi/qmp-dispatch.c``, ``qapi/qobject-input-visitor.c``), measured against a
@@ -26,10 +30,15 @@ from qmpsim.qmp.schema import problems, qemu_error
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, qdict_order
 
 __all__ = [
+    "NEED_DATA",
     "NO_ID",
     "TRANSITIONS",
     "ConnectionState",
+    "NeedData",
+    "Negotiated",
     "ProtocolError",
+    "ProtocolEvent",
+    "Reply",
     "Request",
     "ServerConnection",
     "Trigger",
@@ -67,9 +76,9 @@ class ConnectionState(enum.Enum):
     GREETING = "greeting"
     """Connected; the greeting has not been sent yet."""
     NEGOTIATION = "negotiation"
-    """Greeting sent; only ``qmp_capabilities`` is accepted, events are held back."""
+    """Greeting sent; events are held back until the negotiation's reply is sent."""
     COMMAND = "command"
-    """Capabilities negotiated: every command runs and events are delivered."""
+    """The reply to ``qmp_capabilities`` is out: events are delivered."""
     CLOSED = "closed"
     """The peer closed its side, or the server closed the connection."""
 
@@ -79,6 +88,7 @@ class Trigger(enum.Enum):
 
     SEND_GREETING = "send-greeting"
     NEGOTIATED = "negotiated"
+    """The reply to ``qmp_capabilities`` was sent (:meth:`ServerConnection.send_negotiated`)."""
     CLOSE = "close"
 
 
@@ -111,6 +121,44 @@ class Request:
     """Sent with ``exec-oob``."""
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A reply the protocol produced on its own: write ``data`` as it is, in order."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """``qmp_capabilities`` succeeded: answer it in order with ``send_negotiated``."""
+
+    id: Any
+    """``NO_ID`` when absent; otherwise any JSON value, echoed verbatim."""
+    oob: bool
+    """Whether the client enabled the ``oob`` capability."""
+
+
+class NeedData:
+    """The type of :data:`NEED_DATA`."""
+
+    _instance: NeedData | None = None
+
+    def __new__(cls) -> NeedData:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+"""What :meth:`ServerConnection.next_event` returns when no complete request is buffered."""
+
+ProtocolEvent = Request | Reply | Negotiated
+"""What :meth:`ServerConnection.next_event` returns besides :data:`NEED_DATA`."""
+
+
 # --- argument checking ----------------------------------------------------------------
 # The walk itself is schema.problems (QEMU's QObject input visitor, in its order);
 # QEMU stops at the first problem and answers its text as a GenericError.
@@ -136,6 +184,10 @@ class ServerConnection:
         self._offered = frozenset(_offered_capabilities(self._greeting))
         self._state = ConnectionState.GREETING
         self._oob = False
+        # Requests are read ahead of the replies written: what the next request may be
+        # (qmp_capabilities alone, or any command) is decided as it is read, while
+        # events wait for the negotiation's reply (the state, COMMAND).
+        self._accepts_commands = False
         self._negotiated = False
         self._streamer = JsonStreamer()
         # Values read and not yet dispatched, from _taken on: a list and an index,
@@ -150,6 +202,16 @@ class ServerConnection:
     def state(self) -> ConnectionState:
         """The current :class:`ConnectionState`."""
         return self._state
+
+    @property
+    def negotiated(self) -> bool:
+        """Whether the reply to ``qmp_capabilities`` was sent (it stays so after a close)."""
+        return self._negotiated
+
+    @property
+    def events_allowed(self) -> bool:
+        """Whether events go to this peer: after the negotiation's reply, until a close."""
+        return self._state is ConnectionState.COMMAND
 
     @property
     def oob_enabled(self) -> bool:
@@ -194,18 +256,32 @@ class ServerConnection:
         """The server closes the connection (after ``quit``, for instance)."""
         self._fire(Trigger.CLOSE)
 
-    def next_request(self) -> Request | bytes | None:
-        """The next request to run, reply bytes to write as is, or ``None`` (need more data)."""
+    def next_event(self) -> ProtocolEvent | NeedData:
+        """The next event from what was received, or :data:`NEED_DATA`."""
         if self._state is ConnectionState.GREETING:
             raise ProtocolError("send the greeting before reading requests")
         if self._taken == len(self._pending):
             if self._taken:
                 self._pending.clear()
                 self._taken = 0
-            return None
+            return NEED_DATA
         item = self._pending[self._taken]
         self._taken += 1
         return self._dispatch(item)
+
+    def next_request(self) -> Request | bytes | None:
+        """:meth:`next_event` in the older shape: a request, bytes to write as is, or ``None``.
+
+        A negotiation is answered at once (:meth:`send_negotiated`), as it was read.
+        """
+        event = self.next_event()
+        if isinstance(event, NeedData):
+            return None
+        if isinstance(event, Reply):
+            return event.data
+        if isinstance(event, Negotiated):
+            return self.send_negotiated(event)
+        return event
 
     # -- output --------------------------------------------------------------
 
@@ -217,21 +293,27 @@ class ServerConnection:
         """The error reply to ``request``."""
         return encode(_error(error_class, desc, request.id))
 
+    def send_negotiated(self, negotiated: Negotiated) -> bytes:
+        """The reply to ``qmp_capabilities``; from now on events are delivered."""
+        self._fire(Trigger.NEGOTIATED)
+        self._negotiated = True
+        return encode(_with_id({"return": {}}, negotiated.id))
+
     def send_event(self, event: Mapping[str, Any]) -> bytes:
         """The event's bytes, or ``b""`` while events cannot be delivered (not negotiated)."""
-        if self._state is not ConnectionState.COMMAND:
+        if not self.events_allowed:
             return b""
         return encode(dict(event))
 
     # -- dispatch (qmp_dispatch) -----------------------------------------------
 
-    def _dispatch(self, item: Any) -> Request | bytes:
+    def _dispatch(self, item: Any) -> ProtocolEvent:
         if isinstance(item, ParseError):
-            return encode(_error("GenericError", item.message, NO_ID))
+            return Reply(encode(_error("GenericError", item.message, NO_ID)))
         if not isinstance(item, dict):
-            return encode(_error("GenericError", "QMP input must be a JSON object", NO_ID))
+            return Reply(encode(_error("GenericError", "QMP input must be a JSON object", NO_ID)))
         req_id = item.get("id", NO_ID)
-        negotiating = not self._negotiated
+        negotiating = not self._accepts_commands
         try:
             command, oob = self._check_obj(item)
             spec = self._find(command, negotiating)
@@ -244,7 +326,7 @@ class ServerConnection:
             if command == _NEGOTIATE:
                 return self._negotiate(arguments, req_id, negotiating)
         except _Refusal as refusal:
-            return encode(_error(refusal.error_class, refusal.desc, req_id))
+            return Reply(encode(_error(refusal.error_class, refusal.desc, req_id)))
         return Request(command, dict(arguments), req_id, oob)
 
     def _check_obj(self, request: Mapping[str, Any]) -> tuple[str, bool]:
@@ -281,7 +363,9 @@ class ServerConnection:
             raise _Refusal("CommandNotFound", f"The command {command} has not been found")
         return spec
 
-    def _negotiate(self, arguments: Mapping[str, Any], req_id: Any, negotiating: bool) -> bytes:
+    def _negotiate(
+        self, arguments: Mapping[str, Any], req_id: Any, negotiating: bool
+    ) -> Negotiated:
         if not negotiating:
             raise _Refusal(
                 "CommandNotFound", "Capabilities negotiation is already complete, command ignored"
@@ -291,9 +375,8 @@ class ServerConnection:
         if unavailable:
             raise _Refusal("GenericError", f"Capability {', '.join(unavailable)} not available")
         self._oob = "oob" in enable
-        self._negotiated = True
-        self._fire(Trigger.NEGOTIATED)
-        return encode(_with_id({"return": {}}, req_id))
+        self._accepts_commands = True
+        return Negotiated(req_id, self._oob)
 
 
 class _Refusal(Exception):

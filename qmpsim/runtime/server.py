@@ -40,7 +40,14 @@ import trio
 
 from qmpsim.errors import QmpSimError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
-from qmpsim.qmp.protocol import ConnectionState, Request, ServerConnection
+from qmpsim.qmp.protocol import (
+    NeedData,
+    Negotiated,
+    ProtocolEvent,
+    Reply,
+    Request,
+    ServerConnection,
+)
 from qmpsim.qmp.transcript import Direction, Entry, Transcript, arguments_match
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message
 from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
@@ -130,7 +137,7 @@ class _Client:
     """The size of the largest message counted in ``buffered``."""
     raw_written: bool = False
     """Raw bytes went out: the transcript must parse what follows as a client would."""
-    requests: list[Request | bytes] = field(default_factory=list)
+    requests: list[ProtocolEvent] = field(default_factory=list)
     """Requests read and not yet run: reading pauses while _REQUEST_QUEUE wait."""
     writing: bool = False
     dispatching: bool = False
@@ -140,7 +147,6 @@ class _Client:
     """Set when output is queued or the connection is closing (a writer waits for it)."""
     room: trio.Event | None = None
     """Set when a waiting request was taken or the connection is closing (the reader waits)."""
-    negotiated: bool = False
     closing: bool = False
     greeted: bool = False
     """The greeting is written: QEMU writes it before it reads anything."""
@@ -325,8 +331,7 @@ class Simulator:
             data = b""
             parsed: Any = _UNPARSED
             for client in list(self._clients.values()):
-                # Events go out only in command mode, as ConnectionProtocol.send_event says.
-                if not client.negotiated or client.conn.state is not ConnectionState.COMMAND:
+                if not client.conn.events_allowed:
                     continue
                 if not data:
                     # Encoded once for every client, and recorded as the message its bytes
@@ -341,7 +346,7 @@ class Simulator:
         """Write a message unvalidated to every negotiated client (for negative tests)."""
         data = message if isinstance(message, bytes) else encode(dict(message))
         for client in list(self._clients.values()):
-            if client.negotiated:
+            if client.conn.negotiated:
                 client.raw_written = True
                 self._enqueue(client, data)
 
@@ -415,7 +420,7 @@ class Simulator:
         """Wait until a connected client has negotiated capabilities; its id."""
         while True:
             for client in self._clients.values():
-                if client.negotiated:
+                if client.conn.negotiated:
                     return client.id
             await self._change().wait()
 
@@ -668,7 +673,7 @@ class Simulator:
                 )
                 client.scope.cancel()
                 return
-            while (item := client.conn.next_request()) is not None:
+            while not isinstance(item := client.conn.next_event(), NeedData):
                 if isinstance(item, Request) and item.oob:
                     await self._execute(client, item)
                     continue
@@ -697,12 +702,12 @@ class Simulator:
                 item = client.requests.pop(0)
                 if client.room is not None:
                     client.room.set()
-                if isinstance(item, bytes):
-                    self._enqueue(client, item)
-                    if not client.negotiated and client.conn.state is ConnectionState.COMMAND:
-                        client.negotiated = True
-                        log.info("client %d: capabilities negotiated", client.id)
-                        self._state_changed()
+                if isinstance(item, Reply):
+                    self._enqueue(client, item.data)
+                elif isinstance(item, Negotiated):
+                    self._enqueue(client, client.conn.send_negotiated(item))
+                    log.info("client %d: capabilities negotiated", client.id)
+                    self._state_changed()
                 else:
                     await self._execute(client, item)
         finally:
