@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .qmp.profiles import DEFAULT_PROFILE, PROFILES, get_profile
     from .qmp.protocol import Request, ServerConnection
     from .qmp.transcript import Transcript
-    from .runtime.server import BackgroundSimulator, Simulator
+    from .runtime.background import BackgroundSimulator
+    from .runtime.server import Simulator
     from .scenario.loader import Scenario, load_scenario, loads_scenario
     from .testing.conformance import Violation, check
     from .vm.machine import (
@@ -95,7 +96,7 @@ _LAZY: dict[str, str] = {
     "Request": "qmpsim.qmp.protocol",
     # serving
     "Simulator": "qmpsim.runtime.server",
-    "BackgroundSimulator": "qmpsim.runtime.server",
+    "BackgroundSimulator": "qmpsim.runtime.background",
     "Transcript": "qmpsim.qmp.transcript",
     # scenarios
     "Scenario": "qmpsim.scenario.loader",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from qmpsim.runtime.server import BackgroundSimulator
+from qmpsim.runtime.background import BackgroundSimulator
 
 TIMEOUT = 20.0
 QMP_SHELL = Path(sys.executable).with_name("qmp-shell")

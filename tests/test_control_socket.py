@@ -17,7 +17,8 @@ from test_server_peer import Peer
 
 from qmpsim.runtime.control import ControlChannel, answer, serve_control_unix
 from qmpsim.runtime.engine import IDLE, Session
-from qmpsim.runtime.server import ListenError, Simulator
+from qmpsim.runtime.listen import ListenError
+from qmpsim.runtime.server import Simulator
 
 pytestmark = pytest.mark.trio
 

@@ -22,7 +22,8 @@ from qemu_harness import (
     qemu_process,
 )
 
-from qmpsim.runtime.server import BackgroundSimulator, Simulator
+from qmpsim.runtime.background import BackgroundSimulator
+from qmpsim.runtime.server import Simulator
 
 pytestmark = pytest.mark.qemu
 

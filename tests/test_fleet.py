@@ -21,7 +21,7 @@ from qmpsim.runtime.fleet import (
     raise_fd_limit,
     serve_fleet,
 )
-from qmpsim.runtime.server import ListenError
+from qmpsim.runtime.listen import ListenError
 from qmpsim.scenario.loader import loads_scenario
 
 FAKE_VNC = """

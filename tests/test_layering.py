@@ -1,13 +1,15 @@
 """The import layering of docs/design.md, enforced.
 
-Two checks: every intra-package import (at any depth in a module) points to a
-module the map allows, and importing a core module in a fresh interpreter does
-not pull in the heavy optional dependencies it has no business with.
+Three checks: every import between qmpsim's layers (at any depth in a module)
+points down the package map, no module imports itself through others, and
+importing a core module in a fresh interpreter does not pull in the heavy
+optional dependencies it has no business with.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -16,194 +18,45 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qmpsim"
 
-# module -> the qmpsim modules it may import (errors is everyone's leaf).
-ALLOWED: dict[str, set[str]] = {
+# The package map of the design (imports point downward only): each layer, and the
+# layers it may import.  A top-level module (errors, logs, fakedata) is a layer of its
+# own; errors is everyone's leaf.
+LAYERS: dict[str, set[str]] = {
     "errors": set(),
-    "qmp.wire": set(),
-    "qmp.schema": {"qmp.wire", "errors"},
-    "qmp.profiles": {"qmp.schema", "errors"},
-    "qmp.protocol": {"qmp.wire", "qmp.profiles", "qmp.schema", "errors"},
+    "qmp": {"errors"},
     "fakedata": {"errors"},
-    "vm.values": {"errors"},
-    "vm.replies": {"qmp.profiles", "qmp.schema", "qmp.wire"},
-    "vm.component": {"vm.values", "qmp.profiles"},
-    "vm.display": {"vm.component", "vm.values"},
-    "vm.guest": {"vm.component", "vm.values"},
-    "vm.ghash": set(),
-    "vm.device_types": set(),
-    "vm.backends": {"vm.component", "vm.ghash", "vm.values"},
-    "vm.devices": {
-        "vm.backends",
-        "vm.component",
-        "vm.device_types",
-        "vm.ghash",
-        "vm.guest",
-        "vm.values",
-    },
-    "vm.images": {"vm.values"},
-    "vm.nodes": {"vm.images"},
-    "vm.block_info": {"vm.images", "vm.nodes"},
-    "vm.block": {
-        "vm.block_info",
-        "vm.component",
-        "vm.guest",
-        "vm.images",
-        "vm.nodes",
-        "vm.values",
-    },
-    "vm.jobs": {"vm.component", "vm.nodes", "vm.values"},
-    "vm.job_kinds": {
-        "vm.block",
-        "vm.component",
-        "vm.images",
-        "vm.jobs",
-        "vm.nodes",
-        "vm.values",
-    },
-    "vm.machine": {
-        "vm.backends",
-        "vm.block",
-        "vm.jobs",
-        "vm.job_kinds",
-        "vm.component",
-        "vm.devices",
-        "vm.display",
-        "vm.guest",
-        "vm.images",
-        "vm.values",
-        "vm.replies",
-        "qmp.profiles",
-        "errors",
-    },
-    "qmp.transcript": {"qmp.wire", "errors"},
-    "testing.conformance": {"qmp.profiles", "qmp.wire", "qmp.transcript", "errors"},
-    # scenario_text only inside Scenario.to_yaml(): the writer lives beside the loader.
-    "scenario.loader": {
-        "vm.machine",
-        "qmp.profiles",
-        "qmp.schema",
+    "vm": {"qmp", "fakedata", "errors"},
+    "logs": {"qmp"},
+    "scenario": {"vm", "qmp", "fakedata", "errors"},
+    "runtime": {"scenario", "vm", "qmp", "fakedata", "logs", "errors"},
+    "testing": {"runtime", "scenario", "vm", "qmp", "fakedata", "logs", "errors"},
+    "qemu": {"runtime", "scenario", "vm", "qmp", "fakedata", "logs", "errors"},
+    "cli": {
+        "testing",
+        "qemu",
+        "runtime",
+        "scenario",
+        "vm",
+        "qmp",
         "fakedata",
-        "scenario.text",
-        "errors",
-    },
-    "runtime.server": {
-        "qmp.protocol",
-        "vm.machine",
-        "scenario.loader",
-        "qmp.transcript",
-        "qmp.profiles",
-        "qmp.wire",
-        "errors",
-    },
-    "runtime.engine": {
-        "scenario.text",
-        "scenario.loader",
-        "runtime.server",
-        "runtime.control",
-        "qmp.protocol",
-        "vm.machine",
-        "qmp.profiles",
-        "fakedata",
-        "qmp.transcript",
-        "qmp.wire",
-        "errors",
-    },
-    "runtime.control": {
-        "runtime.engine",
-        "runtime.server",
-        "scenario.loader",
-        "vm.machine",
-        "qmp.protocol",
-        "qmp.profiles",
-        "qmp.transcript",
-        "qmp.wire",
-        "errors",
-    },
-    "runtime.fleet": {
         "logs",
-        "runtime.server",
-        "runtime.engine",
-        "runtime.control",
-        "scenario.loader",
-        "vm.machine",
-        "qmp.profiles",
-        "fakedata",
-        "qmp.transcript",
-        "qmp.wire",
         "errors",
     },
-    "qmp.cassette": {"qmp.profiles", "qmp.transcript", "qmp.wire", "errors"},
-    "runtime.replay": {
-        "qmp.cassette",
-        "runtime.server",
-        "vm.machine",
-        "qmp.protocol",
-        "qmp.transcript",
-        "qmp.wire",
-        "errors",
-    },
-    "runtime.record": {"runtime.server", "qmp.cassette", "qmp.transcript", "errors"},
-    "logs": {"qmp.transcript"},
-    "runtime.vcr": {
-        "qmp.cassette",
-        "runtime.record",
-        "runtime.replay",
-        "runtime.server",
-        "qmp.transcript",
-        "qmp.wire",
-        "errors",
-    },
-    "cli.record": {
-        "cli.app",
-        "logs",
-        "qmp.cassette",
-        "runtime.record",
-        "runtime.replay",
-        "scenario.from_recording",
-        "runtime.server",
-        "qmp.transcript",
-        "errors",
-    },
-    "scenario.text": {"scenario.loader", "errors"},
-    "scenario.from_recording": {
-        "qmp.cassette",
-        "scenario.text",
-        "scenario.loader",
-        "vm.machine",
-        "qmp.profiles",
-        "errors",
-    },
-    "testing.walk": {"vm.machine", "qmp.profiles", "scenario.loader", "errors"},
-    "testing.strategies": {"testing.walk", "vm.machine", "qmp.profiles", "errors"},
-    "testing.pytest_plugin": {
-        "logs",
-        "runtime.vcr",
-        "qmp.cassette",
-        "runtime.server",
-        "runtime.engine",
-        "scenario.loader",
-        "qmp.transcript",
-        "vm.machine",
-        "qmp.profiles",
-        "errors",
-    },
-    # the drop-in QEMU, a package: its modules import each other and these
-    "qemu": {
-        "runtime.server",
-        "runtime.engine",
-        "runtime.control",
-        "scenario.loader",
-        "vm.machine",
-        "qmp.profiles",
-        "qmp.transcript",
-        "qmp.wire",
-        "errors",
-    },
-    "cli.dropin": {"cli.app", "qemu"},
+    # the flat layout's documented import paths: each is the module it moved to
+    "machine": {"vm"},
+    "strategies": {"testing"},
+    "conformance": {"testing"},
+    "walk": {"testing"},
+    "transcript": {"qmp"},
 }
-# the command line's registry and exit policy may import everything (its subcommands
-# register themselves when it has been imported)
-ALLOWED["cli.app"] = set(ALLOWED)
+
+# Import cycles between modules that are still to be cut, each with its reason.
+KNOWN_CYCLES: dict[frozenset[str], str] = {
+    # Scenario.to_yaml() (a method of the model) calls the writer, which reads the model.
+    frozenset({"scenario.loader", "scenario.text"}): "the model and its writer",
+    # the registry of subcommands sits in the module that imports every subcommand
+    frozenset({"cli.app", "cli.dropin", "cli.record"}): "the registry and its users",
+}
 
 # Third-party modules a core module must not load when imported.
 HEAVY = ("trio", "pytest", "hypothesis", "faker")
@@ -225,10 +78,19 @@ LIGHT_MODULES = (
 )
 
 
+def _path(module: str) -> Path:
+    """The file of a dotted module name (a package's is its ``__init__.py``)."""
+    path = PACKAGE.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def _qmpsim_imports(module: str) -> set[str]:
-    """The qmpsim modules (dotted: ``catalog``, ``vm.values``) that ``module`` imports."""
-    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
-    package = ["qmpsim", *module.split(".")[:-1]]
+    """The qmpsim modules (dotted: ``qmp.wire``, ``vm.values``) that ``module`` imports,
+    at any depth in it (a lazy import inside a function counts too)."""
+    path = _path(module)
+    package = ["qmpsim", *module.split(".")]
+    if path.name != "__init__.py":
+        package.pop()
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -241,7 +103,7 @@ def _qmpsim_imports(module: str) -> set[str]:
             # (from qmpsim import __version__: the package itself, which is no layer)
             for alias in node.names:
                 name = [*target[1:], alias.name]
-                if PACKAGE.joinpath(*name).with_suffix(".py").exists():
+                if _path(".".join(name)).exists():
                     found.add(".".join(name))
                 elif len(target) > 1:
                     found.add(".".join(target[1:]))
@@ -252,36 +114,96 @@ def _qmpsim_imports(module: str) -> set[str]:
     return found
 
 
-def _on_map(name: str) -> str:
-    """The map's entry for a module: itself, else its package's (``qemu.main`` is ``qemu``:
-    a package on the map as a whole), else the module a name was imported from."""
-    while name not in ALLOWED and "." in name:
-        name = name.rsplit(".", 1)[0]
-    return name
-
-
 def _modules() -> set[str]:
-    """Every module of the package, dotted (``machine``, ``vm.guest``, ``qemu.main``)."""
-    return {
-        ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
-        for p in PACKAGE.rglob("*.py")
-        if p.stem not in ("__init__", "__main__")
-    }
+    """Every module of the package, dotted (``vm.machine``, ``qemu.main``), packages'
+    ``__init__`` by the package's name (``scenario``)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__main__" or parts == ("__init__",):
+            continue
+        found.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
 
 
-@pytest.mark.parametrize("module", sorted(ALLOWED))
-def test_imports_point_down_the_map(module: str) -> None:
-    own = [m for m in _modules() if _on_map(m) == module]
-    if not own:
-        pytest.skip(f"qmpsim/{module} does not exist")
-    imported = {_on_map(name) for m in own for name in _qmpsim_imports(m)}
-    unexpected = imported - ALLOWED[module] - {module}
-    assert not unexpected, f"qmpsim.{module} imports {sorted(unexpected)}, against the layering"
+def _layer(module: str) -> str:
+    return module.split(".", 1)[0]
 
 
-def test_every_module_is_on_the_map() -> None:
-    missing = sorted(m for m in _modules() if _on_map(m) not in ALLOWED)
+@functools.cache
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: {n for n in _qmpsim_imports(m) if n in modules and n != m} for m in modules}
+
+
+def test_every_module_is_in_a_layer() -> None:
+    missing = sorted(m for m in _modules() if _layer(m) not in LAYERS)
     assert not missing, f"not on the layering map: {missing}"
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_imports_point_down_the_map(layer: str) -> None:
+    graph = _graph()
+    wrong = sorted(
+        f"{m} -> {n}"
+        for m, imported in graph.items()
+        if _layer(m) == layer
+        for n in imported
+        if _layer(n) != layer and _layer(n) not in LAYERS[layer]
+    )
+    assert not wrong, f"qmpsim.{layer} imports against the layering: {wrong}"
+
+
+def test_the_layers_form_a_dag() -> None:
+    # The map itself: no layer may reach itself again through the layers it imports.
+    def reach(layer: str, seen: frozenset[str]) -> None:
+        for lower in LAYERS[layer]:
+            assert lower not in seen, f"the layers cycle: {' -> '.join([*seen, lower])}"
+            reach(lower, seen | {lower})
+
+    for layer in LAYERS:
+        reach(layer, frozenset({layer}))
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    cycles = [sorted(c) for c in _cycles(_graph()) if c not in KNOWN_CYCLES]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset({"a", "b", "c"})]
 
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)

@@ -13,7 +13,9 @@ import trio
 import trio.testing
 from test_server_peer import EPOCH, connect
 
-from qmpsim.runtime.server import BackgroundSimulator, ListenError, Simulator
+from qmpsim.runtime.background import BackgroundSimulator
+from qmpsim.runtime.listen import ListenError
+from qmpsim.runtime.server import Simulator
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import trio
 import trio.testing
 from test_server_peer import Peer
 
-from qmpsim.runtime import server
+from qmpsim.runtime import listen
 from qmpsim.runtime.control import serve_control_unix
-from qmpsim.runtime.server import ListenError, Simulator
+from qmpsim.runtime.listen import ListenError
+from qmpsim.runtime.server import Simulator
 
 pytestmark = pytest.mark.trio
 
@@ -98,10 +99,10 @@ async def test_a_socket_file_is_born_private_whatever_the_umask(
     sock_dir: Path, monkeypatch: pytest.MonkeyPatch, fchmod: bool, umask: int
 ) -> None:
     # Without fchmod (other systems than Linux) the umask changes around bind alone.
-    monkeypatch.setattr(server, "_FCHMOD_SOCKET", fchmod)
+    monkeypatch.setattr(listen, "_FCHMOD_SOCKET", fchmod)
     old = os.umask(umask)
     try:
-        bound = server.bind_unix(str(sock_dir / "q.sock"))
+        bound = listen.bind_unix(str(sock_dir / "q.sock"))
         try:
             assert stat.S_IMODE(os.lstat(bound.path).st_mode) == 0o600
             assert os.umask(umask) == umask  # and it is back as it was

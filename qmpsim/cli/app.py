@@ -317,7 +317,7 @@ async def _serve(
 
     import trio
 
-    from qmpsim.runtime.server import ListenError
+    from qmpsim.runtime.listen import ListenError
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with sim, trio.open_nursery() as nursery:

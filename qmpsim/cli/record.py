@@ -157,7 +157,7 @@ async def _record(recorder: Recorder, args: argparse.Namespace) -> int:
 
     import trio
 
-    from qmpsim.runtime.server import ListenError
+    from qmpsim.runtime.listen import ListenError
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     import trio
 
     from qmpsim.runtime.control import ControlChannel
-    from qmpsim.runtime.server import Simulator, UnixSocketFile
+    from qmpsim.runtime.listen import UnixSocketFile
+    from qmpsim.runtime.server import Simulator
     from qmpsim.scenario.loader import Scenario, VmSpec
     from qmpsim.vm.machine import GuestConfig, VmConfig
 
@@ -243,7 +244,7 @@ async def _monitor(sim: Simulator, listener: trio.SocketListener) -> None:
 
     import trio
 
-    from qmpsim.runtime.server import accept_loop
+    from qmpsim.runtime.listen import accept_loop
 
     slot = trio.Semaphore(1)
 
@@ -280,7 +281,7 @@ def _bind_control(
 ) -> UnixSocketFile | None:
     """This VM's control socket, bound and listening in the first usable run directory
     (before a daemonizing parent exits, so ``qmpsim ctl`` works as soon as it has)."""
-    from qmpsim.runtime.server import ListenError, bind_unix
+    from qmpsim.runtime.listen import ListenError, bind_unix
 
     for directory in run_dirs(settings):
         try:
@@ -303,7 +304,7 @@ async def _serve(
 ) -> None:
     import trio
 
-    from qmpsim.runtime.server import accept_loop
+    from qmpsim.runtime.listen import accept_loop
 
     async with sim, trio.open_nursery() as nursery:
         listeners = []

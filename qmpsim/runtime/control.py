@@ -22,7 +22,8 @@ import trio
 
 from qmpsim.errors import QmpSimError
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode
-from qmpsim.runtime.server import Simulator, accept_loop, bind_unix
+from qmpsim.runtime.listen import accept_loop, bind_unix
+from qmpsim.runtime.server import Simulator
 from qmpsim.scenario.loader import EmitStep, Scenario, load_steps
 
 __all__ = [
@@ -142,7 +143,7 @@ async def serve_control_unix(
     """Serve control connections on the Unix socket ``path`` (mode 0600) until
     cancelled, each with ``handle(stream)``; the socket file is removed at the end.
 
-    Refuses (:class:`~qmpsim.runtime.server.ListenError`) a path that holds anything but a
+    Refuses (:class:`~qmpsim.runtime.listen.ListenError`) a path that holds anything but a
     stale socket.
     """
     bound = bind_unix(path, backlog=8)

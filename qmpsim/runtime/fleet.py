@@ -72,13 +72,8 @@ from qmpsim.runtime.control import (
     serve_control_unix,
 )
 from qmpsim.runtime.engine import IDLE, Session
-from qmpsim.runtime.server import (
-    ListenError,
-    Simulator,
-    UnixSocketFile,
-    bind_unix,
-    clear_stale_socket,
-)
+from qmpsim.runtime.listen import ListenError, UnixSocketFile, bind_unix, clear_stale_socket
+from qmpsim.runtime.server import Simulator
 from qmpsim.scenario.loader import Scenario, build_machine
 
 __all__ = [

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from qmpsim.qmp.transcript import Direction, Transcript
-from qmpsim.runtime.server import accept_loop, bind_tcp, bind_unix
+from qmpsim.runtime.listen import accept_loop, bind_tcp, bind_unix
 
 __all__ = ["Recorder", "Upstream"]
 

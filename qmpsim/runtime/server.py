@@ -18,27 +18,20 @@ throttled events::
 from __future__ import annotations
 
 import copy
-import errno
 import functools
 import inspect
-import ipaddress
 import itertools
 import logging
 import os
-import socket as stdsocket
-import stat
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import trio
 
-from qmpsim.errors import QmpSimError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
 from qmpsim.qmp.protocol import (
     NeedData,
@@ -50,23 +43,17 @@ from qmpsim.qmp.protocol import (
 )
 from qmpsim.qmp.transcript import Direction, Entry, Transcript, arguments_match
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message
+from qmpsim.runtime.listen import accept_loop, bind_tcp, bind_unix
 from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
-    "BackgroundSimulator",
     "CommandCallback",
-    "ListenError",
     "Responder",
     "Simulator",
-    "UnixSocketFile",
-    "accept_loop",
-    "bind_tcp",
-    "bind_unix",
 ]
 
 log = logging.getLogger("qmpsim.server")
-T = TypeVar("T")
 
 DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
 """Bytes a client may leave unread behind the largest queued message before it is
@@ -92,10 +79,6 @@ class Responder(Protocol):
 
     async def run(self) -> None:
         """Runs while the simulator does (for what the responder does on its own time)."""
-
-
-class ListenError(QmpSimError):
-    """A listener could not be started: the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -895,127 +878,6 @@ class Simulator:
             self._flushing = False
 
 
-class BackgroundSimulator:
-    """A :class:`Simulator` served by trio in a daemon thread, for synchronous or asyncio code.
-
-    ``with BackgroundSimulator(unix=path) as bg:`` returns once the socket listens;
-    :attr:`address` is where (a path, or ``(host, port)`` for ``tcp=``).  Reach the
-    simulator only through :meth:`call` and :meth:`run`, which execute in its thread.
-    If the simulator's loop fails, :meth:`call`, :meth:`run` and leaving the
-    ``with`` block raise its exception.
-    """
-
-    def __init__(
-        self,
-        sim: Simulator | None = None,
-        *,
-        unix: str | os.PathLike[str] | None = None,
-        tcp: tuple[str, int] | None = None,
-        allow_remote: bool = False,
-        start_timeout: float = 10.0,
-    ) -> None:
-        if (unix is None) == (tcp is None):
-            raise ValueError("BackgroundSimulator: give exactly one of unix= or tcp=")
-        self.sim = sim if sim is not None else Simulator()
-        self.address: str | tuple[str, int] | None = None
-        self._unix = unix
-        self._tcp = tcp
-        self._allow_remote = allow_remote
-        self._start_timeout = start_timeout
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop = trio.CancelScope()
-        self._thread = threading.Thread(target=self._main, name="qmpsim", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            trio.run(self._serve)
-        except BaseException as exc:
-            self._failure = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        async with self.sim:
-            self._token = trio.lowlevel.current_trio_token()
-            if self._unix is not None:
-                self.address = await self.sim.listen_unix(self._unix)
-            else:
-                assert self._tcp is not None
-                host, port = self._tcp
-                self.address = await self.sim.listen_tcp(
-                    host, port, allow_remote=self._allow_remote
-                )
-            self._ready.set()
-            with self._stop:
-                await trio.sleep_forever()
-
-    def __enter__(self) -> BackgroundSimulator:
-        self._thread.start()
-        if not self._ready.wait(self._start_timeout):
-            raise RuntimeError("the simulator thread did not start in time")
-        if self._failure is not None:
-            self._thread.join()
-            raise self._failure
-        return self
-
-    def __exit__(
-        self,
-        etype: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the simulator; a failure of its loop is raised here, unless the
-        ``with`` body is already raising it."""
-        if self._thread.is_alive() and self._token is not None:
-            with suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
-        self._thread.join()
-        if self._failure is not None and self._failure is not exc:
-            raise self._failure
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` run in the simulator's thread: ``bg.call(bg.sim.emit, "STOP")``.
-
-        Raises the failure of the simulator's loop if it has stopped because of one.
-        """
-        assert self._token is not None, "enter the BackgroundSimulator first"
-        self._raise_failure()
-        try:
-            return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
-        except (trio.RunFinishedError, trio.Cancelled):
-            failure = self._ended_with()
-            if failure is None:
-                raise
-        raise failure  # outside the handler: trio's exception is not its context
-
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await fn(*args)`` in the simulator's thread: ``bg.run(bg.sim.wait_negotiated)``.
-
-        Raises the failure of the simulator's loop if it stops because of one,
-        also while ``fn`` is waiting.
-        """
-        assert self._token is not None, "enter the BackgroundSimulator first"
-        self._raise_failure()
-        try:
-            return trio.from_thread.run(fn, *args, trio_token=self._token)
-        except (trio.RunFinishedError, trio.Cancelled):
-            failure = self._ended_with()
-            if failure is None:
-                raise
-        raise failure  # outside the handler: trio's exception is not its context
-
-    def _ended_with(self) -> BaseException | None:
-        """The failure the loop, which is ending, ended with."""
-        self._thread.join()
-        return self._failure
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-
 def _lexed_greeting(data: bytes) -> Any:
     """The greeting as its bytes lex: lexed once per distinct greeting, copied per client."""
     value = _lex_once(data)
@@ -1038,172 +900,3 @@ def _take(table: Mapping[str, list[Any]], command: str) -> Any | None:
     if first.once:
         entries.pop(0)
     return first
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def path_identity(path: str) -> tuple[int, int] | None:
-    """The (device, inode) of ``path``, to tell later whether it is still our socket."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def clear_stale_socket(path: str) -> None:
-    """Remove a socket nobody listens on; refuse anything else that is in the way."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ListenError(f"refusing to replace {path}: it exists and is not a socket")
-    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # stale: left behind by a process that is gone
-        return
-    except OSError as exc:
-        raise ListenError(f"cannot use {path}: {exc.strerror or exc}") from None
-    finally:
-        probe.close()
-    raise ListenError(f"refusing to replace {path}: a server is listening on it")
-
-
-_FCHMOD_SOCKET = sys.platform.startswith("linux")
-"""Linux creates a socket file with the mode of the socket's own inode (less the
-umask), which ``fchmod`` sets; elsewhere only the umask shapes it."""
-
-
-@dataclass(eq=False, slots=True)  # slots: a fleet holds thousands
-class UnixSocketFile:
-    """A listening Unix socket and the identity of the file its bind created."""
-
-    sock: stdsocket.socket
-    path: str
-    identity: tuple[int, int] | None
-    _listener: trio.SocketListener | None = None
-
-    def listener(self) -> trio.SocketListener:
-        """The socket as a trio listener (the same one each time)."""
-        if self._listener is None:
-            self._listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
-        return self._listener
-
-    def close(self) -> None:
-        """Close the socket and remove its file, unless the file was replaced meanwhile.
-
-        Idempotent, and synchronous: a task blocked in the listener's ``accept``
-        wakes up with ``trio.ClosedResourceError``.
-        """
-        if self._listener is not None:
-            self._listener.socket.close()  # trio's close tells the task waiting in accept
-        elif self.sock.fileno() >= 0:
-            self.sock.close()
-        if self.identity is not None and path_identity(self.path) == self.identity:
-            with suppress(FileNotFoundError):
-                os.unlink(self.path)
-        self.identity = None
-
-
-def bind_unix(path: str, backlog: int = 16) -> UnixSocketFile:
-    """Listen on the Unix socket ``path``, its file private (mode 0600) from birth.
-
-    A stale socket left there is replaced; anything else (a file, a live server)
-    is refused with :class:`ListenError`, as is a path that cannot be bound.
-    Synchronous on purpose: when the umask has to change (not on Linux), nothing
-    else of this process's trio code runs until it is restored.
-    """
-    clear_stale_socket(path)
-    sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        if _FCHMOD_SOCKET:
-            os.fchmod(sock.fileno(), 0o600)  # no umask change, so no other thread sees one
-            sock.bind(path)
-        else:
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old_umask)
-        bound = UnixSocketFile(sock, path, path_identity(path))
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    try:
-        sock.listen(backlog)
-    except OSError as exc:
-        bound.close()
-        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    return bound
-
-
-async def bind_tcp(
-    host: str, port: int, *, allow_remote: bool = False
-) -> tuple[list[trio.SocketListener], tuple[str, int]]:
-    """Listen on TCP: the listeners and the bound ``(host, port)`` (port 0 picks one).
-
-    Loopback only unless ``allow_remote``: a monitor has no authentication.
-    Refusals and bind failures are :class:`ListenError`.
-    """
-    if host == "localhost":
-        host = "127.0.0.1"  # one address, so port 0 means one port
-    if not allow_remote and not _is_loopback(host):
-        raise ListenError(
-            f"refusing to listen on {host}: not a loopback address, and the monitor "
-            "has no authentication; allow it explicitly (allow_remote=True, --allow-remote)"
-        )
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sockname = listeners[0].socket.getsockname()
-    return listeners, (str(sockname[0]), int(sockname[1]))
-
-
-_ACCEPT_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
-
-
-async def accept_loop(
-    listener: trio.SocketListener,
-    accepted: Callable[[trio.SocketStream], Callable[[], Awaitable[None]]],
-    *,
-    ready: Callable[[], Awaitable[None]] | None = None,
-    close: Callable[[], None] | None = None,
-) -> None:
-    """Accept connections until ``listener`` is closed, then wait for them to end.
-
-    ``accepted(stream)`` runs as soon as a connection is accepted and returns what
-    serves it in a task of its own; ``ready()``, when given, is awaited before each
-    accept.  Running out of file descriptors or memory is logged and retried.
-    ``close()`` (by default the listener's socket's) runs when accepting stops,
-    before waiting for the connections: nobody is left in the backlog meanwhile.
-    """
-    async with trio.open_nursery() as nursery:
-        try:
-            while True:
-                if ready is not None:
-                    await ready()
-                try:
-                    stream = await listener.accept()
-                except trio.ClosedResourceError:
-                    return
-                except OSError as exc:
-                    if exc.errno in _ACCEPT_RETRY:
-                        log.error("accept failed (%s); retrying shortly", exc)
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                nursery.start_soon(accepted(stream))
-        finally:
-            (close or listener.socket.close)()

@@ -34,9 +34,10 @@ import trio
 from qmpsim.qmp.cassette import Cassette, CassetteError, load_cassette
 from qmpsim.qmp.transcript import Transcript
 from qmpsim.qmp.wire import JsonStreamer
+from qmpsim.runtime.listen import accept_loop, bind_tcp, bind_unix
 from qmpsim.runtime.record import Recorder
 from qmpsim.runtime.replay import Replayer, replay_simulator
-from qmpsim.runtime.server import Simulator, accept_loop, bind_tcp, bind_unix
+from qmpsim.runtime.server import Simulator
 
 __all__ = ["RECORD_MODES", "CassetteDeck", "check_mode"]
 

@@ -1048,7 +1048,7 @@ class QmpServer:
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` run in the simulator's thread; its result, or what it raised.
 
-        As :meth:`qmpsim.runtime.server.BackgroundSimulator.call`:
+        As :meth:`qmpsim.runtime.background.BackgroundSimulator.call`:
         ``qmp_server.call(qmp_server.sim.emit, "STOP")``.
         """
         return self._call(lambda core: fn(*args))
