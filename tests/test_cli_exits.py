@@ -22,6 +22,7 @@ from typing import IO
 import pytest
 
 from qmpsim.cli import app as cli
+from qmpsim.cli import common
 from qmpsim.errors import QmpSimError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,11 +189,11 @@ def test_check_reads_a_binary_standard_input_as_a_file(tmp_path: Path) -> None:
 # --- the policy, on commands that fail inside trio's exception groups ----------------------
 
 
-def failing(exc: BaseException) -> cli.Subcommand:
+def failing(exc: BaseException) -> common.Subcommand:
     def run(args: argparse.Namespace) -> int:
         raise exc
 
-    return cli.Subcommand("boom", "fail", "Fail.", "", lambda parser: None, run)
+    return common.Subcommand("boom", "fail", "Fail.", "", lambda parser: None, run)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +216,7 @@ def test_exception_groups_are_unwrapped(
     status: int,
     err: str,
 ) -> None:
-    monkeypatch.setitem(cli.SUBCOMMANDS, "boom", failing(exc))
+    monkeypatch.setitem(common.SUBCOMMANDS, "boom", failing(exc))
     assert cli.main(["boom"]) == status
     assert capsys.readouterr().err == err
 
@@ -224,7 +225,7 @@ def test_a_usage_error_in_a_group_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(
-        cli.SUBCOMMANDS, "boom", failing(ExceptionGroup("g", [cli.UsageError("--x is bad")]))
+        common.SUBCOMMANDS, "boom", failing(ExceptionGroup("g", [common.UsageError("--x is bad")]))
     )
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["boom"])
@@ -236,7 +237,7 @@ def test_a_usage_error_in_a_group_exits_2(
     "exc", [RuntimeError("a bug"), ExceptionGroup("g", [OSError(), RuntimeError("a bug")])]
 )
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
-    monkeypatch.setitem(cli.SUBCOMMANDS, "boom", failing(exc))
+    monkeypatch.setitem(common.SUBCOMMANDS, "boom", failing(exc))
     with pytest.raises(type(exc)):
         cli.main(["boom"])
 
@@ -244,6 +245,6 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, exc: BaseExc
 def test_a_broken_pipe_that_is_not_standard_output_is_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(cli.SUBCOMMANDS, "boom", failing(BrokenPipeError(32, "Broken pipe")))
+    monkeypatch.setitem(common.SUBCOMMANDS, "boom", failing(BrokenPipeError(32, "Broken pipe")))
     assert cli.main(["boom"]) == 1
     assert capsys.readouterr().err == "qmpsim boom: [Errno 32] Broken pipe\n"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.cli.app import SUBCOMMANDS, TcpAddress, build_parser, parse_tcp
+from qmpsim.cli.app import build_parser
+from qmpsim.cli.common import SUBCOMMANDS, TcpAddress, parse_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
 QMPSIM = [sys.executable, "-m", "qmpsim"]
@@ -251,20 +252,20 @@ def test_subcommands_are_registered_once_each() -> None:
 
 
 def test_serve_accepts_a_shipped_scenario_name() -> None:
-    from qmpsim.cli.app import load_scenario_arg
+    from qmpsim.cli.common import load_scenario_arg
     from qmpsim.scenario.loader import SHIPPED_DIR, load_scenario
 
     assert load_scenario_arg("tour") == load_scenario(SHIPPED_DIR / "tour.yaml")
 
 
 def test_serve_passes_the_input_bound_to_the_simulator() -> None:
-    from qmpsim.cli.app import make_simulator
+    from qmpsim.cli.common import make_simulator
 
     assert make_simulator(None, profile=None, max_input=4096).max_input_buffer == 4096
     assert make_simulator(None, profile=None).max_input_buffer is None
 
 
 def test_serve_keeps_a_bounded_transcript() -> None:
-    from qmpsim.cli.app import SERVE_TRANSCRIPT_LIMIT, make_simulator
+    from qmpsim.cli.common import SERVE_TRANSCRIPT_LIMIT, make_simulator
 
     assert make_simulator(None, profile=None).transcript.max_entries == SERVE_TRANSCRIPT_LIMIT

@@ -54,8 +54,6 @@ LAYERS: dict[str, set[str]] = {
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     # Scenario.to_yaml() (a method of the model) calls the writer, which reads the model.
     frozenset({"scenario.loader", "scenario.text"}): "the model and its writer",
-    # the registry of subcommands sits in the module that imports every subcommand
-    frozenset({"cli.app", "cli.dropin", "cli.record"}): "the registry and its users",
 }
 
 # Third-party modules a core module must not load when imported.

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from qmpsim.cli.app import EXIT_FAILURE, EXIT_OK, UsageError, subcommand
+from qmpsim.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, subcommand
 
 QEMU_EPILOG = """\
 examples:

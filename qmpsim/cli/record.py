@@ -1,6 +1,6 @@
 """``qmpsim record``, ``qmpsim replay`` and ``qmpsim scenario-from``: vcrpy for QMP.
 
-Registered with :func:`qmpsim.cli.app.subcommand` when the command line is built;
+Registered with :func:`qmpsim.cli.common.subcommand` when the command line is built;
 trio and the proxy load inside the commands, so ``qmpsim --help`` stays fast.
 """
 
@@ -12,18 +12,18 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from qmpsim.cli.app import (
+from qmpsim.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     SERVE_TRANSCRIPT_LIMIT,
     TcpAddress,
     UsageError,
     _is_loopback,
-    _serve,
     _setup_logging,
     parse_tcp,
     subcommand,
 )
+from qmpsim.cli.serve import _serve
 from qmpsim.logs import log_traffic
 
 if TYPE_CHECKING:
