@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .opts import (
     NOT_FOR_TARGET,
@@ -173,6 +174,23 @@ class Invocation:
     warnings: tuple[str, ...] = ()
 
 
+_Handler = TypeVar("_Handler", bound=Callable[["_Reader", Parsed], None])
+
+_OPTIONS: dict[str, Callable[[_Reader, Parsed], None]] = {}
+"""Each option the drop-in reads, by QEMU's name for it, and the reader's method for it."""
+
+
+def _option(*names: str) -> Callable[[_Handler], _Handler]:
+    """Mark a method of :class:`_Reader` as the handler of the options ``names``."""
+
+    def mark(handler: _Handler) -> _Handler:
+        for name in names:
+            _OPTIONS[name] = handler
+        return handler
+
+    return mark
+
+
 class _Reader:
     """Reads options one by one into the fields of an :class:`Invocation`."""
 
@@ -207,40 +225,47 @@ class _Reader:
     def read(self, opt: Parsed) -> None:
         if opt.name in NOT_FOR_TARGET:
             raise OptionError("Option not supported for this target")
-        handler = getattr(self, "_opt_" + opt.name.replace("-", "_"), None)
+        handler = _OPTIONS.get(opt.name)
         if handler is not None:
-            handler(opt)
+            handler(self, opt)
 
     # --- flags ---------------------------------------------------------------
 
+    @_option("version")
     def _opt_version(self, _opt: Parsed) -> None:
         self.values.setdefault("show_version", True)
 
+    @_option("h", "help")
     def _opt_h(self, _opt: Parsed) -> None:
         self.values.setdefault("show_help", True)
 
-    _opt_help = _opt_h
-
+    @_option("daemonize")
     def _opt_daemonize(self, _opt: Parsed) -> None:
         self.values["daemonize"] = True
 
+    @_option("S")
     def _opt_S(self, _opt: Parsed) -> None:
         self.values["paused"] = True
 
+    @_option("no-shutdown")
     def _opt_no_shutdown(self, _opt: Parsed) -> None:
         self.actions["shutdown"] = "pause"
 
+    @_option("no-reboot")
     def _opt_no_reboot(self, _opt: Parsed) -> None:
         self.actions["reboot"] = "shutdown"
 
+    @_option("enable-kvm")
     def _opt_enable_kvm(self, _opt: Parsed) -> None:
         self.values["accel"] = ("kvm",)
 
     # --- process -------------------------------------------------------------
 
+    @_option("pidfile")
     def _opt_pidfile(self, opt: Parsed) -> None:
         self.values["pidfile"] = opt.arg
 
+    @_option("msg")
     def _opt_msg(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         if "timestamp" in value:
@@ -248,15 +273,18 @@ class _Reader:
         if "guest-name" in value:
             parse_bool("guest-name", value["guest-name"])
 
+    @_option("sandbox")
     def _opt_sandbox(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         if "enable" in value:
             parse_bool("enable", value["enable"])
 
+    @_option("overcommit")
     def _opt_overcommit(self, opt: Parsed) -> None:
         for key, raw in self.keyval(opt).items():
             parse_bool(key, raw)
 
+    @_option("rtc")
     def _opt_rtc(self, opt: Parsed) -> None:
         base = self.keyval(opt).get("base")
         date = r"\d{4}-\d\d-\d\d(T\d\d:\d\d:\d\d)?"
@@ -268,6 +296,7 @@ class _Reader:
 
     # --- identity ------------------------------------------------------------
 
+    @_option("name")
     def _opt_name(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         if "debug-threads" in value:
@@ -275,6 +304,7 @@ class _Reader:
         if "guest" in value:
             self.values["name"] = value["guest"]
 
+    @_option("uuid")
     def _opt_uuid(self, opt: Parsed) -> None:
         assert opt.arg is not None
         try:
@@ -291,16 +321,19 @@ class _Reader:
             raise OptionError(f"Parameter '{key}' does not accept value '{value}'")
         self.actions[key] = value
 
+    @_option("watchdog-action")
     def _opt_watchdog_action(self, opt: Parsed) -> None:
         assert opt.arg is not None
         self._set_action("watchdog", opt.arg)
 
+    @_option("action")
     def _opt_action(self, opt: Parsed) -> None:
         for key, value in self.keyval(opt).items():
             self._set_action(key, value)
 
     # --- machine -------------------------------------------------------------
 
+    @_option("machine", "M")
     def _opt_machine(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         machine = self.values.setdefault("machine", {})
@@ -312,8 +345,7 @@ class _Reader:
                     raise OptionError(f"invalid accelerator {accel}", located=False)
             self.values["accel"] = accels
 
-    _opt_M = _opt_machine
-
+    @_option("accel")
     def _opt_accel(self, opt: Parsed) -> None:
         accel = str(self.keyval(opt).get("accel", ""))
         if accel not in _ACCELERATORS:
@@ -321,6 +353,7 @@ class _Reader:
         # several -accel options: QEMU tries them in order
         self.accels.append(accel)
 
+    @_option("m")
     def _opt_m(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         raw = value.get("size")
@@ -333,6 +366,7 @@ class _Reader:
             )
         self.values["memory"] = size
 
+    @_option("smp")
     def _opt_smp(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         numbers: dict[str, int] = {}
@@ -384,12 +418,14 @@ class _Reader:
             wait=wait,
         )
 
+    @_option("chardev")
     def _opt_chardev(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         if "id" not in value:
             raise OptionError("chardev: no id specified")
         self.chardevs.append(self._chardev(opt, value, str(value["id"])))
 
+    @_option("mon")
     def _opt_mon(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         mode = value.get("mode", "readline")
@@ -432,23 +468,28 @@ class _Reader:
             )
         return self._chardev(opt, value, ident)
 
+    @_option("qmp")
     def _opt_qmp(self, opt: Parsed) -> None:
         self._compat_monitor(opt, "control")
 
+    @_option("qmp-pretty")
     def _opt_qmp_pretty(self, opt: Parsed) -> None:
         self._compat_monitor(opt, "control", pretty=True)
 
+    @_option("monitor")
     def _opt_monitor(self, opt: Parsed) -> None:
         self._compat_monitor(opt, "readline")
 
     # --- devices ---------------------------------------------------------------
 
+    @_option("device")
     def _opt_device(self, opt: Parsed) -> None:
         value = self.keyval(opt, json=True)
         if not isinstance(value.get("driver"), str):
             raise OptionError("Parameter 'driver' is missing")
         self.devices.append(value)
 
+    @_option("blockdev")
     def _opt_blockdev(self, opt: Parsed) -> None:
         value = _nest(self.keyval(opt, json=True))
         driver = value.get("driver")
@@ -458,6 +499,7 @@ class _Reader:
             raise OptionError("Invalid parameter type for 'driver', expected: string")
         self.blockdevs.append(value)
 
+    @_option("drive")
     def _opt_drive(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         if "file" not in value and "driver" not in value:
@@ -475,21 +517,27 @@ class _Reader:
         assert opt.arg is not None
         self.drives.append({"file": opt.arg, **extra})
 
+    @_option("hda")
     def _opt_hda(self, opt: Parsed) -> None:
         self._legacy_drive(opt, index="0", media="disk")
 
+    @_option("hdb")
     def _opt_hdb(self, opt: Parsed) -> None:
         self._legacy_drive(opt, index="1", media="disk")
 
+    @_option("hdc")
     def _opt_hdc(self, opt: Parsed) -> None:
         self._legacy_drive(opt, index="2", media="disk")
 
+    @_option("hdd")
     def _opt_hdd(self, opt: Parsed) -> None:
         self._legacy_drive(opt, index="3", media="disk")
 
+    @_option("cdrom")
     def _opt_cdrom(self, opt: Parsed) -> None:
         self._legacy_drive(opt, index="2", media="cdrom")
 
+    @_option("vnc")
     def _opt_vnc(self, opt: Parsed) -> None:
         value = self.keyval(opt)
         display = str(value.get("vnc", ""))
@@ -506,6 +554,7 @@ class _Reader:
         value["display"] = int(number)
         self.values["vnc"] = value
 
+    @_option("display")
     def _opt_display(self, opt: Parsed) -> None:
         value = self.keyval(opt, json=True)
         kind = value.get("type")
@@ -515,6 +564,7 @@ class _Reader:
             if key not in ("type", "full-screen", "window-close", "show-cursor", "gl"):
                 raise OptionError(f"Parameter '{key}' is unexpected")
 
+    @_option("object")
     def _opt_object(self, opt: Parsed) -> None:
         value = self.keyval(opt, json=True)
         if "qom-type" not in value:
@@ -522,6 +572,7 @@ class _Reader:
         if "id" not in value:
             raise OptionError("Parameter 'id' is missing")
 
+    @_option("spice")
     def _opt_spice(self, opt: Parsed) -> None:
         self.values["spice"] = self.keyval(opt)
 
