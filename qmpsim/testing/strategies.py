@@ -36,6 +36,7 @@ from qmpsim.qmp.profiles import (
     ProfileSpec,
     Type,
 )
+from qmpsim.qmp.schema import problems
 from qmpsim.testing import walk as w
 from qmpsim.testing.walk import CAUSES, COMMANDS, generate, generate_lines, random_scenario
 from qmpsim.vm import machine as m
@@ -48,6 +49,7 @@ __all__ = [
     "generate",
     "generate_lines",
     "random_scenario",
+    "requests",
     "scenarios",
     "vm_configs",
 ]
@@ -169,6 +171,90 @@ def events(
         return st.fixed_dictionaries(members)
 
     return st.sampled_from(chosen).flatmap(one)
+
+
+# --- requests -------------------------------------------------------------------------
+
+# A value of each JSON kind: a member given one its type does not take is refused
+_OF_KIND: tuple[Any, ...] = ("qmpsim", 7, 0.5, True, None, {}, [])
+_UNEXPECTED = "qmpsim-unexpected"
+_NOT_IN_ENUM = "qmpsim-no-such-value"
+
+
+def _breakable(arguments: Object) -> bool:
+    """Whether some request for a command with these arguments is refused by its schema:
+    a member can be left out, added, or given the wrong type."""
+    return bool(arguments.fields) or not arguments.open
+
+
+def _wrong_values(type_: Type) -> list[Any]:
+    """The values of :data:`_OF_KIND` that ``type_`` refuses (none for ``any``)."""
+    return [v for v in _OF_KIND if next(problems(type_, v), None) is not None]
+
+
+def _break(draw: st.DrawFn, arguments: Object, valid: dict[str, Any]) -> dict[str, Any]:
+    """``valid`` with one fault QEMU's argument check refuses."""
+    broken = dict(valid)
+    required = [f for f in arguments.fields if not f.optional]
+    present = [f for f in arguments.fields if f.name in broken]
+    typed = [f for f in present if _wrong_values(f.type)]
+    faults = [
+        *(["missing"] if required else []),
+        *(["unexpected"] if not arguments.open else []),
+        *(["type"] if typed else []),
+        *(["enum"] if any(isinstance(f.type, Enum) for f in present) else []),
+    ]
+    fault = draw(st.sampled_from(faults))
+    if fault == "missing":
+        del broken[draw(st.sampled_from(required)).name]
+    elif fault == "unexpected":
+        broken[_UNEXPECTED] = draw(st.sampled_from(_OF_KIND))
+    elif fault == "enum":
+        member = draw(st.sampled_from([f for f in present if isinstance(f.type, Enum)]))
+        broken[member.name] = _NOT_IN_ENUM
+    else:
+        member = draw(st.sampled_from(typed))
+        broken[member.name] = draw(st.sampled_from(_wrong_values(member.type)))
+    return broken
+
+
+def requests(
+    *,
+    profile: ProfileSpec | str = DEFAULT_PROFILE,
+    commands: Collection[str] | None = None,
+    valid: bool = True,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Requests (``execute``, ``arguments``) for commands of ``profile``, for a client's own
+    fuzzing.
+
+    ``valid=True`` draws arguments the command's schema accepts (the command may still
+    refuse them, as QEMU would: a device that does not exist); ``valid=False`` draws
+    arguments with one fault QEMU's argument check refuses before running anything — a
+    required member left out, an unexpected member, a member of the wrong JSON type or
+    an enum value the enum lacks.  ``commands`` restricts the commands drawn; with
+    ``valid=False`` only those whose arguments can be broken are drawn.
+    """
+    spec = _profile(profile)
+    chosen = _names(f"commands of {spec.name}", commands, spec.commands)
+    if not valid:
+        chosen = frozenset(c for c in chosen if _breakable(spec.commands[c].arguments))
+        if not chosen:
+            raise InvalidArgument("none of these commands takes arguments that can be broken")
+
+    @st.composite
+    def one(draw: st.DrawFn, name: str) -> dict[str, Any]:
+        arguments_type = spec.commands[name].arguments
+        arguments: dict[str, Any] = draw(_values(arguments_type, name))
+        if not valid:
+            arguments = _break(draw, arguments_type, arguments)
+        request: dict[str, Any] = {"execute": name}
+        # an empty object may be sent or left out: QEMU takes both
+        with_arguments: bool = draw(st.booleans())
+        if arguments or with_arguments:
+            request["arguments"] = arguments
+        return request
+
+    return st.sampled_from(sorted(chosen)).flatmap(one)
 
 
 # --- the walk's decisions, drawn ------------------------------------------------------
