@@ -51,11 +51,14 @@ COMMANDS: tuple[str, ...] = (
     "system_reset",
     "system_powerdown",
     "quit",
+    "device_add",
+    "device_del",
     "drive-mirror",
     "job-complete",
     "job-cancel",
 )
-"""Monitor commands a stream may contain the effects of (a mirror's whole life among them)."""
+"""Monitor commands a stream may contain the effects of (a NIC's and a mirror's whole
+life among them)."""
 
 CAUSES: tuple[str, ...] = (
     "rtc-change",
@@ -73,6 +76,7 @@ CAUSES: tuple[str, ...] = (
     "guest-panic",
     "disk-io",
     "job-error",
+    "guest-unplugs",
 )
 """Causes, named as in scenario files."""
 
@@ -84,7 +88,10 @@ _MOVE_ORDER = (
     "rtc-change",
     "guest-reset",
     "system_powerdown",
-    *CAUSES[2:],
+    *CAUSES[2:-1],
+    "device_add",
+    "device_del",
+    "guest-unplugs",
     "drive-mirror",
     "job-complete",
     "job-cancel",
@@ -102,6 +109,10 @@ _GUEST: dict[str, m.Cause] = {
 _VNC = ("vnc-connect", "vnc-initialize", "vnc-disconnect")
 # moves that depend on the jobs running now, not on the VM's description alone
 _JOBS = ("drive-mirror", "job-complete", "job-cancel", "job-error")
+# moves that depend on the devices plugged now: a NIC plugged, its unplug asked for, the
+# guest letting go of it (the walk's VMs have no guest OS of their own to do it)
+_DEVICES = ("device_add", "device_del", "guest-unplugs")
+_NIC = "virtio-net-pci"
 _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
     "spice-connect": m.SpiceConnect,
     "spice-initialize": m.SpiceInitialize,
@@ -244,7 +255,8 @@ def _watchdog_actions(spec: ProfileSpec) -> tuple[str, ...]:
 
 
 def choose_vm(ch: Choices, spec: ProfileSpec) -> m.VmConfig:
-    """A VM a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown."""
+    """A VM a scenario file can express: disks, VNC, SPICE, watchdog, -no-shutdown, and
+    a PCI bus (a ``pc`` machine with one vCPU) or none."""
     disks = tuple(
         m.DiskConfig(
             name=f"virtio{i}",
@@ -264,6 +276,7 @@ def choose_vm(ch: Choices, spec: ProfileSpec) -> m.VmConfig:
         disks=disks,
         vnc=m.VncConfig() if ch.boolean() else None,
         spice=m.SpiceConfig() if ch.boolean() else None,
+        cpus=1 if ch.boolean() else 0,
     )
 
 
@@ -286,6 +299,7 @@ class _Saved:
     steps: int
     vnc_seen: int
     vnc_live: list[str]
+    nics: int
 
 
 # The machine's state is pickled to undo a move: several times cheaper than a deep
@@ -365,6 +379,8 @@ class Walk:
     """How many times the machine was copied (to undo a move): at most a few a step."""
     vnc_seen: int = 0
     vnc_live: list[str] = field(default_factory=list)
+    nics: int = 0
+    """How many NICs the walk plugged (each gets the next id)."""
     _fixed: dict[str, list[_Move]] = field(default_factory=dict, repr=False)
     _tables: frozenset[str] | None = field(default=None, repr=False)
 
@@ -446,6 +462,7 @@ class Walk:
             len(self.steps),
             self.vnc_seen,
             list(self.vnc_live),
+            self.nics,
         )
 
     def _restore(self, saved: _Saved) -> None:
@@ -455,6 +472,7 @@ class Walk:
         del self.steps[saved.steps :]
         self.vnc_seen = saved.vnc_seen
         self.vnc_live = saved.vnc_live
+        self.nics = saved.nics
 
     def candidates(self) -> list[_Move]:
         """The moves of the allowed kinds, in a fixed order, legal now or not."""
@@ -468,6 +486,8 @@ class Walk:
                     found += self._vnc_moves(kind)
                 elif kind in _JOBS:
                     found += self._job_moves(kind)
+                elif kind in _DEVICES:
+                    found += self._device_moves(kind)
                 else:
                     found += self._fixed[kind]
         return found
@@ -484,7 +504,7 @@ class Walk:
     def _moves(self, kind: str) -> list[_Move]:
         vm = self.machine.vm
         options: list[_Move] = []
-        if kind in COMMANDS and kind not in _JOBS:
+        if kind in COMMANDS and kind not in _JOBS and kind not in _DEVICES:
             options.append(_Move(kind, {}, None))
         elif kind == "disk-error":
             options += [_Move(kind, {"device": d.name}, m.DiskError(d.name)) for d in vm.disks]
@@ -533,9 +553,26 @@ class Walk:
         wanted = ("ready",) if kind == "job-complete" else ("running", "paused", "ready")
         return [_Move(kind, {"id": j}, None) for j, status in busy.items() if status in wanted]
 
+    def _device_moves(self, kind: str) -> list[_Move]:
+        """A new NIC where the VM has a PCI bus; an unplug request for a NIC not asked
+        yet; the guest ejecting one whose unplug was asked for."""
+        devices = self.machine.part(m.Devices)
+        if kind == "device_add":
+            if not devices.has_bus("pci.0"):
+                return []
+            return [_Move(kind, {"driver": _NIC, "id": f"nic{self.nics}"}, None)]
+        nics = [label for label in devices.plugged() if label.startswith("nic")]
+        if kind == "device_del":
+            return [
+                _Move(kind, {"id": nic}, None) for nic in nics if not devices.unplug_requested(nic)
+            ]
+        return [_Move(kind, {"device": nic}, m.DeviceEjected(nic)) for nic in nics]
+
     def apply(self, ch: Choices, move: _Move) -> list[m.Event]:
         """Make the move; its arguments that do not decide legality are chosen now."""
         if move.cause is None:
+            if move.kind == "device_add":
+                self.nics += 1
             outcome = self.machine.execute(move.kind, move.args)
             # events a command defers until after its reply (a disk's retry)
             return [*outcome.events, *self.machine.poll()]
@@ -658,6 +695,8 @@ def scenario_of(spec: ProfileSpec, walk: Walk, name: str = "drawn") -> Scenario:
 
 def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
     doc: dict[str, Any] = {"initial_state": vm.initial_state, "no_shutdown": vm.no_shutdown}
+    if vm.cpus:
+        doc["cpus"] = vm.cpus
     if vm.watchdog is not None:
         doc["watchdog"] = vm.watchdog
     if vm.disks:

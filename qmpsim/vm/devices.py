@@ -311,6 +311,16 @@ class Devices(Component):
 
     # --- what QOM and query-pci show ---------------------------------------------------
 
+    def has_bus(self, name: str) -> bool:
+        """Whether the machine has the bus called ``name`` (``pci.0`` on a ``pc``)."""
+        return name in self._buses
+
+    def unplug_requested(self, label: str) -> bool:
+        """Whether the guest was asked to release the device (its id, or its QOM path)
+        and has not answered yet."""
+        device = self._find(label)
+        return device is not None and device.unplug_requested
+
     def plugged(self) -> list[str]:
         """The plugged devices' ids (QOM paths for anonymous ones), in plug order."""
         return [d.label for d in self._devices.values()]

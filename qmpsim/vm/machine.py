@@ -80,6 +80,7 @@ __all__ = [  # the names other modules and users import from here
     "Clock",
     "CommandError",
     "DeviceEjected",
+    "Devices",
     "DiskConfig",
     "DiskError",
     "DiskIo",
