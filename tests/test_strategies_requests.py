@@ -14,7 +14,7 @@ from qemu_harness import REFEREES, Referee, ask_each, dropin_process, qemu_proce
 
 from qmpsim.qmp.profiles import get_profile
 from qmpsim.qmp.schema import problems
-from qmpsim.strategies import requests
+from qmpsim.testing.strategies import requests
 
 PROFILES = ("qemu-2.5", "qemu-7.2", "qemu-10.0", "qemu-11.1")
 FAST = settings(max_examples=150, derandomize=True, database=None, deadline=None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from qmpsim import walk
-from qmpsim.conformance import check_events
-from qmpsim.machine import VmConfig
-from qmpsim.strategies import event_streams
+from qmpsim.testing import walk
+from qmpsim.testing.conformance import check_events
+from qmpsim.testing.strategies import event_streams
+from qmpsim.vm.machine import VmConfig
 
 PC = VmConfig(cpus=1)  # a pc machine: a PCI bus to plug NICs into
 DEVICES = ["device_add", "device_del", "guest-unplugs", "stop", "cont"]
