@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 import textwrap
+import warnings
 
 from qmpsim.cli.common import (
     EXIT_FAILURE,
@@ -90,6 +91,9 @@ def _exit_status(exc: BaseException, who: str) -> int | None:
 
     leaves = _leaves(exc)
     if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        # An interrupt can land between a task being scheduled and its first step; the
+        # abandoned coroutine would complain on stderr when collected at exit.
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         return EXIT_INTERRUPTED
     if all(isinstance(leaf, BrokenPipeError) for leaf in leaves) and _stdout_gone():
         _discard_stdout()
