@@ -113,6 +113,59 @@ async def test_a_socket_file_is_born_private_whatever_the_umask(
     assert not (sock_dir / "q.sock").exists()
 
 
+async def test_a_socket_file_appears_only_once_it_listens(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that waits for the file, then connects, must never be refused.
+    path = sock_dir / "qmp.sock"
+    seen_at_listen: list[bool] = []
+
+    class Watched(socket.socket):
+        def listen(self, backlog: int = 0, /) -> None:
+            seen_at_listen.append(path.exists())
+            super().listen(backlog)
+
+    monkeypatch.setattr(listen.stdsocket, "socket", Watched)
+    bound = listen.bind_unix(str(path))
+    monkeypatch.undo()
+    try:
+        assert seen_at_listen == [False]
+        assert os.listdir(sock_dir) == ["qmp.sock"]  # nothing left of the staging name
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+    finally:
+        bound.close()
+    assert os.listdir(sock_dir) == []
+
+
+async def test_a_file_that_appears_while_binding_is_kept(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = sock_dir / "qmp.sock"
+
+    def raced(_path: str) -> None:
+        path.write_text("another process's")  # after the check, before the socket is named
+
+    monkeypatch.setattr(listen, "clear_stale_socket", raced)
+    with pytest.raises(ListenError, match=r"refusing to replace .*it appeared while binding"):
+        listen.bind_unix(str(path))
+    assert path.read_text() == "another process's"
+    assert os.listdir(sock_dir) == ["qmp.sock"]
+
+
+async def test_a_path_too_long_to_stage_is_bound_in_place(sock_dir: Path) -> None:
+    name = "s" * (100 - len(str(sock_dir)))  # fits a socket address; a longer name would not
+    path = sock_dir / name
+    bound = listen.bind_unix(str(path))
+    try:
+        assert os.listdir(sock_dir) == [name]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+    finally:
+        bound.close()
+    assert not path.exists()
+
+
 async def test_unix_refuses_to_replace_a_file(sock_dir: Path) -> None:
     path = sock_dir / "precious.txt"
     path.write_text("keep me")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import logging
 import os
 import socket as stdsocket
@@ -119,33 +120,62 @@ class UnixSocketFile:
 def bind_unix(path: str, backlog: int = 16) -> UnixSocketFile:
     """Listen on the Unix socket ``path``, its file private (mode 0600) from birth.
 
-    A stale socket left there is replaced; anything else (a file, a live server)
-    is refused with :class:`ListenError`, as is a path that cannot be bound.
-    Synchronous on purpose: when the umask has to change (not on Linux), nothing
-    else of this process's trio code runs until it is restored.
+    The file appears only once the socket listens, so a client that waits for it
+    and connects is never refused.  A stale socket left there is replaced; anything
+    else (a file, a live server) is refused with :class:`ListenError`, as is a path
+    that cannot be bound.  Synchronous on purpose: when the umask has to change (not
+    on Linux), nothing else of this process's trio code runs until it is restored.
     """
     clear_stale_socket(path)
+    staging = _staging_name(path)
     sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     try:
         if _FCHMOD_SOCKET:
             os.fchmod(sock.fileno(), 0o600)  # no umask change, so no other thread sees one
-            sock.bind(path)
+            sock.bind(staging)
         else:
             old_umask = os.umask(0o177)
             try:
-                sock.bind(path)
+                sock.bind(staging)
             finally:
                 os.umask(old_umask)
-        bound = UnixSocketFile(sock, path, path_identity(path))
+        sock.listen(backlog)
+        if staging != path:
+            _publish(staging, path)
+        return UnixSocketFile(sock, path, path_identity(path))
     except OSError as exc:
         sock.close()
+        if staging != path:
+            with suppress(FileNotFoundError):
+                os.unlink(staging)
+        if isinstance(exc, FileExistsError) and staging != path:
+            raise ListenError(f"refusing to replace {path}: it appeared while binding") from None
         raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+
+
+_SUN_PATH_MAX = 107  # bytes of a Unix socket address, less the terminating NUL
+_staged = itertools.count()
+
+
+def _staging_name(path: str) -> str:
+    """Where to bind before the socket listens: beside ``path`` (the same file system),
+    or ``path`` itself when a longer name would not fit a socket address."""
+    directory, name = os.path.split(path)
+    staging = os.path.join(directory, f".{name}.{os.getpid()}.{next(_staged)}")
+    return staging if len(os.fsencode(staging)) <= _SUN_PATH_MAX else path
+
+
+def _publish(staging: str, path: str) -> None:
+    """Give the listening socket's file its name.  A hard link never replaces a file that
+    appeared meanwhile; where the file system has none, a rename does."""
     try:
-        sock.listen(backlog)
-    except OSError as exc:
-        bound.close()
-        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    return bound
+        os.link(staging, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.rename(staging, path)
+        return
+    os.unlink(staging)
 
 
 async def bind_tcp(
