@@ -35,11 +35,7 @@ HOST_DEPENDENT = {
 }
 
 # Where qmpsim is known to answer otherwise, and why (an expected failure while it differs).
-KNOWN_GAPS = {
-    "query-command-line-options": "QEMU's answer depends on what the session asked before: "
-    "qom-list-types loads every module, and the display modules add their option groups "
-    "(16,415 bytes before, 17,871 after, measured on QEMU 7.2.22)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _load() -> tuple[dict[str, Any], list[dict[str, Any]]]:

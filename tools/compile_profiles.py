@@ -62,6 +62,8 @@ class Exchange:
     session: int
     request: dict[str, Any]
     reply: dict[str, Any]
+    modules: bool = False
+    """Whether QEMU had loaded its modules (``qom-list-types`` was asked before)."""
 
 
 def messages(path: Path) -> Iterator[Any]:
@@ -92,6 +94,7 @@ def read(path: Path) -> tuple[dict[str, Any] | None, list[Exchange]]:
     greeting: dict[str, Any] | None = None
     exchanges: list[Exchange] = []
     session = -1
+    modules = False
     pending: dict[str, Any] | None = None
     for obj in messages(path):
         if "QMP" in obj:
@@ -99,11 +102,13 @@ def read(path: Path) -> tuple[dict[str, Any] | None, list[Exchange]]:
         elif "execute" in obj:
             if obj["execute"] == "qmp_capabilities":
                 session += 1
+                modules = False
             pending = obj
         elif ("return" in obj or "error" in obj) and pending is not None:
             if obj.get("id") != pending.get("id"):
                 raise SystemExit(f"{path.name}: reply {obj.get('id')} follows {pending.get('id')}")
-            exchanges.append(Exchange(session, pending, obj))
+            exchanges.append(Exchange(session, pending, obj, modules))
+            modules = modules or pending["execute"] == "qom-list-types"
             pending = None
     return greeting, exchanges
 
@@ -175,7 +180,9 @@ def compile_profile(recs: list[Recording]) -> dict[str, Any]:
     available = set(commands) if commands is not None else set(returns)
     dropped: list[str] = []
     replies: list[list[Any]] = []
-    seen: set[str] = set()
+    after_modules: list[list[Any]] = []
+    seen: dict[str, tuple[dict[str, Any], bool]] = {}  # the reply kept, given after modules
+    after_seen: set[str] = set()
     for rec in recs:
         _, exs = (greeting, exchanges) if rec is primary else read(rec.path)
         for ex in exs:
@@ -186,9 +193,16 @@ def compile_profile(recs: list[Recording]) -> dict[str, Any]:
             kvm = kvm_of(exs, ex.session, rec.debian)
             machine = machine_of(ex.session, rec.debian)
             key = json.dumps([command, arguments, kvm, machine], sort_keys=True)
-            if key in seen:
-                continue
             reply = {k: v for k, v in ex.reply.items() if k != "id"}
+            if key in seen:
+                # the same request once QEMU had loaded its modules: kept when it differs
+                kept, kept_after_modules = seen[key]
+                same_build = rec.version == primary.version and rec.debian == primary.debian
+                loaded_since = ex.modules and not kept_after_modules
+                if loaded_since and same_build and reply != kept and key not in after_seen:
+                    after_seen.add(key)
+                    after_modules.append([command, arguments, kvm, machine, reply])
+                continue
             if "return" in reply and command in returns:
                 found = next(problems(returns[command], reply["return"]), None)
                 if found is not None:
@@ -198,7 +212,7 @@ def compile_profile(recs: list[Recording]) -> dict[str, Any]:
                     continue
             if rec is not primary and command not in available:
                 continue
-            seen.add(key)
+            seen[key] = (reply, ex.modules)
             replies.append([command, arguments, kvm, machine, reply])
     for line in dropped:
         print(f"  dropped a reply that does not fit the schema: {line}", file=sys.stderr)
@@ -220,6 +234,8 @@ def compile_profile(recs: list[Recording]) -> dict[str, Any]:
         "events": events,
         "schema": schema,
         "replies": replies,
+        # what QEMU answered instead once it had loaded its modules (qom-list-types)
+        "after_modules": after_modules,
     }
 
 

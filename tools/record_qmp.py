@@ -7,7 +7,9 @@ writes ``DIR/caps_<version>_x86_64+qmpsim.replies.xz``.
 Two sessions, in the format of ../shared/qemu-qmp/replies (README there): an idle
 ``-machine none`` and a ``-machine pc -m 128 -name vm0 -S`` VM, each asked
 ``qmp_capabilities``, ``query-version``, ``query-kvm``, then every ``query-*`` and
-``x-query-*`` command that ``query-commands`` lists and that needs no argument.
+``x-query-*`` command that ``query-commands`` lists and that needs no argument;
+then ``qom-list-types``, which loads QEMU's modules, and the queries whose answer
+that changes (``AFTER_MODULES``) once more.
 The monitor's socket path, the only host-dependent text besides thread ids, is
 written as ``/tmp/qmp-capture/qmp.sock`` (as in Debian's recordings).
 ``tools/compile_profiles.py`` reads ``recordings/*.replies.xz`` beside the shared
@@ -33,6 +35,9 @@ SESSIONS = (
     ("-machine", "pc", "-m", "128", "-name", "vm0", "-S", "-nodefaults", "-display", "none"),
 )
 SOCKET = "/tmp/qmp-capture/qmp.sock"
+# Queries whose answer grows when QEMU loads its modules (a display module adds its
+# option group); tools/compile_profiles.py keeps both answers.
+AFTER_MODULES = ("query-command-line-options",)
 
 
 def session(binary: str, args: tuple[str, ...]) -> list[Any]:
@@ -78,6 +83,11 @@ def session(binary: str, args: tuple[str, ...]) -> list[Any]:
                     arguments = schema.get(schema.get(name, {}).get("arg-type", ""), {})
                     if any("default" not in m for m in arguments.get("members", ())):
                         continue
+                    ask(name)
+                # Some answers change once QEMU has loaded its modules, which
+                # qom-list-types does (libvirt's probe asks it first): ask them again.
+                ask("qom-list-types")
+                for name in AFTER_MODULES:
                     ask(name)
                 sock.sendall(b'{"execute": "quit"}')
         finally:

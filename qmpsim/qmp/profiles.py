@@ -102,6 +102,9 @@ class Recorded:
     """The profile whose QEMU gave this reply, when not this one's: the nearest
     recorded version's answer to a query this version's recordings did not ask,
     where it fits this version's return type."""
+    modules: bool = False
+    """Given once QEMU had loaded its modules (``qom-list-types`` does), where that
+    changed the answer (a display module adds its option group)."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +156,15 @@ class ProfileSpec:
         kvm: bool = False,
         machine: str = "none",
         other_machines: bool = True,
+        modules_loaded: bool = False,
     ) -> Mapping[str, Any] | None:
         """What the recorded QEMU answered to the same request, or ``None``.
 
         A reply recorded on the same machine type (``none``, ``pc``) is preferred,
-        then one with the same accelerator; ``other_machines=False`` takes only the
-        same machine type.  The defaults ask for an idle ``-M none`` without KVM, as
-        the facts of a build (its types and their properties) are recorded.
+        then one given in the same state of QEMU's modules, then one with the same
+        accelerator; ``other_machines=False`` takes only the same machine type.  The
+        defaults ask for an idle ``-M none`` without KVM, as the facts of a build
+        (its types and their properties) are recorded.
         """
         best: tuple[int, Mapping[str, Any]] | None = None
         for rec in self.recorded.get(command, ()):
@@ -167,7 +172,8 @@ class ProfileSpec:
                 continue
             if rec.machine != machine and not other_machines:
                 continue
-            rank = (rec.machine != machine) * 2 + (rec.kvm != kvm)
+            rank = (rec.machine != machine) * 4 + (rec.modules != modules_loaded) * 2
+            rank += rec.kvm != kvm
             if best is None or rank < best[0]:
                 best = (rank, rec.reply)
         return best[1] if best is not None else None
@@ -433,6 +439,9 @@ def _read_body(name: str) -> _Body:
     recorded: dict[str, list[Recorded]] = {}
     for command, arguments, kvm, machine, reply, *borrowed in data["replies"]:
         rec = Recorded(command, arguments, kvm, machine, reply, *borrowed)
+        recorded.setdefault(command, []).append(rec)
+    for command, arguments, kvm, machine, reply in data.get("after_modules", ()):
+        rec = Recorded(command, arguments, kvm, machine, reply, modules=True)
         recorded.setdefault(command, []).append(rec)
     return _Body(commands, events, {k: tuple(v) for k, v in recorded.items()})
 

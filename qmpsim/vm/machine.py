@@ -68,7 +68,7 @@ from qmpsim.vm.images import (
 )
 from qmpsim.vm.job_kinds import JobStarts
 from qmpsim.vm.jobs import JobError, Jobs
-from qmpsim.vm.replies import GENERATED, fit_reply, unmodelled_reply
+from qmpsim.vm.replies import GENERATED, LOADS_MODULES, fit_reply, unmodelled_reply
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
@@ -427,6 +427,7 @@ class Machine:
             self.rng.setstate(self._rng_start.getstate())
         self.status = self.vm.initial_state
         self.exited = False
+        self._modules_loaded = False
         self._windows: dict[str, _Window] = {}
         self._timers.clear()
         for part in self._parts.values():
@@ -712,8 +713,15 @@ class Machine:
     def _unmodelled(self, command: str, arguments: Mapping[str, Any]) -> Outcome:
         """The answer to a command no component handles: see :mod:`qmpsim.vm.replies`."""
         source, reply = unmodelled_reply(
-            self.profile, self.vm, command, arguments, self._reply_seed()
+            self.profile,
+            self.vm,
+            command,
+            arguments,
+            self._reply_seed(),
+            modules_loaded=self._modules_loaded,
         )
+        # a module once loaded stays for the life of the process (system_reset included)
+        self._modules_loaded = self._modules_loaded or command in LOADS_MODULES
         if self.strict_commands and source == GENERATED:
             raise UnmodelledCommand(command, self.profile.name)
         if "error" in reply:

@@ -39,6 +39,7 @@ from qmpsim.qmp.wire import qdict_insertion
 
 __all__ = [
     "GENERATED",
+    "LOADS_MODULES",
     "MODELLED",
     "RECORDED",
     "VmFacts",
@@ -73,6 +74,11 @@ class VmFacts(Protocol):
     def cpu_thread_ids(self) -> Sequence[int]: ...
     def cpu_props(self, index: int, *, prefer_cores: bool = True) -> dict[str, int]: ...
     def cpu_path(self, index: int) -> str: ...
+
+
+LOADS_MODULES = frozenset({"qom-list-types"})
+"""Commands after which QEMU has loaded every module it has: a display module adds
+its option group to ``query-command-line-options`` (measured on QEMU 7.2.22)."""
 
 
 def machine_type(vm: VmFacts) -> str:
@@ -242,8 +248,12 @@ def unmodelled_reply(
     command: str,
     arguments: Mapping[str, Any],
     seed: int,
+    *,
+    modules_loaded: bool = False,
 ) -> tuple[str, Reply]:
-    """The source and the reply for an unmodelled ``command`` of ``profile``."""
+    """The source and the reply for an unmodelled ``command`` of ``profile``;
+    ``modules_loaded``: whether QEMU would have loaded its modules by now
+    (:data:`LOADS_MODULES`)."""
     rng = random.Random(f"{seed}:{command}:{json.dumps(arguments, sort_keys=True)}")
     special = _FROM_THE_VM.get(command)
     if special is not None:
@@ -263,6 +273,7 @@ def unmodelled_reply(
         kvm=vm.kvm_enabled,
         machine=machine,
         other_machines=machine == "pc" or command not in _PC_DEVICES,
+        modules_loaded=modules_loaded,
     )
     if recorded is not None:
         # a recording holds QEMU's output order; the writer wants insertion order
