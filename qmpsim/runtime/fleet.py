@@ -10,13 +10,16 @@ lists them; the ``qmpsim-*`` commands of the single-VM control channel take a
 It is built for load-testing management planes, which connect to every VM and
 stay connected, so a VM costs as little as possible:
 
-- one task accepts for all the VMs of a process: their listening sockets sit in
-  one epoll (kqueue) set, which trio waits on as a single file descriptor;
+- one task accepts for all the VMs of a process and watches their idle
+  connections: the listening sockets, and the sockets of connections waiting
+  for their client's next command, sit in one epoll (kqueue) set, which trio
+  waits on as a single file descriptor;
 - a VM's simulator is built and started when it is first needed (a client
   connects, the control channel drives it, or a ``clock: startup`` timeline
   plays), so idle VMs are a socket and a name;
-- a connected VM runs one task that holds its simulator and plays its scenario,
-  plus the simulator's own tasks for each client.
+- a connection runs tasks only while it has something to read, write or run
+  (:meth:`~qmpsim.server.Simulator.handle_socket_stream`); a VM playing a
+  scenario runs one task for it.
 
 File descriptors are reserved for the connected fleet, not the listeners alone:
 :data:`FD_PER_VM` a VM (its listener and one client) plus :data:`FD_HEADROOM`.
@@ -73,7 +76,7 @@ from qmpsim.runtime.control import (
 )
 from qmpsim.runtime.engine import IDLE, Session
 from qmpsim.runtime.listen import ListenError, UnixSocketFile, bind_unix, clear_stale_socket
-from qmpsim.runtime.server import Simulator
+from qmpsim.runtime.server import IdleConnection, Simulator
 from qmpsim.scenario.loader import Scenario, build_machine
 
 __all__ = [
@@ -537,11 +540,19 @@ class Fleet:
         CURRENT_VM.set(vm.name)  # the connection's log lines name its VM
         try:
             sim = await self.start(vm)
-            await sim.handle_stream(stream)
-        finally:
+        except BaseException:
             await trio.aclose_forcefully(stream)
-            if vm.listening and not self.multi_client and self._acceptor is not None:
-                self._acceptor.add(vm)
+            self._client_left(vm)
+            raise
+        assert self._acceptor is not None
+        # While it waits for its client's next command, no task serves the connection:
+        # the acceptor watches its socket with the listeners.
+        ended = functools.partial(self._client_left, vm)
+        await sim.handle_socket_stream(stream, self._acceptor, ended)
+
+    def _client_left(self, vm: FleetVm) -> None:
+        if vm.listening and not self.multi_client and self._acceptor is not None:
+            self._acceptor.add(vm)  # the next client may connect
 
     def _exited(self, vm: FleetVm) -> None:
         """The VM exited: like QEMU's process ending, its monitor socket goes away."""
@@ -608,16 +619,25 @@ def _bind_all(paths: Sequence[str]) -> list[UnixSocketFile]:
 
 
 class _Acceptor:
-    """Accepts connections for every listening VM of a fleet process in one task.
+    """Accepts connections for every listening VM of a fleet process, and watches its
+    idle connections, in one task (an :class:`~qmpsim.server.IdleWatcher`).
 
-    The listening sockets are registered in one epoll (kqueue) set, whose own file
-    descriptor trio waits on: a task per VM would cost ~2 KB each, idle.
+    The listening sockets and the sockets of idle connections are registered in
+    one epoll (kqueue) set, whose own file descriptor trio waits on: a task per
+    VM would cost ~2 KB each, idle, and a task per idle connection ~5 KB.
     """
 
     def __init__(self, accepted: Callable[[FleetVm, stdsocket.socket], None]) -> None:
         self._selector = selectors.DefaultSelector()
         self._accepted = accepted
         self._retrying = False
+
+    def watch(self, fd: int, idle: IdleConnection) -> None:
+        self._selector.register(fd, selectors.EVENT_READ, idle)
+
+    def unwatch(self, fd: int) -> None:
+        with suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
 
     def add(self, vm: FleetVm) -> None:
         assert vm.socket is not None
@@ -641,7 +661,11 @@ class _Acceptor:
             ready = self._selector.select(0)
             for start in range(0, len(ready), _ACCEPT_BATCH):
                 for key, _ in ready[start : start + _ACCEPT_BATCH]:
-                    if not await self._accept(key.data):
+                    if isinstance(key.data, IdleConnection):
+                        # Unless it was served again since the selection.
+                        if self._selector.get_map().get(key.fd) is key:
+                            key.data.wake()
+                    elif not await self._accept(key.data):
                         break
                 await trio.sleep(0)
 
@@ -672,9 +696,14 @@ class _Acceptor:
         return True
 
     def close(self) -> None:
+        """Stop: the idle connections end now, their sockets closed."""
+        idle = [key.data for key in self._selector.get_map().values()]
         fd = self._selector.fileno()
         trio.lowlevel.notify_closing(fd)
         self._selector.close()
+        for watched in idle:
+            if isinstance(watched, IdleConnection):
+                watched.close()
 
 
 # --- the control channel ---------------------------------------------------------------

@@ -17,6 +17,7 @@ throttled events::
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import inspect
@@ -49,6 +50,8 @@ from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmCo
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BUFFER",
     "CommandCallback",
+    "IdleConnection",
+    "IdleWatcher",
     "Responder",
     "Simulator",
 ]
@@ -81,6 +84,22 @@ class Responder(Protocol):
         """Runs while the simulator does (for what the responder does on its own time)."""
 
 
+class IdleWatcher(Protocol):
+    """Watches the sockets of idle connections, so that no task waits on each one.
+
+    A fleet holds thousands of connections that are idle nearly all the time; a
+    task waiting on each costs ~5 KB (the task, its nursery, its stack, trio's
+    registration), a socket in one epoll set ~0.2 KB.  See
+    :meth:`Simulator.handle_socket_stream`.
+    """
+
+    def watch(self, fd: int, idle: IdleConnection) -> None:
+        """Call ``idle.wake()`` once ``fd`` is readable (or hung up)."""
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (its connection is served again, or ends)."""
+
+
 @dataclass(frozen=True)
 class _WriteFault:
     kind: Literal["split", "coalesce"]
@@ -103,15 +122,33 @@ class _Delay:
 class _Client:
     """One connection.  Its task reads; a writer and a dispatcher task run beside it
     only while they have work (output queued, requests waiting), since a fleet holds
-    thousands of connections that are idle nearly all the time."""
+    thousands of connections that are idle nearly all the time.  A connection with
+    a watcher goes further: while idle it has no task at all (it is parked)."""
 
     id: int
     conn: ServerConnection
     stream: trio.abc.Stream
     scope: trio.CancelScope
-    """Cancelled to end the connection: the cancel scope of its nursery."""
+    """Cancelled to end the connection: the cancel scope of its nursery (use _drop,
+    which also ends a parked connection)."""
     tasks: trio.Nursery | None
-    """Where the writer and the dispatcher run; ``None`` once the connection ends."""
+    """Where the writer and the dispatcher run; ``None`` while no task serves it."""
+    slot: bool = False
+    """It holds the one-client slot, released when the connection ends."""
+    watcher: IdleWatcher | None = None
+    """Watches the socket while the connection is idle (it parks); ``None``: never parks."""
+    ended_callback: Callable[[], None] | None = None
+    """Called once the connection has ended (for a connection that may park)."""
+    context: contextvars.Context | None = None
+    """The context a parked connection is served in again (its log lines name its VM)."""
+    parked: bool = False
+    """Idle and served by no task: the watcher wakes it when the peer sends."""
+    woken: bool = False
+    """Woken because its socket is readable: read before parking again."""
+    dropped: bool = False
+    """Ended by the simulator (not reading, disconnect()): no more output is queued."""
+    read_scope: trio.CancelScope | None = None
+    """Around the reader's wait for input, cancelled when the connection turns idle."""
     outbox: list[tuple[bytes, Any]] = field(default_factory=list)
     """Bytes to write, each with the message they hold when known (else _UNPARSED)."""
     buffered: int = 0
@@ -133,6 +170,32 @@ class _Client:
     closing: bool = False
     greeted: bool = False
     """The greeting is written: QEMU writes it before it reads anything."""
+
+
+@dataclass(eq=False, slots=True)
+class IdleConnection:
+    """A parked connection, as an :class:`IdleWatcher` holds it."""
+
+    sim: Simulator
+    client: _Client
+
+    def wake(self) -> None:
+        """Its socket is readable: serve it again (the watcher has forgotten it)."""
+        if self.client.parked:
+            self.client.woken = True
+            self.sim._unpark(self.client)
+
+    def close(self) -> None:
+        """The watcher stops (the fleet stops): end the connection now, without a task."""
+        client = self.client
+        if client.parked:
+            client.parked = False
+            assert isinstance(client.stream, trio.SocketStream)
+            client.stream.socket.close()
+            self.sim._forget(client, notify=False)  # its nursery is gone: nothing may start
+            log.info("client %d: disconnected", client.id)
+            if client.ended_callback is not None:
+                client.ended_callback()
 
 
 class Simulator:
@@ -353,7 +416,7 @@ class Simulator:
         """Drop every connected client now (queued output is discarded)."""
         for client in list(self._clients.values()):
             log.info("client %d: disconnected by the simulator", client.id)
-            client.scope.cancel()
+            self._drop(client)
 
     def split_next(self, size: int = 1) -> None:
         """Write the next message (to whichever client) in writes of ``size`` bytes."""
@@ -570,7 +633,25 @@ class Simulator:
         """
         await self._run_client(stream, False)
 
-    async def _run_client(self, stream: trio.abc.Stream, slot_held: bool) -> None:
+    async def handle_socket_stream(
+        self, stream: trio.SocketStream, watcher: IdleWatcher, ended: Callable[[], None]
+    ) -> None:
+        """Serve one socket connection as :meth:`handle_stream` does, except that while
+        it is idle (nothing to read, write or run) no task serves it: ``watcher``
+        watches its socket and wakes it, and its tasks run in the simulator's
+        nursery.  Returns once it is idle or has ended; ``ended()`` is called once
+        it has ended (the stream is closed by then).  For a fleet, where thousands
+        of connections wait for their next command.
+        """
+        await self._run_client(stream, False, watcher, ended)
+
+    async def _run_client(
+        self,
+        stream: trio.abc.Stream,
+        slot_held: bool,
+        watcher: IdleWatcher | None = None,
+        ended: Callable[[], None] | None = None,
+    ) -> None:
         try:
             if not self.multi_client and not slot_held:
                 try:
@@ -579,62 +660,160 @@ class Simulator:
                     await trio.aclose_forcefully(stream)
                     raise
                 slot_held = True
-            await self._serve_client(stream)
+            # From here the connection owns the slot: released when it ends.
+            held, slot_held = slot_held, False
+            await self._serve_client(stream, held, watcher, ended)
         finally:
             if slot_held:
                 self._slot.release()
 
-    async def _serve_client(self, stream: trio.abc.Stream) -> None:
+    async def _serve_client(
+        self,
+        stream: trio.abc.Stream,
+        slot: bool,
+        watcher: IdleWatcher | None,
+        ended: Callable[[], None] | None,
+    ) -> None:
         if self.exited:
             # Accepted before the VM exited, served after: QEMU's process is gone by
             # now, so the connection ends without a greeting.
+            if slot:
+                self._slot.release()
             await trio.aclose_forcefully(stream)
+            if ended is not None:
+                ended()
             return
         cid = next(self._ids)
         recorded = self.responder.greeting(cid) if self.responder is not None else None
         conn = ServerConnection(self.machine.profile, greeting=recorded)
         log.info("client %d: connected", cid)
-        client: _Client | None = None
+        client = _Client(cid, conn, stream, trio.CancelScope(), None, slot, watcher, ended)
+        self._clients[cid] = client
+        for early in self._before_greeting:
+            client.raw_written = True
+            self._enqueue(client, early)
+        self._before_greeting.clear()
+        greeting = client.conn.greeting()
+        parsed = _UNPARSED if client.raw_written else _lexed_greeting(greeting)
+        self._enqueue(client, greeting, parsed)
+        await self._serve_connection(client)
+
+    async def _serve_connection(self, client: _Client) -> None:
+        """Serve ``client`` until it ends, or until it parks (idle, with a watcher)."""
+        parked = False
         try:
             async with trio.open_nursery() as nursery:
                 # The connection's own tasks run in its nursery; cancelling the
                 # nursery ends the connection.
-                client = _Client(cid, conn, stream, nursery.cancel_scope, nursery)
-                self._clients[cid] = client
-                for early in self._before_greeting:
-                    client.raw_written = True
-                    self._enqueue(client, early)
-                self._before_greeting.clear()
-                greeting = client.conn.greeting()
-                parsed = _UNPARSED if client.raw_written else _lexed_greeting(greeting)
-                self._enqueue(client, greeting, parsed)
-                await self._reader(client)
-                while client.writing or client.dispatching:
+                client.scope, client.tasks = nursery.cancel_scope, nursery
+                if client.dropped:
+                    nursery.cancel_scope.cancel()
+                if client.outbox or client.closing:
+                    self._write_soon(client)
+                if client.requests:
+                    self._dispatch_soon(client)
+                parked = await self._reader(client)
+                while not parked and (client.writing or client.dispatching):
                     client.room = trio.Event()
                     await client.room.wait()
                 # Nothing may start in the nursery now: it closes once this body ends
                 # (or once it is cancelled, which _write_soon and _dispatch_soon check).
                 client.tasks = None
         except Exception:
-            log.exception("client %d: internal error; closing its connection", cid)
+            parked = False
+            log.exception("client %d: internal error; closing its connection", client.id)
         finally:
-            if client is not None:
-                client.tasks = None
-            self._clients.pop(cid, None)
-            self.transcript.end_client(cid)
-            self._state_changed()
-            await trio.aclose_forcefully(stream)
-            log.info("client %d: disconnected", cid)
+            client.tasks = None
+            client.room = None
+            if parked and self._may_park(client):
+                self._park(client)
+            elif parked and self._nursery is not None:
+                # Work came while its nursery closed: serve it on, in a new task.
+                self._nursery.start_soon(self._serve_connection, client)
+            else:
+                self._forget(client)
+                await trio.aclose_forcefully(client.stream)
+                log.info("client %d: disconnected", client.id)
+                if client.ended_callback is not None:
+                    client.ended_callback()
 
-    async def _reader(self, client: _Client) -> None:
+    def _forget(self, client: _Client, *, notify: bool = True) -> None:
+        """The connection has ended: it is no longer a client (``notify``: tell who waits)."""
+        if client.slot:
+            client.slot = False
+            self._slot.release()
+        self._clients.pop(client.id, None)
+        self.transcript.end_client(client.id)
+        if notify:
+            self._state_changed()
+
+    def _may_park(self, client: _Client) -> bool:
+        """Whether ``client`` is idle: nothing to read but what the peer sends next."""
+        return (
+            client.watcher is not None
+            and client.greeted
+            and not (client.writing or client.dispatching or client.outbox or client.requests)
+            and not (client.closing or client.ended or client.dropped)
+            and not client.scope.cancel_called
+            and self._nursery is not None
+        )
+
+    def _park(self, client: _Client) -> None:
+        assert client.watcher is not None and isinstance(client.stream, trio.SocketStream)
+        if client.context is None:
+            client.context = contextvars.copy_context()
+        client.parked = True
+        client.watcher.watch(client.stream.socket.fileno(), IdleConnection(self, client))
+
+    def _unpark(self, client: _Client) -> None:
+        """Serve a parked connection again, in a task of the simulator's nursery."""
+        assert client.watcher is not None and client.context is not None
+        assert isinstance(client.stream, trio.SocketStream) and self._nursery is not None
+        client.parked = False
+        client.watcher.unwatch(client.stream.socket.fileno())
+        # Started in the connection's own context, as its first task was.
+        client.context.run(self._nursery.start_soon, self._serve_connection, client)
+
+    def _idle(self, client: _Client) -> None:
+        """The writer or the dispatcher is done: a connection now idle parks (its reader,
+        waiting for input, is interrupted, and parks instead)."""
+        if client.read_scope is not None and self._may_park(client):
+            client.read_scope.cancel()
+
+    def _drop(self, client: _Client) -> None:
+        """End the connection now; what is queued for it is discarded."""
+        client.dropped = True
+        client.scope.cancel()
+        if client.parked:
+            self._unpark(client)  # its task sees it dropped and ends it
+
+    async def _reader(self, client: _Client) -> bool:
+        """Read and queue the client's requests until its input ends (``False``) or it
+        is idle and may park (``True``)."""
         # Nothing is read before the greeting is out, so a client that sends at once
         # is still answered, and recorded, after its greeting.
         while not client.greeted:
             client.room = trio.Event()
             await client.room.wait()
         while True:
+            if client.woken:
+                client.woken = False  # its socket is readable: read it first
+            elif self._may_park(client):
+                return True
             try:
-                data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
+                if client.watcher is None:
+                    data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
+                else:
+                    # receive_some loses nothing when cancelled: what arrives waits
+                    # in the socket for the watcher.
+                    with trio.CancelScope() as waiting:
+                        client.read_scope = waiting
+                        try:
+                            data = bytes(await client.stream.receive_some(_RECEIVE_SIZE))
+                        finally:
+                            client.read_scope = None
+                    if waiting.cancelled_caught:
+                        continue
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if data:
@@ -655,7 +834,7 @@ class Simulator:
                     limit,
                 )
                 client.scope.cancel()
-                return
+                return False
             while not isinstance(item := client.conn.next_event(), NeedData):
                 if isinstance(item, Request) and item.oob:
                     await self._execute(client, item)
@@ -665,13 +844,13 @@ class Simulator:
                     client.room = trio.Event()
                     await client.room.wait()
                 if client.closing:
-                    return  # the dispatcher stopped: the connection is closing
+                    return False  # the dispatcher stopped: the connection is closing
                 client.requests.append(item)
                 self._dispatch_soon(client)
             if not data:
                 client.ended = True
                 self._dispatch_soon(client)
-                return
+                return False
 
     def _dispatch_soon(self, client: _Client) -> None:
         """Run the client's waiting requests in order, in a task started if none runs."""
@@ -703,6 +882,7 @@ class Simulator:
             if client.room is not None:
                 client.room.set()
             self._write_soon(client)
+        self._idle(client)
 
     async def _execute(self, client: _Client, request: Request) -> None:
         delay = _take(self._delays, request.command)
@@ -769,7 +949,7 @@ class Simulator:
             self._close_after_output(client)
 
     def _enqueue(self, client: _Client, data: bytes, parsed: Any = _UNPARSED) -> None:
-        if not data or client.scope.cancel_called:
+        if not data or client.dropped or client.scope.cancel_called:
             return
         size = len(data)
         buffered = client.buffered + size
@@ -782,7 +962,7 @@ class Simulator:
                 client.id,
                 self.max_output_buffer,
             )
-            client.scope.cancel()
+            self._drop(client)
             return
         client.outbox.append((data, parsed))
         client.buffered = buffered
@@ -793,6 +973,9 @@ class Simulator:
         """Write the client's queued output, in a task started if none runs."""
         if client.more is not None:
             client.more.set()
+        if client.parked:
+            self._unpark(client)  # the connection's task starts the writer
+            return
         if not client.writing and client.tasks is not None and not client.scope.cancel_called:
             client.writing = True
             client.tasks.start_soon(self._writer, client)
@@ -855,6 +1038,7 @@ class Simulator:
             client.writing = False
             if client.room is not None:
                 client.room.set()
+            self._idle(client)
         client.scope.cancel()
 
     # --- throttled events -----------------------------------------------------------
