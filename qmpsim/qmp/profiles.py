@@ -338,7 +338,7 @@ DATA_DIR: Final = Path(__file__).parent.parent / "profiles"
 """Where the compiled profiles ship: ``index.json`` and one ``<name>.json.xz`` each."""
 
 # QEMU's monitor_qapi_event_conf: the rates qmpsim's model applies (per event name).
-_THROTTLED: Final = ("RTC_CHANGE", "WATCHDOG")
+_THROTTLED: Final = ("RTC_CHANGE", "WATCHDOG", "BALLOON_CHANGE")
 
 # Commands QEMU marshals by hand ('gen': false): they take members beyond the
 # declared ones (device properties, netdev and object options).  netdev_add and

@@ -101,6 +101,15 @@ TYPES: dict[str, DeviceType] = {
             virtio=True,
             pci=PciFunction(0xFF, None, _QUMRANET, 0x1005, _REDHAT_SUB, 4, 1, _virtio_regions(32)),
         ),
+        DeviceType(  # no MSI-X: no BAR 1
+            "virtio-balloon-pci",
+            PCI,
+            virtio=True,
+            pci=PciFunction(
+                0xFF, None, _QUMRANET, 0x1002, _REDHAT_SUB, 5, 1,
+                (Region(0, "io", 64), Region(4, "memory", 16384, prefetch=True, mem_type_64=True)),
+            ),
+        ),
         DeviceType(
             "piix3-usb-uhci",
             PCI,

@@ -158,6 +158,8 @@ class Devices(Component):
             if isinstance(placed, CommandError):
                 return Outcome(placed)
             devfn = placed
+        if driver.startswith("virtio-balloon") and self.find_type("virtio-balloon"):
+            return _error("Only one balloon device is supported")  # qemu_add_balloon_handler()
         return Outcome({}, tuple(self._plug(kind, dev_id, bus, devfn, props)))
 
     def _place(self, driver: str, addr: Any) -> int | CommandError:
@@ -379,23 +381,11 @@ class Devices(Component):
             return _error(f"Property '{device.type.name}.{prop}' not found")
         return Outcome(values[prop])
 
-    # --- the balloon -----------------------------------------------------------------
-
-    def _balloon(self) -> _Device | None:
+    def find_type(self, prefix: str) -> str | None:
+        """The QOM path of the first plugged device whose type starts with ``prefix``."""
         return next(
-            (d for d in self._devices.values() if d.type.name.startswith("virtio-balloon")), None
+            (d.path for d in self._devices.values() if d.type.name.startswith(prefix)), None
         )
-
-    @on_command("query-balloon")
-    def query_balloon(self, _args: Mapping[str, Any]) -> Outcome:
-        # No guest balloon driver is simulated: the guest keeps all its memory.
-        if self._balloon() is None:
-            return _NO_BALLOON
-        return Outcome({"actual": self.host.vm.memory})
-
-    @on_command("balloon")
-    def balloon(self, _args: Mapping[str, Any]) -> Outcome:
-        return _NO_BALLOON if self._balloon() is None else Outcome({})
 
     @on_command("query-pci")
     def query_pci(self, _args: Mapping[str, Any]) -> Outcome:
@@ -445,7 +435,6 @@ _VCPU_PROPERTIES = (
     {"name": "unavailable-features", "type": "strList"},
     {"name": "filtered-features", "type": "X86CPUFeatureWordInfo"},
 )
-_NO_BALLOON = Outcome(CommandError("DeviceNotActive", "No balloon device has been activated"))
 
 
 def _deleted_data(dev_id: str | None, path: str) -> dict[str, Any]:

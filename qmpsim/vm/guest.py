@@ -22,6 +22,7 @@ from .values import Event, MachineError
 POWERDOWN_POLICIES = ("shutdown", "ignore")
 UNPLUG_POLICIES = ("eject", "ignore", "refuse")
 TRAY_POLICIES = ("open", "ignore")
+BALLOON_POLICIES = ("follow", "ignore")
 
 Delay = tuple[float, float]
 """Seconds, as ``(low, high)``: each reaction draws its delay uniformly in between."""
@@ -40,8 +41,12 @@ class GuestConfig:
     QEMU sends no event for a refused PCI unplug).
     ``lock_tray``: whether the guest locks CD-ROM trays while it uses a medium;
     ``tray``: what it does when the host asks to eject a locked tray — ``open``
-    (unlock and open it after ``tray_delay``) or ``ignore``.  The defaults are a
-    cooperative guest with short delays.
+    (unlock and open it after ``tray_delay``) or ``ignore``.
+    ``balloon``: what its balloon driver does with a new target (``balloon``) —
+    ``follow`` (it starts after ``balloon_delay`` and moves ``balloon_rate`` bytes a
+    second, reporting its size as it goes: BALLOON_CHANGE) or ``ignore`` (no driver:
+    the guest keeps its memory).  The defaults are a cooperative guest with short
+    delays.
     """
 
     powerdown: str = "shutdown"
@@ -51,16 +56,22 @@ class GuestConfig:
     lock_tray: bool = True
     tray: str = "open"
     tray_delay: Delay = (0.05, 0.5)
+    balloon: str = "follow"
+    balloon_delay: Delay = (0.01, 0.1)
+    balloon_rate: int = 1 << 30
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("powerdown", self.powerdown, POWERDOWN_POLICIES),
             ("unplug", self.unplug, UNPLUG_POLICIES),
             ("tray", self.tray, TRAY_POLICIES),
+            ("balloon", self.balloon, BALLOON_POLICIES),
         ):
             if value not in allowed:
                 raise MachineError(f"guest {name} {value!r} is not one of {', '.join(allowed)}")
-        for name in ("powerdown_delay", "unplug_delay", "tray_delay"):
+        if self.balloon_rate < 1:
+            raise MachineError(f"guest balloon_rate {self.balloon_rate} is not a positive size")
+        for name in ("powerdown_delay", "unplug_delay", "tray_delay", "balloon_delay"):
             delay = getattr(self, name)
             if isinstance(delay, int | float):  # one number: exactly that long
                 delay = (float(delay), float(delay))

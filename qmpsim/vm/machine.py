@@ -32,6 +32,7 @@ from qmpsim.qmp.profiles import (
     validate_event,
 )
 from qmpsim.vm.backends import Backends
+from qmpsim.vm.balloon import Balloon, BalloonResized
 from qmpsim.vm.block import BlockGraph, DiskError, DiskIo, DiskRepaired, TrayMoved
 from qmpsim.vm.component import (
     Action,
@@ -76,6 +77,7 @@ __all__ = [  # the names other modules and users import from here
     "DISK_FORMATS",
     "ERROR_POLICIES",
     "MEDIA",
+    "BalloonResized",
     "Cause",
     "Clock",
     "CommandError",
@@ -242,6 +244,7 @@ Cause = (
     | SpiceConnect
     | SpiceInitialize
     | SpiceDisconnect
+    | BalloonResized
 )
 
 # --- the VM description ----------------------------------------------------------
@@ -389,6 +392,7 @@ class Machine:
         BlockGraph,
         Jobs,
         JobStarts,
+        Balloon,
     )
     """The parts every machine is built of; each declares its commands and causes."""
 
