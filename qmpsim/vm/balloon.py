@@ -93,7 +93,9 @@ class Balloon(Component):
             return Outcome(_NO_BALLOON)
         value = int(args["value"])
         if value <= 0:
-            return Outcome(CommandError("GenericError", "Parameter 'target' expects a size"))
+            # the C parameter took the QAPI member's name in 8.2 (7.2 and 10.0 diffed)
+            name = "value" if self.host.profile.version >= (8, 2) else "target"
+            return Outcome(CommandError("GenericError", f"Parameter '{name}' expects a size"))
         # virtio_balloon_to_target(): a target beyond the RAM is the RAM; pages round down
         self._target = (self._ram - min(value, self._ram)) // PAGE
         self._driver_notified()
