@@ -228,5 +228,5 @@ def test_greetings_and_commands() -> None:
 
 
 def test_throttled_events_only_in_qemu_7_2() -> None:
-    assert QEMU_7_2.throttle == {"RTC_CHANGE": 1.0, "WATCHDOG": 1.0}
+    assert QEMU_7_2.throttle == {"RTC_CHANGE": 1.0, "WATCHDOG": 1.0, "BALLOON_CHANGE": 1.0}
     assert QEMU_0_14.throttle == {}
