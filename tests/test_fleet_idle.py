@@ -7,6 +7,7 @@ closes or an event is queued for it.  Everything a client sees stays the same.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,7 @@ import trio
 import trio.testing
 from test_server_peer import Peer
 
-from qmpsim.runtime.fleet import Fleet
+from qmpsim.runtime.fleet import Fleet, fewer_collections
 from qmpsim.runtime.server import DEFAULT_MAX_OUTPUT_BUFFER
 
 
@@ -134,3 +135,11 @@ async def test_stopping_the_fleet_closes_parked_connections(tmp_path: Path) -> N
         await client.recv_eof()
         await client.stream.aclose()
     assert all(not vm.sim.clients for vm in fleet.vms)
+
+
+def test_a_fleet_process_collects_garbage_less_often() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] >= 10_000
+        assert gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before

@@ -98,7 +98,12 @@ def fleet(args: argparse.Namespace) -> int:
         raise UsageError("--prefix must not contain '/'")
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UsageError(f"--dir {args.dir}: exists and is not a directory")
-    from qmpsim.runtime.fleet import FleetConfig, check_fd_limit, default_workers
+    from qmpsim.runtime.fleet import (
+        FleetConfig,
+        check_fd_limit,
+        default_workers,
+        fewer_collections,
+    )
 
     workers = args.workers if args.workers is not None else default_workers()
     check_fd_limit(args.count, workers)  # before anything is built: one line, at once
@@ -125,7 +130,8 @@ def fleet(args: argparse.Namespace) -> int:
         multi_client=args.multi,
         transcript=args.transcript,
     )
-    return trio.run(_fleet, config, workers, args.control, args.verbose)
+    with fewer_collections():  # a process that serves a fleet: see there why
+        return trio.run(_fleet, config, workers, args.control, args.verbose)
 
 
 async def _fleet(config: Any, workers: int, control: str | None, verbose: bool) -> int:
