@@ -21,9 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from qemu_harness import Referee
 from test_diff_machine import Message, RealMonitor, SimMonitor, assert_same, real
 
-from qmpsim.vm.machine import Cause, GuestPanic, ManualClock, RtcChange, VmConfig, WatchdogExpired
+from qmpsim.qmp.profiles import ProfileSpec, get_profile
+from qmpsim.vm.machine import (
+    Cause,
+    GuestPanic,
+    ManualClock,
+    RtcChange,
+    VmConfig,
+    WatchdogExpired,
+    rtc_path,
+)
 
 pytestmark = pytest.mark.qemu
 
@@ -39,8 +49,8 @@ def halting_bios(tmp_path: Path) -> str:
 
 
 @contextmanager
-def guest(bios: str, *extra: str) -> Iterator[RealMonitor]:
-    with real("-M", "pc", "-bios", bios, *extra) as qemu:
+def guest(bios: str, *extra: str, referee: Referee) -> Iterator[RealMonitor]:
+    with real("-M", "pc", "-bios", bios, *extra, referee=referee) as qemu:
         yield qemu
 
 
@@ -93,9 +103,10 @@ PANIC_STEPS: list[tuple[str, Message | None] | Cause] = [
 ]
 
 
-def test_a_panicked_guest_pauses_and_cont_resumes_it(halting_bios: str) -> None:
-    sim = SimMonitor(VmConfig(no_shutdown=True))
-    with guest(halting_bios, "-device", "pvpanic", "-no-shutdown") as qemu:
+def test_a_panicked_guest_pauses_and_cont_resumes_it(halting_bios: str, real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
+    sim = SimMonitor(VmConfig(no_shutdown=True), profile)
+    with guest(halting_bios, "-device", "pvpanic", "-no-shutdown", referee=real_qemu) as qemu:
         for step in PANIC_STEPS:
             if isinstance(step, tuple):
                 qemu.execute(*step)
@@ -108,18 +119,19 @@ def test_a_panicked_guest_pauses_and_cont_resumes_it(halting_bios: str) -> None:
         "GUEST_PANICKED", "STOP", "RESUME",
         "GUEST_PANICKED", "STOP", "RESET", "RESUME",
     ]  # fmt: skip
-    assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages, profile)
 
 
-def test_a_panicked_guest_powers_off_by_default(halting_bios: str) -> None:
-    sim = SimMonitor(VmConfig())
-    with guest(halting_bios, "-device", "pvpanic") as qemu:
+def test_a_panicked_guest_powers_off_by_default(halting_bios: str, real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
+    sim = SimMonitor(VmConfig(), profile)
+    with guest(halting_bios, "-device", "pvpanic", referee=real_qemu) as qemu:
         port_write(qemu, PVPANIC, 1)
         assert qemu.file.readline() == b""  # QEMU exited
         sim.cause(GuestPanic())
     assert sim.machine.exited
     assert [m.get("event") for m in qemu.messages] == ["GUEST_PANICKED", "STOP", "SHUTDOWN"]
-    assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages, profile)
 
 
 # --- throttled events: the watchdog and the RTC ----------------------------------------
@@ -179,13 +191,13 @@ class Recorder:
         self.qemu.execute(command)
 
 
-def replay(steps: Sequence[Step], offsets: dict[int, int]) -> SimMonitor:
+def replay(steps: Sequence[Step], offsets: dict[int, int], profile: ProfileSpec) -> SimMonitor:
     """The recorded steps on a machine whose clock follows the recorded times.
 
     Where QEMU released a held-back event, the machine's clock moves on to the end
     of its own throttle window (if it holds nothing back, nothing comes out).
     """
-    sim = SimMonitor(VmConfig(watchdog="reset"))
+    sim = SimMonitor(VmConfig(watchdog="reset"), profile)
     clock = sim.machine.clock
     assert isinstance(clock, ManualClock)
     origin = clock.now
@@ -229,7 +241,7 @@ def stamp(message: Message) -> float:
 def assert_same_in_time(real_messages: list[Message], sim: SimMonitor) -> None:
     """Same messages (timestamps masked), and each event as far from the first as in QEMU:
     a held-back event keeps the time it happened, not the time it was released."""
-    assert_same(real_messages, sim.messages)
+    assert_same(real_messages, sim.messages, sim.profile)
     real_events, sim_events = events(real_messages), events(sim.messages)
     for r, s in zip(real_events, sim_events, strict=True):
         real_delta = stamp(r) - stamp(real_events[0])
@@ -237,8 +249,11 @@ def assert_same_in_time(real_messages: list[Message], sim: SimMonitor) -> None:
         assert abs(real_delta - sim_delta) < 0.5, (r, s)
 
 
-def test_watchdog_throttle_and_actions(halting_bios: str) -> None:
-    with guest(halting_bios, "-device", "ib700", "-action", "watchdog=none") as qemu:
+def test_watchdog_throttle_and_actions(halting_bios: str, real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
+    with guest(
+        halting_bios, "-device", "ib700", "-action", "watchdog=none", referee=real_qemu
+    ) as qemu:
         run = Recorder(qemu)
         for _ in range(3):  # the first goes out, the last is held for the rest of the second
             run.cause(Watchdog("none"))
@@ -264,12 +279,15 @@ def test_watchdog_throttle_and_actions(halting_bios: str) -> None:
         ("WATCHDOG", {"action": "pause"}),
         ("RESUME", None),
     ]
-    assert_same_in_time(qemu.messages, replay(run.steps, {}))
+    assert_same_in_time(qemu.messages, replay(run.steps, {}, profile))
 
 
-def test_rtc_change_throttle_beside_the_watchdog(halting_bios: str) -> None:
+def test_rtc_change_throttle_beside_the_watchdog(halting_bios: str, real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
     years = (2030, 2040, 2050, 2060)
-    with guest(halting_bios, "-device", "ib700", "-action", "watchdog=none") as qemu:
+    with guest(
+        halting_bios, "-device", "ib700", "-action", "watchdog=none", referee=real_qemu
+    ) as qemu:
         run = Recorder(qemu)
         # two throttle windows of their own, open at once
         run.cause(RtcYear(2030))
@@ -283,11 +301,12 @@ def test_rtc_change_throttle_beside_the_watchdog(halting_bios: str) -> None:
         run.release("RTC_CHANGE")
         qemu.execute("query-status")
     offsets = rtc_offsets(qemu.messages, years)
+    rtc = rtc_path(profile)
     assert [(m["event"], m["data"]) for m in events(qemu.messages)] == [
-        ("RTC_CHANGE", {"offset": offsets[2030], "qom-path": "/machine/unattached/device[9]"}),
+        ("RTC_CHANGE", {"offset": offsets[2030], "qom-path": rtc}),
         ("WATCHDOG", {"action": "none"}),
-        ("RTC_CHANGE", {"offset": offsets[2050], "qom-path": "/machine/unattached/device[9]"}),
+        ("RTC_CHANGE", {"offset": offsets[2050], "qom-path": rtc}),
         ("WATCHDOG", {"action": "none"}),
-        ("RTC_CHANGE", {"offset": offsets[2060], "qom-path": "/machine/unattached/device[9]"}),
+        ("RTC_CHANGE", {"offset": offsets[2060], "qom-path": rtc}),
     ]
-    assert_same_in_time(qemu.messages, replay(run.steps, offsets))
+    assert_same_in_time(qemu.messages, replay(run.steps, offsets, profile))

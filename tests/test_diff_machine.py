@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from qemu_harness import SAFETY_TIMEOUT, connect_unix, mask, qemu_process
+from qemu_harness import QEMU_7_2 as REFEREE_7_2
+from qemu_harness import SAFETY_TIMEOUT, Referee, connect_unix, mask, qemu_process
 
-from qmpsim.qmp.profiles import QEMU_7_2, validate_event
+from qmpsim.qmp.profiles import QEMU_7_2, ProfileSpec, get_profile, validate_event
 from qmpsim.qmp.protocol import Request, ServerConnection
 from qmpsim.vm.machine import (
     Cause,
@@ -90,9 +91,10 @@ class RealMonitor:
 class SimMonitor:
     """The same, on a machine behind qmpsim's protocol (bytes in, bytes out, parsed back)."""
 
-    def __init__(self, vm: VmConfig) -> None:
-        self.machine = Machine(vm=vm, profile=QEMU_7_2, clock=ManualClock())
-        self.conn = ServerConnection(QEMU_7_2)
+    def __init__(self, vm: VmConfig, profile: ProfileSpec = QEMU_7_2) -> None:
+        self.profile = profile
+        self.machine = Machine(vm=vm, profile=profile, clock=ManualClock())
+        self.conn = ServerConnection(profile)
         self.conn.greeting()
         self.messages: list[Message] = []
         self.raw: list[bytes] = []
@@ -135,16 +137,16 @@ class SimMonitor:
             self._out(self.conn.send_event(event.to_json()))
 
 
-def assert_same(real: list[Message], sim: list[Message]) -> None:
+def assert_same(real: list[Message], sim: list[Message], profile: ProfileSpec = QEMU_7_2) -> None:
     assert [_masked(m) for m in sim] == [_masked(m) for m in real]
     for message in sim:
         if "event" in message:
-            assert validate_event(QEMU_7_2, message) == []
+            assert validate_event(profile, message) == []
 
 
 @contextmanager
-def real(*args: str) -> Iterator[RealMonitor]:
-    with qemu_process(*args) as path:
+def real(*args: str, referee: Referee = REFEREE_7_2) -> Iterator[RealMonitor]:
+    with qemu_process(*args, referee=referee) as path:
         monitor = RealMonitor(path)
         try:
             yield monitor
@@ -169,33 +171,36 @@ LIFECYCLE = [
 ]
 
 
-def test_stop_cont_reset_powerdown_and_status() -> None:
-    sim = SimMonitor(VmConfig())
-    with real() as qemu:
+def test_stop_cont_reset_powerdown_and_status(real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
+    sim = SimMonitor(VmConfig(), profile)
+    with real(referee=real_qemu) as qemu:
         for command in LIFECYCLE:
             qemu.execute(command)
             sim.execute(command)
-    assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages, profile)
     # byte for byte too: members go out in QEMU's order
     assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
-def test_quit_sends_shutdown_then_reply_then_closes() -> None:
-    sim = SimMonitor(VmConfig())
-    with real() as qemu:
+def test_quit_sends_shutdown_then_reply_then_closes(real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
+    sim = SimMonitor(VmConfig(), profile)
+    with real(referee=real_qemu) as qemu:
         qemu.execute("stop")
         qemu.execute("quit")
         assert qemu.file.readline() == b""
         sim.execute("stop")
         sim.execute("quit")
     assert sim.closed
-    assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages, profile)
     assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
-def test_prelaunch_identity_and_hmp() -> None:
+def test_prelaunch_identity_and_hmp(real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
     uuid = "12345678-1234-1234-1234-123456789abc"
-    sim = SimMonitor(VmConfig(name="guest1", uuid=uuid, initial_state="prelaunch"))
+    sim = SimMonitor(VmConfig(name="guest1", uuid=uuid, initial_state="prelaunch"), profile)
     hmp = "human-monitor-command"
     steps: list[tuple[str, Message | None]] = [
         ("query-status", None),
@@ -218,21 +223,22 @@ def test_prelaunch_identity_and_hmp() -> None:
         (hmp, {"command-line": "system_reset"}),
         (hmp, {"command-line": "info status"}),
     ]
-    with real("-S", "-name", "guest1", "-uuid", uuid) as qemu:
+    with real("-S", "-name", "guest1", "-uuid", uuid, referee=real_qemu) as qemu:
         for command, args in steps:
             qemu.execute(command, args)
             sim.execute(command, args)
-    assert_same(qemu.messages, sim.messages)
+    assert_same(qemu.messages, sim.messages, profile)
     assert [mask(line) for line in sim.raw] == [mask(line) for line in qemu.raw]
 
 
-def test_query_block_of_a_virtio_disk() -> None:
+def test_query_block_of_a_virtio_disk(real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
     with tempfile.TemporaryDirectory(prefix="qmpsim-disk-") as tmp:
         image = os.path.join(tmp, "disk0.raw")
         with open(image, "wb") as f:
             f.truncate(1 << 20)
         drive = f"file={image},format=raw,if=virtio,werror=stop,rerror=report"
-        with real("-M", "pc", "-S", "-drive", drive) as qemu:
+        with real("-M", "pc", "-S", "-drive", drive, referee=real_qemu) as qemu:
             (real_info,) = qemu.execute("query-block")["return"]
     node = real_info["inserted"]["node-name"]
     disk = DiskConfig(
@@ -243,7 +249,7 @@ def test_query_block_of_a_virtio_disk() -> None:
         virtual_size=1 << 20,
         on_write_error="stop",
     )
-    (sim_info,) = SimMonitor(VmConfig(disks=(disk,))).execute("query-block")["return"]
+    (sim_info,) = SimMonitor(VmConfig(disks=(disk,)), profile).execute("query-block")["return"]
     real_info["inserted"]["image"]["actual-size"] = sim_info["inserted"]["image"]["actual-size"]
     assert sim_info == real_info
 
@@ -279,9 +285,10 @@ def _wait_no_vnc_clients(qemu: RealMonitor) -> None:
     pytest.fail("QEMU never noticed the VNC client leaving")
 
 
-def test_vnc_client_connects_authenticates_and_leaves() -> None:
+def test_vnc_client_connects_authenticates_and_leaves(real_qemu: Referee) -> None:
+    profile = get_profile(real_qemu.profile)
     # QEMU binds the first free display from :40 to :99 itself, and says which.
-    with real("-M", "pc", "-S", "-vnc", "127.0.0.1:40,to=99") as qemu:
+    with real("-M", "pc", "-S", "-vnc", "127.0.0.1:40,to=99", referee=real_qemu) as qemu:
         port = int(qemu.execute("query-vnc")["return"]["service"])
         client = _rfb_handshake(port)
         qemu.execute("query-vnc")
@@ -295,7 +302,7 @@ def test_vnc_client_connects_authenticates_and_leaves() -> None:
     real_events = [m for m in qemu.messages if "event" in m]
     real_replies = [m for m in qemu.messages if "event" not in m]
 
-    sim = SimMonitor(VmConfig(vnc=VncConfig(port=port)))
+    sim = SimMonitor(VmConfig(vnc=VncConfig(port=port)), profile)
     sim.execute("query-vnc")
     sim.cause(VncConnect("viewer"))
     sim.cause(VncInitialize("viewer"))
@@ -315,8 +322,8 @@ def test_vnc_client_connects_authenticates_and_leaves() -> None:
         "VNC_CONNECTED",
         "VNC_DISCONNECTED",
     ]
-    assert_same(real_events, sim_events)
+    assert_same(real_events, sim_events, profile)
     assert _event_bytes(sim.raw) == _event_bytes(qemu.raw)
     # the replies: no client, one client, (polling, as long as QEMU took), no client
-    assert_same(real_replies[:2], sim_replies[:2])
-    assert_same(real_replies[-1:], sim_replies[-1:])
+    assert_same(real_replies[:2], sim_replies[:2], profile)
+    assert_same(real_replies[-1:], sim_replies[-1:], profile)

@@ -115,6 +115,7 @@ __all__ = [  # the names other modules and users import from here
     "VncInitialize",
     "WatchdogExpired",
     "modelled_commands",
+    "rtc_path",
     "virtual_clock",
 ]
 
@@ -295,7 +296,9 @@ class VmConfig:
     cpus: int = 0
     kvm_enabled: bool = False
     kvm_present: bool = True
-    rtc_qom_path: str = "/machine/unattached/device[9]"
+    rtc_qom_path: str | None = None
+    """The RTC's QOM path in RTC_CHANGE; ``None``: where the profile's QEMU puts a
+    ``pc``'s RTC (:data:`RTC_PATHS`)."""
     machine: str | None = None
     """The machine type (``-machine``): ``None`` is ``none``."""
     memory: int = 128 * 1024 * 1024
@@ -347,6 +350,21 @@ class VmConfig:
                 return d
         known = ", ".join(d.name for d in self.disks) or "none"
         raise MachineError(f"no disk named {name!r} (disks: {known})")
+
+
+RTC_PATHS: tuple[tuple[tuple[int, int, int], str], ...] = (
+    ((8, 0, 0), "/machine/unattached/device[3]/rtc"),
+    ((0, 0, 0), "/machine/unattached/device[9]"),
+)
+"""Where a ``pc``'s RTC sits in the QOM tree, from the QEMU version on: an ISA device
+of its own (measured on 7.2.22), then a child of the PIIX south bridge (measured on
+10.0.2).  The move came with QEMU 8.0's PIIX rework, by QEMU's history: the versions
+between 7.2 and 10.0 are not measured."""
+
+
+def rtc_path(profile: ProfileSpec) -> str:
+    """The QOM path of a ``pc``'s RTC in ``profile``'s QEMU."""
+    return next(path for since, path in RTC_PATHS if profile.version >= since)
 
 
 # --- the machine -----------------------------------------------------------------
@@ -639,7 +657,7 @@ class Machine:
     def _on_RtcChange(self, c: RtcChange) -> list[Event]:
         data: dict[str, Any] = {"offset": c.offset}
         if self.profile.run_states:
-            data["qom-path"] = self.vm.rtc_qom_path
+            data["qom-path"] = self.vm.rtc_qom_path or rtc_path(self.profile)
         return self._send(self._event("RTC_CHANGE", data))
 
     @on_cause(GuestShutdown)
