@@ -47,6 +47,17 @@ QEMU_ARGS = (
     "-action",
     "panic=pause",
 )
+# A firmware of nothing but HLT: SeaBIOS would set up the RTC while the test writes
+# its CMOS index and data ports, and a busy machine lets the two interleave.
+HALT = b"\xf4" * 65536
+
+
+def qemu_args(tmp_path: Path) -> tuple[str, ...]:
+    bios = tmp_path / "halt.bin"
+    bios.write_bytes(HALT)
+    return (*QEMU_ARGS, "-bios", str(bios))
+
+
 TIMEOUT = 30.0  # a hang guard: generous, the machine may be loaded
 
 
@@ -96,7 +107,7 @@ def sent(transcript: Transcript) -> bytes:
 
 @pytest.mark.trio
 async def test_record_replay_and_scenario_round_trip(tmp_path: Path) -> None:
-    with qemu_process(*QEMU_ARGS) as monitor:
+    with qemu_process(*qemu_args(tmp_path)) as monitor:
         recorder = Recorder(monitor)
         async with trio.open_nursery() as nursery:
             proxy = await nursery.start(recorder.serve_unix, str(tmp_path / "proxy.sock"))
@@ -171,7 +182,7 @@ def test_the_command_line_records_and_replays(
 ) -> None:
     session = tmp_path / "session.jsonl"
     proxy = tmp_path / "proxy.sock"
-    with qemu_process(*QEMU_ARGS) as monitor:
+    with qemu_process(*qemu_args(tmp_path)) as monitor:
         recording = qmpsim(
             "record", "--upstream", monitor, "--unix", str(proxy), "--output", str(session)
         )
