@@ -162,7 +162,7 @@ CASES = [
         VM + "steps:\n  - cause: vnc-initialize\n    client: a\n",
         6,
         5,
-        "must connect (vnc-connect) before it initializes",
+        "is not connected: it must connect (vnc-connect) first",
         "steps[0]",
     ),
     (

@@ -25,6 +25,7 @@ from qmpsim.errors import ScenarioError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, PROFILES, Enum, Object, ProfileSpec, Type
 from qmpsim.qmp.schema import member_names, problems, type_at, value_at
 from qmpsim.vm import machine as m
+from qmpsim.vm.display import DisplayCause, display_after, display_key, display_refusal
 
 if TYPE_CHECKING:
     import yaml
@@ -806,13 +807,11 @@ class _State:
 
     strict: bool = True
     exited: Where | None = None
-    vnc: dict[str, str] = field(default_factory=dict)  # client -> connected|initialized
-    spice: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    # each display client or channel (vm.display's key) -> connected|initialized
+    display: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     def copy(self, strict: bool | None = None) -> _State:
-        return _State(
-            self.strict if strict is None else strict, self.exited, dict(self.vnc), dict(self.spice)
-        )
+        return _State(self.strict if strict is None else strict, self.exited, dict(self.display))
 
 
 class _Loader:
@@ -1416,44 +1415,25 @@ class _Loader:
                 self.check_causal(step.steps, state.copy(strict=False), f"{here}.steps")
 
     def causal(self, step: CauseStep, state: _State) -> str | None:
+        # The rules are the machine's (vm.display, vm.machine): asked here along the
+        # timeline, with the state this check tracks instead of a running VM.
         c = step.cause
-        if isinstance(c, m.VncConnect):
-            if c.client in state.vnc:
-                return f"VNC client {c.client!r} is already connected"
-            state.vnc[c.client] = "connected"
-        elif isinstance(c, m.VncInitialize):
-            if state.vnc.get(c.client) != "connected":
-                return (
-                    f"VNC client {c.client!r} must connect (vnc-connect) before it initializes"
-                    if c.client not in state.vnc
-                    else f"VNC client {c.client!r} is already initialized"
-                )
-            state.vnc[c.client] = "initialized"
-        elif isinstance(c, m.VncDisconnect):
-            if state.vnc.pop(c.client, None) is None:
-                return f"VNC client {c.client!r} is not connected, it cannot disconnect"
-        elif isinstance(c, m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect):
-            key = (c.client, c.channel_type, c.channel_id)
-            label = f"SPICE channel {c.channel_type}/{c.channel_id} of {c.client!r}"
-            if isinstance(c, m.SpiceConnect):
-                if key in state.spice:
-                    return f"{label} is already connected"
-                state.spice[key] = "connected"
-            elif isinstance(c, m.SpiceInitialize):
-                if state.spice.get(key) != "connected":
-                    return f"{label} must connect (spice-connect) before it initializes"
-                state.spice[key] = "initialized"
-            elif state.spice.pop(key, None) is None:
-                return f"{label} is not connected, it cannot disconnect"
-        elif self._exits(c):
+        if isinstance(c, DisplayCause):
+            key = display_key(c)
+            problem = display_refusal(c, state.display.get(key))
+            if problem is not None:
+                if key not in state.display:
+                    first = "vnc-connect" if key[0] == "vnc" else "spice-connect"
+                    problem += f": it must connect ({first}) first"
+                return problem
+            after = display_after(c)
+            if after is None:
+                del state.display[key]
+            else:
+                state.display[key] = after
+        elif m.cause_exits(c, watchdog=self.vm.watchdog, no_shutdown=self.vm.no_shutdown):
             state.exited = step.where
         return None
-
-    def _exits(self, c: m.Cause) -> bool:
-        """Whether QEMU exits after ``c`` (poweroff, or shutdown without -no-shutdown)."""
-        if isinstance(c, m.WatchdogExpired):
-            return (c.action or self.vm.watchdog) == "poweroff"
-        return isinstance(c, m.GuestShutdown | m.GuestPanic) and not self.vm.no_shutdown
 
 
 def _takes_time(steps: Sequence[Step]) -> bool:

@@ -73,6 +73,51 @@ class SpiceDisconnect:
     channel_id: int = 0
 
 
+DisplayCause = (
+    VncConnect | VncInitialize | VncDisconnect | SpiceConnect | SpiceInitialize | SpiceDisconnect
+)
+"""A cause that moves one display client (a VNC client, a SPICE channel) along its life."""
+
+CONNECTED = "connected"
+INITIALIZED = "initialized"
+
+
+def display_key(cause: DisplayCause) -> tuple[str, str] | tuple[str, str, int, int]:
+    """Which client (VNC) or channel (SPICE) ``cause`` is about."""
+    if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
+        return ("vnc", cause.client)
+    return ("spice", cause.client, cause.channel_type, cause.channel_id)
+
+
+def display_refusal(cause: DisplayCause, now: str | None) -> str | None:
+    """Why ``cause`` cannot happen to a client that is ``now`` (``None``: not connected,
+    :data:`CONNECTED` or :data:`INITIALIZED`); ``None`` when it can.
+
+    The one statement of the display's causal rules: the machine asks it with its
+    clients' state, the scenario loader with the state it tracks along a timeline.
+    """
+    if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
+        label = f"VNC client {cause.client!r}"
+    else:
+        label = f"SPICE channel {cause.channel_type}/{cause.channel_id} of {cause.client!r}"
+    if isinstance(cause, VncConnect | SpiceConnect):
+        return f"{label} is already connected" if now is not None else None
+    if now is None:
+        return f"{label} is not connected"
+    if isinstance(cause, VncInitialize | SpiceInitialize) and now == INITIALIZED:
+        return f"{label} is already initialized"
+    return None
+
+
+def display_after(cause: DisplayCause) -> str | None:
+    """The state a client is in after ``cause`` happened to it (``None``: gone)."""
+    if isinstance(cause, VncConnect | SpiceConnect):
+        return CONNECTED
+    if isinstance(cause, VncInitialize | SpiceInitialize):
+        return INITIALIZED
+    return None
+
+
 @dataclass(frozen=True)
 class VncConfig:
     """A VNC server: ``-vnc host:display`` and its authentication."""
@@ -126,35 +171,16 @@ class Display(Component):
 
     def cause_error(self, cause: Any) -> str | None:
         if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
-            return self._vnc_error(cause)
-        assert isinstance(cause, SpiceConnect | SpiceInitialize | SpiceDisconnect)
-        return self._spice_error(cause)
-
-    def _vnc_error(self, cause: VncConnect | VncInitialize | VncDisconnect) -> str | None:
-        if self.host.vm.vnc is None:
-            return "the VM has no VNC server (VmConfig.vnc)"
-        client = self._vnc.get(cause.client)
-        if isinstance(cause, VncConnect):
-            return f"VNC client {cause.client!r} is already connected" if client else None
-        if client is None:
-            return f"VNC client {cause.client!r} is not connected"
-        if isinstance(cause, VncInitialize) and client.initialized:
-            return f"VNC client {cause.client!r} is already initialized"
-        return None
-
-    def _spice_error(self, cause: SpiceConnect | SpiceInitialize | SpiceDisconnect) -> str | None:
-        if self.host.vm.spice is None:
-            return "the VM has no SPICE server (VmConfig.spice)"
-        key = (cause.client, cause.channel_type, cause.channel_id)
-        label = f"SPICE channel {cause.channel_type}/{cause.channel_id} of {cause.client!r}"
-        channel = self._spice.get(key)
-        if isinstance(cause, SpiceConnect):
-            return f"{label} is already connected" if channel else None
-        if channel is None:
-            return f"{label} is not connected"
-        if isinstance(cause, SpiceInitialize) and channel.initialized:
-            return f"{label} is already initialized"
-        return None
+            if self.host.vm.vnc is None:
+                return "the VM has no VNC server (VmConfig.vnc)"
+            found: _VncClient | _SpiceChannel | None = self._vnc.get(cause.client)
+        else:
+            assert isinstance(cause, SpiceConnect | SpiceInitialize | SpiceDisconnect)
+            if self.host.vm.spice is None:
+                return "the VM has no SPICE server (VmConfig.spice)"
+            found = self._spice.get((cause.client, cause.channel_type, cause.channel_id))
+        now = None if found is None else INITIALIZED if found.initialized else CONNECTED
+        return display_refusal(cause, now)
 
     def _vnc_data(self, client: _VncClient, *, auth_ids: bool) -> dict[str, Any]:
         vnc = self.host.vm.vnc

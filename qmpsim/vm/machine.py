@@ -114,6 +114,7 @@ __all__ = [  # the names other modules and users import from here
     "VncDisconnect",
     "VncInitialize",
     "WatchdogExpired",
+    "cause_exits",
     "modelled_commands",
     "rtc_path",
     "virtual_clock",
@@ -247,6 +248,22 @@ Cause = (
     | SpiceDisconnect
     | BalloonResized
 )
+
+
+def cause_exits(cause: Cause, *, watchdog: str | None, no_shutdown: bool) -> bool:
+    """Whether QEMU exits as ``cause`` happens to a running guest of a VM whose watchdog
+    action is ``watchdog`` and that runs with (or without) ``-no-shutdown``.
+
+    What the machine's handlers do, said once for whoever must know it before a VM
+    runs (the scenario loader refuses steps after the exit); a test holds the two to
+    the same answers.
+    """
+    if isinstance(cause, WatchdogExpired):
+        return (cause.action or watchdog) == "poweroff"
+    if isinstance(cause, HostSignal):
+        return True  # qemu_system_killed(): whatever -no-shutdown says
+    return isinstance(cause, GuestShutdown | GuestPanic) and not no_shutdown
+
 
 # --- the VM description ----------------------------------------------------------
 
