@@ -26,9 +26,9 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
 
@@ -287,6 +287,23 @@ class _Throttled:
     sent_at_least: int
 
 
+_RuleFn = Callable[["_StreamChecker", int, Mapping[str, Any], "int | None"], None]
+_Rule = TypeVar("_Rule", bound=_RuleFn)
+
+_EVENT_RULES: dict[str, _RuleFn] = {}
+"""The checker's rule for each event that has one, by the event's name."""
+
+
+def _on_event(event: str) -> Callable[[_Rule], _Rule]:
+    """Mark a method of :class:`_StreamChecker` as the rule checked at each ``event``."""
+
+    def mark(method: _Rule) -> _Rule:
+        _EVENT_RULES[event] = method
+        return method
+
+    return mark
+
+
 @dataclass
 class _StreamChecker:
     profile: ProfileSpec
@@ -362,9 +379,9 @@ class _StreamChecker:
             self._timestamps(line, name, stamp)
         self._discharge(name)
         self._device_follows(name, data)
-        handler = getattr(self, "_on_" + name.lower(), None)
-        if handler is not None:
-            handler(line, data, stamp)
+        rule = _EVENT_RULES.get(name)
+        if rule is not None:
+            rule(self, line, data, stamp)
         if name in ("RESET", "POWERDOWN", "SHUTDOWN", "STOP") and stamp is not None:
             self.since_watchdog.append(_Consequence(name, data, stamp))
 
@@ -447,6 +464,7 @@ class _StreamChecker:
                 line, "device-deleted", f"the virtio backend of {path} left, but {after} first"
             )
 
+    @_on_event("DEVICE_DELETED")
     def _on_device_deleted(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         path, device = data.get("path"), data.get("device")
         if isinstance(device, str) and path != f"/machine/peripheral/{device}":
@@ -461,6 +479,7 @@ class _StreamChecker:
 
     # -- block jobs and trays --
 
+    @_on_event("JOB_STATUS_CHANGE")
     def _on_job_status_change(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         job, status = data.get("id"), data.get("status")
         if not isinstance(job, str) or not isinstance(status, str):
@@ -480,22 +499,27 @@ class _StreamChecker:
                 f"{event} for job {job!r} while it is {status}, not " + " or ".join(states),
             )
 
+    @_on_event("BLOCK_JOB_READY")
     def _on_block_job_ready(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._job_event(line, data.get("device"), "BLOCK_JOB_READY", ("ready",))
 
+    @_on_event("BLOCK_JOB_PENDING")
     def _on_block_job_pending(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._job_event(line, data.get("id"), "BLOCK_JOB_PENDING", ("pending",))
 
+    @_on_event("BLOCK_JOB_COMPLETED")
     def _on_block_job_completed(
         self, line: int, data: Mapping[str, Any], _stamp: int | None
     ) -> None:
         self._job_event(line, data.get("device"), "BLOCK_JOB_COMPLETED", ("pending", "aborting"))
 
+    @_on_event("BLOCK_JOB_CANCELLED")
     def _on_block_job_cancelled(
         self, line: int, data: Mapping[str, Any], _stamp: int | None
     ) -> None:
         self._job_event(line, data.get("device"), "BLOCK_JOB_CANCELLED", ("pending", "aborting"))
 
+    @_on_event("DEVICE_TRAY_MOVED")
     def _on_device_tray_moved(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         device = f"{data.get('device')}/{data.get('id')}"
         open_ = data.get("tray-open")
@@ -505,6 +529,7 @@ class _StreamChecker:
         if isinstance(open_, bool):
             self.trays[device] = open_
 
+    @_on_event("STOP")
     def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         if self.status == "paused":
             self._report(line, "stop-while-stopped", "STOP while the VM is already stopped")
@@ -513,6 +538,7 @@ class _StreamChecker:
             self.shutdown_line = None
         self.status = "paused"
 
+    @_on_event("RESUME")
     def _on_resume(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         owed = [ob for ob in self.obligations if "STOP" in ob.kinds]
         if owed:
@@ -530,13 +556,16 @@ class _StreamChecker:
         self.needs_reset = False
         self.status = "running"
 
+    @_on_event("RESET")
     def _on_reset(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "RESET")
         self.needs_reset = False
 
+    @_on_event("POWERDOWN")
     def _on_powerdown(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "POWERDOWN")
 
+    @_on_event("SHUTDOWN")
     def _on_shutdown(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "SHUTDOWN")
         # `quit` and host signals end the process whatever -no-shutdown says
@@ -553,6 +582,7 @@ class _StreamChecker:
             )
             self.shutdown_line = None
 
+    @_on_event("BLOCK_IO_ERROR")
     def _on_block_io_error(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         if data.get("action") == "stop" and self.status != "paused" and not self._owes_stop():
             self._owe(
@@ -562,6 +592,7 @@ class _StreamChecker:
                 "BLOCK_IO_ERROR with action 'stop' on a running VM must be followed by STOP",
             )
 
+    @_on_event("WATCHDOG")
     def _on_watchdog(self, line: int, data: Mapping[str, Any], stamp: int | None) -> None:
         action = data.get("action")
         kinds: tuple[str, ...]
@@ -590,6 +621,7 @@ class _StreamChecker:
             f"WATCHDOG with action {action!r} must be followed by {' or '.join(kinds)}",
         )
 
+    @_on_event("GUEST_PANICKED")
     def _on_guest_panicked(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         action = data.get("action")
         if action in ("pause", "poweroff") and self.status != "paused":
@@ -603,18 +635,23 @@ class _StreamChecker:
 
     # -- remote displays --
 
+    @_on_event("VNC_CONNECTED")
     def _on_vnc_connected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._connected(line, self.vnc, "VNC", _peer(data, "service"))
 
+    @_on_event("VNC_INITIALIZED")
     def _on_vnc_initialized(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._initialized(line, self.vnc, "VNC", _peer(data, "service"))
 
+    @_on_event("VNC_DISCONNECTED")
     def _on_vnc_disconnected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._disconnected(line, self.vnc, "VNC", _peer(data, "service"))
 
+    @_on_event("SPICE_CONNECTED")
     def _on_spice_connected(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._connected(line, self.spice, "SPICE", _peer(data, "port"))
 
+    @_on_event("SPICE_INITIALIZED")
     def _on_spice_initialized(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         key = _peer(data, "port")
         client = data.get("client")
@@ -631,6 +668,7 @@ class _StreamChecker:
             self.spice_channels[channel] = key
         self._initialized(line, self.spice, "SPICE", key)
 
+    @_on_event("SPICE_DISCONNECTED")
     def _on_spice_disconnected(
         self, line: int, data: Mapping[str, Any], _stamp: int | None
     ) -> None:
