@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .qmp.transcript import Transcript
     from .runtime.background import BackgroundSimulator
     from .runtime.server import Simulator
-    from .scenario.loader import Scenario, load_scenario, loads_scenario
+    from .scenario.loader import load_scenario, loads_scenario
+    from .scenario.model import Scenario
     from .testing.conformance import Violation, check
     from .vm.machine import (
         CommandError,
@@ -99,7 +100,7 @@ _LAZY: dict[str, str] = {
     "BackgroundSimulator": "qmpsim.runtime.background",
     "Transcript": "qmpsim.qmp.transcript",
     # scenarios
-    "Scenario": "qmpsim.scenario.loader",
+    "Scenario": "qmpsim.scenario.model",
     "load_scenario": "qmpsim.scenario.loader",
     "loads_scenario": "qmpsim.scenario.loader",
     # conformance

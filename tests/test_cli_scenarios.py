@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from qmpsim.cli import main
-from qmpsim.scenario.loader import load_scenario, loads_scenario, shipped_scenarios
+from qmpsim.scenario.library import shipped_scenarios
+from qmpsim.scenario.loader import load_scenario, loads_scenario
 from qmpsim.scenario.text import scenario_document
 
 

@@ -253,7 +253,8 @@ def test_subcommands_are_registered_once_each() -> None:
 
 def test_serve_accepts_a_shipped_scenario_name() -> None:
     from qmpsim.cli.common import load_scenario_arg
-    from qmpsim.scenario.loader import SHIPPED_DIR, load_scenario
+    from qmpsim.scenario.library import SHIPPED_DIR
+    from qmpsim.scenario.loader import load_scenario
 
     assert load_scenario_arg("tour") == load_scenario(SHIPPED_DIR / "tour.yaml")
 

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from qmpsim.scenario.loader import load_scenario, resolve, show_timeline
+from qmpsim.scenario.dryrun import show_timeline
+from qmpsim.scenario.library import resolve
+from qmpsim.scenario.loader import load_scenario
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "block.md"
 

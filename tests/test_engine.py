@@ -13,7 +13,9 @@ import trio.testing
 
 from qmpsim.runtime.engine import ScenarioRunner
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.loader import Scenario, build_machine, loads_scenario
+from qmpsim.scenario.dryrun import build_machine
+from qmpsim.scenario.loader import loads_scenario
+from qmpsim.scenario.model import Scenario
 
 EPOCH = 1_700_000_000.0
 

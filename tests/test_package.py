@@ -69,7 +69,7 @@ def test_a_wheel_ships_the_scenarios_and_finds_them(tmp_path: Path) -> None:
     source = {p.relative_to(root).as_posix() for p in (root / "qmpsim").rglob("*.py")}
     assert source <= {p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*.py")}
     out = subprocess.run(
-        [sys.executable, "-c", "import qmpsim.scenario.loader as s; print(s.SHIPPED_DIR)"],
+        [sys.executable, "-c", "import qmpsim.scenario.library as s; print(s.SHIPPED_DIR)"],
         env={**os.environ, "PYTHONPATH": str(unpacked)},
         cwd=tmp_path,
         capture_output=True,
@@ -148,7 +148,7 @@ def test_mypy_sees_the_real_types_of_the_public_names(tmp_path: Path) -> None:
     assert simulator.endswith('-> qmpsim.runtime.server.Simulator"')
     assert machine.endswith('-> qmpsim.vm.machine.Machine"')
     assert "qmpsim.testing.conformance.Violation" in check
-    assert load.endswith('-> qmpsim.scenario.loader.Scenario"')
+    assert load.endswith('-> qmpsim.scenario.model.Scenario"')
     assert "qmpsim.qmp.profiles.ProfileSpec" in profiles
 
 

@@ -30,8 +30,9 @@ from qmpsim.runtime.engine import ScenarioRunner
 from qmpsim.runtime.record import Recorder
 from qmpsim.runtime.replay import replay_simulator
 from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.from_recording import derive_scenario
-from qmpsim.scenario.loader import build_machine, load_scenario
+from qmpsim.scenario.loader import load_scenario
 
 pytestmark = pytest.mark.qemu
 

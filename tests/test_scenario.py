@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qmpsim.scenario.loader import (
+from qmpsim.scenario.dryrun import build_machine, show_timeline
+from qmpsim.scenario.json_schema import scenario_schema
+from qmpsim.scenario.loader import loads_scenario
+from qmpsim.scenario.model import (
     CauseStep,
     EmitStep,
     FaultStep,
@@ -15,10 +18,6 @@ from qmpsim.scenario.loader import (
     ReplyStep,
     UntilStep,
     WaitStep,
-    build_machine,
-    loads_scenario,
-    scenario_schema,
-    show_timeline,
 )
 from qmpsim.vm import machine as m
 

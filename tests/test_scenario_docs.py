@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qmpsim.scenario.loader import SHIPPED_DIR, loads_scenario, scenario_schema
+from qmpsim.scenario.json_schema import scenario_schema
+from qmpsim.scenario.library import SHIPPED_DIR
+from qmpsim.scenario.loader import loads_scenario
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), flags=re.DOTALL)

@@ -15,14 +15,11 @@ from qmpsim.qmp.cassette import Cassette, load_cassette
 from qmpsim.qmp.transcript import Direction, Transcript
 from qmpsim.runtime.engine import ScenarioRunner
 from qmpsim.runtime.server import Simulator
+from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.from_recording import derive_scenario
-from qmpsim.scenario.loader import (
-    Scenario,
-    build_machine,
-    load_scenario,
-    loads_scenario,
-    shipped_scenarios,
-)
+from qmpsim.scenario.library import shipped_scenarios
+from qmpsim.scenario.loader import load_scenario, loads_scenario
+from qmpsim.scenario.model import Scenario
 from qmpsim.scenario.text import scenario_document, to_yaml
 from qmpsim.testing.conformance import check
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario.loader import build_machine, loads_scenario, show_timeline, vm_config
+from qmpsim.scenario.dryrun import build_machine, show_timeline, vm_config
+from qmpsim.scenario.loader import loads_scenario
 from qmpsim.scenario.text import to_yaml
 from qmpsim.vm.machine import DeviceEjected, GuestConfig, UnplugRefused
 

@@ -14,7 +14,8 @@ import jsonschema
 import pytest
 import yaml
 
-from qmpsim.scenario.loader import scenario_schema, shipped_scenarios
+from qmpsim.scenario.json_schema import scenario_schema
+from qmpsim.scenario.library import shipped_scenarios
 
 SCHEMA = scenario_schema()
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"

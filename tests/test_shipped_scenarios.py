@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from qmpsim.qmp.profiles import get_profile
-from qmpsim.scenario.loader import load_scenario, shipped_scenarios, show_timeline
+from qmpsim.scenario.dryrun import show_timeline
+from qmpsim.scenario.library import shipped_scenarios
+from qmpsim.scenario.loader import load_scenario
 
 SHIPPED = shipped_scenarios()
 HANG_GUARD = 20.0  # seconds; only a guard against a hang, never an assertion on timing

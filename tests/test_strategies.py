@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from qmpsim.qmp.profiles import get_profile, validate_event
-from qmpsim.scenario.loader import CauseStep, Scenario, WaitStep, build_machine
+from qmpsim.scenario.dryrun import build_machine
+from qmpsim.scenario.model import CauseStep, Scenario, WaitStep
 from qmpsim.testing.conformance import check_events
 from qmpsim.testing.strategies import (
     CAUSES,

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 
 from qmpsim.runtime.engine import ScenarioRunner
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.loader import Scenario, build_machine
+from qmpsim.scenario.dryrun import build_machine
+from qmpsim.scenario.model import Scenario
 from qmpsim.testing.conformance import check_events
 from qmpsim.testing.strategies import scenarios
 

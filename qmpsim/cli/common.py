@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from qmpsim.runtime.server import Simulator
-    from qmpsim.scenario.loader import Scenario
+    from qmpsim.scenario.model import Scenario
 
 
 EXIT_OK = 0
@@ -129,7 +129,7 @@ def load_scenario_arg(path: str | None) -> Scenario | None:
     """
     if path is None:
         return None
-    from qmpsim.scenario.loader import load_named
+    from qmpsim.scenario.library import load_named
 
     return load_named(path)
 
@@ -163,7 +163,7 @@ def make_simulator(
         raise UsageError(
             f"--profile {profile} contradicts the scenario, which is written for {scenario.profile}"
         )
-    from qmpsim.scenario.loader import build_machine
+    from qmpsim.scenario.dryrun import build_machine
 
     return Simulator(
         build_machine(scenario),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from qmpsim.runtime.server import Simulator
-    from qmpsim.scenario.loader import Scenario
+    from qmpsim.scenario.model import Scenario
 
 
 from qmpsim.cli.common import (

@@ -108,7 +108,7 @@ def fleet(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else default_workers()
     check_fd_limit(args.count, workers)  # before anything is built: one line, at once
     _setup_logging(args.verbose)
-    from qmpsim.scenario.loader import resolve
+    from qmpsim.scenario.library import resolve
 
     scenario = load_scenario_arg(None if args.scenario is None else str(resolve(args.scenario)))
     try:

@@ -23,7 +23,7 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
 @subcommand("list", help="list the shipped scenarios", arguments=_list_arguments)
 def list_scenarios(args: argparse.Namespace) -> int:
     """``qmpsim list``."""
-    from qmpsim.scenario.loader import list_shipped
+    from qmpsim.scenario.library import list_shipped
 
     print(list_shipped(paths=args.paths), end="")
     return EXIT_OK
@@ -42,7 +42,7 @@ def _files_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def validate(args: argparse.Namespace) -> int:
     """``qmpsim validate``."""
-    from qmpsim.scenario.loader import validate_files
+    from qmpsim.scenario.library import validate_files
 
     return validate_files(args.files, sys.stdout)
 
@@ -67,7 +67,8 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def show(args: argparse.Namespace) -> int:
     """``qmpsim show``."""
-    from qmpsim.scenario.loader import load_named, show_timeline
+    from qmpsim.scenario.dryrun import show_timeline
+    from qmpsim.scenario.library import load_named
 
     scenario = load_named(args.scenario)
     print(scenario.to_yaml() if args.yaml else show_timeline(scenario), end="")
@@ -77,7 +78,7 @@ def show(args: argparse.Namespace) -> int:
 @subcommand("schema", help="print the JSON Schema of scenario files", arguments=lambda parser: None)
 def schema(args: argparse.Namespace) -> int:
     """``qmpsim schema``."""
-    from qmpsim.scenario.loader import scenario_schema
+    from qmpsim.scenario.json_schema import scenario_schema
 
     print(json.dumps(scenario_schema(), indent=2))
     return EXIT_OK

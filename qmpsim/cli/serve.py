@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from qmpsim.runtime.server import Simulator
-    from qmpsim.scenario.loader import Scenario
+    from qmpsim.scenario.model import Scenario
 
 
 from qmpsim.cli.common import (

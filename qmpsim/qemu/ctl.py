@@ -57,7 +57,7 @@ def _pairs(words: Sequence[str], types: dict[str, str] | None = None) -> dict[st
 
 def _cause_types(kind: str) -> dict[str, str]:
     """The JSON types of a cause's keys, from the scenario language's schema."""
-    from qmpsim.scenario.loader import scenario_schema
+    from qmpsim.scenario.json_schema import scenario_schema
 
     for step in scenario_schema()["$defs"]["step"]["oneOf"]:
         props = step.get("properties", {})

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from qmpsim.runtime.control import ControlChannel
     from qmpsim.runtime.listen import UnixSocketFile
     from qmpsim.runtime.server import Simulator
-    from qmpsim.scenario.loader import Scenario, VmSpec
+    from qmpsim.scenario.model import Scenario, VmSpec
     from qmpsim.vm.machine import GuestConfig, VmConfig
 
 __all__ = ["main", "run"]
@@ -163,7 +163,8 @@ def _is_qmp(inv: Invocation, chardev: OpenChardev) -> bool:
 def _load_scenario(settings: GuestSettings) -> Scenario | None:
     if settings.scenario is None:
         return None
-    from qmpsim.scenario.loader import load_scenario, resolve
+    from qmpsim.scenario.library import resolve
+    from qmpsim.scenario.loader import load_scenario
 
     return load_scenario(resolve(settings.scenario))
 
@@ -210,7 +211,7 @@ def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None)
 
 def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
     """The scenario language's view of ``vm``: what scenario steps are checked against."""
-    from qmpsim.scenario.loader import Disk, Guest, Spice, VmSpec, Vnc
+    from qmpsim.scenario.model import Disk, Guest, Spice, VmSpec, Vnc
 
     vnc = vm.vnc
     spice = vm.spice

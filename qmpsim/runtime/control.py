@@ -24,7 +24,8 @@ from qmpsim.errors import QmpSimError
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode
 from qmpsim.runtime.listen import accept_loop, bind_unix
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.loader import EmitStep, Scenario, load_steps
+from qmpsim.scenario.loader import load_steps
+from qmpsim.scenario.model import EmitStep, Scenario
 
 __all__ = [
     "COMMANDS",

@@ -23,7 +23,8 @@ from qmpsim.qmp.protocol import Request
 from qmpsim.qmp.transcript import arguments_match
 from qmpsim.qmp.wire import encode
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.loader import (
+from qmpsim.scenario.dryrun import build_machine, vm_config
+from qmpsim.scenario.model import (
     CauseStep,
     EmitStep,
     FaultStep,
@@ -36,8 +37,6 @@ from qmpsim.scenario.loader import (
     UntilStep,
     VmSpec,
     WaitStep,
-    build_machine,
-    vm_config,
 )
 from qmpsim.vm import machine as m
 

@@ -78,7 +78,8 @@ from qmpsim.runtime.control import (
 from qmpsim.runtime.engine import IDLE, Session
 from qmpsim.runtime.listen import ListenError, UnixSocketFile, bind_unix, clear_stale_socket
 from qmpsim.runtime.server import IdleConnection, Simulator
-from qmpsim.scenario.loader import Scenario, build_machine
+from qmpsim.scenario.dryrun import build_machine
+from qmpsim.scenario.model import Scenario
 
 __all__ = [
     "FD_HEADROOM",

@@ -28,7 +28,8 @@ from typing import Any
 
 from qmpsim.qmp.cassette import Cassette, Exchange, RecordedEvent, profile_for
 from qmpsim.qmp.profiles import ProfileSpec, validate_event
-from qmpsim.scenario.loader import build_machine, loads_scenario
+from qmpsim.scenario.dryrun import build_machine
+from qmpsim.scenario.loader import loads_scenario
 from qmpsim.scenario.text import dump_yaml
 from qmpsim.vm import machine as m
 

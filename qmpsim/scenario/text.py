@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from qmpsim.scenario.loader import (
+from qmpsim.scenario.model import (
     CauseStep,
     Disk,
     EmitStep,

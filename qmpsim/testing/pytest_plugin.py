@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from qmpsim.runtime.engine import ScenarioRunner
     from qmpsim.runtime.server import Simulator
     from qmpsim.runtime.vcr import CassetteDeck
-    from qmpsim.scenario.loader import Scenario, Step
+    from qmpsim.scenario.model import Scenario, Step
     from qmpsim.vm.machine import Cause, CommandError, Outcome
 
 __all__ = ["DEFAULT_TIMEOUT", "QmpServer", "SimulatorError", "TrioQmpServer"]
@@ -300,7 +300,7 @@ def _scenario(kwargs: Mapping[str, Any], base: Path | None) -> tuple[Scenario, b
         for name in ("vm", "profile"):
             if kwargs.get(name) is not None:
                 _usage(f"give {name}= or scenario=, not both: the scenario describes its VM")
-        from qmpsim.scenario.loader import Scenario
+        from qmpsim.scenario.model import Scenario
 
         if isinstance(source, Scenario):
             return source, True
@@ -361,7 +361,7 @@ def _load_file(path: Path) -> Scenario:
 def _resolve_scenario(name: str, base: Path | None) -> Path:
     """A shipped scenario's name, or a file (relative paths: from the current
     directory, else from the test file's directory)."""
-    from qmpsim.scenario.loader import resolve
+    from qmpsim.scenario.library import resolve
 
     path = resolve(name)
     if not path.exists() and base is not None and not path.is_absolute():
@@ -369,7 +369,7 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
         if beside.exists():
             return beside
     if not path.exists():
-        from qmpsim.scenario.loader import unknown_scenario
+        from qmpsim.scenario.library import unknown_scenario
 
         raise unknown_scenario(name)
     return path
@@ -377,7 +377,7 @@ def _resolve_scenario(name: str, base: Path | None) -> Path:
 
 def _scenario_arg(scenario: Scenario | str | os.PathLike[str], base: Path | None) -> Scenario:
     """A scenario given as an object (drawn by Hypothesis, built in code) or by name/path."""
-    from qmpsim.scenario.loader import Scenario
+    from qmpsim.scenario.model import Scenario
 
     if isinstance(scenario, Scenario):
         return scenario
@@ -425,7 +425,7 @@ def _where(step: Any) -> str:
 
 def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
     """Every step, nested ones included; ``timeline``: only those the timeline itself runs."""
-    from qmpsim.scenario.loader import IncludeStep, OnStep, RepeatStep
+    from qmpsim.scenario.model import IncludeStep, OnStep, RepeatStep
 
     for step in steps:
         yield step
@@ -439,7 +439,7 @@ def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
 
 
 def _commands_named(scenario: Scenario) -> set[str]:
-    from qmpsim.scenario.loader import FaultStep, OnStep, ReplyStep, UntilStep
+    from qmpsim.scenario.model import FaultStep, OnStep, ReplyStep, UntilStep
 
     names: set[str] = set()
     blocks = [scenario.steps, *scenario.actions.values()]
@@ -456,7 +456,7 @@ class _Core:
 
     def __init__(self, config: _Config) -> None:
         from qmpsim.runtime.server import Simulator
-        from qmpsim.scenario.loader import build_machine
+        from qmpsim.scenario.dryrun import build_machine
 
         self.config = config
         self.scenario = config.scenario
@@ -536,13 +536,13 @@ class _Core:
 
     async def start(self, nursery: trio.Nursery, scenario: Scenario, *, seed: int | None) -> None:
         """Play ``scenario`` in ``nursery`` instead of the one playing, on a fresh VM of its own."""
-        from qmpsim.scenario.loader import UntilStep
+        from qmpsim.scenario.model import UntilStep
 
         self.stop()
         self.tracking.untils.clear()
         self.tracking.replies.clear()
         if self.runners or scenario is not self.config.scenario:
-            from qmpsim.scenario.loader import build_machine
+            from qmpsim.scenario.dryrun import build_machine
 
             machine = build_machine(scenario, seed)
             machine.clock = self.sim.now
@@ -588,7 +588,7 @@ class _Core:
 
     def fresh(self) -> None:
         """Back to the state of a new fixture: between the tests sharing a session server."""
-        from qmpsim.scenario.loader import build_machine
+        from qmpsim.scenario.dryrun import build_machine
 
         self.stop()
         self.sim.disconnect()
@@ -610,7 +610,8 @@ class _Core:
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.simulated("cause()")
         if isinstance(cause, str):
-            from qmpsim.scenario.loader import CauseStep, load_steps
+            from qmpsim.scenario.loader import load_steps
+            from qmpsim.scenario.model import CauseStep
 
             (step,) = load_steps([{"cause": cause, **params}], self.scenario, "cause()")
             assert isinstance(step, CauseStep)
@@ -783,7 +784,7 @@ def _tracked_runner(
 ) -> ScenarioRunner:
     """A scenario runner that tells strict mode which ``until`` and ``reply`` steps it met."""
     from qmpsim.runtime.engine import ScenarioRunner
-    from qmpsim.scenario.loader import ReplyStep, UntilStep
+    from qmpsim.scenario.model import ReplyStep, UntilStep
 
     tracking = core.tracking
 

@@ -31,7 +31,7 @@ from qmpsim.qmp.profiles import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
 from qmpsim.vm import machine as m
 
 if TYPE_CHECKING:
-    from qmpsim.scenario.loader import Scenario
+    from qmpsim.scenario.model import Scenario
 
 __all__ = [
     "CAUSES",
