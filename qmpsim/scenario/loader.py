@@ -12,13 +12,13 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmpsim.errors import ScenarioError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, PROFILES, Enum, Object, ProfileSpec, Type
 from qmpsim.qmp.schema import member_names, problems, type_at, value_at
+from qmpsim.scenario.causal import check_causal
 from qmpsim.scenario.grammar import (
     _CAUSES,
     _FAULTS,
@@ -56,8 +56,6 @@ from qmpsim.scenario.model import (
     WaitStep,
     Where,
 )
-from qmpsim.vm import machine as m
-from qmpsim.vm.display import DisplayCause, display_after, display_key, display_refusal
 
 if TYPE_CHECKING:
     import yaml
@@ -106,19 +104,6 @@ _WANT = {
     "object": "a mapping",
     "array": "a list",
 }
-
-
-@dataclass
-class _State:
-    """Causal facts tracked along the timeline to catch impossible orders."""
-
-    strict: bool = True
-    exited: Where | None = None
-    # each display client or channel (vm.display's key) -> connected|initialized
-    display: dict[tuple[Any, ...], str] = field(default_factory=dict)
-
-    def copy(self, strict: bool | None = None) -> _State:
-        return _State(self.strict if strict is None else strict, self.exited, dict(self.display))
 
 
 class _Loader:
@@ -182,10 +167,9 @@ class _Loader:
             for key_node, value_node in self.pairs(node, "actions"):
                 name = self.scalar(key_node, "actions", _NAME)
                 actions[name] = self.steps(value_node, f"actions.{name}")
-        state = _State()
-        self.check_causal(steps, state, "steps")
+        check_causal(steps, self.vm)
         for name, block in actions.items():
-            self.check_causal(block, _State(strict=False), f"actions.{name}")
+            check_causal(block, self.vm, f"actions.{name}", strict=False)
         default_name = Path(self.file).stem if self.file else "scenario"
         return Scenario(
             name=top.get("name", (default_name,))[0],
@@ -676,81 +660,6 @@ class _Loader:
         steps = sub.steps(steps_node, "steps") if steps_node is not None else ()
         return IncludeStep(target, steps, where)
 
-    # causal order --------------------------------------------------------------------
-
-    def check_causal(self, steps: Sequence[Step], state: _State, path: str) -> None:
-        for i, step in enumerate(steps):
-            here = f"{path}[{i}]"
-            if (
-                state.exited is not None
-                and state.strict
-                and not isinstance(step, ReplyStep | OnStep)
-            ):
-                raise ScenarioError(
-                    f"the VM has already exited (on line {state.exited.line}), so this step"
-                    " can never run",
-                    step.where.file,
-                    step.where.line,
-                    step.where.column,
-                    here,
-                )
-            if isinstance(step, CauseStep):
-                problem = self.causal(step, state)
-                if problem and state.strict:
-                    raise ScenarioError(
-                        problem, step.where.file, step.where.line, step.where.column, here
-                    )
-            elif isinstance(step, RepeatStep):
-                if step.count is None and not _takes_time(step.steps):
-                    raise ScenarioError(
-                        "a block repeated forever needs a `wait` (or an `until`) with a"
-                        " duration, or it floods the client",
-                        step.where.file,
-                        step.where.line,
-                        step.where.column,
-                        here,
-                    )
-                before = state.copy()
-                self.check_causal(step.steps, state, f"{here}.steps")
-                # A block that changes the state (leaves a client connected…) fails on
-                # its second round; one that does not can repeat forever.
-                if step.count != 1 and state != before:
-                    self.check_causal(step.steps, state, f"{here}.steps")
-            elif isinstance(step, IncludeStep):
-                self.check_causal(step.steps, state, f"{here}.include")
-            elif isinstance(step, OnStep):
-                self.check_causal(step.steps, state.copy(strict=False), f"{here}.steps")
-
-    def causal(self, step: CauseStep, state: _State) -> str | None:
-        # The rules are the machine's (vm.display, vm.machine): asked here along the
-        # timeline, with the state this check tracks instead of a running VM.
-        c = step.cause
-        if isinstance(c, DisplayCause):
-            key = display_key(c)
-            problem = display_refusal(c, state.display.get(key))
-            if problem is not None:
-                if key not in state.display:
-                    first = "vnc-connect" if key[0] == "vnc" else "spice-connect"
-                    problem += f": it must connect ({first}) first"
-                return problem
-            after = display_after(c)
-            if after is None:
-                del state.display[key]
-            else:
-                state.display[key] = after
-        elif m.cause_exits(c, watchdog=self.vm.watchdog, no_shutdown=self.vm.no_shutdown):
-            state.exited = step.where
-        return None
-
-
-def _takes_time(steps: Sequence[Step]) -> bool:
-    for step in steps:
-        if (isinstance(step, WaitStep) and step.seconds > 0) or isinstance(step, UntilStep):
-            return True
-        if isinstance(step, RepeatStep | IncludeStep) and _takes_time(step.steps):
-            return True
-    return False
-
 
 def loads_scenario(text: str, file: str | None = None) -> Scenario:
     """Load a scenario from YAML text; ``file`` names it in errors and anchors includes."""
@@ -777,7 +686,7 @@ def load_steps(
         root = loader.compose(json.dumps(steps))
         assert root is not None
         out = loader.steps(root, "steps")
-        loader.check_causal(out, _State(strict=False), "steps")
+        check_causal(out, scenario.vm, strict=False)
     except RecursionError:
         raise ScenarioError("the steps are nested too deeply", origin) from None
     return out
