@@ -4,7 +4,6 @@ and the options and simulators the serving commands have in common."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 from collections.abc import Callable
@@ -96,13 +95,33 @@ def parse_tcp(text: str) -> TcpAddress:
     return TcpAddress(host or "127.0.0.1", int(port))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a subcommand listens: ``--unix PATH`` or ``--tcp HOST:PORT``, and
+    ``--allow-remote``; :func:`check_listen` checks them."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket at PATH")
+    where.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        type=parse_tcp,
+        help="listen on TCP (loopback only unless --allow-remote; PORT 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --tcp host (the monitor has no authentication)",
+    )
+
+
+def check_listen(args: argparse.Namespace) -> None:
+    """A :class:`UsageError` for a ``--tcp`` host off this machine without ``--allow-remote``."""
+    from qmpsim.runtime.listen import is_loopback  # the runtime's rule, asked before it runs
+
+    if args.tcp is not None and not args.allow_remote and not is_loopback(args.tcp.host):
+        raise UsageError(
+            f"--tcp {args.tcp.host}: not a loopback address; the monitor has no "
+            "authentication, so add --allow-remote to expose it on purpose"
+        )
 
 
 def _profile_names() -> list[str]:

@@ -18,8 +18,9 @@ from qmpsim.cli.common import (
     SERVE_TRANSCRIPT_LIMIT,
     TcpAddress,
     UsageError,
-    _is_loopback,
     _setup_logging,
+    add_listen_arguments,
+    check_listen,
     parse_tcp,
     subcommand,
 )
@@ -32,33 +33,13 @@ if TYPE_CHECKING:
 
 
 def _listen_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket at PATH")
-    where.add_argument(
-        "--tcp",
-        metavar="HOST:PORT",
-        type=parse_tcp,
-        help="listen on TCP (loopback only unless --allow-remote; PORT 0 picks a free one)",
-    )
-    parser.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback --tcp host (the monitor has no authentication)",
-    )
+    add_listen_arguments(parser)
     parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
         help="log connections and every message on stderr, one line each",
     )
-
-
-def _check_listen(args: argparse.Namespace) -> None:
-    if args.tcp is not None and not args.allow_remote and not _is_loopback(args.tcp.host):
-        raise UsageError(
-            f"--tcp {args.tcp.host}: not a loopback address; the monitor has no "
-            "authentication, so add --allow-remote to expose it on purpose"
-        )
 
 
 # --- qmpsim record -----------------------------------------------------------------------
@@ -119,7 +100,7 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def record(args: argparse.Namespace) -> int:
     """``qmpsim record``."""
-    _check_listen(args)
+    check_listen(args)
     _setup_logging(args.verbose)
     from qmpsim.qmp.transcript import Transcript
     from qmpsim.runtime.record import Recorder
@@ -246,7 +227,7 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def replay(args: argparse.Namespace) -> int:
     """``qmpsim replay``."""
-    _check_listen(args)
+    check_listen(args)
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
     _setup_logging(args.verbose)

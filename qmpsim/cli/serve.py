@@ -16,12 +16,12 @@ from qmpsim.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
-    _is_loopback,
     _profile_names,
     _setup_logging,
+    add_listen_arguments,
+    check_listen,
     load_scenario_arg,
     make_simulator,
-    parse_tcp,
     subcommand,
 )
 
@@ -49,6 +49,8 @@ scenario, 2 for bad arguments."""
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from qmpsim.qmp.profiles import DEFAULT_PROFILE  # as _profile_names() does
+
     parser.add_argument(
         "scenario",
         nargs="?",
@@ -56,19 +58,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a scenario to play, a YAML file or a shipped name (see qmpsim list); "
         "without it the VM idles, running",
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket at PATH")
-    where.add_argument(
-        "--tcp",
-        metavar="HOST:PORT",
-        type=parse_tcp,
-        help="listen on TCP (loopback only unless --allow-remote; PORT 0 picks a free one)",
-    )
-    parser.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback --tcp host (the monitor has no authentication)",
-    )
+    add_listen_arguments(parser)
     parser.add_argument(
         "--multi", action="store_true", help="serve several clients at once, each its own session"
     )
@@ -82,7 +72,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         choices=_profile_names(),
-        help="which QEMU to speak like (default: the scenario's, else the newest)",
+        help=f"which QEMU to speak like (default: the scenario's, else {DEFAULT_PROFILE})",
     )
     parser.add_argument(
         "-v",
@@ -128,11 +118,7 @@ def _scenario_play_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def serve(args: argparse.Namespace) -> int:
     """``qmpsim serve``."""
-    if args.tcp is not None and not args.allow_remote and not _is_loopback(args.tcp.host):
-        raise UsageError(
-            f"--tcp {args.tcp.host}: not a loopback address; the monitor has no "
-            "authentication, so add --allow-remote to expose it on purpose"
-        )
+    check_listen(args)
     if not args.speed > 0:
         raise UsageError("--speed must be a positive number")
     both = args.control is not None and args.unix is not None
@@ -229,6 +215,7 @@ async def _serve(
 def _random_scenario(args: argparse.Namespace) -> Scenario:
     if args.scenario is not None:
         raise UsageError("--random plays a drawn scenario: give either SCENARIO or --random")
+    from qmpsim.qmp.profiles import DEFAULT_PROFILE
     from qmpsim.testing.walk import random_scenario
 
-    return random_scenario(seed=args.seed or 0, profile=args.profile or "qemu-7.2")
+    return random_scenario(seed=args.seed or 0, profile=args.profile or DEFAULT_PROFILE)

@@ -41,7 +41,10 @@ class ListenError(QmpSimError):
     """A listener could not be started: the message says why and what to do."""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is this machine's loopback."""
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -188,7 +191,7 @@ async def bind_tcp(
     """
     if host == "localhost":
         host = "127.0.0.1"  # one address, so port 0 means one port
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise ListenError(
             f"refusing to listen on {host}: not a loopback address, and the monitor "
             "has no authentication; allow it explicitly (allow_remote=True, --allow-remote)"
