@@ -10,6 +10,7 @@ has programmed them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PCI, USB, VIRTIO_SERIAL, ISA = "PCI", "usb-bus", "virtio-serial-bus", "ISA"
 
@@ -151,3 +152,10 @@ PC_BUILTIN: tuple[tuple[int, int, PciFunction], ...] = (
     ),
     (1, 3, PciFunction(0x680, "Bridge", _INTEL, 0x7113, _REDHAT_SUB, 0x1100, 1)),
 )
+
+
+def machine_type(vm: Any) -> str:
+    """The machine type of a VM description: ``-machine``, else ``pc`` with vCPUs and
+    ``none`` without (a VM given no machine type is what qmpsim has always called one)."""
+    given: str | None = vm.machine
+    return given or ("pc" if vm.cpus > 0 else "none")

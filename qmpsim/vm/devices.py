@@ -19,7 +19,16 @@ from typing import Any
 
 from .backends import Backends
 from .component import Component, on_cause, on_command
-from .device_types import BUS_OF_PARENT, ISA, PC_BUILTIN, PCI, TYPES, DeviceType, PciFunction
+from .device_types import (
+    BUS_OF_PARENT,
+    ISA,
+    PC_BUILTIN,
+    PCI,
+    TYPES,
+    DeviceType,
+    PciFunction,
+    machine_type,
+)
 from .ghash import HashOrder
 from .guest import Guest
 from .values import CommandError, Event, Outcome
@@ -85,7 +94,7 @@ class Devices(Component):
         self._anon_count = 0
         self._macs = 0
         vm = self.host.vm
-        machine = vm.machine or ("pc" if vm.cpus > 0 else "none")
+        machine = machine_type(vm)
         if machine == "pc" or machine.startswith("pc-i440fx"):
             self._buses["pci.0"] = _Bus("pci.0", PCI, "/machine/i440fx/pci.0")
             self._buses["isa.0"] = _Bus("isa.0", ISA, "/machine/unattached/device[2]/isa.0", False)

@@ -70,6 +70,7 @@ from qmpsim.vm.images import (
 from qmpsim.vm.job_kinds import JobStarts
 from qmpsim.vm.jobs import JobError, Jobs
 from qmpsim.vm.replies import GENERATED, LOADS_MODULES, fit_reply, unmodelled_reply
+from qmpsim.vm.suspend import GuestSuspend, Suspend
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
 
 __all__ = [  # the names other modules and users import from here
@@ -93,6 +94,7 @@ __all__ = [  # the names other modules and users import from here
     "GuestPowerdown",
     "GuestReset",
     "GuestShutdown",
+    "GuestSuspend",
     "ImageConfig",
     "JobError",
     "Jobs",
@@ -247,6 +249,7 @@ Cause = (
     | SpiceInitialize
     | SpiceDisconnect
     | BalloonResized
+    | GuestSuspend
 )
 
 
@@ -428,6 +431,7 @@ class Machine:
         Jobs,
         JobStarts,
         Balloon,
+        Suspend,
     )
     """The parts every machine is built of; each declares its commands and causes."""
 
@@ -796,6 +800,9 @@ class Machine:
 
     @on_command("stop")
     def _cmd_stop(self, _args: Mapping[str, Any]) -> Outcome:
+        suspended = self.part(Suspend).stop()
+        if suspended is not None:  # what stop does to a suspended VM depends on the version
+            return Outcome({}, tuple(suspended))
         return Outcome({}, tuple(self._stop("paused")))
 
     @on_command("cont")
@@ -804,10 +811,12 @@ class Machine:
             return Outcome(
                 CommandError("GenericError", "Resetting the Virtual Machine is required")
             )
+        if self.status == "suspended":
+            return Outcome({})  # qmp_cont() leaves a suspended VM to system_wakeup
         self.part(BlockGraph).continued()
         if self.running:
             return Outcome({})
-        self.status = "running"
+        self.status = self.part(Suspend).resumes_to()
         resume = self._event("RESUME")
         # the devices retry their failed requests once the VM runs again, after the reply
         self.part(BlockGraph).resumed()
@@ -817,6 +826,7 @@ class Machine:
     def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
         event = self._event("RESET", self._reset_data(False, "host-qmp-system-reset"))
         self.part(Guest).rebooted()
+        self.part(Suspend).rebooted()
         self.part(BlockGraph).requests_dropped()
         if self.profile.run_states and not self.running:
             self.status = "prelaunch"

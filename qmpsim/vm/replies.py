@@ -212,7 +212,6 @@ _PC_DEVICES: Final = frozenset(
         "query-sgx",
         "query-memory-devices",
         "query-rocker",
-        "query-current-machine",
     )
 )
 
