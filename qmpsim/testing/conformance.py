@@ -59,6 +59,9 @@ RULES: Mapping[str, str] = {
     "job-events": "BLOCK_JOB_READY right after the job turned ready, BLOCK_JOB_PENDING while "
     "it is pending, BLOCK_JOB_COMPLETED/CANCELLED while it is pending or aborting",
     "tray": "DEVICE_TRAY_MOVED of a device says the tray moved: open, closed, open…",
+    "suspend": "WAKEUP only for a suspended VM (a SUSPEND with no RESET, SHUTDOWN or WAKEUP "
+    "since), and no SUSPEND while it is suspended",
+    "balloon-change": "BALLOON_CHANGE reports a positive whole number of 4 KiB pages",
 }
 
 # job.c's JobSTT: the states a job may go to from each state
@@ -326,6 +329,12 @@ class _StreamChecker:
     backend_gone: tuple[int, str] | None = None
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> its last status
     trays: dict[str, bool] = field(default_factory=dict)  # device -> tray open
+    # whether the guest is suspended (None: unknown, the stream began half-way)
+    suspended: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            self.suspended = False
 
     # -- entry points --
 
@@ -357,7 +366,12 @@ class _StreamChecker:
         # a query-status reply reveals the run state
         running = value.get("running") if isinstance(value, dict) else None
         if isinstance(running, bool) and ("singlestep" in value or "status" in value):
-            self.status = "running" if running else "paused"
+            # a suspended VM's vCPUs stopped without a STOP: for STOP and RESUME it
+            # counts as running (QEMU 9.0 on sends STOP when it is paused from there)
+            suspended = value.get("status") == "suspended"
+            self.status = "running" if running or suspended else "paused"
+            if "status" in value:
+                self.suspended = suspended
 
     @property
     def _modern(self) -> bool:
@@ -560,6 +574,29 @@ class _StreamChecker:
     def _on_reset(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "RESET")
         self.needs_reset = False
+        if self.suspended:  # a reset of a suspended VM leaves it in prelaunch, without a STOP
+            self.status = "paused"
+        self.suspended = False
+
+    @_on_event("SUSPEND")
+    def _on_suspend(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        if self.suspended:
+            self._report(line, "suspend", "SUSPEND while the VM is already suspended")
+        self.suspended = True
+
+    @_on_event("WAKEUP")
+    def _on_wakeup(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        if self.suspended is False:
+            self._report(line, "suspend", "WAKEUP of a VM that is not suspended")
+        self.suspended = False
+
+    @_on_event("BALLOON_CHANGE")
+    def _on_balloon_change(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        actual = data.get("actual")
+        if isinstance(actual, int) and (actual <= 0 or actual % 4096):
+            self._report(
+                line, "balloon-change", f"BALLOON_CHANGE actual {actual} is not whole 4 KiB pages"
+            )
 
     @_on_event("POWERDOWN")
     def _on_powerdown(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
@@ -568,6 +605,7 @@ class _StreamChecker:
     @_on_event("SHUTDOWN")
     def _on_shutdown(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "SHUTDOWN")
+        self.suspended = False
         # `quit` and host signals end the process whatever -no-shutdown says
         if self.status != "paused" and data.get("reason") not in ("host-qmp-quit", "host-signal"):
             self.shutdown_line = line
