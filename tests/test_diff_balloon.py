@@ -21,6 +21,7 @@ from qemu_harness import Referee, qemu_process
 from test_diff_devices import Real, Sim, masked, profile_for
 from test_diff_machine import RealMonitor
 
+from qmpsim.testing.conformance import check_events
 from qmpsim.vm.balloon import PAGE, Balloon
 from qmpsim.vm.machine import BalloonResized, DeviceConfig, ManualClock, VmConfig
 
@@ -110,6 +111,8 @@ def test_balloon_targets_reports_and_the_throttle(real_qemu: Referee) -> None:
     assert masked(sim.messages) == masked(real.messages)
     events = [m for m in real.messages if "event" in m]
     assert [e["data"]["actual"] for e in events] == [64 * MiB, 16 * MiB]
+    # the checker's rules hold for what real QEMU sent
+    assert check_events([m for m in real.messages if "event" in m], real_qemu.profile) == []
 
 
 def test_without_a_balloon_device(real_qemu: Referee) -> None:

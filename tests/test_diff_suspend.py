@@ -18,6 +18,7 @@ from test_diff_devices import Message, Real, Sim, masked, profile_for
 from test_diff_guest_power import PM1A_CNT, SLP_EN, wait_for_firmware
 from test_diff_machine import RealMonitor
 
+from qmpsim.testing.conformance import check_events
 from qmpsim.vm.machine import VmConfig
 from qmpsim.vm.suspend import GuestSuspend
 
@@ -76,6 +77,8 @@ def test_the_guest_suspends_to_ram_and_the_host_wakes_it(real_qemu: Referee) -> 
         sim.execute(command, args)
     assert masked(sim.messages) == masked(real.messages)
     assert [m["event"] for m in real.messages if "event" in m][-1] == "WAKEUP"
+    # the checker's rules hold for what real QEMU sent
+    assert check_events([m for m in real.messages if "event" in m], real_qemu.profile) == []
 
 
 @pytest.mark.parametrize("no_shutdown", [True, False], ids=["no-shutdown", "exit"])
