@@ -54,6 +54,10 @@ class Balloon(Component):
         self._target = 0  # num_pages: pages the host asks the guest to give back
         self._pages = 0  # actual: pages the guest has given back
         self._next: float | None = None  # when the driver next reports a size
+        # the vCPUs stopped (a pause, a suspend): from when the driver was last seen
+        # running to when it was last seen stopped; its schedule moves by that much
+        self._seen_running: float | None = None
+        self._stalled: tuple[float, float] | None = None
 
     def _plugged(self) -> str | None:
         """The balloon device's QOM path; a device plugged anew starts empty."""
@@ -109,7 +113,10 @@ class Balloon(Component):
             return
         low, high = config.balloon_delay
         delay = low if low == high else self.host.rng.uniform(low, high)
-        self._next = self.host.clock() + delay
+        now = self.host.clock()
+        self._next = now + delay
+        if not self.host.running:  # a stopped guest starts once it runs again
+            self._stalled = (now, now)
 
     def _report(self, pages: int) -> list[Event]:
         """virtio_balloon_set_config(): a new size, and BALLOON_CHANGE when it changed."""
@@ -128,14 +135,35 @@ class Balloon(Component):
         chunk = max(1, int(config.balloon_rate * STEP) // PAGE)
         move = max(-chunk, min(chunk, gap))
         out = self._report(self._pages + move)
-        self._next = self.host.clock() + STEP if self._pages != self._target else None
+        # the next report is due a step after this one was, however late this one is polled
+        due = self._next
+        self._next = None if self._pages == self._target or due is None else due + STEP
         return out
 
     def next_deadline(self) -> float | None:
         # a guest whose vCPUs are stopped moves nothing; it goes on once they run again
         return self._next if self.host.running else None
 
+    def _stalls(self) -> None:
+        """Keep the driver's schedule to the time its vCPUs ran.
+
+        The machine polls before every command and cause, so the poll before the ``stop``
+        (or the suspend) sees the vCPUs run, and the one before the ``cont`` (or the
+        wake-up) sees them stopped: between the two the driver did nothing.
+        """
+        now = self.host.clock()
+        if not self.host.running:
+            since = now if self._seen_running is None else self._seen_running
+            self._stalled = (since if self._stalled is None else self._stalled[0], now)
+            return
+        if self._stalled is not None and self._next is not None:
+            start, end = self._stalled
+            self._next += end - start
+        self._stalled = None
+        self._seen_running = now
+
     def poll(self) -> list[Event]:
+        self._stalls()
         out: list[Event] = []
         while self._next is not None and self.host.running and not self.host.exited:
             if self._next > self.host.clock():
