@@ -38,6 +38,8 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
     extra: dict[str, Any] = {}
     if vm.uuid is not None:
         extra["uuid"] = vm.uuid
+    if vm.memory is not None:
+        extra["memory"] = vm.memory
     return m.VmConfig(
         name=vm.name,
         no_shutdown=vm.no_shutdown,
@@ -74,6 +76,7 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
         ),
         cpus=vm.cpus,
         guest=None if vm.guest is None else vm.guest.config(),
+        devices=(m.DeviceConfig("virtio-balloon-pci", "balloon0"),) if vm.balloon else (),
         **extra,
     )
 
@@ -164,8 +167,14 @@ class _Show:
             elif isinstance(step, EmitStep):
                 self.line(depth, text, step.event)
             elif isinstance(step, WaitStep):
-                self.clock.advance(step.seconds)
-                due = self.events(self.machine.poll())
+                end = self.clock.now + step.seconds
+                seen: list[m.Event] = []
+                # each deadline in turn, as the engine meets them (a throttle's windows)
+                while (deadline := self.machine.next_deadline()) is not None and deadline < end:
+                    self.clock.now = max(self.clock.now, deadline)
+                    seen += self.machine.poll()
+                self.clock.now = end
+                due = self.events([*seen, *self.machine.poll()])
                 self.line(depth, text, f"{due} (while waiting)" if due else "")
             elif isinstance(step, UntilStep):
                 args = step.arguments or {}
@@ -220,6 +229,9 @@ def _detail(e: m.Event) -> str:
         return f" ({d['action']})"
     if e.name == "RTC_CHANGE":
         return f" ({d['offset']:+d}s)"
+    if e.name == "BALLOON_CHANGE":
+        actual = d["actual"]
+        return f" ({_size(actual) if actual % (1 << 20) == 0 else f'{actual / (1 << 20):.1f}M'})"
     return ""
 
 
@@ -265,9 +277,17 @@ def show_timeline(scenario: Scenario) -> str:
         parts.append(f"SPICE {vm.spice.host}:{vm.spice.port}{' tls' if vm.spice.tls else ''}")
     if vm.cpus:
         parts.append(f"pc, {vm.cpus} vCPU{'s' if vm.cpus > 1 else ''}")
+    if vm.memory is not None:
+        parts.append(f"{_size(vm.memory)} of RAM")
+    if vm.balloon:
+        parts.append("virtio-balloon balloon0")
     if vm.guest:
         g = vm.guest
-        parts.append(f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}")
+        text = f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}"
+        if vm.balloon:
+            rate = "" if g.balloon_rate is None else f" at {_size(g.balloon_rate)}/s"
+            text += f", balloon {g.balloon}{rate if g.balloon == 'follow' else ''}"
+        parts.append(text)
     head.append("; ".join(parts))
     show = _Show(scenario)
     show.run(scenario.steps, 0, live=True)

@@ -208,6 +208,14 @@ _GUEST = _Obj(
             doc="What an eject request on a locked tray does (default `open`).",
         ),
         _Key("tray_delay", _Duration(), doc="How long the guest takes to open it."),
+        _Key(
+            "balloon",
+            _Scalar("str", enum=("follow", "ignore")),
+            doc="What its balloon driver does with a new target (default `follow`; `ignore`: "
+            "no driver).",
+        ),
+        _Key("balloon_delay", _Duration(), doc="How long the driver takes to start moving."),
+        _Key("balloon_rate", _Size(), doc="Bytes a second the driver moves (default 1G)."),
     ),
 )
 _WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi")
@@ -241,6 +249,12 @@ _VM = _Obj(
             "images",
             _List(_IMAGE),
             doc="Image files on the host the VM can open: backing files, mirror targets, ISOs.",
+        ),
+        _Key("memory", _Size(), doc="Guest RAM (`-m`, default 128M)."),
+        _Key(
+            "balloon",
+            _BOOL,
+            doc="A `virtio-balloon-pci` device, id `balloon0` (needs `cpus` >= 1).",
         ),
     ),
 )
@@ -309,6 +323,16 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
         (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),
         lambda a: m.DeviceEjected(a["device"]),
         "the guest ejects a device whose unplug was requested: DEVICE_DELETED",
+    ),
+    "guest-balloon": (
+        (_Key("actual", _Size(), True, "The RAM the guest keeps (rounded down to 4 KiB)."),),
+        lambda a: m.BalloonResized(a["actual"]),
+        "the guest's balloon driver reports its size: BALLOON_CHANGE (one a second at most)",
+    ),
+    "guest-suspend": (
+        (_Key("disk", _BOOL, doc="To disk (S4): SUSPEND_DISK, then a guest shutdown."),),
+        lambda a: m.GuestSuspend(a.get("disk", False)),
+        "the guest suspends itself to RAM: SUSPEND, run state `suspended` until system_wakeup",
     ),
     "guest-refuses-unplug": (
         (_Key("device", _STR, True, "The device's id or QOM path (its `device_del` came)."),),

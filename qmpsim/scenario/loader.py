@@ -377,6 +377,12 @@ class _Loader:
                 return None
             return cls(**{k: v for k, (v, _) in raw[key][0].items()})
 
+        if raw.get("balloon", (False,))[0] and not raw.get("cpus", (0,))[0]:
+            raise self.error(
+                raw["balloon"][1],
+                "vm.balloon",
+                "a balloon device needs a PCI bus: give the VM cpus (1 or more)",
+            )
         return VmSpec(
             name=raw.get("name", (None,))[0],
             uuid=raw.get("uuid", (None,))[0],
@@ -390,6 +396,8 @@ class _Loader:
             cpus=raw.get("cpus", (0,))[0],
             guest=sub("guest", Guest),
             images=images,
+            memory=raw.get("memory", (None,))[0],
+            balloon=raw.get("balloon", (False,))[0],
         )
 
     # steps ---------------------------------------------------------------------------
@@ -541,6 +549,16 @@ class _Loader:
                     f"watchdog action {action!r} does not exist in profile "
                     f"{self.profile.name}; expected one of: {', '.join(values)}",
                 )
+        elif kind == "guest-balloon" and not self.vm.balloon:
+            raise self.error(
+                raw["cause"][1], f"{path}.cause", "guest-balloon needs a balloon: add vm.balloon"
+            )
+        elif kind == "guest-suspend" and not self.vm.cpus:
+            raise self.error(
+                raw["cause"][1],
+                f"{path}.cause",
+                "guest-suspend needs ACPI, which a VM without cpus (-M none) lacks: give it cpus",
+            )
         elif kind == "guest-panic" and "GUEST_PANICKED" not in self.profile.events:
             raise self.error(
                 raw["cause"][1],

@@ -95,6 +95,9 @@ class Guest:
     lock_tray: bool = True
     tray: str = "open"
     tray_delay: float | None = None
+    balloon: str = "follow"
+    balloon_delay: float | None = None
+    balloon_rate: int | None = None
 
     def config(self) -> m.GuestConfig:
         """The machine's guest description."""
@@ -103,13 +106,17 @@ class Guest:
             for k, v in dataclasses.asdict(self).items()
             if k.endswith("_delay") and v is not None
         }
-        return m.GuestConfig(
+        config = m.GuestConfig(
             powerdown=self.powerdown,
             unplug=self.unplug,
             lock_tray=self.lock_tray,
             tray=self.tray,
+            balloon=self.balloon,
             **delays,
         )
+        if self.balloon_rate is None:
+            return config
+        return dataclasses.replace(config, balloon_rate=self.balloon_rate)
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,8 @@ class VmSpec:
     cpus: int = 0
     guest: Guest | None = None
     images: tuple[Image, ...] = ()
+    memory: int | None = None
+    balloon: bool = False
 
 
 @dataclass(frozen=True)
