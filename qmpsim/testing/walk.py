@@ -56,9 +56,11 @@ COMMANDS: tuple[str, ...] = (
     "drive-mirror",
     "job-complete",
     "job-cancel",
+    "balloon",
+    "system_wakeup",
 )
 """Monitor commands a stream may contain the effects of (a NIC's and a mirror's whole
-life among them)."""
+life among them, a balloon target, a wake-up)."""
 
 CAUSES: tuple[str, ...] = (
     "rtc-change",
@@ -77,6 +79,8 @@ CAUSES: tuple[str, ...] = (
     "disk-io",
     "job-error",
     "guest-unplugs",
+    "guest-balloon",
+    "guest-suspend",
 )
 """Causes, named as in scenario files."""
 
@@ -88,13 +92,17 @@ _MOVE_ORDER = (
     "rtc-change",
     "guest-reset",
     "system_powerdown",
-    *CAUSES[2:-1],
+    *CAUSES[2:-3],
     "device_add",
     "device_del",
     "guest-unplugs",
     "drive-mirror",
     "job-complete",
     "job-cancel",
+    "balloon",
+    "guest-balloon",
+    "guest-suspend",
+    "system_wakeup",
     "quit",
 )
 _START = 1_700_000_000.0
@@ -112,7 +120,10 @@ _JOBS = ("drive-mirror", "job-complete", "job-cancel", "job-error")
 # moves that depend on the devices plugged now: a NIC plugged, its unplug asked for, the
 # guest letting go of it (the walk's VMs have no guest OS of their own to do it)
 _DEVICES = ("device_add", "device_del", "guest-unplugs")
+# moves that need a balloon device: a new target, the guest reporting a size (in MiB)
+_BALLOON = ("balloon", "guest-balloon")
 _NIC = "virtio-net-pci"
+_MiB = 1 << 20
 _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
     "spice-connect": m.SpiceConnect,
     "spice-initialize": m.SpiceInitialize,
@@ -488,6 +499,8 @@ class Walk:
                     found += self._job_moves(kind)
                 elif kind in _DEVICES:
                     found += self._device_moves(kind)
+                elif kind in _BALLOON:
+                    found += self._balloon_moves(kind)
                 else:
                     found += self._fixed[kind]
         return found
@@ -498,14 +511,18 @@ class Walk:
 
     def _legal(self, move: _Move) -> bool:
         if move.cause is None:
+            if move.kind == "system_wakeup":  # refused unless the guest sleeps: no event
+                return self.machine.status == "suspended"
             return move.kind in self.machine.profile.commands
         return self.machine.cause_error(move.cause) is None
 
     def _moves(self, kind: str) -> list[_Move]:
         vm = self.machine.vm
         options: list[_Move] = []
-        if kind in COMMANDS and kind not in _JOBS and kind not in _DEVICES:
+        if kind in COMMANDS and kind not in (*_JOBS, *_DEVICES, *_BALLOON):
             options.append(_Move(kind, {}, None))
+        elif kind == "guest-suspend":
+            options.append(_Move(kind, {}, m.GuestSuspend()))
         elif kind == "disk-error":
             options += [_Move(kind, {"device": d.name}, m.DiskError(d.name)) for d in vm.disks]
         elif kind == "disk-io":
@@ -568,12 +585,29 @@ class Walk:
             ]
         return [_Move(kind, {"device": nic}, m.DeviceEjected(nic)) for nic in nics]
 
+    def _balloon_moves(self, kind: str) -> list[_Move]:
+        """A new target, or the guest's driver reporting a size, where a balloon is plugged
+        (the amounts are chosen when the move is made)."""
+        if self.machine.part(m.Balloon).actual() is None:
+            return []
+        if kind == "balloon":
+            return [_Move(kind, {"value": self.machine.vm.memory}, None)]
+        return [_Move(kind, {"actual": self.machine.vm.memory}, m.BalloonResized(0))]
+
     def apply(self, ch: Choices, move: _Move) -> list[m.Event]:
         """Make the move; its arguments that do not decide legality are chosen now."""
         if move.cause is None:
             if move.kind == "device_add":
                 self.nics += 1
-            outcome = self.machine.execute(move.kind, move.args)
+            args = move.args
+            if move.kind == "balloon":  # a target from a quarter of the RAM to all of it
+                args = {
+                    "value": _MiB
+                    * ch.integer(
+                        self.machine.vm.memory // _MiB // 4, self.machine.vm.memory // _MiB
+                    )
+                }
+            outcome = self.machine.execute(move.kind, args)
             # events a command defers until after its reply (a disk's retry)
             return [*outcome.events, *self.machine.poll()]
         args = dict(move.args)
@@ -590,6 +624,10 @@ class Walk:
             args["operation"] = ch.choice(("read", "write", "flush"))
             args["size"] = 4096 * ch.integer(1, 256)
             cause = m.DiskIo(cause.device, args["operation"], args["size"])
+        elif isinstance(cause, m.BalloonResized):
+            ram = self.machine.vm.memory // _MiB
+            args["actual"] = _MiB * ch.integer(ram // 4, ram)
+            cause = m.BalloonResized(args["actual"])
         elif isinstance(cause, m.JobError):
             args["operation"] = ch.choice(("read", "write"))
             cause = m.JobError(cause.job, args["operation"])

@@ -78,6 +78,7 @@ __all__ = [  # the names other modules and users import from here
     "DISK_FORMATS",
     "ERROR_POLICIES",
     "MEDIA",
+    "Balloon",
     "BalloonResized",
     "Cause",
     "Clock",
