@@ -100,6 +100,15 @@ SCRIPTS: dict[str, list[str]] = {
         "?query-block",
     ],
     "flaky-monitor": ["=running", "RESUME", "STOP", "=running", "!?query-version", "~"],
+    # the first size half a second after the request, then one a second until 512M
+    "memory-balloon-slow": [
+        "?query-balloon", '!balloon {"value": 536870912}', "BALLOON_CHANGE", "?query-balloon",
+        *["BALLOON_CHANGE"] * 16, "?query-balloon", "=running",
+    ],
+    "guest-suspend-wakeup": [
+        "SUSPEND", "=suspended", "!cont", "=suspended", "-", "?query-current-machine",
+        "!system_wakeup", "WAKEUP", "=running", "!?system_wakeup",
+    ],
 }
 # fmt: on
 
@@ -238,10 +247,22 @@ def _thin(answers: list[Any]) -> None:
     assert resumed[0]["io-status"] == "ok"
 
 
+def _balloon(answers: list[Any]) -> None:
+    before, on_its_way, done = (a["actual"] for a in answers)
+    assert before == 1 << 30 and done == 512 << 20
+    assert done <= on_its_way < before and on_its_way % 4096 == 0
+
+
+def _wakeup(answers: list[Any]) -> None:
+    assert answers == [{"wakeup-suspend-support": True}]
+
+
 # the answers of a script's "?query" items, judged in order
 CHECKS: dict[str, Callable[[list[Any]], None]] = {
     "mirror-ready-complete": _mirror,
     "thin-disk-resize": _thin,
+    "memory-balloon-slow": _balloon,
+    "guest-suspend-wakeup": _wakeup,
 }
 
 
