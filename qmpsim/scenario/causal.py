@@ -26,7 +26,13 @@ from qmpsim.scenario.model import (
     Where,
 )
 from qmpsim.vm import machine as m
-from qmpsim.vm.display import DisplayCause, display_after, display_key, display_refusal
+from qmpsim.vm.display import (
+    ClientState,
+    DisplayCause,
+    display_after,
+    display_key,
+    display_refusal,
+)
 
 __all__ = ["check_causal"]
 
@@ -45,8 +51,8 @@ class _State:
 
     strict: bool = True
     exited: Where | None = None
-    # each display client or channel (vm.display's key) -> connected|initialized
-    display: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    # each display client or channel (vm.display's key) -> where it is
+    display: dict[tuple[Any, ...], ClientState] = field(default_factory=dict)
 
     def copy(self, strict: bool | None = None) -> _State:
         return _State(self.strict if strict is None else strict, self.exited, dict(self.display))

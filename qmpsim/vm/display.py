@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +79,12 @@ DisplayCause = (
 )
 """A cause that moves one display client (a VNC client, a SPICE channel) along its life."""
 
-CONNECTED = "connected"
-INITIALIZED = "initialized"
+
+class ClientState(enum.Enum):
+    """Where a display client (a VNC client, a SPICE channel) is; not connected: ``None``."""
+
+    CONNECTED = "connected"
+    INITIALIZED = "initialized"
 
 
 def display_key(cause: DisplayCause) -> tuple[str, str] | tuple[str, str, int, int]:
@@ -89,9 +94,9 @@ def display_key(cause: DisplayCause) -> tuple[str, str] | tuple[str, str, int, i
     return ("spice", cause.client, cause.channel_type, cause.channel_id)
 
 
-def display_refusal(cause: DisplayCause, now: str | None) -> str | None:
+def display_refusal(cause: DisplayCause, now: ClientState | None) -> str | None:
     """Why ``cause`` cannot happen to a client that is ``now`` (``None``: not connected,
-    :data:`CONNECTED` or :data:`INITIALIZED`); ``None`` when it can.
+    or a :class:`ClientState`); ``None`` when it can.
 
     The one statement of the display's causal rules: the machine asks it with its
     clients' state, the scenario loader with the state it tracks along a timeline.
@@ -104,17 +109,17 @@ def display_refusal(cause: DisplayCause, now: str | None) -> str | None:
         return f"{label} is already connected" if now is not None else None
     if now is None:
         return f"{label} is not connected"
-    if isinstance(cause, VncInitialize | SpiceInitialize) and now == INITIALIZED:
+    if isinstance(cause, VncInitialize | SpiceInitialize) and now is ClientState.INITIALIZED:
         return f"{label} is already initialized"
     return None
 
 
-def display_after(cause: DisplayCause) -> str | None:
+def display_after(cause: DisplayCause) -> ClientState | None:
     """The state a client is in after ``cause`` happened to it (``None``: gone)."""
     if isinstance(cause, VncConnect | SpiceConnect):
-        return CONNECTED
+        return ClientState.CONNECTED
     if isinstance(cause, VncInitialize | SpiceInitialize):
-        return INITIALIZED
+        return ClientState.INITIALIZED
     return None
 
 
@@ -179,7 +184,13 @@ class Display(Component):
             if self.host.vm.spice is None:
                 return "the VM has no SPICE server (VmConfig.spice)"
             found = self._spice.get((cause.client, cause.channel_type, cause.channel_id))
-        now = None if found is None else INITIALIZED if found.initialized else CONNECTED
+        now = (
+            None
+            if found is None
+            else ClientState.INITIALIZED
+            if found.initialized
+            else ClientState.CONNECTED
+        )
         return display_refusal(cause, now)
 
     def _vnc_data(self, client: _VncClient, *, auth_ids: bool) -> dict[str, Any]:
