@@ -69,6 +69,7 @@ from qmpsim.vm.images import (
 )
 from qmpsim.vm.job_kinds import JobStarts
 from qmpsim.vm.jobs import JobError, Jobs
+from qmpsim.vm.migration import GuestDirtiesMemory, Migration, MigrationTargetLost
 from qmpsim.vm.replies import GENERATED, LOADS_MODULES, fit_reply, unmodelled_reply
 from qmpsim.vm.suspend import GuestSuspend, Suspend
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
@@ -91,6 +92,7 @@ __all__ = [  # the names other modules and users import from here
     "DiskRepaired",
     "Event",
     "GuestConfig",
+    "GuestDirtiesMemory",
     "GuestPanic",
     "GuestPowerdown",
     "GuestReset",
@@ -102,6 +104,7 @@ __all__ = [  # the names other modules and users import from here
     "Machine",
     "MachineError",
     "ManualClock",
+    "MigrationTargetLost",
     "Outcome",
     "RtcChange",
     "SpiceConfig",
@@ -251,6 +254,8 @@ Cause = (
     | SpiceDisconnect
     | BalloonResized
     | GuestSuspend
+    | GuestDirtiesMemory
+    | MigrationTargetLost
 )
 
 
@@ -433,6 +438,7 @@ class Machine:
         JobStarts,
         Balloon,
         Suspend,
+        Migration,
     )
     """The parts every machine is built of; each declares its commands and causes."""
 
