@@ -241,6 +241,8 @@ class Migration(Component):
     # --- the migration thread ---------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if self._step is None:
+            return None
         if self._step == "round" and self.status == "active":
             self._advance()
             return self.host.clock() + self._round_seconds()

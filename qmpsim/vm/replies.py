@@ -6,8 +6,7 @@ every other command of the profile, :func:`unmodelled_reply` gives, in this orde
 1. an answer derived from the VM description where the answer depends on it
    (``query-cpus-fast`` lists one entry per vCPU, ``query-blockstats`` one per
    disk…), shaped like the recorded one where there is one;
-2. a fact of QEMU's own code that no recording shows (``migrate-pause`` outside
-   postcopy);
+2. a fact of QEMU's own code that no recording shows;
 3. the reply the real QEMU of the profile gave to the same request
    (``query-target``, ``qom-list-types``, ``device-list-properties``…);
 4. a reply generated from the command's return type: schema-valid, the same for
@@ -217,12 +216,8 @@ _PC_DEVICES: Final = frozenset(
 
 # --- facts of QEMU's code that recordings do not show ----------------------------------
 
-_KNOWN: Final[Mapping[str, Reply]] = {
-    # migration/migration.c, qmp_migrate_pause(): the VM never migrates here
-    "migrate-pause": _error(
-        "GenericError", "migrate-pause is currently only supported during postcopy-active state"
-    ),
-}
+_KNOWN: Final[Mapping[str, Reply]] = {}
+"""(The postcopy commands' refusals that were here are :mod:`qmpsim.vm.migration`'s.)"""
 
 
 # --- the answer -----------------------------------------------------------------------------
