@@ -223,6 +223,10 @@ def _detail(e: m.Event) -> str:
         if "len" in d:
             return f" ({d['device']} at {_size(d['offset'])} of {_size(d['len'])})"
         return f" ({d.get('id', d.get('device'))})"
+    if e.name == "MIGRATION":
+        return f" ({d['status']})"
+    if e.name == "MIGRATION_PASS":
+        return f" ({d['pass']})"
     if e.name == "DEVICE_TRAY_MOVED":
         return f" ({d['device'] or d['id']} {'open' if d['tray-open'] else 'closed'})"
     if "action" in d:

@@ -379,6 +379,23 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
         lambda a: m.JobError(a["job"], a.get("operation", "write"), a.get("nospace", False)),
         "an I/O error hits a running block job: its on-source-error/on-target-error decides",
     ),
+    "guest-dirties-memory": (
+        (
+            _Key(
+                "rate",
+                _Size(),
+                True,
+                "Bytes of its RAM the guest writes per second (`200M`; 0: idle again).",
+            ),
+        ),
+        lambda a: m.GuestDirtiesMemory(a["rate"]),
+        "the guest's workload dirties memory: a live migration must send it again",
+    ),
+    "migration-target-lost": (
+        (_Key("error", _STR, doc="QEMU's text for it (default: a write on a closed socket)."),),
+        lambda a: m.MigrationTargetLost(a.get("error")),
+        "the migration's destination goes away: the migration fails with that error",
+    ),
     "vnc-connect": (
         (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),
         lambda a: m.VncConnect(a["client"], **_opt(a, "host", "service", "family")),

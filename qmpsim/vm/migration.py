@@ -104,10 +104,11 @@ class Migration(Component):
         self.pass_ = 0
         self._step: str | None = None
         self._due: float | None = None
+        self._at: float | None = None
         self._clear_counters()
 
     def _clear_counters(self) -> None:
-        now = self.host.clock()
+        now = self._now()
         self.start = now
         self.setup_ms = 0
         self.downtime_ms = 0
@@ -127,6 +128,10 @@ class Migration(Component):
         self.since = now
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """The virtual time: the due time of the step being played, else the clock's."""
+        return self.host.clock() if self._at is None else self._at
 
     def _events_on(self) -> bool:
         return self.caps.get("events", False)
@@ -156,7 +161,7 @@ class Migration(Component):
 
     def _schedule(self, step: str | None, seconds: float = 0.0) -> None:
         self._step = step
-        self._due = None if step is None else self.host.clock() + seconds
+        self._due = None if step is None else self._now() + seconds
 
     def _round_seconds(self) -> float:
         zero = self.round_pages - self.round_normal
@@ -164,7 +169,7 @@ class Migration(Component):
 
     def _advance(self) -> None:
         """Send what the time since the last look allowed; the guest dirties meanwhile."""
-        now = self.host.clock()
+        now = self._now()
         elapsed = max(0.0, now - self.since)
         self.since = now
         if self.status not in ("active", "cancelling") or self._step != "round":
@@ -244,8 +249,7 @@ class Migration(Component):
         if self._step is None:
             return None
         if self._step == "round" and self.status == "active":
-            self._advance()
-            return self.host.clock() + self._round_seconds()
+            return self.since + self._round_seconds()
         return self._due
 
     def poll(self) -> list[Event]:
@@ -254,11 +258,16 @@ class Migration(Component):
             due = self.next_deadline()
             if due is None or due > self.host.clock() or self._step is None:
                 return out
-            out += _STEPS[self._step](self)  # each step says what comes next
+            # a step happens at its own time, however late the machine is polled
+            self._at = due
+            try:
+                out += _STEPS[self._step](self)  # each step says what comes next
+            finally:
+                self._at = None
         return out
 
     def _activate(self) -> list[Event]:
-        now = self.host.clock()
+        now = self._now()
         self.setup_ms = round((now - self.start) * 1000)
         self.was_running = self.host.running
         normal = _FIRMWARE_PAGES[self.was_running]
@@ -275,7 +284,7 @@ class Migration(Component):
         """Every page of the bitmap sent: ``migration_iteration_run()`` decides."""
         self._advance()
         self._send(self.round_pages, self.round_normal)  # the round is over
-        if self.host.clock() - self.active_at < BUFFER_DELAY:
+        if self._now() - self.active_at < BUFFER_DELAY:
             # the bandwidth is not measured yet (no threshold): the bitmap, not synced
             # since the start, says nothing is pending, and the migration completes
             return self._switchover()
@@ -294,7 +303,7 @@ class Migration(Component):
         dirty = float(int(self.dirty))
         self.dirty = 0.0
         self.round_pages = self.round_normal = self.round_pages + dirty
-        self.stopped_at = self.host.clock()
+        self.stopped_at = self._now()
         events = self.host.stop("finish-migrate")
         self.host.status = "finish-migrate"
         if self.caps.get("pause-before-switchover", False):
@@ -314,7 +323,7 @@ class Migration(Component):
         return events
 
     def _completed(self) -> list[Event]:
-        now = self.host.clock()
+        now = self._now()
         self.ended_at = now
         self.downtime_ms = round((now - self.stopped_at) * 1000)
         self._schedule(None)
@@ -323,7 +332,7 @@ class Migration(Component):
         return events
 
     def _failed(self) -> list[Event]:
-        self.ended_at = self.host.clock()
+        self.ended_at = self._now()
         return self._set("failed") + self._restart()
 
     def _broken_setup(self) -> list[Event]:
@@ -337,7 +346,7 @@ class Migration(Component):
         return events + self._failed()
 
     def _cancelled(self) -> list[Event]:
-        self.ended_at = self.host.clock()
+        self.ended_at = self._now()
         return self._set("cancelled") + self._restart()
 
     def _restart(self) -> list[Event]:
@@ -370,7 +379,7 @@ class Migration(Component):
             )
         if self.status == "pre-switchover":
             self._step = "continue"
-            self._due = self.host.clock()
+            self._due = self._now()
         return Outcome({})
 
     def _continue(self) -> list[Event]:
@@ -406,7 +415,8 @@ class Migration(Component):
 
     @on_command("query-migrate-parameters")
     def query_migrate_parameters(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome(dict(self.params))
+        # members in the schema's order, QEMU's insertion order (the writer hashes them)
+        return Outcome(_only(self._fields(None, "query-migrate-parameters"), self.params))
 
     @on_command("migrate-start-postcopy")
     def migrate_start_postcopy(self, _args: Mapping[str, Any]) -> Outcome:
@@ -463,7 +473,7 @@ class Migration(Component):
             if self.error is not None and status == "failed":
                 info["error-desc"] = self.error
             return Outcome(info)
-        now = self.host.clock()
+        now = self._now()
         info["ram"] = self._ram(now)
         if status == "completed":
             info["total-time"] = round((self.ended_at - self.start) * 1000)
@@ -478,7 +488,8 @@ class Migration(Component):
         limit = int(self.params.get("downtime-limit", 300))
         if self.pass_ <= 1:
             return limit
-        return round(int(self.dirty) * PAGE_COST * 1000 / self.bandwidth)
+        # what is left to send, at the measured bandwidth
+        return round((self.round_pages + self.dirty) * PAGE * 1000 / self.bandwidth)
 
     def _ram(self, now: float) -> dict[str, Any]:
         done = self.status == "completed"
@@ -506,9 +517,10 @@ class Migration(Component):
         }
         return _only(self._fields("ram"), ram)
 
-    def _fields(self, member: str | None) -> tuple[str, ...]:
-        """The members this QEMU's ``MigrationInfo`` (or its ``ram``) has, in order."""
-        spec = self.host.profile.commands.get("query-migrate")
+    def _fields(self, member: str | None, command: str = "query-migrate") -> tuple[str, ...]:
+        """The members of ``command``'s answer (``MigrationInfo``, or its ``member``) in
+        this QEMU, in order."""
+        spec = self.host.profile.commands.get(command)
         kind: Any = spec.returns if spec is not None else None
         if member is not None and kind is not None:
             kind = next((f.type for f in kind.fields if f.name == member), None)
