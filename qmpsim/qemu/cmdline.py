@@ -156,6 +156,8 @@ class Invocation:
     name: str | None = None
     uuid: str | None = None
     paused: bool = False
+    incoming: str | None = None
+    """``-incoming``: ``defer`` or the URI to wait for the migration's source on."""
     no_shutdown: bool = False
     no_reboot: bool = False
     actions: dict[str, str] = field(default_factory=dict)
@@ -260,6 +262,10 @@ class _Reader:
         self.values["accel"] = ("kvm",)
 
     # --- process -------------------------------------------------------------
+
+    @_option("incoming")
+    def _opt_incoming(self, opt: Parsed) -> None:
+        self.values["incoming"] = opt.arg
 
     @_option("pidfile")
     def _opt_pidfile(self, opt: Parsed) -> None:
@@ -589,6 +595,7 @@ class _Reader:
             name=v.get("name"),
             uuid=v.get("uuid"),
             paused=v.get("paused", False),
+            incoming=v.get("incoming"),
             no_shutdown=self.actions.get("shutdown") == "pause",
             no_reboot=self.actions.get("reboot") == "shutdown",
             actions=dict(self.actions),

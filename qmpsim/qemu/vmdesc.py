@@ -306,6 +306,7 @@ def build_vm(
         name=inv.name,
         no_shutdown=inv.no_shutdown,
         initial_state="prelaunch" if inv.paused else "running",
+        incoming=inv.incoming,
         watchdog=watchdog,
         disks=disks,
         vnc=_vnc(inv.vnc),

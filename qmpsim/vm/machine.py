@@ -69,7 +69,14 @@ from qmpsim.vm.images import (
 )
 from qmpsim.vm.job_kinds import JobStarts
 from qmpsim.vm.jobs import JobError, Jobs
-from qmpsim.vm.migration import GuestDirtiesMemory, Migration, MigrationTargetLost
+from qmpsim.vm.migration import (
+    GuestDirtiesMemory,
+    IncomingCompleted,
+    IncomingConnected,
+    IncomingFailed,
+    Migration,
+    MigrationTargetLost,
+)
 from qmpsim.vm.replies import GENERATED, LOADS_MODULES, fit_reply, unmodelled_reply
 from qmpsim.vm.suspend import GuestSuspend, Suspend
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
@@ -99,6 +106,9 @@ __all__ = [  # the names other modules and users import from here
     "GuestShutdown",
     "GuestSuspend",
     "ImageConfig",
+    "IncomingCompleted",
+    "IncomingConnected",
+    "IncomingFailed",
     "JobError",
     "Jobs",
     "Machine",
@@ -256,6 +266,9 @@ Cause = (
     | GuestSuspend
     | GuestDirtiesMemory
     | MigrationTargetLost
+    | IncomingConnected
+    | IncomingCompleted
+    | IncomingFailed
 )
 
 
@@ -338,6 +351,9 @@ class VmConfig:
     """``(sockets, cores, threads)`` as ``-smp`` gives them; ``None``: QEMU's default."""
     guest: GuestConfig | None = None
     """The guest OS and how it reacts (``None``: no OS answers, as under ``-M none``)."""
+    incoming: str | None = None
+    """``-incoming``: ``defer`` (wait for ``migrate-incoming``) or the URI to listen on;
+    the VM starts in ``inmigrate`` and runs once its state came (``None``: no incoming)."""
 
     def __post_init__(self) -> None:
         if self.initial_state not in INITIAL_STATES:
@@ -810,6 +826,9 @@ class Machine:
         suspended = self.part(Suspend).stop()
         if suspended is not None:  # what stop does to a suspended VM depends on the version
             return Outcome({}, tuple(suspended))
+        if self.status == "inmigrate":  # the VM will not run once its state came
+            self.part(Migration).hold(autostart=False)
+            return Outcome({})
         return Outcome({}, tuple(self._stop("paused")))
 
     @on_command("cont")
@@ -820,6 +839,9 @@ class Machine:
             )
         if self.status == "suspended":
             return Outcome({})  # qmp_cont() leaves a suspended VM to system_wakeup
+        if self.status == "inmigrate":  # it runs once its state came
+            self.part(Migration).hold(autostart=True)
+            return Outcome({})
         self.part(BlockGraph).continued()
         if self.running:
             return Outcome({})

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .component import Component, on_cause, on_command
 from .values import CommandError, Event, Outcome
@@ -71,14 +71,53 @@ class MigrationTargetLost:
     error: str | None = None
 
 
-Connect = Callable[[str, str], str | None]
-"""How the host reaches a destination: ``(transport, address)`` to ``None`` (it
-accepts) or QEMU's text for why not (``Failed to connect to …``), which fails the
-migration after ``migrate`` has returned."""
+@dataclass(frozen=True)
+class IncomingConnected:
+    """The source of an incoming migration connected and began to send (``active``)."""
 
 
-def reachable(_transport: str, _address: str) -> str | None:
+@dataclass(frozen=True)
+class IncomingCompleted:
+    """The incoming stream ended with QEMU's end-of-stream marker: the VM's state is
+    loaded; it runs (RESUME) unless it was started paused (``-S``) and not continued."""
+
+
+@dataclass(frozen=True)
+class IncomingFailed:
+    """The incoming stream broke off (the source failed, was cancelled or went away):
+    ``failed``, and QEMU, which cannot run a half-loaded VM, exits."""
+
+
+class Channel(Protocol):
+    """An outgoing migration's connection, where the host has a network (a linked
+    simulator): the stream's end is written, or the connection dropped."""
+
+    def finish(self) -> None:
+        """The source completed: write the end-of-stream marker and close."""
+
+    def abort(self) -> None:
+        """The source failed or was cancelled: close without the marker."""
+
+
+Connect = Callable[[str, str], "str | Channel | None"]
+"""How the host reaches a destination: ``(transport, address)`` to ``None`` (a
+simulated destination accepts), a :class:`Channel` (a real connection), or QEMU's
+text for why not (``Failed to connect to …``), which fails the migration after
+``migrate`` has returned."""
+
+Listen = Callable[[str, str], "str | dict[str, Any] | None"]
+"""How the host listens for an incoming migration: ``(transport, address)`` to the
+``socket-address`` entry it listens on (``None``: the model makes it from the
+address), or QEMU's text for why it cannot."""
+
+
+def reachable(_transport: str, _address: str) -> str | Channel | None:
     """The default destination: whatever the URI names accepts the stream."""
+    return None
+
+
+def listening(_transport: str, _address: str) -> str | dict[str, Any] | None:
+    """The default listener: the address is the VM's."""
     return None
 
 
@@ -87,6 +126,8 @@ class Migration(Component):
 
     connect: Connect = staticmethod(reachable)
     """Set by whoever gives the VM a network (a linked simulator, a test)."""
+    listen: Listen = staticmethod(listening)
+    """Likewise, for the destination's side."""
 
     def reset(self) -> None:
         profile = self.host.profile
@@ -105,7 +146,17 @@ class Migration(Component):
         self._step: str | None = None
         self._due: float | None = None
         self._at: float | None = None
+        self.channel: Channel | None = None
         self._clear_counters()
+        # the destination's side (``-incoming``)
+        self.incoming = "none"
+        self.listening_on: list[dict[str, Any]] = []
+        self.autostart = self.host.vm.initial_state == "running"
+        self.incoming_uri: str | None = getattr(self.host.vm, "incoming", None)
+        if self.incoming_uri is not None:
+            self.host.status = "inmigrate"
+            if self.incoming_uri != "defer":
+                self._listen(self.incoming_uri)
 
     def _clear_counters(self) -> None:
         now = self._now()
@@ -223,10 +274,13 @@ class Migration(Component):
             events += self._set("failed")
             return Outcome(CommandError("GenericError", parsed.text), tuple(events))
         transport, address = parsed
-        problem = self.connect(transport, address)
-        if problem is not None:
-            self.error = problem
+        reached = self.connect(transport, address)
+        if isinstance(reached, str):
+            self.error = reached
             self._schedule("failed")
+        elif reached is not None:
+            self.channel = reached
+            self._schedule("active", SETUP_SECONDS)
         elif transport == "exec" and not address.strip():
             self._schedule("broken setup", SETUP_SECONDS)
         else:
@@ -327,6 +381,7 @@ class Migration(Component):
         self.ended_at = now
         self.downtime_ms = round((now - self.stopped_at) * 1000)
         self._schedule(None)
+        self._hang_up(finished=True)
         events = self._set("completed")
         self.host.status = "postmigrate"
         return events
@@ -349,9 +404,15 @@ class Migration(Component):
         self.ended_at = self._now()
         return self._set("cancelled") + self._restart()
 
+    def _hang_up(self, *, finished: bool) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.finish() if finished else channel.abort()
+
     def _restart(self) -> list[Event]:
         """``migration_iteration_finish()``: a VM the migration stopped runs again."""
         self._step = None
+        self._hang_up(finished=False)
         if self.host.status != "finish-migrate":
             return []
         if self.was_running:
@@ -452,11 +513,95 @@ class Migration(Component):
             CommandError("GenericError", "Migrate recover can only be run when postcopy is paused.")
         )
 
+    # --- the destination's side ---------------------------------------------------------
+
     @on_command("migrate-incoming")
-    def migrate_incoming(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome(
-            CommandError("GenericError", "'-incoming' was not specified on the command line")
-        )
+    def migrate_incoming(self, args: Mapping[str, Any]) -> Outcome:
+        uri = args.get("uri")
+        if uri is None:
+            uri = _channel_uri(args.get("channels") or [])
+        if self.incoming_uri is None:
+            return Outcome(
+                CommandError("GenericError", "'-incoming' was not specified on the command line")
+            )
+        if self.incoming_uri != "defer" or self.incoming != "none":
+            return Outcome(
+                CommandError("GenericError", "The incoming migration has already been started")
+            )
+        if self.host.status != "inmigrate":
+            return Outcome(
+                CommandError("GenericError", "'-incoming' was not specified on the command line")
+            )
+        early = self.host.profile.version >= _PARSE_BEFORE_SETUP
+        parsed = _parse(str(uri), self.host.profile.version, incoming=True)
+        if isinstance(parsed, _Bad) and early:
+            return Outcome(CommandError("GenericError", parsed.text))
+        events = self._set_incoming("setup")
+        problem = self._listen(str(uri))
+        if problem is not None:
+            self.incoming = "none"  # it may be tried again
+            return Outcome(CommandError("GenericError", problem), tuple(events))
+        return Outcome({}, tuple(events))
+
+    def _listen(self, uri: str) -> str | None:
+        """Listen on ``uri`` for the source; why not, in QEMU's words."""
+        parsed = _parse(uri, self.host.profile.version, incoming=True)
+        if isinstance(parsed, _Bad):
+            return parsed.text
+        transport, address = parsed
+        where = self.listen(transport, address)
+        if isinstance(where, str):
+            return where
+        self.incoming = "setup"
+        if where is None:
+            where = _socket_address(transport, address)
+        self.listening_on = [] if where is None else [where]
+        return None
+
+    def relisten(self) -> str | None:
+        """Listen again on the command line's ``-incoming`` URI (a host that has just
+        given the VM a network does this)."""
+        if self.incoming_uri in (None, "defer") or self.incoming != "setup":
+            return None
+        return self._listen(str(self.incoming_uri))
+
+    def _set_incoming(self, status: str) -> list[Event]:
+        self.incoming = status
+        if not self._events_on():
+            return []
+        return [self.host.event("MIGRATION", {"status": status})]
+
+    def _incoming_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        if self.incoming != "setup" or self.host.profile.version >= (8, 0, 0):
+            info["status"] = self.incoming
+        if self.incoming in ("setup", "active") and self.listening_on:
+            info["socket-address"] = list(self.listening_on)
+        return _only(self._fields(None), info)
+
+    @on_cause(IncomingConnected)
+    def incoming_connected(self, _c: IncomingConnected) -> list[Event]:
+        return self._set_incoming("active")
+
+    @on_cause(IncomingCompleted)
+    def incoming_completed(self, _c: IncomingCompleted) -> list[Event]:
+        events: list[Event] = []
+        if self.autostart:
+            self.host.status = "running"
+            events.append(self.host.event("RESUME"))
+        else:
+            self.host.status = "paused"
+        return events + self._set_incoming("completed")
+
+    @on_cause(IncomingFailed)
+    def incoming_failed(self, _c: IncomingFailed) -> list[Event]:
+        events = self._set_incoming("failed")
+        self.host.exited = True  # "load of migration failed": QEMU exits
+        return events
+
+    def hold(self, autostart: bool) -> None:
+        """``cont`` (``stop``) on a VM waiting for its state: run (or not) once it came."""
+        self.autostart = autostart
 
     # --- query-migrate ----------------------------------------------------------------
 
@@ -465,7 +610,7 @@ class Migration(Component):
         self._advance()
         status = self.status
         if status == "none":
-            return Outcome({})
+            return Outcome(self._incoming_info() if self.incoming != "none" else {})
         info: dict[str, Any] = {"status": status}
         if status == "setup":
             return Outcome(info)
@@ -531,6 +676,10 @@ class Migration(Component):
     def cause_error(self, cause: Any) -> str | None:
         if isinstance(cause, MigrationTargetLost) and self.status not in _RUNNING:
             return f"no migration is under way (its status is {self.status})"
+        if isinstance(cause, IncomingConnected) and self.incoming != "setup":
+            return f"the VM does not wait for a source (incoming migration {self.incoming})"
+        if isinstance(cause, IncomingCompleted | IncomingFailed) and self.incoming != "active":
+            return f"no incoming migration is under way (it is {self.incoming})"
         if isinstance(cause, GuestDirtiesMemory) and cause.rate < 0:
             return f"rate {cause.rate} is negative"
         return None
@@ -580,10 +729,28 @@ class _Bad:
     describe: bool = True
 
 
-def _parse(uri: str, version: tuple[int, int, int]) -> tuple[str, str] | _Bad:
+def _socket_address(transport: str, address: str) -> dict[str, Any] | None:
+    """``query-migrate``'s ``socket-address`` entry for a listening address."""
+    if transport == "unix":
+        return {"path": address, "type": "unix"}
+    if transport == "tcp":
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        entry: dict[str, Any] = {"port": port}
+        if ":" in host:
+            entry["ipv6"] = True
+        elif host.replace(".", "").isdigit():
+            entry["ipv4"] = True
+        return {**entry, "host": host, "type": "inet"}
+    return None
+
+
+def _parse(
+    uri: str, version: tuple[int, int, int], *, incoming: bool = False
+) -> tuple[str, str] | _Bad:
     """``(transport, address)`` of a migration URI, or why the QEMU of ``version``
-    refuses it."""
-    modern = version >= _PARSE_BEFORE_SETUP
+    refuses it (``incoming``: as ``migrate-incoming`` does)."""
+    modern = version >= _PARSE_BEFORE_SETUP or incoming
     scheme, sep, address = uri.partition(":")
     if not sep:
         scheme, address = uri, ""
