@@ -21,6 +21,9 @@ import pytest
 from block_harness import Pair, Real, Sim, events_of, pair
 from qemu_harness import SAFETY_TIMEOUT, Referee
 
+from qmpsim.qmp.profiles import get_profile
+from qmpsim.testing.conformance import check_events
+
 pytestmark = pytest.mark.qemu
 
 TIMING = (
@@ -126,8 +129,16 @@ def compare_fast(referee: Referee, steps: Callable[[Pair], None], hide: tuple[st
             steps(both)
         if not slow(both.real):
             both.compare(hide=hide)
+            conforms(both)
             return
     pytest.fail("QEMU took over 100 ms for its first round three times in a row")
+
+
+def conforms(both: Pair) -> None:
+    """QEMU's own stream, and qmpsim's, pass the checker's rules (migration's among them)."""
+    for side in (both.real, both.sim):
+        events = [m for m in side.messages if "event" in m]
+        assert check_events(events, get_profile(both.sim.machine.profile.name)) == []
 
 
 @pytest.fixture
@@ -195,6 +206,7 @@ def test_cancel_while_active(referee: Referee, out: str) -> None:
         both.run("query-status")
         both.run("migrate_cancel")
     both.compare(hide=(*TIMING, "remaining"))
+    conforms(both)
 
 
 def test_pause_before_switchover_waits_for_migrate_continue(referee: Referee, out: str) -> None:
@@ -237,4 +249,35 @@ def test_refusals(referee: Referee) -> None:
         both.run("query-migrate-capabilities")
         both.run("migrate-set-parameters", {"downtime-limit": 100, "max-bandwidth": 1000})
         both.run("query-migrate-parameters")
+    both.compare()
+
+
+def test_a_destination_waits_in_inmigrate(referee: Referee, tmp_path: Path) -> None:
+    sock = str(tmp_path / "incoming.sock")
+    with pair(referee, ["-incoming", "defer"]) as both:
+        both.run("query-status")
+        both.run("query-migrate")
+        both.run("migrate", {"uri": f"unix:{sock}"})
+        both.run("migrate-set-capabilities", EVENTS_ON)
+        both.run("migrate-incoming", {"uri": "foo:bar"})
+        both.run("query-migrate")
+        both.run("migrate-incoming", {"uri": f"unix:{sock}"})
+        both.run("query-migrate")
+        both.run("migrate-incoming", {"uri": f"unix:{sock}"})
+        both.run("cont")
+        both.run("stop")
+        both.run("query-status")
+        both.run("migrate-recover", {"uri": f"unix:{sock}"})
+        both.run("migrate-pause")
+        both.run("migrate-start-postcopy")
+        both.run("migrate_cancel")
+    both.compare()
+
+
+def test_a_destination_listening_from_its_command_line(referee: Referee, tmp_path: Path) -> None:
+    sock = str(tmp_path / "incoming.sock")
+    with pair(referee, ["-incoming", f"unix:{sock}"]) as both:
+        both.run("query-migrate")
+        both.run("query-status")
+        both.run("migrate-incoming", {"uri": f"unix:{sock}"})
     both.compare()

@@ -62,7 +62,31 @@ RULES: Mapping[str, str] = {
     "suspend": "WAKEUP only for a suspended VM (a SUSPEND with no RESET, SHUTDOWN or WAKEUP "
     "since), and no SUSPEND while it is suspended",
     "balloon-change": "BALLOON_CHANGE reports a positive whole number of 4 KiB pages",
+    "migration-status": "MIGRATION follows QEMU's migration state machine: setup first, "
+    "then only the transitions migration.c makes, a new migration only after one ended",
+    "migration-pass": "MIGRATION_PASS counts a migration's passes 1, 2, 3… while it runs",
+    "migration-stop": "a source's MIGRATION completed comes once the VM stopped (STOP)",
 }
+
+# migration.c's moves between MigrationStatus values (source and destination)
+_MIGRATION_MOVES: Mapping[str, frozenset[str]] = {
+    "none": frozenset({"setup"}),
+    "setup": frozenset({"active", "failed", "cancelling"}),
+    "active": frozenset(
+        {"pre-switchover", "device", "completed", "failed", "cancelling", "postcopy-active"}
+    ),
+    "pre-switchover": frozenset({"device", "failed", "cancelling"}),
+    "device": frozenset({"completed", "failed", "cancelling", "postcopy-active"}),
+    "postcopy-active": frozenset({"postcopy-paused", "completed", "failed"}),
+    "postcopy-paused": frozenset({"postcopy-recover-setup", "postcopy-recover", "failed"}),
+    "postcopy-recover-setup": frozenset({"postcopy-recover", "postcopy-paused", "failed"}),
+    "postcopy-recover": frozenset({"postcopy-active", "postcopy-paused", "failed"}),
+    "cancelling": frozenset({"cancelled", "failed"}),
+    "completed": frozenset({"setup"}),
+    "failed": frozenset({"setup"}),
+    "cancelled": frozenset({"setup"}),
+}
+_MIGRATING = frozenset({"setup", "active", "pre-switchover", "device", "cancelling"})
 
 # job.c's JobSTT: the states a job may go to from each state
 _JOB_MOVES: Mapping[str, frozenset[str]] = {
@@ -335,6 +359,8 @@ class _StreamChecker:
     def __post_init__(self) -> None:
         if self.status is not None:
             self.suspended = False
+    migration: str | None = None  # the last MIGRATION status (None: none seen)
+    passes: int = 0  # the current migration's MIGRATION_PASS count
 
     # -- entry points --
 
@@ -542,6 +568,33 @@ class _StreamChecker:
             self._report(line, "tray", f"the tray of {device} moved to {where}, where it was")
         if isinstance(open_, bool):
             self.trays[device] = open_
+
+    # -- migration --
+
+    @_on_event("MIGRATION")
+    def _on_migration(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        status = data.get("status")
+        if not isinstance(status, str):
+            return
+        before = self.migration
+        # a migration met in the middle of its life starts wherever the stream finds it
+        if before is not None and status not in _MIGRATION_MOVES.get(before, frozenset()):
+            self._report(line, "migration-status", f"migration went from {before} to {status}")
+        if status == "setup" and before != "setup":
+            self.passes = 0
+        if status == "completed" and self.passes and self.status == "running":
+            self._report(line, "migration-stop", "the migration completed while the VM runs")
+        self.migration = status
+
+    @_on_event("MIGRATION_PASS")
+    def _on_migration_pass(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        count = data.get("pass")
+        if self.migration is not None and self.migration not in _MIGRATING:
+            self._report(line, "migration-pass", f"a pass while the migration is {self.migration}")
+        elif isinstance(count, int) and self.migration is not None and count != self.passes + 1:
+            self._report(line, "migration-pass", f"pass {count} after pass {self.passes}")
+        if isinstance(count, int):
+            self.passes = count
 
     @_on_event("STOP")
     def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
