@@ -45,6 +45,7 @@ from qmpsim.qmp.protocol import (
 from qmpsim.qmp.transcript import Direction, Entry, Transcript, arguments_match
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message
 from qmpsim.runtime.listen import accept_loop, bind_tcp, bind_unix
+from qmpsim.runtime.migration_link import link as link_migration
 from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 
 __all__ = [
@@ -296,6 +297,7 @@ class Simulator:
         self._flush_soon()
         if self.responder is not None:
             nursery.start_soon(self.responder.run)
+        link_migration(self)  # its migrations over real sockets where they are local
 
     async def __aexit__(
         self,

@@ -1,0 +1,205 @@
+"""Migration between simulators over real sockets.
+
+A simulator migrates for real where the address is on this host: ``migrate
+unix:PATH`` and ``tcp:`` to a loopback address connect a socket, and
+``migrate-incoming`` (or ``-incoming URI``, ``vm.incoming``) listens on one.  The
+stream is QEMU's in outline: the source writes QEMU's magic and version when it
+connects, and, when it completes, the end-of-stream marker (``QEMU_VM_EOF``)
+before it closes; a source that fails or is cancelled closes without it.  The
+destination turns what it reads into causes of its machine: the source connected
+(``active``), the stream ended with the marker (RESUME, ``completed``) or without
+it (``failed``, and the VM exits, as QEMU does).  A source whose destination
+closes the connection fails as QEMU's does (``Unable to write to socket: Broken
+pipe``).  Other addresses (``tcp:`` to a remote host, ``exec:``) stay simulated:
+they accept the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+from typing import Any, Protocol
+
+import trio
+
+from qmpsim.runtime.listen import ListenError, bind_unix
+from qmpsim.vm.machine import Cause, Event, Machine
+from qmpsim.vm.migration import (
+    Channel,
+    IncomingCompleted,
+    IncomingConnected,
+    IncomingFailed,
+    Migration,
+    MigrationTargetLost,
+)
+from qmpsim.vm.values import MachineError
+
+
+class Simulator(Protocol):
+    """What the link needs of a :class:`~qmpsim.runtime.server.Simulator` (which
+    imports this module)."""
+
+    @property
+    def machine(self) -> Machine: ...
+
+    def cause(self, cause: Cause) -> list[Event]: ...
+
+    def _require_nursery(self) -> trio.Nursery: ...
+
+
+MAGIC = b"QEVM\x00\x00\x00\x03"
+"""What a QEMU migration stream starts with: ``QEMU_VM_FILE_MAGIC`` and version 3."""
+EOF_MARKER = b"\x10"
+"""``QEMU_VM_EOF``: the last byte of a completed stream."""
+_CONNECT_TIMEOUT = 5.0
+
+
+def link(sim: Simulator) -> None:
+    """Give ``sim``'s VM a network: its migrations go over real sockets where the
+    address is local, and an ``-incoming`` URI it was started with is listened on."""
+    part = sim.machine.part(Migration)
+    part.connect = lambda transport, address: _connect(sim, transport, address)
+    part.listen = lambda transport, address: _listen(sim, transport, address)
+    problem = part.relisten()
+    if problem is not None:
+        raise MachineError(f"-incoming {part.incoming_uri}: {problem}")
+
+
+def _local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split(address: str) -> tuple[str, int] | None:
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def _connect(sim: Simulator, transport: str, address: str) -> str | Channel | None:
+    if transport == "unix":
+        family: socket.AddressFamily = socket.AF_UNIX
+        target: Any = address
+    elif transport == "tcp" and (split := _split(address)) is not None and _local(split[0]):
+        family, target = (socket.AF_INET6 if ":" in split[0] else socket.AF_INET), split
+    else:
+        return None  # a simulated destination
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(_CONNECT_TIMEOUT)  # a local peer answers at once
+    try:
+        sock.connect(target)
+        sock.sendall(MAGIC)
+    except OSError as exc:
+        sock.close()
+        return f"Failed to connect to '{address}': {os.strerror(exc.errno or errno.EIO)}"
+    sock.setblocking(False)
+    stream = _Stream(sock)
+    sim._require_nursery().start_soon(stream.watch, sim)
+    return stream
+
+
+class _Stream:
+    """The source's end of a migration connection (a :class:`Channel`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(EOF_MARKER)
+        self._close()
+
+    def abort(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+    async def watch(self, sim: Simulator) -> None:
+        """The destination hanging up before the end: the migration fails."""
+        try:
+            await trio.lowlevel.wait_readable(self.sock)
+        except (trio.ClosedResourceError, OSError):
+            return  # closed here: finished or aborted
+        if self.closed:
+            return
+        with contextlib.suppress(OSError):
+            if self.sock.recv(1):
+                return  # a return path: QEMU's destination speaks only when asked
+        part = sim.machine.part(Migration)
+        if part.channel is self:
+            with contextlib.suppress(MachineError):
+                sim.cause(MigrationTargetLost())
+
+
+def _listen(sim: Simulator, transport: str, address: str) -> str | dict[str, Any] | None:
+    if transport == "unix":
+        try:
+            bound = bind_unix(address, backlog=1)
+        except ListenError as exc:
+            return str(exc)
+        listener, close = bound.listener(), bound.close
+        where: dict[str, Any] = {"path": address, "type": "unix"}
+    elif transport == "tcp" and (split := _split(address)) is not None:
+        # bound now, not with listen.bind_tcp (a coroutine): a command's handler cannot
+        # wait, and QEMU's answer says the port it bound
+        host, port = split
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host or "0.0.0.0", port))
+            sock.listen(1)
+        except OSError as exc:
+            sock.close()
+            return f"Failed to bind socket: {os.strerror(exc.errno or errno.EIO)}"
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        close = listener.socket.close
+        bound_host, bound_port = sock.getsockname()[:2]
+        where = {"port": str(bound_port)}
+        where["ipv6" if family == socket.AF_INET6 else "ipv4"] = True
+        where |= {"host": bound_host, "type": "inet"}
+    else:
+        return None  # simulated: nothing to listen on
+    sim._require_nursery().start_soon(_receive, sim, listener, close)
+    return where
+
+
+async def _receive(sim: Simulator, listener: trio.SocketListener, close: Any) -> None:
+    """Accept the source (QEMU takes one), then turn its stream into the destination's
+    causes."""
+    try:
+        stream = await listener.accept()
+    finally:
+        close()
+    async with stream:
+        _cause(sim, IncomingConnected())
+        last = b""
+        while data := await _read(stream):
+            last = data[-1:]
+        _cause(sim, IncomingCompleted() if last == EOF_MARKER else IncomingFailed())
+
+
+async def _read(stream: trio.SocketStream) -> bytes:
+    try:
+        return bytes(await stream.receive_some(1 << 16))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
+
+
+def _cause(sim: Simulator, cause: Any) -> None:
+    with contextlib.suppress(MachineError):  # the VM was reset or has exited meanwhile
+        sim.cause(cause)
