@@ -1,4 +1,5 @@
-"""docs/migration.md: its Python example prints what the page says; the show output is current."""
+"""docs/migration.md: its Python examples print what the page says; the show outputs are
+current."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import io
 import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from qmpsim.scenario.dryrun import show_timeline
 from qmpsim.scenario.library import resolve
@@ -19,9 +22,10 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
-def test_the_python_example_prints_what_the_page_shows() -> None:
-    (code,) = blocks("python")
-    printed, _show = blocks("text")
+@pytest.mark.parametrize("index", [0, 1], ids=["one-vm", "two-vms"])
+def test_the_python_examples_print_what_the_page_shows(index: int) -> None:
+    code = blocks("python")[index]
+    printed = [t for t in blocks("text") if not t.startswith("$ ")][index]
     out = io.StringIO()
     namespace: dict[str, Any] = {"__name__": "migration_doc_example"}
     with contextlib.redirect_stdout(out):
@@ -29,9 +33,11 @@ def test_the_python_example_prints_what_the_page_shows() -> None:
     assert out.getvalue() == printed
 
 
-def test_the_show_output_is_the_shipped_scenarios() -> None:
-    _printed, shown = blocks("text")
-    command, _, output = shown.partition("\n")
-    name = command.split()[-1]
-    assert command == f"$ qmpsim show {name}"
-    assert output == show_timeline(load_scenario(resolve(name)))
+def test_the_show_outputs_are_the_shipped_scenarios() -> None:
+    shown = [t for t in blocks("text") if t.startswith("$ ")]
+    assert len(shown) == 2
+    for text in shown:
+        command, _, output = text.partition("\n")
+        name = command.split()[-1]
+        assert command == f"$ qmpsim show {name}"
+        assert output == show_timeline(load_scenario(resolve(name)))

@@ -110,6 +110,11 @@ SCRIPTS: dict[str, list[str]] = {
     "guest-suspend-wakeup": [
         "SUSPEND", "=suspended", "!cont", "=suspended", "-", "?query-current-machine",
         "!system_wakeup", "WAKEUP", "=running", "!?system_wakeup",
+    "live-migration": [
+        "=inmigrate",
+        '!migrate-set-capabilities {"capabilities": [{"capability": "events", "state": true}]}',
+        '!migrate-incoming {"uri": "tcp:127.0.0.1:0"}', "MIGRATION", "?query-migrate",
+        "=inmigrate",
     "migration-bandwidth-raised": [
         '!migrate-set-capabilities {"capabilities": [{"capability": "events", "state": true}]}',
         '!migrate {"uri": "tcp:10.0.0.2:4444"}', "MIGRATION", "MIGRATION_PASS", "MIGRATION",
@@ -284,8 +289,16 @@ def _migration(answers: list[Any]) -> None:
     assert done["ram"]["transferred"] > later["ram"]["transferred"]
 
 
+def _listening(answers: list[Any]) -> None:
+    (info,) = answers  # the source comes in tests/test_migration_serve.py
+    (where,) = info["socket-address"]
+    assert where["host"] == "127.0.0.1" and where["type"] == "inet"
+    assert int(where["port"]) > 0  # port 0 asked: the one bound
+
+
 # the answers of a script's "?query" items, judged in order
 CHECKS: dict[str, Callable[[list[Any]], None]] = {
+    "live-migration": _listening,
     "migration-bandwidth-raised": _migration,
     "mirror-ready-complete": _mirror,
     "thin-disk-resize": _thin,

@@ -77,6 +77,7 @@ def vm_config(vm: VmSpec) -> m.VmConfig:
         cpus=vm.cpus,
         guest=None if vm.guest is None else vm.guest.config(),
         devices=(m.DeviceConfig("virtio-balloon-pci", "balloon0"),) if vm.balloon else (),
+        incoming=vm.incoming,
         **extra,
     )
 
@@ -292,6 +293,9 @@ def show_timeline(scenario: Scenario) -> str:
             rate = "" if g.balloon_rate is None else f" at {_size(g.balloon_rate)}/s"
             text += f", balloon {g.balloon}{rate if g.balloon == 'follow' else ''}"
         parts.append(text)
+        parts.append(f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}")
+    if vm.incoming:
+        parts.append(f"-incoming {vm.incoming} (waits in inmigrate for its source)")
     head.append("; ".join(parts))
     show = _Show(scenario)
     show.run(scenario.steps, 0, live=True)

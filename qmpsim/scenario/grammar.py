@@ -246,6 +246,12 @@ _VM = _Obj(
         ),
         _Key("guest", _GUEST, doc="A guest OS that reacts to the host (default: none reacts)."),
         _Key(
+            "incoming",
+            _Scalar("str", pattern=r"^(defer|(tcp|unix|exec|vsock|file):.+)$"),
+            doc="`-incoming`: `defer` (wait for `migrate-incoming`) or the URI to wait on"
+            " (`unix:PATH`, `tcp:HOST:PORT`); the VM waits in `inmigrate` for its source.",
+        ),
+        _Key(
             "images",
             _List(_IMAGE),
             doc="Image files on the host the VM can open: backing files, mirror targets, ISOs.",

@@ -398,6 +398,7 @@ class _Loader:
             images=images,
             memory=raw.get("memory", (None,))[0],
             balloon=raw.get("balloon", (False,))[0],
+            incoming=raw.get("incoming", (None,))[0],
         )
 
     # steps ---------------------------------------------------------------------------

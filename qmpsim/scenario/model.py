@@ -137,6 +137,7 @@ class VmSpec:
     images: tuple[Image, ...] = ()
     memory: int | None = None
     balloon: bool = False
+    incoming: str | None = None
 
 
 @dataclass(frozen=True)
