@@ -1,4 +1,4 @@
-"""Outgoing live migration: QEMU's precopy state machine, on the virtual clock.
+"""Live migration: QEMU's precopy state machine on the virtual clock, and the destination.
 
 ``migrate`` checks its URI as the profile's QEMU does, then goes through
 ``setup`` (before the reply) and ``active`` (after it, with the first
@@ -13,6 +13,13 @@ the rest (a last MIGRATION_PASS) and completes: run state ``postmigrate``.  A
 guest that dirties memory faster than the bandwidth never gets there, until
 ``migrate-set-parameters max-bandwidth`` raises it.  MIGRATION and
 MIGRATION_PASS go out only with the ``events`` capability, as in QEMU.
+
+A VM started with ``-incoming`` (``VmConfig.incoming``) is a destination: it waits
+in ``inmigrate`` for its source, listening where ``migrate-incoming`` (or its
+command line) says, and runs once its state came (:class:`IncomingCompleted`).
+Where the host has a network (:mod:`qmpsim.runtime.migration_link`) the
+:attr:`Migration.connect` and :attr:`Migration.listen` hooks make both ends real
+sockets; without one, any destination accepts the stream.
 
 What a guestless ``-M pc`` reaches — the events and their order, the run
 states, ``query-migrate``'s members per status, the refusals and their texts —
@@ -392,13 +399,12 @@ class Migration(Component):
 
     def _broken_setup(self) -> list[Event]:
         """``exec:`` with no command: the shell exits and the first write fails."""
-        if self.host.profile.version >= (9, 0, 0):
-            self.error = "ram_save_setup failed: Input/output error"
-            events = self._sync() + self._set("active")
-        else:
-            self.error = "Unable to write to command: Broken pipe"
-            events = self._sync() + self._set("active")
-        return events + self._failed()
+        self.error = (
+            "ram_save_setup failed: Input/output error"
+            if self.host.profile.version >= (9, 0, 0)
+            else "Unable to write to command: Broken pipe"
+        )
+        return self._sync() + self._set("active") + self._failed()
 
     def _cancelled(self) -> list[Event]:
         self.ended_at = self._now()
