@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from block_harness import Pair, Real, Sim, events_of, pair
-from qemu_harness import SAFETY_TIMEOUT, Referee
+from qemu_harness import SAFETY_TIMEOUT, Referee, qemu_process
+from test_diff_machine import RealMonitor
 
 from qmpsim.qmp.profiles import get_profile
 from qmpsim.testing.conformance import check_events
@@ -281,3 +282,31 @@ def test_a_destination_listening_from_its_command_line(referee: Referee, tmp_pat
         both.run("query-status")
         both.run("migrate-incoming", {"uri": f"unix:{sock}"})
     both.compare()
+
+
+def test_a_real_qemu_migrates_into_a_simulator(real_qemu: Referee, tmp_path: Path) -> None:
+    from qmpsim.runtime.background import BackgroundSimulator
+    from qmpsim.runtime.server import Simulator
+    from qmpsim.vm.machine import VmConfig
+
+    uri = f"unix:{tmp_path / 'incoming.sock'}"
+    waiting = Simulator(vm=VmConfig(machine="pc", cpus=1, incoming=uri))
+    with (
+        BackgroundSimulator(waiting, unix=tmp_path / "qmp.sock") as bg,
+        qemu_process("-M", "pc", referee=real_qemu) as path,
+    ):
+        source = RealMonitor(path)
+        try:
+            source.execute("migrate-set-capabilities", EVENTS_ON)
+            source.execute("migrate", {"uri": uri})
+            while not _reached(source.messages, "completed"):
+                source.messages.append(json.loads(source.file.readline()))
+            deadline = time.monotonic() + SAFETY_TIMEOUT
+            while bg.call(lambda: waiting.machine.status) == "inmigrate":
+                assert time.monotonic() < deadline, "the simulator never took the VM's state"
+                time.sleep(0.01)  # waiting on the simulator's thread reading a real stream
+            assert bg.call(lambda: waiting.machine.status) == "running"
+            info = bg.call(lambda: waiting.machine.execute("query-migrate", {}).reply)
+            assert info == {"status": "completed"}
+        finally:
+            source.close()

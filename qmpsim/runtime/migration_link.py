@@ -52,8 +52,9 @@ class Simulator(Protocol):
 
 MAGIC = b"QEVM\x00\x00\x00\x03"
 """What a QEMU migration stream starts with: ``QEMU_VM_FILE_MAGIC`` and version 3."""
-EOF_MARKER = b"\x10"
-"""``QEMU_VM_EOF``: the last byte of a completed stream."""
+EOF_MARKER = b"\x00"
+"""``QEMU_VM_EOF``: what a completed stream ends with (a real QEMU adds its device
+description after it)."""
 _CONNECT_TIMEOUT = 5.0
 
 
@@ -187,10 +188,30 @@ async def _receive(sim: Simulator, listener: trio.SocketListener, close: Any) ->
         close()
     async with stream:
         _cause(sim, IncomingConnected())
-        last = b""
+        tail = b""
         while data := await _read(stream):
-            last = data[-1:]
-        _cause(sim, IncomingCompleted() if last == EOF_MARKER else IncomingFailed())
+            tail = (tail + data)[-_TAIL:]
+        _cause(sim, IncomingCompleted() if _complete(tail) else IncomingFailed())
+
+
+_TAIL = 1 << 20
+"""How much of a stream's end is kept to recognise it (QEMU's device description, which
+follows its end-of-stream marker, is tens of KiB)."""
+_VMDESC = b"\x06"  # QEMU_VM_VMDESCRIPTION: a 4-byte length, then JSON
+
+
+def _complete(tail: bytes) -> bool:
+    """Whether a stream ended as a completed migration's does: with QEMU's end-of-stream
+    marker, or with the marker and then the device description a real QEMU appends."""
+    if tail.endswith(EOF_MARKER):
+        return True
+    at = tail.rfind(EOF_MARKER + _VMDESC)
+    while at >= 0:
+        start = at + 2 + 4
+        if int.from_bytes(tail[at + 2 : start], "big") == len(tail) - start:
+            return True
+        at = tail.rfind(EOF_MARKER + _VMDESC, 0, at)
+    return False
 
 
 async def _read(stream: trio.SocketStream) -> bytes:
