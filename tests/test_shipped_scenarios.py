@@ -110,11 +110,13 @@ SCRIPTS: dict[str, list[str]] = {
     "guest-suspend-wakeup": [
         "SUSPEND", "=suspended", "!cont", "=suspended", "-", "?query-current-machine",
         "!system_wakeup", "WAKEUP", "=running", "!?system_wakeup",
+    ],
     "live-migration": [
         "=inmigrate",
         '!migrate-set-capabilities {"capabilities": [{"capability": "events", "state": true}]}',
         '!migrate-incoming {"uri": "tcp:127.0.0.1:0"}', "MIGRATION", "?query-migrate",
         "=inmigrate",
+    ],
     "migration-bandwidth-raised": [
         '!migrate-set-capabilities {"capabilities": [{"capability": "events", "state": true}]}',
         '!migrate {"uri": "tcp:10.0.0.2:4444"}', "MIGRATION", "MIGRATION_PASS", "MIGRATION",
@@ -274,6 +276,8 @@ def _balloon(answers: list[Any]) -> None:
 
 def _wakeup(answers: list[Any]) -> None:
     assert answers == [{"wakeup-suspend-support": True}]
+
+
 def _migration(answers: list[Any]) -> None:
     early, later, done = answers
     # 200 MiB/s dirtied, 128 MiB/s sent: each pass finds the guest's RAM dirty again

@@ -293,7 +293,6 @@ def show_timeline(scenario: Scenario) -> str:
             rate = "" if g.balloon_rate is None else f" at {_size(g.balloon_rate)}/s"
             text += f", balloon {g.balloon}{rate if g.balloon == 'follow' else ''}"
         parts.append(text)
-        parts.append(f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}")
     if vm.incoming:
         parts.append(f"-incoming {vm.incoming} (waits in inmigrate for its source)")
     head.append("; ".join(parts))

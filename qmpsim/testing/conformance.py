@@ -359,6 +359,7 @@ class _StreamChecker:
     def __post_init__(self) -> None:
         if self.status is not None:
             self.suspended = False
+
     migration: str | None = None  # the last MIGRATION status (None: none seen)
     passes: int = 0  # the current migration's MIGRATION_PASS count
 
