@@ -93,3 +93,11 @@ def test_shell_examples_succeed(line: str, tmp_path: Path) -> None:
         assert (tmp_path / "events.jsonl").stat().st_size > 0, f"{line!r} wrote nothing"
     else:
         assert result.stdout.strip(), f"{line!r} printed nothing"
+
+
+def test_the_number_of_shipped_scenarios_is_the_readmes() -> None:
+    from qmpsim.scenario.library import shipped_scenarios
+
+    said = re.search(r"(\d+) scenarios ship with qmpsim", README.read_text())
+    assert said is not None
+    assert int(said.group(1)) == len(shipped_scenarios())
