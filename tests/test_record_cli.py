@@ -104,3 +104,33 @@ def test_a_file_that_is_not_a_transcript_is_one_line(
     assert err == f"qmpsim scenario-from: {bad}:1: malformed transcript entry: 'client'\n"
     assert main(["replay", str(tmp_path / "missing.jsonl"), "--unix", "x.sock"]) == 1
     assert "No such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["record", "--upstream", "/nonexistent/qemu.sock", "--tcp", "0.0.0.0:4444"],
+        ["replay", "/nonexistent/session.jsonl", "--tcp", "192.168.122.1:4444"],
+    ],
+    ids=["record", "replay"],
+)
+def test_a_remote_tcp_host_needs_allow_remote(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # refused before anything is opened: the same rule and text as serve's
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert "not a loopback address; the monitor has no authentication" in capsys.readouterr().err
+
+
+def test_localhost_is_loopback() -> None:
+    from qmpsim.runtime.listen import is_loopback
+
+    assert [is_loopback(h) for h in ("localhost", "127.0.0.1", "::1", "10.0.0.7", "x")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
