@@ -84,7 +84,7 @@ class DiskConfig:
     """A block device: ``-drive file=…,format=…,if=virtio,rerror=…,werror=…``.
 
     Left empty, ``node_name``, ``file``, ``qdev`` and ``actual_size`` are filled in
-    by :class:`~qmpsim.vm.machine.VmConfig`, per disk, as QEMU would: an automatic
+    by :class:`~qmpsim.vm.description.VmConfig`, per disk, as QEMU would: an automatic
     ``#blockNNN`` node name, ``/var/lib/qemu/NAME.qcow2`` (``.img`` when raw), the
     disk's own virtio device, and the size of a freshly created image.  A ``thin``
     disk is thin-provisioned: only such a disk can run out of space (ENOSPC).  A
