@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .component import Component, on_cause, on_command
+from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse, socket_address
 from .values import CommandError, Event, Outcome
 
 PAGE = 4096
@@ -57,8 +58,6 @@ _FIRMWARE_PAGES = {True: 111, False: 49}
 
 _RUNNING = ("setup", "active", "pre-switchover", "device", "cancelling", "postcopy-active")
 """``migration_is_running()``: states in which a new migration is refused."""
-_PARSE_BEFORE_SETUP = (8, 2, 0)
-"""From QEMU 8.2 (``migrate_uri_parse``) a malformed URI is refused before ``setup``."""
 
 
 @dataclass(frozen=True)
@@ -263,19 +262,19 @@ class Migration(Component):
     def migrate(self, args: Mapping[str, Any]) -> Outcome:
         uri = args.get("uri")
         if uri is None:
-            uri = _channel_uri(args.get("channels") or [])
+            uri = channel_uri(args.get("channels") or [])
         refused = self._refusal()
         if refused is not None:
             return Outcome(CommandError("GenericError", refused))
-        early = self.host.profile.version >= _PARSE_BEFORE_SETUP
-        parsed = _parse(str(uri), self.host.profile.version)
-        if isinstance(parsed, _Bad) and (early and parsed.early):
+        early = self.host.profile.version >= PARSE_BEFORE_SETUP
+        parsed = parse(str(uri), self.host.profile.version)
+        if isinstance(parsed, Bad) and (early and parsed.early):
             return Outcome(CommandError("GenericError", parsed.text))
         self._clear_counters()
         self.error = None
         self.pass_ = 0
         events = self._set("setup")
-        if isinstance(parsed, _Bad):
+        if isinstance(parsed, Bad):
             if parsed.describe:
                 self.error = parsed.text
             events += self._set("failed")
@@ -525,7 +524,7 @@ class Migration(Component):
     def migrate_incoming(self, args: Mapping[str, Any]) -> Outcome:
         uri = args.get("uri")
         if uri is None:
-            uri = _channel_uri(args.get("channels") or [])
+            uri = channel_uri(args.get("channels") or [])
         if self.incoming_uri is None:
             return Outcome(
                 CommandError("GenericError", "'-incoming' was not specified on the command line")
@@ -538,9 +537,9 @@ class Migration(Component):
             return Outcome(
                 CommandError("GenericError", "'-incoming' was not specified on the command line")
             )
-        early = self.host.profile.version >= _PARSE_BEFORE_SETUP
-        parsed = _parse(str(uri), self.host.profile.version, incoming=True)
-        if isinstance(parsed, _Bad) and early:
+        early = self.host.profile.version >= PARSE_BEFORE_SETUP
+        parsed = parse(str(uri), self.host.profile.version, incoming=True)
+        if isinstance(parsed, Bad) and early:
             return Outcome(CommandError("GenericError", parsed.text))
         events = self._set_incoming("setup")
         problem = self._listen(str(uri))
@@ -551,8 +550,8 @@ class Migration(Component):
 
     def _listen(self, uri: str) -> str | None:
         """Listen on ``uri`` for the source; why not, in QEMU's words."""
-        parsed = _parse(uri, self.host.profile.version, incoming=True)
-        if isinstance(parsed, _Bad):
+        parsed = parse(uri, self.host.profile.version, incoming=True)
+        if isinstance(parsed, Bad):
             return parsed.text
         transport, address = parsed
         where = self.listen(transport, address)
@@ -560,7 +559,7 @@ class Migration(Component):
             return where
         self.incoming = "setup"
         if where is None:
-            where = _socket_address(transport, address)
+            where = socket_address(transport, address)
         self.listening_on = [] if where is None else [where]
         return None
 
@@ -720,93 +719,3 @@ _STEPS: dict[str, Callable[[Migration], list[Event]]] = {
     "broken setup": Migration._broken_setup,
     "cancelled": Migration._cancelled,
 }
-
-
-# --- URIs ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Bad:
-    """A URI QEMU refuses: its text; ``early``: refused before ``setup`` from 8.2;
-    ``describe``: ``query-migrate`` shows the text as ``error-desc``."""
-
-    text: str
-    early: bool = True
-    describe: bool = True
-
-
-def _socket_address(transport: str, address: str) -> dict[str, Any] | None:
-    """``query-migrate``'s ``socket-address`` entry for a listening address."""
-    if transport == "unix":
-        return {"path": address, "type": "unix"}
-    if transport == "tcp":
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-        entry: dict[str, Any] = {"port": port}
-        if ":" in host:
-            entry["ipv6"] = True
-        elif host.replace(".", "").isdigit():
-            entry["ipv4"] = True
-        return {**entry, "host": host, "type": "inet"}
-    return None
-
-
-def _parse(
-    uri: str, version: tuple[int, int, int], *, incoming: bool = False
-) -> tuple[str, str] | _Bad:
-    """``(transport, address)`` of a migration URI, or why the QEMU of ``version``
-    refuses it (``incoming``: as ``migrate-incoming`` does)."""
-    modern = version >= _PARSE_BEFORE_SETUP or incoming
-    scheme, sep, address = uri.partition(":")
-    if not sep:
-        scheme, address = uri, ""
-    if scheme in ("tcp", "vsock"):
-        _, colon, port = address.rpartition(":")
-        if not colon or not port:
-            return _Bad(f"error parsing address '{address}'")
-        return scheme, address
-    if scheme == "unix":
-        if not address:
-            return _Bad("invalid Unix socket address")
-        return scheme, address
-    if scheme == "exec":
-        return scheme, address
-    if scheme == "fd":
-        if modern and not address:
-            return _Bad("invalid file descriptor address")
-        # getfd's descriptors are not modelled: no name is ever found
-        return _Bad(f"File descriptor named '{address}' has not been found", early=False)
-    if scheme == "file" and modern:
-        if not address:
-            return _Bad("Could not create '': No such file or directory", early=False)
-        return scheme, address
-    if scheme == "rdma":
-        if ":" not in address:
-            return _Bad(f"RDMA ERROR: bad RDMA migration address '{address}'", early=False)
-        return _Bad("RDMA ERROR: could not create CM channel", early=False)
-    if modern:
-        return _Bad(f"unknown migration protocol: {uri}")
-    return _Bad("Parameter 'uri' expects a valid migration protocol", describe=False)
-
-
-def _channel_uri(channels: list[Mapping[str, Any]]) -> str:
-    """The URI a ``channels`` argument (QEMU 8.2+) names, for the main channel."""
-    for channel in channels:
-        if channel.get("channel-type") != "main":
-            continue
-        addr = channel.get("addr", {})
-        transport = addr.get("transport")
-        if transport == "socket":
-            kind = addr.get("type")
-            if kind == "inet":
-                return f"tcp:{addr.get('host')}:{addr.get('port')}"
-            if kind == "unix":
-                return f"unix:{addr.get('path')}"
-            if kind == "fd":
-                return f"fd:{addr.get('str')}"
-            return f"vsock:{addr.get('cid')}:{addr.get('port')}"
-        if transport == "exec":
-            return "exec:" + " ".join(addr.get("args", []))
-        if transport == "file":
-            return f"file:{addr.get('filename')}"
-    return ""
