@@ -12,6 +12,7 @@ import pytest
 from qmpsim.qmp.profiles import CommandSpec, Object, ProfileSpec, get_profile
 from qmpsim.vm.component import Component, Timers, dispatch_table, on_cause, on_command
 from qmpsim.vm.machine import Machine, ManualClock, modelled_commands
+from qmpsim.vm.power import Power
 from qmpsim.vm.values import Event, MachineError, Outcome
 
 
@@ -59,7 +60,7 @@ def test_two_parts_claiming_one_command_is_refused() -> None:
             return Outcome({})
 
     with pytest.raises(TypeError, match="query-status"):
-        dispatch_table(Machine, (Other,))
+        dispatch_table(Machine, (Power, Other))
 
 
 def test_the_machine_routes_to_its_components() -> None:

@@ -14,12 +14,10 @@ from typing import Any
 from qmpsim.vm.display import SpiceConfig, VncConfig
 from qmpsim.vm.guest import GuestConfig
 from qmpsim.vm.images import DiskConfig, ImageConfig, check_disks, complete_disks
+from qmpsim.vm.runstate import INITIAL_STATES
 from qmpsim.vm.values import MachineError
 
 __all__ = ["INITIAL_STATES", "ChardevConfig", "DeviceConfig", "VmConfig"]
-
-INITIAL_STATES = ("running", "paused", "prelaunch")
-"""The run states a VM may start in (``prelaunch`` is ``-S``)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The VM model: run state, devices, causal rules and what each command does.
+"""The VM model's façade: one machine over its components, and what they share.
 
 The machine is sans-I/O and clock-driven: time comes from an injected clock and
 randomness from an injected ``random.Random``.  It answers commands with an
@@ -8,16 +8,19 @@ conformant event sequence QEMU would emit.  Events QEMU throttles, and events
 that come after a reply, wait in the machine until :meth:`Machine.poll` hands
 them out; :meth:`Machine.next_deadline` says when.
 
-The machine is a façade: run state and the watchdog are its own, each other
-area (disks included) is a component of :mod:`qmpsim.vm` (``Machine.COMPONENTS``),
-and one dispatch table routes every command and cause to its handler.
+Every area of the VM is a component of :mod:`qmpsim.vm` (``Machine.COMPONENTS``):
+run control and power (:mod:`~qmpsim.vm.power`), the watchdog, the RTC, the
+monitor's own answers, displays, guest, devices, disks, jobs, balloon, suspend
+and migration; one dispatch table routes every command and cause to its handler.
+The machine keeps what they share: the run state (changed only as
+:mod:`qmpsim.vm.runstate`'s table allows), the throttle, the timers, the clock and
+the seeded generator.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,8 +44,6 @@ from qmpsim.vm.component import (
     Timer,
     Timers,
     dispatch_table,
-    on_cause,
-    on_command,
 )
 from qmpsim.vm.description import ChardevConfig, DeviceConfig, VmConfig
 from qmpsim.vm.devices import DeviceEjected, Devices, UnplugRefused
@@ -76,15 +77,32 @@ from qmpsim.vm.migration import (
     Migration,
     MigrationTargetLost,
 )
+from qmpsim.vm.monitor import Monitor
+from qmpsim.vm.power import (
+    GuestPanic,
+    GuestPowerdown,
+    GuestReset,
+    GuestShutdown,
+    HostSignal,
+    Power,
+)
 from qmpsim.vm.replies import GENERATED, LOADS_MODULES, fit_reply, unmodelled_reply
+from qmpsim.vm.rtc import RTC_PATHS, Rtc, RtcChange, rtc_path
+from qmpsim.vm.runstate import INITIAL_STATES, RUN_STATES, RunState, rules
 from qmpsim.vm.suspend import GuestSuspend, Suspend
+from qmpsim.vm.throttle import Throttle
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
+from qmpsim.vm.watchdog import Watchdog, WatchdogAction, WatchdogExpired
+from qmpsim.vm.watchdog import exits as watchdog_exits
 
 __all__ = [  # the names other modules and users import from here
     "DEFAULT_SIZE",
     "DISK_FORMATS",
     "ERROR_POLICIES",
+    "INITIAL_STATES",
     "MEDIA",
+    "RTC_PATHS",
+    "RUN_STATES",
     "Balloon",
     "BalloonResized",
     "Cause",
@@ -106,6 +124,7 @@ __all__ = [  # the names other modules and users import from here
     "GuestReset",
     "GuestShutdown",
     "GuestSuspend",
+    "HostSignal",
     "ImageConfig",
     "IncomingCompleted",
     "IncomingConnected",
@@ -118,6 +137,7 @@ __all__ = [  # the names other modules and users import from here
     "MigrationTargetLost",
     "Outcome",
     "RtcChange",
+    "RunState",
     "SpiceConfig",
     "SpiceConnect",
     "SpiceDisconnect",
@@ -130,6 +150,7 @@ __all__ = [  # the names other modules and users import from here
     "VncConnect",
     "VncDisconnect",
     "VncInitialize",
+    "WatchdogAction",
     "WatchdogExpired",
     "cause_exits",
     "modelled_commands",
@@ -138,30 +159,6 @@ __all__ = [  # the names other modules and users import from here
 ]
 
 _C = TypeVar("_C", bound=Component)
-
-RUN_STATES = (
-    "debug",
-    "inmigrate",
-    "internal-error",
-    "io-error",
-    "paused",
-    "postmigrate",
-    "prelaunch",
-    "finish-migrate",
-    "restore-vm",
-    "running",
-    "save-vm",
-    "shutdown",
-    "suspended",
-    "watchdog",
-    "guest-panicked",
-    "colo",
-)
-"""QEMU 7.2's ``RunState`` values, as ``query-status`` reports them."""
-
-# runstate_needs_reset(): the states only system_reset leaves.  guest-panicked is not
-# one of them: QEMU 7.2 resumes a panicked guest on `cont` (tests/test_diff_guest_devices.py).
-_NEEDS_RESET = ("shutdown", "internal-error")
 
 
 class UnmodelledCommand(MachineError):
@@ -197,49 +194,6 @@ def virtual_clock(start: float, elapsed: Callable[[], float]) -> Clock:
     return lambda: start + elapsed()
 
 
-# --- causes: things that happen to the VM, which the machine turns into events ---
-
-
-@dataclass(frozen=True)
-class WatchdogExpired:
-    """The watchdog timer expired; ``action`` overrides the VM's configured one."""
-
-    action: str | None = None
-
-
-@dataclass(frozen=True)
-class RtcChange:
-    """The guest wrote its RTC: ``offset`` seconds from host UTC."""
-
-    offset: int
-
-
-@dataclass(frozen=True)
-class GuestShutdown:
-    """The guest powered itself off (ACPI shutdown, halt)."""
-
-
-@dataclass(frozen=True)
-class GuestReset:
-    """The guest rebooted itself."""
-
-
-@dataclass(frozen=True)
-class GuestPanic:
-    """The guest kernel panicked (pvpanic)."""
-
-
-@dataclass(frozen=True)
-class GuestPowerdown:
-    """An ACPI power button press reached the guest (what ``system_powerdown`` does)."""
-
-
-@dataclass(frozen=True)
-class HostSignal:
-    """The host asked QEMU to terminate (SIGTERM, SIGINT or SIGHUP): SHUTDOWN
-    ``{guest: false, reason: host-signal}``, then QEMU exits, even under ``-no-shutdown``."""
-
-
 Cause = (
     DiskError
     | DiskRepaired
@@ -269,6 +223,20 @@ Cause = (
     | IncomingCompleted
     | IncomingFailed
 )
+"""Things that happen to the VM, which the machine turns into events."""
+
+# the causes that come from a guest whose vCPUs run
+_GUEST_CAUSES = (
+    DiskError,
+    DiskIo,
+    WatchdogExpired,
+    RtcChange,
+    GuestShutdown,
+    GuestReset,
+    GuestPanic,
+    DeviceEjected,
+    UnplugRefused,
+)
 
 
 def cause_exits(cause: Cause, *, watchdog: str | None, no_shutdown: bool) -> bool:
@@ -280,36 +248,13 @@ def cause_exits(cause: Cause, *, watchdog: str | None, no_shutdown: bool) -> boo
     the same answers.
     """
     if isinstance(cause, WatchdogExpired):
-        return (cause.action or watchdog) == "poweroff"
+        return watchdog_exits(cause, watchdog)
     if isinstance(cause, HostSignal):
         return True  # qemu_system_killed(): whatever -no-shutdown says
     return isinstance(cause, GuestShutdown | GuestPanic) and not no_shutdown
 
 
-RTC_PATHS: tuple[tuple[tuple[int, int, int], str], ...] = (
-    ((8, 0, 0), "/machine/unattached/device[3]/rtc"),
-    ((0, 0, 0), "/machine/unattached/device[9]"),
-)
-"""Where a ``pc``'s RTC sits in the QOM tree, from the QEMU version on: an ISA device
-of its own (measured on 7.2.22), then a child of the PIIX south bridge (measured on
-10.0.2).  The move came with QEMU 8.0's PIIX rework, by QEMU's history: the versions
-between 7.2 and 10.0 are not measured."""
-
-
-def rtc_path(profile: ProfileSpec) -> str:
-    """The QOM path of a ``pc``'s RTC in ``profile``'s QEMU."""
-    return next(path for since, path in RTC_PATHS if profile.version >= since)
-
-
 # --- the machine -----------------------------------------------------------------
-
-
-@dataclass
-class _Window:
-    """QEMU's per-event throttle state: when the window closes, and the one pending event."""
-
-    closes: float
-    pending: Event | None = None
 
 
 class _Generator:
@@ -337,6 +282,10 @@ class Machine:
     """
 
     COMPONENTS: ClassVar[tuple[type[Component], ...]] = (
+        Power,
+        Watchdog,
+        Rtc,
+        Monitor,
         Display,
         Guest,
         Backends,
@@ -359,7 +308,6 @@ class Machine:
     seed: int | None = None
     """The seed of the generator when none is given (0 by default); a reset makes
     it again rather than rewinding a copy (a fleet holds thousands of machines)."""
-    status: str = field(init=False, default="running")
     strict_commands: bool = False
     """Refuse (:class:`UnmodelledCommand`) a command whose reply would be generated."""
 
@@ -372,6 +320,7 @@ class Machine:
         self._commands, self._causes = _routes(type(self))
         self._parts: dict[type[Component], Component] = {k: k(self) for k in self.COMPONENTS}
         self._timers = Timers()
+        self._throttle = Throttle(self)
         self.reset()
 
     def reset(self) -> None:
@@ -383,18 +332,34 @@ class Machine:
             self.__dict__["_rng"] = None  # made from the seed again when needed
         else:
             self.rng.setstate(self._rng_start.getstate())
-        self.status = self.vm.initial_state
+        # the VM as described starts where it says (QEMU gets there from prelaunch)
+        self._booting = True
+        self._status = RunState(self.vm.initial_state)
         self.exited = False
         self._modules_loaded = False
-        self._windows: dict[str, _Window] = {}
+        self._throttle.clear()
         self._timers.clear()
         for part in self._parts.values():
             part.reset()
+        self._booting = False
+
+    @property
+    def status(self) -> RunState:
+        """The run state, as ``query-status`` reports it."""
+        return self._status
+
+    @status.setter
+    def status(self, state: str) -> None:
+        # runstate_set(): a move QEMU's table forbids is a defect of the model
+        if self._booting:
+            self._status = RunState(state)
+        else:
+            self._status = rules(self.profile).change(self._status, state)
 
     @property
     def running(self) -> bool:
         """Whether the guest's vCPUs run (``query-status``'s ``running``)."""
-        return self.status == "running"
+        return self._status == RunState.RUNNING
 
     # --- events ---------------------------------------------------------------
 
@@ -406,7 +371,8 @@ class Machine:
             seconds, micro = seconds + 1, micro - 1_000_000
         return seconds, micro
 
-    def _event(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
+    def event(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
+        """An event stamped now and validated against the profile (``CatalogError`` otherwise)."""
         seconds, micro = self._now()
         event = Event(name, data, seconds, micro)
         problems = validate_event(self.profile, event.message())
@@ -425,24 +391,12 @@ class Machine:
 
         It bypasses the model: the run state does not change and nothing is throttled.
         """
-        return self._event(name, data)
+        return self.event(name, data)
 
     def emit_raw(self, name: str, data: Any = None) -> Event:
         """An event exactly as given, not validated: for testing how clients take bad input."""
         seconds, micro = self._now()
         return Event(name, data, seconds, micro)
-
-    def _send(self, event: Event) -> list[Event]:
-        """Pass ``event`` through QEMU's throttle: the events that go out now."""
-        rate = self.profile.throttle.get(event.name)
-        if not rate:
-            return [event]
-        window = self._windows.get(event.name)
-        if window is None:
-            self._windows[event.name] = _Window(self.clock() + rate)
-            return [event]
-        window.pending = event
-        return []
 
     def poll(self) -> list[Event]:
         """Events that became due by the clock's current time.
@@ -455,21 +409,11 @@ class Machine:
             out += part.poll()
         while not self.exited and (timer := self._timers.pop_due(self.clock())) is not None:
             out += timer.action()
-        now = self.clock()
-        due = sorted((w.closes, name) for name, w in self._windows.items() if w.closes <= now)
-        for _, name in due:
-            window = self._windows[name]
-            if window.pending is None:
-                del self._windows[name]
-            else:
-                out.append(window.pending)
-                window.pending = None
-                window.closes = now + self.profile.throttle[name]
-        return out
+        return out + self._throttle.poll()
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` next has something to do, on the clock's scale."""
-        deadlines: list[float | None] = [w.closes for w in self._windows.values()]
+        deadlines: list[float | None] = [self._throttle.next_deadline()]
         deadlines += (part.next_deadline() for part in self._parts.values())
         if not self.exited:  # an exited VM runs nothing more
             deadlines.append(self._timers.next_deadline())
@@ -477,45 +421,33 @@ class Machine:
 
     def pending_events(self) -> list[Event]:
         """Throttled events held back, oldest first, without releasing them."""
-        held = [w.pending for w in self._windows.values() if w.pending is not None]
-        return sorted(held, key=lambda e: (e.seconds, e.microseconds))
-
-    def _stop(self, state: str) -> list[Event]:
-        """``vm_stop(state)``: a STOP event only when the guest was running."""
-        if not self.running:
-            return []
-        self.status = state
-        return [self._event("STOP")]
-
-    def _reset_data(self, guest: bool, reason: str) -> dict[str, Any] | None:
-        return {"guest": guest, "reason": reason} if self.profile.run_states else None
+        return self._throttle.pending()
 
     # --- what components use (qmpsim.vm.component.Host) ---------------------------
 
-    def event(self, name: str, data: Mapping[str, Any] | None = None) -> Event:
-        """An event stamped now and validated against the profile (``CatalogError`` otherwise)."""
-        return self._event(name, data)
-
     def send(self, event: Event) -> list[Event]:
         """``event`` through QEMU's per-event throttle: what goes out now."""
-        return self._send(event)
+        return self._throttle.send(event)
 
     def stop(self, state: str) -> list[Event]:
         """``vm_stop(state)``: STOP when the vCPUs ran, and the new run state."""
-        return self._stop(state)
+        if not self.running:
+            return []
+        self.status = state
+        return [self.event("STOP")]
 
     def shutdown(self, reason: str, *, guest: bool = True) -> list[Event]:
         """SHUTDOWN, then STOP under ``-no-shutdown`` or the VM's exit."""
-        out = [self._event("SHUTDOWN", self._reset_data(guest, reason))]
+        out = [self.event("SHUTDOWN", self.reset_data(guest, reason))]
         if self.vm.no_shutdown:
-            out += self._stop("shutdown")
+            out += self.stop(RunState.SHUTDOWN)
         else:
             self.exited = True
         return out
 
     def reset_data(self, guest: bool, reason: str) -> dict[str, Any] | None:
         """SHUTDOWN/RESET data for this profile (``None`` where QEMU sent none)."""
-        return self._reset_data(guest, reason)
+        return {"guest": guest, "reason": reason} if self.profile.run_states else None
 
     def after(self, seconds: float, action: Action) -> Timer:
         """Run ``action`` ``seconds`` from now on the clock, once (a reset drops it)."""
@@ -533,23 +465,8 @@ class Machine:
         """Why ``cause`` cannot happen now (``None``: it can)."""
         if self.exited:
             return "the VM has exited"
-        guest = (
-            DiskError,
-            DiskIo,
-            WatchdogExpired,
-            RtcChange,
-            GuestShutdown,
-            GuestReset,
-            GuestPanic,
-            DeviceEjected,
-            UnplugRefused,
-        )
-        if isinstance(cause, guest) and not self.running:
+        if isinstance(cause, _GUEST_CAUSES) and not self.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
-        if isinstance(cause, WatchdogExpired) and (cause.action or self.vm.watchdog) is None:
-            return "the VM has no watchdog (VmConfig.watchdog) and the cause names no action"
-        if isinstance(cause, GuestPanic) and "GUEST_PANICKED" not in self.profile.events:
-            return f"profile {self.profile.name} has no guest panic notification"
         route = self._causes.get(type(cause))
         if route is None:
             return f"{type(cause).__name__} is not a cause this machine knows"
@@ -572,67 +489,6 @@ class Machine:
 
     def _target(self, route: Route) -> Any:
         return self if route.part is None else self._parts[route.part]
-
-    @on_cause(WatchdogExpired)
-    def _on_WatchdogExpired(self, c: WatchdogExpired) -> list[Event]:
-        action = c.action or self.vm.watchdog
-        assert action is not None
-        out = self._send(self._event("WATCHDOG", {"action": action}))
-        if action == "reset":
-            out.append(self._event("RESET", self._reset_data(True, "guest-reset")))
-            self.part(Guest).rebooted()
-        elif action == "pause":
-            out += self._stop("watchdog")
-        elif action == "shutdown":
-            out += self._power_button()
-        elif action == "poweroff":
-            self.exited = True
-        return out
-
-    @on_cause(RtcChange)
-    def _on_RtcChange(self, c: RtcChange) -> list[Event]:
-        data: dict[str, Any] = {"offset": c.offset}
-        if self.profile.run_states:
-            data["qom-path"] = self.vm.rtc_qom_path or rtc_path(self.profile)
-        return self._send(self._event("RTC_CHANGE", data))
-
-    @on_cause(GuestShutdown)
-    def _on_GuestShutdown(self, _c: GuestShutdown) -> list[Event]:
-        return self.shutdown("guest-shutdown")
-
-    @on_cause(GuestReset)
-    def _on_GuestReset(self, _c: GuestReset) -> list[Event]:
-        self.part(Guest).rebooted()
-        return [self._event("RESET", self._reset_data(True, "guest-reset"))]
-
-    @on_cause(GuestPanic)
-    def _on_GuestPanic(self, _c: GuestPanic) -> list[Event]:
-        # qemu_system_guest_panicked() with the default -action panic=shutdown
-        if self.vm.no_shutdown:
-            return [
-                self._event("GUEST_PANICKED", {"action": "pause"}),
-                *self._stop("guest-panicked"),
-            ]
-        out = [self._event("GUEST_PANICKED", {"action": "poweroff"})]
-        out += self._stop("guest-panicked")
-        out.append(self._event("SHUTDOWN", self._reset_data(True, "guest-panic")))
-        self.exited = True
-        return out
-
-    @on_cause(GuestPowerdown)
-    def _on_GuestPowerdown(self, _c: GuestPowerdown) -> list[Event]:
-        return self._power_button()
-
-    def _power_button(self) -> list[Event]:
-        """``qemu_system_powerdown``: POWERDOWN, and the guest decides what follows."""
-        self.part(Guest).power_button()
-        return [self._event("POWERDOWN")]
-
-    @on_cause(HostSignal)
-    def _on_HostSignal(self, _c: HostSignal) -> list[Event]:
-        # qemu_system_killed() forces the poweroff action: no STOP, whatever -no-shutdown says
-        self.exited = True
-        return [self._event("SHUTDOWN", self._reset_data(False, "host-signal"))]
 
     # --- commands -------------------------------------------------------------
 
@@ -685,142 +541,6 @@ class Machine:
         if "error" in reply:
             return Outcome(CommandError(reply["error"]["class"], reply["error"]["desc"]))
         return Outcome(reply["return"])
-
-    @on_command("query-status")
-    def _cmd_query_status(self, _args: Mapping[str, Any]) -> Outcome:
-        reply: dict[str, Any] = {"running": self.running, "singlestep": False}
-        if self.profile.run_states:
-            reply["status"] = self.status
-        return Outcome(reply)
-
-    @on_command("query-version")
-    def _cmd_query_version(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome(self.profile.greeting()["QMP"]["version"])
-
-    @on_command("query-commands")
-    def _cmd_query_commands(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome([{"name": name} for name in self.profile.commands])
-
-    @on_command("query-name")
-    def _cmd_query_name(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome({} if self.vm.name is None else {"name": self.vm.name})
-
-    @on_command("query-uuid")
-    def _cmd_query_uuid(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome({"UUID": self.vm.uuid})
-
-    @on_command("query-kvm")
-    def _cmd_query_kvm(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome({"enabled": self.vm.kvm_enabled, "present": self.vm.kvm_present})
-
-    @on_command("stop")
-    def _cmd_stop(self, _args: Mapping[str, Any]) -> Outcome:
-        suspended = self.part(Suspend).stop()
-        if suspended is not None:  # what stop does to a suspended VM depends on the version
-            return Outcome({}, tuple(suspended))
-        if self.status == "inmigrate":  # the VM will not run once its state came
-            self.part(Migration).hold(autostart=False)
-            return Outcome({})
-        return Outcome({}, tuple(self._stop("paused")))
-
-    @on_command("cont")
-    def _cmd_cont(self, _args: Mapping[str, Any]) -> Outcome:
-        if self.profile.run_states and self.status in _NEEDS_RESET:
-            return Outcome(
-                CommandError("GenericError", "Resetting the Virtual Machine is required")
-            )
-        if self.status == "suspended":
-            return Outcome({})  # qmp_cont() leaves a suspended VM to system_wakeup
-        if self.status == "inmigrate":  # it runs once its state came
-            self.part(Migration).hold(autostart=True)
-            return Outcome({})
-        self.part(BlockGraph).continued()
-        if self.running:
-            return Outcome({})
-        self.status = self.part(Suspend).resumes_to()
-        resume = self._event("RESUME")
-        # the devices retry their failed requests once the VM runs again, after the reply
-        self.part(BlockGraph).resumed()
-        return Outcome({}, (resume,))
-
-    @on_command("system_reset")
-    def _cmd_system_reset(self, _args: Mapping[str, Any]) -> Outcome:
-        event = self._event("RESET", self._reset_data(False, "host-qmp-system-reset"))
-        self.part(Guest).rebooted()
-        self.part(Suspend).rebooted()
-        self.part(BlockGraph).requests_dropped()
-        if self.profile.run_states and not self.running:
-            self.status = "prelaunch"
-        return Outcome({}, (event,))
-
-    @on_command("system_powerdown")
-    def _cmd_system_powerdown(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome({}, tuple(self._power_button()))
-
-    @on_command("quit")
-    def _cmd_quit(self, _args: Mapping[str, Any]) -> Outcome:
-        event = self._event("SHUTDOWN", self._reset_data(False, "host-qmp-quit"))
-        self.exited = True
-        return Outcome({}, (event,), close=True)
-
-    @on_command("human-monitor-command")
-    def _cmd_human_monitor_command(self, args: Mapping[str, Any]) -> Outcome:
-        line = str(args.get("command-line", ""))
-        cpu = args.get("cpu-index")
-        if cpu is not None and not 0 <= cpu < self.vm.cpus:
-            return Outcome(
-                CommandError("GenericError", "Parameter 'cpu-index' expects a CPU number")
-            )
-        words = line.split()
-        if not words:
-            return Outcome("")
-        if (
-            words[0] in ("stop", "cont", "c", "system_reset", "system_powerdown")
-            and len(words) == 1
-        ):
-            command = "cont" if words[0] == "c" else words[0]
-            route = self._commands[command]
-            outcome: Outcome = route.handler(self._target(route), {})
-            if isinstance(outcome.reply, CommandError):
-                return Outcome(f"Error: {outcome.reply.desc}\r\n", outcome.events)
-            return Outcome("", outcome.events)
-        what = " ".join(words[1:]) if words[0] == "info" and len(words) <= 2 else None
-        info = self._hmp_info(what)
-        if info is not None:
-            return Outcome(info)
-        match = re.match(r"\s*(info\s+\S+|\S+)", line)
-        name = match.group(1) if match else line
-        return Outcome(f"unknown command: '{name}'\r\n")
-
-    def _hmp_info(self, what: str | None) -> str | None:
-        if what == "":
-            return "".join(f"info {name}  -- {text}\r\n" for name, text in _HMP_INFO.items())
-        if what == "status":
-            text = "VM status: " + ("running" if self.running else "paused")
-            if self.profile.run_states and self.status not in ("running", "paused"):
-                text += f" ({self.status})"
-            return text + "\r\n"
-        if what == "version":
-            major, minor, micro = self.profile.version
-            return f"{major}.{minor}.{micro}{self.profile.package}\r\n"
-        if what == "name":
-            return "" if self.vm.name is None else f"{self.vm.name}\r\n"
-        if what == "uuid":
-            return f"{self.vm.uuid}\r\n"
-        if what == "kvm":
-            state = "enabled" if self.vm.kvm_enabled else "disabled"
-            return f"kvm support: {state}\r\n"
-        return None
-
-
-# the `info` subcommands qmpsim answers, with QEMU's help texts
-_HMP_INFO = {
-    "kvm": "show KVM information",
-    "name": "show the current VM name",
-    "status": "show the current VM status (running|paused)",
-    "uuid": "show the current VM UUID",
-    "version": "show the version of QEMU",
-}
 
 
 _ROUTES: dict[type, tuple[dict[str, Route], dict[type, Route]]] = {}

@@ -26,9 +26,10 @@ from typing import Any
 
 from .component import Component, on_cause, on_command
 from .device_types import machine_type
+from .runstate import RunState, rules
 from .values import CommandError, Event, Outcome
 
-SUSPENDED = "suspended"
+SUSPENDED = RunState.SUSPENDED
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Suspend(Component):
     @property
     def _stop_pauses(self) -> bool:
         # QEMU 9.0's vm_stop() treats a suspended VM as live (runstate_is_live())
-        return self.host.profile.version >= (9, 0)
+        return rules(self.host.profile).live(SUSPENDED)
 
     # --- what the machine's stop, cont and system_reset ask -----------------------------
 
@@ -63,12 +64,12 @@ class Suspend(Component):
         if not self._stop_pauses:
             return []
         self._paused_while_suspended = True
-        self.host.status = "paused"
+        self.host.status = RunState.PAUSED
         return [self.host.event("STOP")]
 
-    def resumes_to(self) -> str:
+    def resumes_to(self) -> RunState:
         """The run state ``cont`` leaves the VM in (``running``, or ``suspended`` again)."""
-        state = SUSPENDED if self._paused_while_suspended else "running"
+        state = SUSPENDED if self._paused_while_suspended else RunState.RUNNING
         self._paused_while_suspended = False
         return state
 
@@ -87,7 +88,7 @@ class Suspend(Component):
                 return _error("Unable to wake up: guest is not in suspended state")
         elif self.host.status != SUSPENDED:
             return Outcome({})  # before 4.0 a wake-up request outside suspend did nothing
-        self.host.status = "running"
+        self.host.status = RunState.RUNNING
         # the main loop resets the devices (no RESET: the cause is none) and resumes the vCPUs
         return Outcome({}, (self.host.event("WAKEUP"),))
 
