@@ -171,3 +171,96 @@ def test_a_reset_machine_repeats_itself() -> None:
     assert actual(m) == {"actual": RAM}
     m.execute("balloon", {"value": 100 * MiB})
     assert run_until_idle(m, clock) == first
+
+
+# --- the guest's statistics (guest-stats, guest-stats-polling-interval) ----------------
+
+
+def stats(m: Machine) -> dict[str, object]:
+    reply = m.execute("qom-get", {"path": "balloon0", "property": "guest-stats"}).reply
+    assert isinstance(reply, dict)
+    return reply
+
+
+def set_interval(m: Machine, seconds: object) -> object:
+    path = "/machine/peripheral/balloon0"
+    args = {"path": path, "property": "guest-stats-polling-interval", "value": seconds}
+    return m.execute("qom-set", args).reply
+
+
+def test_a_guest_without_a_driver_never_reports_statistics() -> None:
+    m, clock = machine(GuestConfig(balloon="ignore"))
+    assert set_interval(m, 1) == {}
+    clock.advance(10)
+    m.poll()
+    got = stats(m)
+    assert got["last-update"] == 0
+    assert set(got["stats"].values()) == {(1 << 64) - 1}  # type: ignore[attr-defined]
+
+
+def test_a_driver_reports_when_the_guest_first_runs_then_at_each_poll_of_the_timer() -> None:
+    m, clock = machine(GuestConfig())
+    first = stats(m)
+    assert first["last-update"] == 100
+    figures = first["stats"]
+    assert isinstance(figures, dict)
+    assert figures["stat-total-memory"] == RAM
+    assert figures["stat-free-memory"] == RAM // 2
+    assert figures["stat-minor-faults"] == 1000
+    assert set_interval(m, 2) == {}  # the new timer asks at once, then every 2 s
+    clock.advance(5)
+    m.poll()
+    assert stats(m)["last-update"] == 104
+    assert stats(m)["stats"]["stat-minor-faults"] == 4000  # type: ignore[index]
+    # the virtual clock stands while the vCPUs do: 10 s paused add nothing
+    m.execute("stop", {})
+    clock.advance(10)
+    m.poll()
+    assert stats(m)["last-update"] == 104
+    m.execute("cont", {})  # at 115: 106 was due, 10 s later it is 116
+    clock.advance(0.5)
+    m.poll()
+    assert stats(m)["last-update"] == 104
+    clock.advance(0.5)
+    m.poll()
+    assert stats(m)["last-update"] == 116
+    # turned off, the last figures stay
+    assert set_interval(m, 0) == {}
+    clock.advance(30)
+    m.poll()
+    assert stats(m)["last-update"] == 116
+
+
+def test_the_total_follows_the_balloon() -> None:
+    m, clock = machine(GuestConfig(balloon_delay=(0.0, 0.0)))
+    m.execute("balloon", {"value": 64 * MiB})
+    run_until_idle(m, clock)
+    assert set_interval(m, 1) == {}
+    m.poll()
+    assert stats(m)["stats"]["stat-total-memory"] == 64 * MiB  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("profile", "count"), [("qemu-7.2", 10), ("qemu-9.1", 16), ("qemu-10.0", 16)]
+)
+def test_the_statistics_each_version_reports(profile: str, count: int) -> None:
+    config = VmConfig(cpus=1, devices=BALLOON, guest=GuestConfig())
+    m = Machine(config, get_profile(profile), ManualClock(100.0), rng=random.Random(0))
+    assert len(stats(m)["stats"]) == count  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "desc"),
+    [
+        (-1, "timer value must be greater than zero"),
+        (1 << 32, "timer value is too big"),
+        ("5", "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
+        (True, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
+        (1 << 63, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
+    ],
+)
+def test_a_polling_interval_qemu_refuses(value: object, desc: str) -> None:
+    m, _ = machine(GuestConfig())
+    reply = set_interval(m, value)
+    assert reply.desc == desc  # type: ignore[attr-defined]
+    assert set_interval(m, (1 << 32) - 1) == {}

@@ -25,15 +25,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .balloon_stats import GuestStats
 from .component import Component, on_cause, on_command
 from .devices import Devices
 from .guest import Guest
+from .qom import Property, answers_for
 from .values import CommandError, Event, Outcome
 
 PAGE = 4096
 """``1 << VIRTIO_BALLOON_PFN_SHIFT``: the balloon counts in 4 KiB pages."""
 STEP = 0.1
 """Seconds between two size reports of a driver on the move (each moves ``rate * STEP``)."""
+
+# the device's feature properties, their defaults (read on QEMU 7.2 and 10.0) and the
+# version that brought each (from QEMU's history)
+_FEATURES = (
+    ("deflate-on-oom", False, (2, 7)),
+    ("free-page-hint", False, (3, 1)),
+    ("qemu-4-0-config-size", False, (4, 1)),
+    ("page-poison", True, (5, 1)),
+    ("free-page-reporting", False, (5, 1)),
+)
 
 _NO_BALLOON = CommandError("DeviceNotActive", "No balloon device has been activated")
 
@@ -46,8 +58,10 @@ class BalloonResized:
     actual: int
 
 
+@answers_for("virtio-balloon-pci")
 class Balloon(Component):
-    """The balloon device's target and the size the guest's driver reports."""
+    """The balloon device's target, the size the guest's driver reports, and its
+    statistics (:mod:`qmpsim.vm.balloon_stats`)."""
 
     def reset(self) -> None:
         self._device: str | None = None  # the balloon device this state belongs to
@@ -58,12 +72,17 @@ class Balloon(Component):
         # running to when it was last seen stopped; its schedule moves by that much
         self._seen_running: float | None = None
         self._stalled: tuple[float, float] | None = None
+        self._stats = self._new_stats()
+
+    def _new_stats(self) -> GuestStats:
+        return GuestStats(self.host.profile.version)
 
     def _plugged(self) -> str | None:
         """The balloon device's QOM path; a device plugged anew starts empty."""
         path = self.host.part(Devices).find_type("virtio-balloon")
         if path != self._device:
             self._device, self._target, self._pages, self._next = path, 0, 0, None
+            self._stats = self._new_stats()
         return path
 
     @property
@@ -82,6 +101,14 @@ class Balloon(Component):
         if self._plugged() is None:
             return None
         return self._ram - self._target * PAGE
+
+    def qom_properties(self, device_type: str) -> dict[str, Property]:
+        """The device's statistics properties (:mod:`qmpsim.vm.balloon_stats`) and its
+        features, which QEMU fixes when the device is realized."""
+        self._plugged()
+        version = self.host.profile.version
+        features = {name: Property(value) for name, value, since in _FEATURES if version >= since}
+        return {**features, **self._stats.properties(self.host.clock())}
 
     # --- commands --------------------------------------------------------------------
 
@@ -142,7 +169,10 @@ class Balloon(Component):
 
     def next_deadline(self) -> float | None:
         # a guest whose vCPUs are stopped moves nothing; it goes on once they run again
-        return self._next if self.host.running else None
+        if not self.host.running:
+            return None
+        due = [t for t in (self._next, self._stats.due) if t is not None]
+        return min(due, default=None)
 
     def _stalls(self) -> None:
         """Keep the driver's schedule to the time its vCPUs ran.
@@ -156,9 +186,11 @@ class Balloon(Component):
             since = now if self._seen_running is None else self._seen_running
             self._stalled = (since if self._stalled is None else self._stalled[0], now)
             return
-        if self._stalled is not None and self._next is not None:
+        if self._stalled is not None:
             start, end = self._stalled
-            self._next += end - start
+            if self._next is not None:
+                self._next += end - start
+            self._stats.stalled(end - start)
         self._stalled = None
         self._seen_running = now
 
@@ -169,7 +201,21 @@ class Balloon(Component):
             if self._next > self.host.clock():
                 break
             out += self._step()
+        self._poll_stats()
         return out
+
+    def _poll_stats(self) -> None:
+        """The driver's first report when the guest first runs, then the timer's asks."""
+        if not self.host.running or self.host.exited or self._plugged() is None:
+            return
+        config = self.host.part(Guest).config
+        driver = config is not None and config.balloon == "follow"
+        actual = self._ram - self._pages * PAGE
+        if driver and not self._stats.reported:
+            self._stats.report(actual, self.host.clock())
+        now = self.host.clock()
+        while self._stats.due is not None and self._stats.due <= now:
+            self._stats.tick(driver, actual, now)
 
     # --- causes ------------------------------------------------------------------------
 

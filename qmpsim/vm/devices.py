@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import qom
 from .backends import Backends
 from .component import Component, on_cause, on_command
 from .device_types import (
@@ -38,6 +39,8 @@ ANONYMOUS = "/machine/peripheral-anon"
 _ID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 # a PCI address: hexadecimal slot[.function], each as strtoul(…, 16) reads it
 _ADDR = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)(?:\.(?:0[xX])?([0-9a-fA-F]+))?\Z")
+# a QOM object's properties by name, each with the type and the id its errors name
+_Table = dict[str, tuple[qom.Property, str, str | None]]
 _FIRST_MAC = 0x56  # qemu_macaddr_default_if_unset(): 52:54:00:12:34:56, then on
 
 
@@ -361,34 +364,84 @@ class Devices(Component):
     @on_command("qom-get")
     def qom_get(self, args: Mapping[str, Any]) -> Outcome:
         path, prop = str(args.get("path")), str(args.get("property"))
+        found = self._qom_object(path)
+        if isinstance(found, CommandError):
+            return Outcome(found)
+        type_name, table = found
+        entry = table.get(prop)
+        return Outcome(qom.not_found(type_name, prop) if entry is None else entry[0].value)
+
+    @on_command("qom-set")
+    def qom_set(self, args: Mapping[str, Any]) -> Outcome:
+        path, prop = str(args.get("path")), str(args.get("property"))
+        found = self._qom_object(path)
+        if isinstance(found, CommandError):
+            return Outcome(found)
+        type_name, table = found
+        entry = table.get(prop)
+        if entry is None:
+            return Outcome(qom.not_found(type_name, prop))
+        kind, owner_type, owner_id = entry
+        refusal = qom.set_error(prop, kind, type_name=owner_type, device_id=owner_id)
+        if refusal is None and callable(kind.setter):
+            refusal = kind.setter(args.get("value"))
+        return Outcome({} if refusal is None else refusal)
+
+    def _qom_object(self, path: str) -> tuple[str, _Table] | CommandError:
+        """The object at ``path``: its type and properties, each with the type and the
+        id an error about it names (a virtio proxy's aliases name its backend)."""
+        read_only = qom.READ_ONLY
         if self._vcpu(path):
-            vcpu: dict[str, Any] = {
-                "type": VCPU_TYPE,
-                "unavailable-features": [],
-                "filtered-features": [],
+            # the vCPU's identity and what it lacks; its feature flags are not modelled
+            return VCPU_TYPE, {
+                name: (qom.Property(value, read_only), VCPU_TYPE, None)
+                for name, value in (
+                    ("type", VCPU_TYPE),
+                    ("unavailable-features", []),
+                    ("filtered-features", []),
+                )
             }
-            if prop not in vcpu:
-                return _error(f"Property '{VCPU_TYPE}.{prop}' not found")
-            return Outcome(vcpu[prop])
-        device = self._devices.get(path) or self._devices.get(f"{PERIPHERAL}/{path}")
-        if device is None:
-            return Outcome(CommandError("DeviceNotFound", f"Device '{path}' not found"))
-        values: dict[str, Any] = {
-            "type": device.type.name,
-            "realized": True,
-            "hotpluggable": True,
-            "hotplugged": device.hotplugged,
-            "parent_bus": device.bus.path,
+        backend = path.endswith("/" + qom.BACKEND)
+        base = path.removesuffix("/" + qom.BACKEND) if backend else path
+        device = self._devices.get(base) or self._devices.get(f"{PERIPHERAL}/{base}")
+        if device is None or (backend and not device.type.virtio):
+            return CommandError("DeviceNotFound", f"Device '{path}' not found")
+        proxy = device.type.name
+        inner = qom.backend_type(proxy) if device.type.virtio else proxy
+        own_type = inner if backend else proxy
+        own_id = None if backend else device.id
+        bus = f"{device.path}/virtio-bus" if backend else device.bus.path
+        # settling a device on a QOM value (realized: true) changes nothing; setting it
+        # to false would unrealize the device at once, which is not modelled
+        table: _Table = {
+            "type": (qom.Property(own_type, read_only), own_type, own_id),
+            "realized": (qom.Property(True, lambda _value: None), own_type, own_id),
+            "hotpluggable": (qom.Property(True, read_only), own_type, own_id),
+            "hotplugged": (qom.Property(device.hotplugged, read_only), own_type, own_id),
+            "parent_bus": (qom.Property(bus, read_only), own_type, own_id),
         }
+        statics: dict[str, Any] = {}
         if device.devfn is not None:
-            values["addr"] = device.devfn
+            statics["addr"] = device.devfn
         if device.mac is not None:
-            values["mac"] = device.mac
-            values["netdev"] = device.properties.get("netdev", "")
-        values.update({k: v for k, v in device.properties.items() if k not in values})
-        if prop not in values:
-            return _error(f"Property '{device.type.name}.{prop}' not found")
-        return Outcome(values[prop])
+            statics["mac"] = device.mac
+            statics["netdev"] = device.properties.get("netdev", "")
+        statics.update({k: v for k, v in device.properties.items() if k not in statics})
+        for name, value in statics.items():
+            aliased = device.type.virtio and name not in qom.PROXY_PROPERTIES
+            if backend and not aliased:
+                continue  # the proxy's own: not the backend's
+            where = (inner, None) if aliased else (proxy, device.id)
+            table.setdefault(name, (qom.Property(value), *where))
+        owner = qom.owner_of(proxy)
+        if owner is not None:
+            part: qom.PropertyOwner = self.host.part(owner)
+            where = (inner, None) if device.type.virtio else (proxy, device.id)
+            for name, kind in part.qom_properties(inner).items():
+                if kind.setter == qom.STATIC and name in table:
+                    continue  # -device gave it
+                table[name] = (kind, *where)
+        return own_type, table
 
     def find_type(self, prefix: str) -> str | None:
         """The QOM path of the first plugged device whose type starts with ``prefix``."""
