@@ -1,6 +1,7 @@
 """``qom-get`` and ``qom-set`` on plugged devices, against real QEMU 7.2 and 10.0.
 
-A guestless ``-M pc -S`` with a balloon, a virtio NIC and an anonymous e1000: the
+A guestless ``-M pc -S`` with a balloon, a virtio NIC and an anonymous e1000: their
+property lists (``qom-list``, which the profiles of 7.2 and 10.0 recorded), the
 read-only, the static and the settable properties, a virtio proxy's aliases of
 its backend's properties (errors name the backend, an anonymous device), the
 backend child itself, and the balloon's statistics, which no guest reports here.
@@ -37,7 +38,18 @@ def put(path: str, prop: str, value: Any) -> tuple[str, dict[str, Any]]:
     return "qom-set", {"path": path, "property": prop, "value": value}
 
 
+def ls(path: str) -> tuple[str, dict[str, Any]]:
+    return "qom-list", {"path": path}
+
+
 STEPS = [
+    ls(BALLOON),
+    ls(f"{BALLOON}/virtio-backend"),
+    ls("/machine/peripheral/net0"),
+    ls("/machine/peripheral/net0/virtio-backend"),
+    ls("/machine/peripheral-anon/device[0]"),
+    ls("/machine/peripheral-anon/device[0]/virtio-backend"),
+    ls("/machine/peripheral/nope"),
     get(BALLOON, "guest-stats"),
     get(BALLOON, "guest-stats-polling-interval"),
     put(BALLOON, "guest-stats-polling-interval", 2),

@@ -134,6 +134,18 @@ def test_libvirt_manages_a_simulated_vm_end_to_end(libvirtd: Libvirtd, tmp_path:
     try:
         libvirtd.virsh("start", name)
         seen("start", "running (booted)")
+        # the balloon: the guest gives 32 MiB back, and its driver's statistics
+        libvirtd.virsh("setmem", name, "32768", "--live")
+        events.wait_for("event 'balloon-change'")
+        assert "Used memory:    32768 KiB" in libvirtd.virsh("dominfo", name).stdout
+        libvirtd.virsh("dommemstat", name, "--period", "1", "--live")
+        stats = dict(
+            line.split()
+            for line in libvirtd.virsh("dommemstat", name).stdout.splitlines()
+            if line.strip()
+        )
+        assert stats["actual"] == stats["available"] == "32768", stats
+        assert stats["unused"] == "16384" and int(stats["last_update"]) > 0, stats
         libvirtd.virsh("suspend", name)
         seen("suspend", "paused (user)")
         libvirtd.virsh("resume", name)
@@ -198,6 +210,7 @@ def test_libvirt_manages_a_simulated_vm_end_to_end(libvirtd: Libvirtd, tmp_path:
         ("destroy", "shut off (destroyed)"),
     ]
     expected = [
+        "event 'balloon-change' for domain 'vm1': 32768KiB",
         "event 'io-error' for domain 'vm1': /tmp",
         "event 'io-error-reason' for domain 'vm1': /tmp",
         "event 'watchdog' for domain 'vm1': pause",

@@ -264,3 +264,15 @@ def test_a_polling_interval_qemu_refuses(value: object, desc: str) -> None:
     reply = set_interval(m, value)
     assert reply.desc == desc  # type: ignore[attr-defined]
     assert set_interval(m, (1 << 32) - 1) == {}
+
+
+@pytest.mark.parametrize("profile", ["qemu-7.2", "qemu-9.1"])
+def test_the_property_list_names_the_polling_interval(profile: str) -> None:
+    """What libvirt looks for before it polls: recorded for 7.2, the model's list for 9.1."""
+    config = VmConfig(cpus=1, devices=BALLOON, guest=GuestConfig())
+    m = Machine(config, get_profile(profile), ManualClock(100.0), rng=random.Random(0))
+    listed = m.execute("qom-list", {"path": "/machine/peripheral/balloon0"}).reply
+    assert isinstance(listed, list)
+    assert {"name": "guest-stats-polling-interval", "type": "int"} in listed
+    assert {"name": "guest-stats", "type": "guest statistics"} in listed
+    assert len(listed) > (50 if profile == "qemu-7.2" else 10)

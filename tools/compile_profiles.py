@@ -148,8 +148,9 @@ def kvm_of(exchanges: list[Exchange], session: int, debian: bool) -> bool:
 
 
 def machine_of(session: int, debian: bool) -> str:
-    """The machine type a session ran: a Debian build's second session is a ``-M pc`` VM."""
-    return "pc" if debian and session == 1 else "none"
+    """The machine type a session ran: a Debian build's second and third sessions are
+    ``-M pc`` VMs (tools/record_qmp.py)."""
+    return "pc" if debian and session >= 1 else "none"
 
 
 def compile_profile(recs: list[Recording]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ Two sessions, in the format of ../shared/qemu-qmp/replies (README there): an idl
 ``qmp_capabilities``, ``query-version``, ``query-kvm``, then every ``query-*`` and
 ``x-query-*`` command that ``query-commands`` lists and that needs no argument;
 then ``qom-list-types``, which loads QEMU's modules, and the queries whose answer
-that changes (``AFTER_MODULES``) once more.
+that changes (``AFTER_MODULES``) once more.  A third session, a ``-machine pc`` with
+one device of each type qmpsim models (``DEVICES``, each with its type as its id),
+asks ``qom-list`` of each device and of a virtio device's ``virtio-backend``: a
+device's property list depends on its type alone.
 The monitor's socket path, the only host-dependent text besides thread ids, is
 written as ``/tmp/qmp-capture/qmp.sock`` (as in Debian's recordings).
 ``tools/compile_profiles.py`` reads ``recordings/*.replies.xz`` beside the shared
@@ -27,13 +30,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SESSIONS = (
-    ("-machine", "none", "-nodefaults", "-display", "none"),
-    ("-machine", "pc", "-m", "128", "-name", "vm0", "-S", "-nodefaults", "-display", "none"),
+PC = ("-machine", "pc", "-m", "128", "-name", "vm0", "-S", "-nodefaults", "-display", "none")
+# the device types qmpsim models (qmpsim.vm.device_types), each on the bus -M pc gives it
+DEVICES = (
+    "virtio-net-pci",
+    "e1000",
+    "virtio-serial-pci",
+    "virtio-rng-pci",
+    "virtio-balloon-pci",
+    "piix3-usb-uhci",
+    "usb-kbd",
+    "usb-mouse",
+    "usb-tablet",
+    "virtserialport",
+    "virtconsole",
+    "isa-serial",
 )
+VIRTIO = ("virtio-net-pci", "virtio-serial-pci", "virtio-rng-pci", "virtio-balloon-pci")
+DEVICE_SESSION = (*PC, *(a for d in DEVICES for a in ("-device", f"{d},id={d}")))
+SESSIONS = (("-machine", "none", "-nodefaults", "-display", "none"), PC, DEVICE_SESSION)
 SOCKET = "/tmp/qmp-capture/qmp.sock"
 # Queries whose answer grows when QEMU loads its modules (a display module adds its
 # option group); tools/compile_profiles.py keeps both answers.
@@ -61,34 +80,32 @@ def session(binary: str, args: tuple[str, ...]) -> list[Any]:
                 out: list[Any] = [json.loads(lines.readline())]
                 ids = iter(range(1, 10_000))
 
-                def ask(command: str) -> Any:
-                    request = {"execute": command, "id": f"libvirt-{next(ids)}"}
+                def ask(
+                    command: str, arguments: dict[str, Any] | None = None, *, keep: bool = True
+                ) -> Any:
+                    request: dict[str, Any] = {"execute": command, "id": f"libvirt-{next(ids)}"}
+                    if arguments is not None:
+                        request["arguments"] = arguments
                     sock.sendall(json.dumps(request).encode())
                     while True:
                         reply = json.loads(lines.readline())
                         if "event" not in reply:
                             break
-                    out.extend((request, reply))
+                    if keep:
+                        out.extend((request, reply))
                     return reply
 
                 ask("qmp_capabilities")
                 ask("query-version")
                 ask("query-kvm")
-                schema = {e["name"]: e for e in ask("query-qmp-schema")["return"]}
-                out = out[:-2]  # the schema itself comes from the main recording
-                for entry in ask("query-commands")["return"]:
-                    name = entry["name"]
-                    if not name.startswith(("query-", "x-query-")) or name == "query-qmp-schema":
-                        continue
-                    arguments = schema.get(schema.get(name, {}).get("arg-type", ""), {})
-                    if any("default" not in m for m in arguments.get("members", ())):
-                        continue
-                    ask(name)
-                # Some answers change once QEMU has loaded its modules, which
-                # qom-list-types does (libvirt's probe asks it first): ask them again.
-                ask("qom-list-types")
-                for name in AFTER_MODULES:
-                    ask(name)
+                if args == DEVICE_SESSION:
+                    for device in DEVICES:
+                        where = f"/machine/peripheral/{device}"
+                        ask("qom-list", {"path": where})
+                        if device in VIRTIO:
+                            ask("qom-list", {"path": f"{where}/virtio-backend"})
+                else:
+                    ask_queries(ask)
                 sock.sendall(b'{"execute": "quit"}')
         finally:
             try:
@@ -98,6 +115,25 @@ def session(binary: str, args: tuple[str, ...]) -> list[Any]:
                 raise
         text = json.dumps(out)
         return [json.loads(text.replace(path, SOCKET))]
+
+
+def ask_queries(ask: Callable[..., Any]) -> None:
+    """Every argument-less query, then ``qom-list-types`` and the queries it changes."""
+    # the schema itself comes from the main recording
+    schema = {e["name"]: e for e in ask("query-qmp-schema", keep=False)["return"]}
+    for entry in ask("query-commands")["return"]:
+        name = entry["name"]
+        if not name.startswith(("query-", "x-query-")) or name == "query-qmp-schema":
+            continue
+        arguments = schema.get(schema.get(name, {}).get("arg-type", ""), {})
+        if any("default" not in m for m in arguments.get("members", ())):
+            continue
+        ask(name)
+    # Some answers change once QEMU has loaded its modules, which qom-list-types does
+    # (libvirt's probe asks it first): ask them again.
+    ask("qom-list-types")
+    for name in AFTER_MODULES:
+        ask(name)
 
 
 def main(argv: list[str] | None = None) -> int:

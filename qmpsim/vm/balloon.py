@@ -107,7 +107,11 @@ class Balloon(Component):
         features, which QEMU fixes when the device is realized."""
         self._plugged()
         version = self.host.profile.version
-        features = {name: Property(value) for name, value, since in _FEATURES if version >= since}
+        features = {
+            name: Property(value, type="bool")
+            for name, value, since in _FEATURES
+            if version >= since
+        }
         return {**features, **self._stats.properties(self.host.clock())}
 
     # --- commands --------------------------------------------------------------------

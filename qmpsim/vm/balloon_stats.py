@@ -75,9 +75,11 @@ class GuestStats:
         """The two QOM properties at ``now``, as :mod:`qmpsim.vm.qom` wants them."""
         stats = {name: self._values.get(name, NONE) for name in self._names}
         return {
-            "guest-stats": Property({"stats": stats, "last-update": self._last_update}, READ_ONLY),
+            "guest-stats": Property(
+                {"stats": stats, "last-update": self._last_update}, READ_ONLY, "guest statistics"
+            ),
             "guest-stats-polling-interval": Property(
-                self.interval, lambda value: self._set_interval(value, now)
+                self.interval, lambda value: self._set_interval(value, now), "int"
             ),
         }
 

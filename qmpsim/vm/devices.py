@@ -353,13 +353,34 @@ class Devices(Component):
             return Outcome([{"name": "type", "type": "string"}, *_VCPU_PROPERTIES])
         table = {PERIPHERAL: self._named, ANONYMOUS: self._anonymous}.get(path.rstrip("/"))
         if table is None:
-            return Outcome(CommandError("DeviceNotFound", f"Device '{path}' not found"))
+            return self._qom_list_device(path)
         base = PERIPHERAL if table is self._named else ANONYMOUS
         children = [
             {"name": key, "type": f"child<{self._devices[f'{base}/{key}'].type.name}>"}
             for key in reversed(table.keys())  # qom-list prepends as it walks the table
         ]
         return Outcome([{"name": "type", "type": "string"}, *children])
+
+    def _qom_list_device(self, path: str) -> Outcome:
+        """A device's properties: what the profile's QEMU listed for a device of the same
+        type (recorded on 7.2 and 10.0: the list depends on the type alone), else the
+        properties the model knows of it."""
+        found = self._qom_object(path)
+        if isinstance(found, CommandError):
+            return Outcome(found)
+        _, properties = found
+        backend = path.endswith("/" + qom.BACKEND)
+        device = self._device_at(path.removesuffix("/" + qom.BACKEND) if backend else path)
+        assert device is not None  # _qom_object found it
+        where = f"{PERIPHERAL}/{device.type.name}" + (f"/{qom.BACKEND}" if backend else "")
+        recorded = self.host.profile.recorded_reply(
+            "qom-list", {"path": where}, machine="pc", other_machines=False
+        )
+        if recorded is not None and "return" in recorded:
+            return Outcome(recorded["return"])
+        return Outcome(
+            [{"name": name, "type": kind.type} for name, (kind, *_) in properties.items()]
+        )
 
     @on_command("qom-get")
     def qom_get(self, args: Mapping[str, Any]) -> Outcome:
@@ -387,6 +408,10 @@ class Devices(Component):
             refusal = kind.setter(args.get("value"))
         return Outcome({} if refusal is None else refusal)
 
+    def _device_at(self, path: str) -> _Device | None:
+        """The device at a QOM path, or with that id (as ``qom-get`` takes either)."""
+        return self._devices.get(path) or self._devices.get(f"{PERIPHERAL}/{path}")
+
     def _qom_object(self, path: str) -> tuple[str, _Table] | CommandError:
         """The object at ``path``: its type and properties, each with the type and the
         id an error about it names (a virtio proxy's aliases name its backend)."""
@@ -403,7 +428,7 @@ class Devices(Component):
             }
         backend = path.endswith("/" + qom.BACKEND)
         base = path.removesuffix("/" + qom.BACKEND) if backend else path
-        device = self._devices.get(base) or self._devices.get(f"{PERIPHERAL}/{base}")
+        device = self._device_at(base)
         if device is None or (backend and not device.type.virtio):
             return CommandError("DeviceNotFound", f"Device '{path}' not found")
         proxy = device.type.name
@@ -414,11 +439,11 @@ class Devices(Component):
         # settling a device on a QOM value (realized: true) changes nothing; setting it
         # to false would unrealize the device at once, which is not modelled
         table: _Table = {
-            "type": (qom.Property(own_type, read_only), own_type, own_id),
-            "realized": (qom.Property(True, lambda _value: None), own_type, own_id),
-            "hotpluggable": (qom.Property(True, read_only), own_type, own_id),
-            "hotplugged": (qom.Property(device.hotplugged, read_only), own_type, own_id),
-            "parent_bus": (qom.Property(bus, read_only), own_type, own_id),
+            "type": (qom.Property(own_type, read_only, "string"), own_type, own_id),
+            "realized": (qom.Property(True, lambda _value: None, "bool"), own_type, own_id),
+            "hotpluggable": (qom.Property(True, read_only, "bool"), own_type, own_id),
+            "hotplugged": (qom.Property(device.hotplugged, read_only, "bool"), own_type, own_id),
+            "parent_bus": (qom.Property(bus, read_only, "link<bus>"), own_type, own_id),
         }
         statics: dict[str, Any] = {}
         if device.devfn is not None:
@@ -432,7 +457,8 @@ class Devices(Component):
             if backend and not aliased:
                 continue  # the proxy's own: not the backend's
             where = (inner, None) if aliased else (proxy, device.id)
-            table.setdefault(name, (qom.Property(value), *where))
+            kind = qom.Property(value, type="int32" if name == "addr" else "str")
+            table.setdefault(name, (kind, *where))
         owner = qom.owner_of(proxy)
         if owner is not None:
             part: qom.PropertyOwner = self.host.part(owner)

@@ -62,10 +62,11 @@ STATIC = "static"
 class Property:
     """A QOM property: its value, and how ``qom-set`` treats it — :data:`READ_ONLY`,
     :data:`STATIC` (a qdev property, fixed once realized), or a setter that answers
-    ``None`` (done) or the error."""
+    ``None`` (done) or the error; ``type`` is the type ``qom-list`` names."""
 
     value: Any
     setter: str | Callable[[Any], CommandError | None] = STATIC
+    type: str = "str"
 
 
 class PropertyOwner(Protocol):
