@@ -61,7 +61,7 @@ actions:
 
 def test_every_step_kind_loads_into_the_typed_model() -> None:
     s = loads_scenario(FULL)
-    assert (s.name, s.clock, s.vm.name, s.vm.seed, s.vm.no_shutdown) == (
+    assert (s.name, s.clock, s.vm.name, s.seed, s.vm.no_shutdown) == (
         "full",
         "startup",
         "db01",

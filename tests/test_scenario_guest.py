@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario.dryrun import build_machine, show_timeline, vm_config
+from qmpsim.scenario.dryrun import build_machine, show_timeline
 from qmpsim.scenario.loader import loads_scenario
 from qmpsim.scenario.text import to_yaml
 from qmpsim.vm.machine import DeviceEjected, GuestConfig, UnplugRefused
@@ -27,23 +27,23 @@ steps:
 
 def test_the_guest_and_cpus_reach_the_machine() -> None:
     scenario = loads_scenario(DOC)
-    config = vm_config(scenario.vm)
+    config = scenario.vm  # the machine's own description, no translation
     assert config.cpus == 2
     assert config.guest == GuestConfig(powerdown="ignore", unplug_delay=0.25, tray="ignore")
     assert [s.cause for s in scenario.steps] == [  # type: ignore[attr-defined]
         DeviceEjected("n1"),
         UnplugRefused("/machine/peripheral/e1"),
     ]
-    assert build_machine(scenario).vm.guest == config.guest
+    assert build_machine(scenario).vm is config
     assert "pc, 2 vCPUs; guest: power button ignore, unplug eject, tray ignore" in show_timeline(
         scenario
     )
 
 
 def test_no_guest_by_default_and_an_empty_one_is_cooperative() -> None:
-    assert vm_config(loads_scenario("name: a\nsteps: []\n").vm).guest is None
+    assert loads_scenario("name: a\nsteps: []\n").vm.guest is None
     empty = loads_scenario("name: b\nvm: {guest: {}}\nsteps: []\n")
-    assert vm_config(empty.vm).guest == GuestConfig()
+    assert empty.vm.guest == GuestConfig()
 
 
 def test_the_guest_round_trips_through_yaml() -> None:

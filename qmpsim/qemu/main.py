@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from qmpsim.runtime.control import ControlChannel
     from qmpsim.runtime.listen import UnixSocketFile
     from qmpsim.runtime.server import Simulator
-    from qmpsim.scenario.model import Scenario, VmSpec
+    from qmpsim.scenario.model import Scenario
     from qmpsim.vm.machine import GuestConfig, VmConfig
 
 __all__ = ["main", "run"]
@@ -184,14 +184,14 @@ def _guest(settings: GuestSettings, scenario: Scenario | None) -> GuestConfig:
             where = settings.sources[-1] if settings.sources else "settings"
             raise StartError(f"qmpsim: {where}: [guest]: {exc}") from None
     if scenario is not None and scenario.vm.guest is not None:
-        return scenario.vm.guest.config()
+        return scenario.vm.guest
     return GuestConfig()
 
 
 def _seed(settings: GuestSettings, scenario: Scenario | None) -> int:
     if settings.seed is not None:
         return settings.seed
-    return scenario.vm.seed if scenario is not None else 0
+    return scenario.seed if scenario is not None else 0
 
 
 def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None) -> Simulator:
@@ -207,37 +207,6 @@ def _simulator(vm: VmConfig, settings: GuestSettings, scenario: Scenario | None)
     )
     # Several monitors are served at once, each one client at a time (see _monitor).
     return Simulator(machine, multi_client=True, transcript=Transcript(max_entries=10_000))
-
-
-def vm_spec(vm: VmConfig, seed: int) -> VmSpec:
-    """The scenario language's view of ``vm``: what scenario steps are checked against."""
-    from qmpsim.scenario.model import Disk, Guest, Spice, VmSpec, Vnc
-
-    vnc = vm.vnc
-    spice = vm.spice
-    g = vm.guest
-    return VmSpec(
-        name=vm.name,
-        uuid=vm.uuid,
-        seed=seed,
-        no_shutdown=vm.no_shutdown,
-        initial_state=vm.initial_state,
-        watchdog=vm.watchdog,
-        disks=tuple(
-            Disk(d.name, d.on_read_error, d.on_write_error, d.thin, d.format, d.file, d.node_name)
-            for d in vm.disks
-        ),
-        vnc=None if vnc is None else Vnc(vnc.host, vnc.port, vnc.family, vnc.auth),
-        spice=(
-            None
-            if spice is None
-            else Spice(spice.host, spice.port, spice.family, spice.auth, spice.tls)
-        ),
-        cpus=vm.cpus,
-        guest=None
-        if g is None
-        else Guest(powerdown=g.powerdown, unplug=g.unplug, lock_tray=g.lock_tray, tray=g.tray),
-    )
 
 
 async def _monitor(sim: Simulator, listener: trio.SocketListener) -> None:
@@ -358,7 +327,7 @@ class _Control:
             seed = _seed(self.settings, self.scenario)
             base = self.scenario if self.scenario is not None else IDLE
             played = dataclasses.replace(
-                base, profile=self.sim.machine.profile.name, vm=vm_spec(self.sim.machine.vm, seed)
+                base, profile=self.sim.machine.profile.name, vm=self.sim.machine.vm, seed=seed
             )
             session = await start_session(
                 self.nursery, self.sim, played, speed=self.settings.speed, seed=self.settings.seed

@@ -1,4 +1,4 @@
-"""The VM a QEMU command line describes, as a :class:`~qmpsim.vm.machine.VmConfig`.
+"""The VM a QEMU command line describes, as a :class:`~qmpsim.vm.description.VmConfig`.
 
 Disks come from ``-drive`` and from ``-blockdev`` node chains with the
 ``-device`` that uses them, named as QEMU names them: a ``-drive`` backend by
@@ -17,16 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qmpsim.vm.machine import (
-    DISK_FORMATS,
-    ChardevConfig,
-    DeviceConfig,
-    DiskConfig,
-    GuestConfig,
-    SpiceConfig,
-    VmConfig,
-    VncConfig,
-)
+from qmpsim.vm.description import ChardevConfig, DeviceConfig, VmConfig
+from qmpsim.vm.display import SpiceConfig, VncConfig
+from qmpsim.vm.guest import GuestConfig
+from qmpsim.vm.images import DISK_FORMATS, DiskConfig
 
 from .cmdline import Invocation
 from .opts import OptionError, parse_bool

@@ -23,7 +23,7 @@ from qmpsim.qmp.protocol import Request
 from qmpsim.qmp.transcript import arguments_match
 from qmpsim.qmp.wire import encode
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.dryrun import build_machine, vm_config
+from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.model import (
     CauseStep,
     EmitStep,
@@ -35,7 +35,6 @@ from qmpsim.scenario.model import (
     Scenario,
     Step,
     UntilStep,
-    VmSpec,
     WaitStep,
 )
 from qmpsim.vm import machine as m
@@ -43,7 +42,7 @@ from qmpsim.vm import machine as m
 if TYPE_CHECKING:
     from qmpsim.fakedata import FakeData
 
-__all__ = ["IDLE", "ScenarioRunner", "Session", "build_machine", "fake_data", "serve", "vm_config"]
+__all__ = ["IDLE", "ScenarioRunner", "Session", "build_machine", "fake_data", "serve"]
 
 log = logging.getLogger("qmpsim.engine")
 
@@ -151,7 +150,7 @@ class ScenarioRunner:
         self.sim = sim
         self.scenario = scenario
         self.speed = speed
-        self.seed = scenario.vm.seed if seed is None else seed
+        self.seed = scenario.seed if seed is None else seed
         self._fake: FakeData | None = None
         self.done = trio.Event()
         self.notes: list[str] = []
@@ -304,7 +303,7 @@ IDLE = Scenario(
     name="idle",
     description="An idle VM, like qemu-system-x86_64 -M none -nodefaults",
     profile=DEFAULT_PROFILE,
-    vm=VmSpec(),
+    vm=m.VmConfig(),
     clock="startup",
     steps=(),
 )

@@ -337,7 +337,8 @@ class FleetVm:
             ident = self.identity
             self._scenario = dataclasses.replace(
                 base,
-                vm=dataclasses.replace(base.vm, name=ident.name, uuid=ident.uuid, seed=ident.seed),
+                vm=dataclasses.replace(base.vm, name=ident.name, uuid=ident.uuid),
+                seed=ident.seed,
             )
         return self._scenario
 

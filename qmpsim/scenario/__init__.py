@@ -1,6 +1,7 @@
 """The scenario language: YAML files that script what a simulated VM does.
 
-The model (:mod:`~qmpsim.scenario.model`: :class:`Scenario` and its steps), the grammar
+The model (:mod:`~qmpsim.scenario.model`: :class:`Scenario` on the one VM description,
+:class:`~qmpsim.vm.description.VmConfig`, and its steps), the grammar
 (:mod:`~qmpsim.scenario.grammar`) that the strict loader (:mod:`~qmpsim.scenario.loader`)
 and the JSON Schema (:mod:`~qmpsim.scenario.json_schema`) are built from, the dry run
 on the real machine (:mod:`~qmpsim.scenario.dryrun`: ``build_machine``, ``show``), the
@@ -12,7 +13,7 @@ shipped library (:mod:`~qmpsim.scenario.library`), the writer
 
 from __future__ import annotations
 
-from qmpsim.scenario.dryrun import build_machine, show_timeline, vm_config
+from qmpsim.scenario.dryrun import build_machine, show_timeline
 from qmpsim.scenario.json_schema import scenario_schema
 from qmpsim.scenario.library import (
     SHIPPED_DIR,
@@ -27,21 +28,15 @@ from qmpsim.scenario.loader import load_scenario, load_steps, loads_scenario
 from qmpsim.scenario.model import (
     CauseStep,
     ClockMode,
-    Disk,
     EmitStep,
     FaultStep,
-    Guest,
-    Image,
     IncludeStep,
     OnStep,
     RepeatStep,
     ReplyStep,
     Scenario,
-    Spice,
     Step,
     UntilStep,
-    VmSpec,
-    Vnc,
     WaitStep,
     Where,
 )
@@ -50,21 +45,15 @@ __all__ = [
     "SHIPPED_DIR",
     "CauseStep",
     "ClockMode",
-    "Disk",
     "EmitStep",
     "FaultStep",
-    "Guest",
-    "Image",
     "IncludeStep",
     "OnStep",
     "RepeatStep",
     "ReplyStep",
     "Scenario",
-    "Spice",
     "Step",
     "UntilStep",
-    "VmSpec",
-    "Vnc",
     "WaitStep",
     "Where",
     "build_machine",
@@ -79,5 +68,4 @@ __all__ = [
     "show_timeline",
     "unknown_scenario",
     "validate_files",
-    "vm_config",
 ]

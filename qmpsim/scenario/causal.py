@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario.model import (
+from qmpsim.scenario.steps import (
     CauseStep,
     IncludeStep,
     OnStep,
@@ -21,11 +21,11 @@ from qmpsim.scenario.model import (
     ReplyStep,
     Step,
     UntilStep,
-    VmSpec,
     WaitStep,
     Where,
 )
 from qmpsim.vm import machine as m
+from qmpsim.vm.description import VmConfig
 from qmpsim.vm.display import (
     ClientState,
     DisplayCause,
@@ -38,7 +38,7 @@ __all__ = ["check_causal"]
 
 
 def check_causal(
-    steps: Sequence[Step], vm: VmSpec, path: str = "steps", *, strict: bool = True
+    steps: Sequence[Step], vm: VmConfig, path: str = "steps", *, strict: bool = True
 ) -> None:
     """Refuse (:class:`~qmpsim.errors.ScenarioError`, located) a step that can never run
     on ``vm``; with ``strict=False`` only a block repeated forever without time is."""
@@ -60,7 +60,7 @@ class _State:
 
 @dataclass
 class _Check:
-    vm: VmSpec
+    vm: VmConfig
 
     def steps(self, steps: Sequence[Step], state: _State, path: str) -> None:
         for i, step in enumerate(steps):

@@ -6,89 +6,36 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qmpsim.qmp.profiles import PROFILES
 from qmpsim.qmp.schema import problems
-from qmpsim.scenario.model import (
+from qmpsim.scenario.model import Scenario
+from qmpsim.scenario.steps import (
     CauseStep,
-    Disk,
     EmitStep,
     IncludeStep,
     OnStep,
     RepeatStep,
     ReplyStep,
-    Scenario,
     Step,
     UntilStep,
-    VmSpec,
     WaitStep,
 )
+from qmpsim.scenario.vm_section import has_balloon
 from qmpsim.vm import machine as m
-
-if TYPE_CHECKING:
-    pass
-
+from qmpsim.vm.images import DEFAULT_SIZE, DiskConfig
 
 # --- the machine a scenario runs on ------------------------------------------------
-
-
-def vm_config(vm: VmSpec) -> m.VmConfig:
-    """The machine's VM description for a scenario's ``vm`` section."""
-    extra: dict[str, Any] = {}
-    if vm.uuid is not None:
-        extra["uuid"] = vm.uuid
-    if vm.memory is not None:
-        extra["memory"] = vm.memory
-    return m.VmConfig(
-        name=vm.name,
-        no_shutdown=vm.no_shutdown,
-        initial_state=vm.initial_state,
-        watchdog=vm.watchdog,
-        disks=tuple(
-            m.DiskConfig(
-                name=d.name,
-                node_name=d.node_name or "",
-                file=d.file or "",
-                format=d.format,
-                on_read_error=d.on_read_error,
-                on_write_error=d.on_write_error,
-                thin=d.thin,
-                media=d.media,
-                data=d.data,
-                backing=d.backing,
-                virtual_size=m.DEFAULT_SIZE if d.size is None else d.size,
-            )
-            for d in vm.disks
-        ),
-        images=tuple(i.config() for i in vm.images),
-        vnc=(
-            m.VncConfig(vm.vnc.host, vm.vnc.port, vm.vnc.family, vm.vnc.auth)
-            if vm.vnc is not None
-            else None
-        ),
-        spice=(
-            m.SpiceConfig(
-                vm.spice.host, vm.spice.port, vm.spice.family, vm.spice.auth, vm.spice.tls
-            )
-            if vm.spice is not None
-            else None
-        ),
-        cpus=vm.cpus,
-        guest=None if vm.guest is None else vm.guest.config(),
-        devices=(m.DeviceConfig("virtio-balloon-pci", "balloon0"),) if vm.balloon else (),
-        incoming=vm.incoming,
-        **extra,
-    )
 
 
 def build_machine(
     scenario: Scenario, seed: int | None = None, clock: m.Clock = time.time
 ) -> m.Machine:
-    """A fresh machine for ``scenario`` (``seed`` overrides ``vm.seed``)."""
-    seed = scenario.vm.seed if seed is None else seed
+    """A fresh machine for ``scenario`` (``seed`` overrides the scenario's ``vm.seed``)."""
+    seed = scenario.seed if seed is None else seed
     return m.Machine(
-        vm=vm_config(scenario.vm),
+        vm=scenario.vm,
         profile=PROFILES[scenario.profile],
         clock=clock,
         seed=seed,
@@ -240,14 +187,14 @@ def _detail(e: m.Event) -> str:
     return ""
 
 
-def _disk_text(d: Disk) -> str:
+def _disk_text(d: DiskConfig) -> str:
     text = f"disk {d.name}"
     if d.media == "cdrom":
         text += " cdrom" + ("" if d.file else " (empty)")
     else:
         text += f" rerror={d.on_read_error} werror={d.on_write_error}"
-    if d.size is not None:
-        text += f" {_size(d.size)}"
+    if d.virtual_size != DEFAULT_SIZE:
+        text += f" {_size(d.virtual_size)}"
     if d.data is not None:
         text += f" ({_size(d.data)} of data)"
     if d.backing:
@@ -282,15 +229,16 @@ def show_timeline(scenario: Scenario) -> str:
         parts.append(f"SPICE {vm.spice.host}:{vm.spice.port}{' tls' if vm.spice.tls else ''}")
     if vm.cpus:
         parts.append(f"pc, {vm.cpus} vCPU{'s' if vm.cpus > 1 else ''}")
-    if vm.memory is not None:
+    if vm.memory != m.VmConfig().memory:
         parts.append(f"{_size(vm.memory)} of RAM")
-    if vm.balloon:
+    if has_balloon(vm):
         parts.append("virtio-balloon balloon0")
     if vm.guest:
         g = vm.guest
         text = f"guest: power button {g.powerdown}, unplug {g.unplug}, tray {g.tray}"
-        if vm.balloon:
-            rate = "" if g.balloon_rate is None else f" at {_size(g.balloon_rate)}/s"
+        if has_balloon(vm):
+            default = g.balloon_rate == m.GuestConfig().balloon_rate
+            rate = "" if default else f" at {_size(g.balloon_rate)}/s"
             text += f", balloon {g.balloon}{rate if g.balloon == 'follow' else ''}"
         parts.append(text)
     if vm.incoming:

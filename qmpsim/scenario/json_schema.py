@@ -22,7 +22,7 @@ from qmpsim.scenario.grammar import (
     _Size,
     _Steps,
 )
-from qmpsim.scenario.loader import _DURATION, _SIZE
+from qmpsim.scenario.nodes import DURATION, SIZE
 
 if TYPE_CHECKING:
     pass
@@ -100,14 +100,14 @@ def scenario_schema() -> dict[str, Any]:
                     "description": "Seconds, or a string such as 500ms, 2s, 1.5m, 1h.",
                     "anyOf": [
                         {"type": "number", "minimum": 0},
-                        {"type": "string", "pattern": _DURATION.pattern},
+                        {"type": "string", "pattern": DURATION.pattern},
                     ],
                 },
                 "size": {
                     "description": "Bytes, or a string such as 512K, 64M, 16G (powers of 1024).",
                     "anyOf": [
                         {"type": "integer", "minimum": 0},
-                        {"type": "string", "pattern": _SIZE.pattern},
+                        {"type": "string", "pattern": SIZE.pattern},
                     ],
                 },
                 "step": {"oneOf": variants},

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario.loader import _suggest, load_scenario
+from qmpsim.scenario.loader import load_scenario
 from qmpsim.scenario.model import Scenario
+from qmpsim.scenario.nodes import suggest
 
 if TYPE_CHECKING:
     pass
@@ -75,7 +76,7 @@ def load_named(name: str) -> Scenario:
 def unknown_scenario(name: str) -> ScenarioError:
     """The error for a name that is neither a file nor a shipped scenario."""
     known = [p.stem for p in shipped_scenarios()]
-    hint = _suggest(name, known)
+    hint = suggest(name, known)
     return ScenarioError(
         f"no such file or shipped scenario{hint} (shipped: {', '.join(known)})", name
     )

@@ -10,36 +10,62 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from qmpsim.scenario.model import (
+from qmpsim.scenario.steps import (
     CauseStep,
-    Disk,
     EmitStep,
     FaultStep,
-    Guest,
     IncludeStep,
     OnStep,
     RepeatStep,
     ReplyStep,
-    Scenario,
-    Spice,
     Step,
     UntilStep,
-    VmSpec,
-    Vnc,
     WaitStep,
 )
+from qmpsim.scenario.vm_section import vm_document
+from qmpsim.vm.description import VmConfig
 
-__all__ = ["dump_yaml", "scenario_document", "step_document", "to_yaml"]
+
+class ScenarioFields(Protocol):
+    """What the writer reads of a :class:`~qmpsim.scenario.model.Scenario` (which calls
+    it from ``Scenario.to_yaml``, so the writer names the fields, not the class)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def vm(self) -> VmConfig: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def clock(self) -> str: ...
+    @property
+    def steps(self) -> tuple[Step, ...]: ...
+    @property
+    def actions(self) -> Mapping[str, tuple[Step, ...]]: ...
 
 
-def to_yaml(scenario: Scenario, *, header: Iterable[str] = ()) -> str:
+__all__ = [
+    "ScenarioFields",
+    "dump_yaml",
+    "scenario_document",
+    "step_document",
+    "to_yaml",
+    "vm_document",
+]
+
+
+def to_yaml(scenario: ScenarioFields, *, header: Iterable[str] = ()) -> str:
     """The scenario as YAML text that loads back to the same scenario."""
     return dump_yaml(scenario_document(scenario), header=header)
 
 
-def scenario_document(scenario: Scenario) -> dict[str, Any]:
+def scenario_document(scenario: ScenarioFields) -> dict[str, Any]:
     """The YAML document (as plain data) that loads to ``scenario``."""
     doc: dict[str, Any] = {"name": scenario.name}
     if scenario.description:
@@ -47,31 +73,13 @@ def scenario_document(scenario: Scenario) -> dict[str, Any]:
     doc["profile"] = scenario.profile
     if scenario.clock != "first-client":
         doc["clock"] = scenario.clock
-    vm = vm_document(scenario.vm)
+    vm = vm_document(scenario.vm, scenario.seed)
     if vm:
         doc["vm"] = vm
     doc["steps"] = steps_document(scenario.steps)
     if scenario.actions:
         doc["actions"] = {name: steps_document(block) for name, block in scenario.actions.items()}
     return doc
-
-
-def vm_document(vm: VmSpec) -> dict[str, Any]:
-    """A ``vm`` section: only what differs from the defaults."""
-    out = _changed(vm, skip=("disks", "vnc", "spice", "guest", "images"))
-    if vm.disks:
-        out["disks"] = [_disk(d) for d in vm.disks]
-    if vm.images:
-        out["images"] = [{"file": i.file, **_changed(i, skip=("file",))} for i in vm.images]
-    for name in ("vnc", "spice", "guest"):
-        server: Vnc | Spice | Guest | None = getattr(vm, name)
-        if server is not None:
-            out[name] = _changed(server)
-    return out
-
-
-def _disk(disk: Disk) -> dict[str, Any]:
-    return {"name": disk.name, **_changed(disk, skip=("name",))}
 
 
 def steps_document(steps: Sequence[Step]) -> list[dict[str, Any]]:

@@ -720,43 +720,13 @@ def random_scenario(
 def scenario_of(spec: ProfileSpec, walk: Walk, name: str = "drawn") -> Scenario:
     """The walk's causes and waits as a scenario, loaded by the scenario files' loader."""
     from qmpsim.scenario.loader import loads_scenario
+    from qmpsim.scenario.vm_section import vm_document
 
     doc: dict[str, Any] = {
         "name": name,
         "description": "A random walk over the causes the VM can undergo",
         "profile": spec.name,
-        "vm": _vm_doc(walk.machine.vm),
+        "vm": vm_document(walk.machine.vm),
         "steps": walk.steps,
     }
     return loads_scenario(json.dumps(doc, indent=1))
-
-
-def _vm_doc(vm: m.VmConfig) -> dict[str, Any]:
-    doc: dict[str, Any] = {"initial_state": vm.initial_state, "no_shutdown": vm.no_shutdown}
-    if vm.cpus:
-        doc["cpus"] = vm.cpus
-    if vm.watchdog is not None:
-        doc["watchdog"] = vm.watchdog
-    if vm.disks:
-        doc["disks"] = [
-            {
-                "name": d.name,
-                "on_read_error": d.on_read_error,
-                "on_write_error": d.on_write_error,
-                "thin": d.thin,
-            }
-            for d in vm.disks
-        ]
-    if vm.vnc is not None:
-        v = vm.vnc
-        doc["vnc"] = {"host": v.host, "port": v.port, "family": v.family, "auth": v.auth}
-    if vm.spice is not None:
-        s = vm.spice
-        doc["spice"] = {
-            "host": s.host,
-            "port": s.port,
-            "family": s.family,
-            "auth": s.auth,
-            "tls": s.tls,
-        }
-    return doc
