@@ -7,7 +7,11 @@ found on and the name of the rule: schema, run-state changes, the causal rules
 of the event specification and of QEMU, throttling and timestamp order.
 
 The rules are those QEMU itself obeys, so a stream recorded from a real QEMU
-passes.  Two QEMU facts shape them:
+passes.  Where the VM model states a rule as data, the checker asks it rather
+than restating it: the run-state moves (:mod:`qmpsim.vm.runstate`, per QEMU
+version), a job's moves (:data:`qmpsim.vm.jobs.JOB_MOVES`), a migration's
+(:mod:`qmpsim.vm.migration_states`) and what each watchdog action leads to
+(:data:`qmpsim.vm.watchdog.FOLLOWS`).  Two QEMU facts shape the rest:
 
 * A throttled event (``RTC_CHANGE``, ``WATCHDOG`` in QEMU 7.2) that arrives less
   than a second after the previous one of its kind is held back and sent when
@@ -31,6 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, ProfileSpec, get_profile, validate_event
+from qmpsim.vm import runstate
+from qmpsim.vm.jobs import JOB_MOVES
+from qmpsim.vm.migration_states import MIGRATING, MIGRATION_MOVES
+from qmpsim.vm.runstate import RunState, Transitions
+from qmpsim.vm.watchdog import FOLLOWS, WATCHDOG_ACTIONS, WatchdogAction
 
 RULES: Mapping[str, str] = {
     "json": "every line holds a JSON value (or belongs to a qemu.qmp log record)",
@@ -40,9 +49,10 @@ RULES: Mapping[str, str] = {
     "timestamp-order": "timestamps never go backwards (only a throttled event may carry an "
     "older timestamp than events sent before it)",
     "throttle": "throttled events of one kind are sent at most once per interval",
-    "stop-while-stopped": "STOP only while the VM runs",
+    "stop-while-stopped": "STOP only while the VM runs (from QEMU 9.0: or is suspended)",
     "resume-while-running": "RESUME only while the VM is stopped",
-    "resume-needs-reset": "after a SHUTDOWN that stopped the VM, RESUME needs a RESET first",
+    "resume-needs-reset": "RESUME only from a run state QEMU's table lets the VM run from: "
+    "after a SHUTDOWN that stopped the VM, a RESET first",
     "block-io-error-stop": "BLOCK_IO_ERROR with action 'stop' on a running VM is followed by STOP",
     "watchdog-action": "WATCHDOG reset/pause/shutdown is followed by RESET/STOP/POWERDOWN "
     "(qemu-0.14: SHUTDOWN)",
@@ -66,41 +76,6 @@ RULES: Mapping[str, str] = {
     "then only the transitions migration.c makes, a new migration only after one ended",
     "migration-pass": "MIGRATION_PASS counts a migration's passes 1, 2, 3… while it runs",
     "migration-stop": "a source's MIGRATION completed comes once the VM stopped (STOP)",
-}
-
-# migration.c's moves between MigrationStatus values (source and destination)
-_MIGRATION_MOVES: Mapping[str, frozenset[str]] = {
-    "none": frozenset({"setup"}),
-    "setup": frozenset({"active", "failed", "cancelling"}),
-    "active": frozenset(
-        {"pre-switchover", "device", "completed", "failed", "cancelling", "postcopy-active"}
-    ),
-    "pre-switchover": frozenset({"device", "failed", "cancelling"}),
-    "device": frozenset({"completed", "failed", "cancelling", "postcopy-active"}),
-    "postcopy-active": frozenset({"postcopy-paused", "completed", "failed"}),
-    "postcopy-paused": frozenset({"postcopy-recover-setup", "postcopy-recover", "failed"}),
-    "postcopy-recover-setup": frozenset({"postcopy-recover", "postcopy-paused", "failed"}),
-    "postcopy-recover": frozenset({"postcopy-active", "postcopy-paused", "failed"}),
-    "cancelling": frozenset({"cancelled", "failed"}),
-    "completed": frozenset({"setup"}),
-    "failed": frozenset({"setup"}),
-    "cancelled": frozenset({"setup"}),
-}
-_MIGRATING = frozenset({"setup", "active", "pre-switchover", "device", "cancelling"})
-
-# job.c's JobSTT: the states a job may go to from each state
-_JOB_MOVES: Mapping[str, frozenset[str]] = {
-    "undefined": frozenset({"created"}),
-    "created": frozenset({"running", "aborting", "null"}),
-    "running": frozenset({"paused", "ready", "waiting", "aborting"}),
-    "paused": frozenset({"running"}),
-    "ready": frozenset({"standby", "waiting", "aborting"}),
-    "standby": frozenset({"ready"}),
-    "waiting": frozenset({"pending", "aborting"}),
-    "pending": frozenset({"aborting", "concluded"}),
-    "aborting": frozenset({"aborting", "concluded"}),
-    "concluded": frozenset({"null"}),
-    "null": frozenset({"created"}),  # a new job with the same id
 }
 
 _US = 1_000_000
@@ -155,7 +130,8 @@ def check(
             continue
         checker = checkers.get(item.stream)
         if checker is None:
-            checker = checkers[item.stream] = _StreamChecker(spec, initial_status)
+            start = None if initial_status is None else RunState(initial_status)
+            checker = checkers[item.stream] = _StreamChecker(spec, start)
         violations += checker.feed(item)
     for checker in checkers.values():
         violations += checker.finish()
@@ -314,6 +290,23 @@ class _Throttled:
     sent_at_least: int
 
 
+# where a reset leaves the run state alone (main_loop_should_exit())
+_RESET_KEEPS = (RunState.RUNNING, RunState.INMIGRATE, RunState.FINISH_MIGRATE)
+
+
+def _watchdog_follows(action: Any, *, modern: bool) -> tuple[str, ...]:
+    """The events one of which must follow a WATCHDOG of ``action``: the one its action
+    leads to (:data:`qmpsim.vm.watchdog.FOLLOWS`), or what QEMU may send instead."""
+    follows = FOLLOWS.get(WatchdogAction(action)) if action in WATCHDOG_ACTIONS else None
+    if follows == "RESET" and modern:
+        return ("RESET", "SHUTDOWN")  # -no-reboot turns the reset into a shutdown
+    if follows == "POWERDOWN" and not modern:
+        # before QEMU 1.2 a power button press had no event: the guest's SHUTDOWN follows
+        return ("SHUTDOWN", "POWERDOWN")
+    # "poweroff" exits QEMU at once, like `quit`, with no further event
+    return () if follows is None else (follows,)
+
+
 _RuleFn = Callable[["_StreamChecker", int, Mapping[str, Any], "int | None"], None]
 _Rule = TypeVar("_Rule", bound=_RuleFn)
 
@@ -334,7 +327,8 @@ def _on_event(event: str) -> Callable[[_Rule], _Rule]:
 @dataclass
 class _StreamChecker:
     profile: ProfileSpec
-    status: str | None  # "running", "paused" or None (unknown)
+    # the run state, as QEMU's table (qmpsim.vm.runstate) moves it (None: unknown)
+    status: RunState | None
     violations: list[Violation] = field(default_factory=list)
     obligations: list[_Obligation] = field(default_factory=list)
     since_watchdog: list[_Consequence] = field(default_factory=list)
@@ -344,7 +338,6 @@ class _StreamChecker:
     floor: int | None = None  # lower bound of the wall clock when the last event was sent
     floor_line: int = 0
     shutdown_line: int | None = None  # a SHUTDOWN on a running VM, not yet followed by STOP
-    needs_reset: bool = False
     vnc: _Sessions = field(default_factory=dict)
     spice: _Sessions = field(default_factory=dict)
     # (connection-id, channel-type, channel-id) -> the address of the session it is up on
@@ -358,7 +351,9 @@ class _StreamChecker:
 
     def __post_init__(self) -> None:
         if self.status is not None:
+            self.status = RunState(self.status)
             self.suspended = False
+        self.runstates: Transitions = runstate.rules(self.profile)
 
     migration: str | None = None  # the last MIGRATION status (None: none seen)
     passes: int = 0  # the current migration's MIGRATION_PASS count
@@ -393,12 +388,17 @@ class _StreamChecker:
         # a query-status reply reveals the run state
         running = value.get("running") if isinstance(value, dict) else None
         if isinstance(running, bool) and ("singlestep" in value or "status" in value):
-            # a suspended VM's vCPUs stopped without a STOP: for STOP and RESUME it
-            # counts as running (QEMU 9.0 on sends STOP when it is paused from there)
-            suspended = value.get("status") == "suspended"
-            self.status = "running" if running or suspended else "paused"
+            status = value.get("status")
+            if status in runstate.RUN_STATES:
+                self.status = RunState(status)
+            else:  # before QEMU 1.0, only whether it runs
+                self.status = RunState.RUNNING if running else RunState.PAUSED
             if "status" in value:
-                self.suspended = suspended
+                self.suspended = status == RunState.SUSPENDED
+
+    def _stopped(self) -> bool:
+        """Whether the VM is known to be stopped: ``vm_stop()`` would send no STOP."""
+        return self.status is not None and not self.runstates.live(self.status)
 
     @property
     def _modern(self) -> bool:
@@ -527,7 +527,7 @@ class _StreamChecker:
             return
         # a job met in the middle of its life starts wherever the stream finds it
         before = self.jobs.get(job, "undefined" if status == "created" else None)
-        if before is not None and status not in _JOB_MOVES.get(before, frozenset()):
+        if before is not None and status not in JOB_MOVES.get(before, frozenset()):
             self._report(line, "job-status", f"job {job!r} went from {before} to {status}")
         self.jobs[job] = status
 
@@ -579,18 +579,18 @@ class _StreamChecker:
             return
         before = self.migration
         # a migration met in the middle of its life starts wherever the stream finds it
-        if before is not None and status not in _MIGRATION_MOVES.get(before, frozenset()):
+        if before is not None and status not in MIGRATION_MOVES.get(before, frozenset()):
             self._report(line, "migration-status", f"migration went from {before} to {status}")
         if status == "setup" and before != "setup":
             self.passes = 0
-        if status == "completed" and self.passes and self.status == "running":
+        if status == "completed" and self.passes and self.status == RunState.RUNNING:
             self._report(line, "migration-stop", "the migration completed while the VM runs")
         self.migration = status
 
     @_on_event("MIGRATION_PASS")
     def _on_migration_pass(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         count = data.get("pass")
-        if self.migration is not None and self.migration not in _MIGRATING:
+        if self.migration is not None and self.migration not in MIGRATING:
             self._report(line, "migration-pass", f"a pass while the migration is {self.migration}")
         elif isinstance(count, int) and self.migration is not None and count != self.passes + 1:
             self._report(line, "migration-pass", f"pass {count} after pass {self.passes}")
@@ -599,37 +599,45 @@ class _StreamChecker:
 
     @_on_event("STOP")
     def _on_stop(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
-        if self.status == "paused":
+        if self._stopped():
             self._report(line, "stop-while-stopped", "STOP while the VM is already stopped")
-        if self.shutdown_line is not None:
-            self.needs_reset = self.profile.run_states
-            self.shutdown_line = None
-        self.status = "paused"
+        # Which stopped state (paused, io-error, watchdog…) changes nothing the table says
+        # of STOP, RESUME and RESET; shutdown does: only a reset leaves it.
+        state = RunState.PAUSED if self.shutdown_line is None else RunState.SHUTDOWN
+        self.shutdown_line = None
+        self.status = state
 
     @_on_event("RESUME")
     def _on_resume(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
+        # from QEMU 9.0 a VM stopped while suspended resumes to suspended
+        back = self.suspended and self.runstates.allows(RunState.PAUSED, RunState.SUSPENDED)
+        target = RunState.SUSPENDED if back else RunState.RUNNING
         owed = [ob for ob in self.obligations if "STOP" in ob.kinds]
         if owed:
             self._report(
                 line, owed[0].rule, f"RESUME before the STOP due since line {owed[0].line}"
             )
             self.obligations = [ob for ob in self.obligations if ob not in owed]
-        elif self.status == "running":
+        elif self.status in (RunState.RUNNING, RunState.SUSPENDED):
+            # cont leaves a suspended VM to system_wakeup: RESUME comes from a stopped one
             self._report(line, "resume-while-running", "RESUME while the VM is already running")
-        elif self.needs_reset:
+        elif self.status is not None and not self.runstates.allows(self.status, target):
             self._report(
-                line, "resume-needs-reset", "RESUME after a SHUTDOWN stopped the VM, with no RESET"
+                line,
+                "resume-needs-reset",
+                f"RESUME of a VM in {self.status}, which only a RESET leaves"
+                + (" (a SHUTDOWN stopped it)" if self.status == RunState.SHUTDOWN else ""),
             )
         self._after_shutdown(line, "RESUME")
-        self.needs_reset = False
-        self.status = "running"
+        self.status = target
 
     @_on_event("RESET")
     def _on_reset(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         self._after_shutdown(line, "RESET")
-        self.needs_reset = False
-        if self.suspended:  # a reset of a suspended VM leaves it in prelaunch, without a STOP
-            self.status = "paused"
+        # the main loop puts a VM that does not run in prelaunch after a reset (a
+        # suspended one included, without a STOP)
+        if self.status not in (None, *_RESET_KEEPS):
+            self.status = RunState.PRELAUNCH
         self.suspended = False
 
     @_on_event("SUSPEND")
@@ -637,12 +645,16 @@ class _StreamChecker:
         if self.suspended:
             self._report(line, "suspend", "SUSPEND while the VM is already suspended")
         self.suspended = True
+        if self.status == RunState.RUNNING:
+            self.status = RunState.SUSPENDED
 
     @_on_event("WAKEUP")
     def _on_wakeup(self, line: int, _data: Mapping[str, Any], _stamp: int | None) -> None:
         if self.suspended is False:
             self._report(line, "suspend", "WAKEUP of a VM that is not suspended")
         self.suspended = False
+        if self.status == RunState.SUSPENDED:
+            self.status = RunState.RUNNING
 
     @_on_event("BALLOON_CHANGE")
     def _on_balloon_change(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
@@ -661,7 +673,7 @@ class _StreamChecker:
         self._after_shutdown(line, "SHUTDOWN")
         self.suspended = False
         # `quit` and host signals end the process whatever -no-shutdown says
-        if self.status != "paused" and data.get("reason") not in ("host-qmp-quit", "host-signal"):
+        if not self._stopped() and data.get("reason") not in ("host-qmp-quit", "host-signal"):
             self.shutdown_line = line
 
     def _after_shutdown(self, line: int, name: str) -> None:
@@ -676,7 +688,7 @@ class _StreamChecker:
 
     @_on_event("BLOCK_IO_ERROR")
     def _on_block_io_error(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        if data.get("action") == "stop" and self.status != "paused" and not self._owes_stop():
+        if data.get("action") == "stop" and not self._stopped() and not self._owes_stop():
             self._owe(
                 line,
                 "block-io-error-stop",
@@ -687,19 +699,9 @@ class _StreamChecker:
     @_on_event("WATCHDOG")
     def _on_watchdog(self, line: int, data: Mapping[str, Any], stamp: int | None) -> None:
         action = data.get("action")
-        kinds: tuple[str, ...]
-        if action == "reset":
-            kinds = ("RESET", "SHUTDOWN") if self._modern else ("RESET",)
-        elif action == "pause":
-            kinds = ("STOP",)
-        elif action == "shutdown":
-            # before QEMU 1.2 a power button press had no event: the guest's SHUTDOWN follows
-            kinds = ("POWERDOWN",) if self._modern else ("SHUTDOWN", "POWERDOWN")
-        else:
-            # "poweroff" exits QEMU at once, like `quit`, with no further event
-            kinds = ()
+        kinds = _watchdog_follows(action, modern=self._modern)
         earlier, self.since_watchdog = self.since_watchdog, []
-        if not kinds or (kinds == ("STOP",) and self.status == "paused"):
+        if not kinds or (kinds == ("STOP",) and self._stopped()):
             return
         # a held-back WATCHDOG comes after its own consequence
         for c in earlier:
@@ -716,7 +718,7 @@ class _StreamChecker:
     @_on_event("GUEST_PANICKED")
     def _on_guest_panicked(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
         action = data.get("action")
-        if action in ("pause", "poweroff") and self.status != "paused":
+        if action in ("pause", "poweroff") and not self._stopped():
             self._owe(
                 line, "guest-panicked", ("STOP",), f"GUEST_PANICKED {action} must stop the VM"
             )

@@ -27,10 +27,26 @@ from typing import Any, Protocol
 
 from .component import Component, on_cause, on_command
 from .nodes import Node
-from .values import CommandError, Event, Outcome
+from .values import CommandError, Event, MachineError, Outcome
 
 UNLIMITED_RATE = 1 << 30
 """Bytes per second a job without a speed limit copies (a local disk's pace)."""
+
+JOB_MOVES: Mapping[str, frozenset[str]] = {
+    "undefined": frozenset({"created"}),
+    "created": frozenset({"running", "aborting", "null"}),
+    "running": frozenset({"paused", "ready", "waiting", "aborting"}),
+    "paused": frozenset({"running"}),
+    "ready": frozenset({"standby", "waiting", "aborting"}),
+    "standby": frozenset({"ready"}),
+    "waiting": frozenset({"pending", "aborting"}),
+    "pending": frozenset({"aborting", "concluded"}),
+    "aborting": frozenset({"aborting", "concluded"}),
+    "concluded": frozenset({"null"}),
+    "null": frozenset({"created"}),  # a new job with the same id
+}
+"""``job.c``'s JobSTT: the states a job may go to from each state.  The jobs here move
+only as it allows; the conformance checker holds JOB_STATUS_CHANGE streams to it."""
 
 # job.c's JobVerbTable: the states in which each verb is accepted
 _VERBS = {
@@ -176,6 +192,8 @@ class Jobs(Component):
     def _status(self, job: Job, status: str) -> list[Event]:
         if job.status == status:
             return []
+        if status not in JOB_MOVES[job.status]:  # job_state_transition() asserts it
+            raise MachineError(f"job {job.id!r} cannot go from {job.status} to {status}")
         job.status = status
         return [self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": status})]
 
