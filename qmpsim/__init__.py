@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .scenario.loader import load_scenario, loads_scenario
     from .scenario.model import Scenario
     from .testing.conformance import Violation, check
+    from .vm.description import VmConfig
     from .vm.machine import (
         CommandError,
         DeviceEjected,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
         SpiceDisconnect,
         SpiceInitialize,
         UnplugRefused,
-        VmConfig,
         VncConfig,
         VncConnect,
         VncDisconnect,
@@ -62,7 +62,7 @@ _LAZY: dict[str, str] = {
     "Machine": "qmpsim.vm.machine",
     "MachineError": "qmpsim.vm.machine",
     "ManualClock": "qmpsim.vm.machine",
-    "VmConfig": "qmpsim.vm.machine",
+    "VmConfig": "qmpsim.vm.description",
     "DiskConfig": "qmpsim.vm.machine",
     "VncConfig": "qmpsim.vm.machine",
     "SpiceConfig": "qmpsim.vm.machine",

@@ -271,7 +271,6 @@ def choose_vm(ch: Choices, spec: ProfileSpec) -> m.VmConfig:
     disks = tuple(
         m.DiskConfig(
             name=f"virtio{i}",
-            node_name=f"#block{100 + 2 * i}",
             on_read_error=ch.choice(_READ_POLICIES),
             on_write_error=ch.choice(_WRITE_POLICIES),
             thin=True,  # the walk may run it out of space
