@@ -17,6 +17,8 @@ from qmpsim.scenario.loader import load_scenario
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = ("block.md", "balloon-suspend.md", "migration.md")
+"""The model's pages that show a shipped scenario."""
+EXAMPLE_PAGES = (*PAGES, "descriptors.md")
 
 
 def blocks(page: str, language: str) -> list[str]:
@@ -25,7 +27,7 @@ def blocks(page: str, language: str) -> list[str]:
 
 def examples() -> list[Any]:
     found = []
-    for page in PAGES:
+    for page in EXAMPLE_PAGES:
         printed = [t for t in blocks(page, "text") if not t.startswith("$ ")]
         codes = blocks(page, "python")
         assert len(codes) == len(printed), f"{page}: each example is followed by its output"

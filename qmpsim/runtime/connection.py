@@ -28,6 +28,7 @@ from qmpsim.qmp.protocol import (
     ServerConnection,
 )
 from qmpsim.qmp.transcript import Direction, Entry, Transcript
+from qmpsim.runtime.ancillary import Received, receive
 from qmpsim.runtime.faults import WriteFault
 
 __all__ = ["UNPARSED", "Connection", "ConnectionHost", "IdleConnection", "IdleWatcher"]
@@ -136,6 +137,8 @@ class Connection:
     closing: bool = False
     greeted: bool = False
     """The greeting is written: QEMU writes it before it reads anything."""
+    descriptors: Received = field(default_factory=Received)
+    """Descriptors the client sent (SCM_RIGHTS) that no command has taken yet."""
 
     # --- its task ---------------------------------------------------------------------
 
@@ -237,13 +240,13 @@ class Connection:
         wait was interrupted because the connection turned idle and may park."""
         try:
             if self.watcher is None:
-                return bytes(await self.stream.receive_some(_RECEIVE_SIZE))
+                return await receive(self.stream, _RECEIVE_SIZE, self.descriptors)
             # receive_some loses nothing when cancelled: what arrives waits in the
             # socket for the watcher.
             with trio.CancelScope() as waiting:
                 self.read_scope = waiting
                 try:
-                    return bytes(await self.stream.receive_some(_RECEIVE_SIZE))
+                    return await receive(self.stream, _RECEIVE_SIZE, self.descriptors)
                 finally:
                     self.read_scope = None
             return None

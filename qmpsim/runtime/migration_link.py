@@ -10,8 +10,10 @@ destination turns what it reads into causes of its machine: the source connected
 (``active``), the stream ended with the marker (RESUME, ``completed``) or without
 it (``failed``, and the VM exits, as QEMU does).  A source whose destination
 closes the connection fails as QEMU's does (``Unable to write to socket: Broken
-pipe``).  Other addresses (``tcp:`` to a remote host, ``exec:``) stay simulated:
-they accept the stream.
+pipe``).  ``migrate fd:NAME`` writes the same outline into the descriptor the
+client passed with ``getfd``, and closes it when the migration ends.  Other
+addresses (``tcp:`` to a remote host, ``exec:``) stay simulated: they accept the
+stream.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 import trio
 
 from qmpsim.runtime.listen import ListenError, bind_unix
+from qmpsim.vm.fds import DescriptorChannel
 from qmpsim.vm.machine import Cause, Event, Machine
 from qmpsim.vm.migration import (
     Channel,
@@ -87,6 +90,8 @@ def _split(address: str) -> tuple[str, int] | None:
 
 
 def _connect(sim: Simulator, transport: str, address: str) -> str | Channel | None:
+    if transport == "fd":  # a descriptor the client passed (getfd): the stream goes there
+        return DescriptorChannel.open(int(address), MAGIC, EOF_MARKER)
     if transport == "unix":
         family: socket.AddressFamily = socket.AF_UNIX
         target: Any = address

@@ -42,6 +42,7 @@ from qmpsim.runtime.connection import UNPARSED, Connection, IdleConnection, Idle
 from qmpsim.runtime.faults import Faults, WriteFault
 from qmpsim.runtime.migration_link import link as link_migration
 from qmpsim.runtime.serving import Serving
+from qmpsim.vm.fds import Descriptors, receiving
 from qmpsim.vm.machine import Cause, CommandError, Event, Machine, Outcome, VmConfig
 
 __all__ = [
@@ -194,6 +195,9 @@ class Simulator(Serving):
                     return False
                 raise leaves[0] from None
             raise
+        finally:
+            # the simulator stops as QEMU's process ends: the files it holds close
+            self.machine.part(Descriptors).close_all()
 
     def now(self) -> float:
         """The simulated wall clock: ``epoch`` plus trio time elapsed since the first reading."""
@@ -443,6 +447,8 @@ class Simulator(Serving):
             client.slot = False
             self._slot.release()
         self._clients.pop(client.id, None)
+        client.descriptors.close()
+        self.machine.part(Descriptors).monitor_closed(len(self._clients))
         self.transcript.end_client(client.id)
         if notify:
             self._state_changed()
@@ -460,7 +466,8 @@ class Simulator(Serving):
             if answer is not None:
                 outcome = answer
             elif override is None:
-                outcome = self.machine.execute(request.command, request.arguments)
+                with receiving(self.machine.part(Descriptors), client.descriptors.take):
+                    outcome = self.machine.execute(request.command, request.arguments)
             elif isinstance(override.reply, Outcome):
                 outcome = override.reply
             else:
@@ -502,6 +509,7 @@ class Simulator(Serving):
                 self._exit.set()
         for close in list(self._closers):
             close()
+        self.machine.part(Descriptors).close_all()  # QEMU's process is gone, and its files
         for client in list(self._clients.values()):
             client.close_after_output()
 

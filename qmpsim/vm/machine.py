@@ -58,6 +58,7 @@ from qmpsim.vm.display import (
     VncDisconnect,
     VncInitialize,
 )
+from qmpsim.vm.fds import Descriptors
 from qmpsim.vm.guest import Guest, GuestConfig
 from qmpsim.vm.images import (
     DEFAULT_SIZE,
@@ -296,6 +297,7 @@ class Machine:
         Balloon,
         Suspend,
         Migration,
+        Descriptors,
     )
     """The parts every machine is built of; each declares its commands and causes."""
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .component import Component, on_cause, on_command
+from .fds import DescriptorChannel, Descriptors
 from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse, socket_address
 from .values import CommandError, Event, Outcome
 
@@ -117,9 +118,10 @@ Listen = Callable[[str, str], "str | dict[str, Any] | None"]
 address), or QEMU's text for why it cannot."""
 
 
-def reachable(_transport: str, _address: str) -> str | Channel | None:
-    """The default destination: whatever the URI names accepts the stream."""
-    return None
+def reachable(transport: str, address: str) -> str | Channel | None:
+    """The default destination: whatever the URI names accepts the stream (a
+    descriptor is closed when the migration ends)."""
+    return DescriptorChannel.open(int(address)) if transport == "fd" else None
 
 
 def listening(_transport: str, _address: str) -> str | dict[str, Any] | None:
@@ -152,6 +154,8 @@ class Migration(Component):
         self._step: str | None = None
         self._due: float | None = None
         self._at: float | None = None
+        if getattr(self, "channel", None) is not None:
+            self._hang_up(finished=False)  # a reset VM's migration is gone
         self.channel: Channel | None = None
         self._clear_counters()
         # the destination's side (``-incoming``)
@@ -268,6 +272,10 @@ class Migration(Component):
             return Outcome(CommandError("GenericError", refused))
         early = self.host.profile.version >= PARSE_BEFORE_SETUP
         parsed = parse(str(uri), self.host.profile.version)
+        if not isinstance(parsed, Bad) and parsed[0] == "fd":
+            # monitor_get_fd(): the named descriptor leaves the monitor's table
+            taken = self.host.part(Descriptors).take(parsed[1])
+            parsed = Bad(taken, early=False) if isinstance(taken, str) else ("fd", str(taken))
         if isinstance(parsed, Bad) and (early and parsed.early):
             return Outcome(CommandError("GenericError", parsed.text))
         self._clear_counters()

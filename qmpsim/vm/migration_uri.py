@@ -62,7 +62,9 @@ def parse(
     if scheme == "fd":
         if modern and not address:
             return Bad("invalid file descriptor address")
-        # getfd's descriptors are not modelled: no name is ever found
+        if not incoming:
+            return scheme, address  # a name in getfd's table (vm.fds), looked up by migrate
+        # an incoming migration from a descriptor is not modelled: no name is ever found
         return Bad(f"File descriptor named '{address}' has not been found", early=False)
     if scheme == "file" and modern:
         if not address:
