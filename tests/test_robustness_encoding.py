@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.qmp import wire
+from qmpsim.qmp import json_writer
 
 _ascii = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=6)
 _plain_scalars = st.one_of(st.none(), st.booleans(), st.integers(), _ascii)
@@ -35,15 +35,15 @@ _values = _nested(_plain_scalars, _ascii) | _nested(
 
 def _general(value: Any, monkeypatch: pytest.MonkeyPatch) -> bytes:
     with monkeypatch.context() as patch:
-        patch.setattr(wire, "_plain", lambda value, depth: wire._NOT_PLAIN)
-        return wire.encode(value)
+        patch.setattr(json_writer, "_plain", lambda value, depth: json_writer._NOT_PLAIN)
+        return json_writer.encode(value)
 
 
 @settings(derandomize=True, max_examples=500, deadline=None)
 @given(value=_values)
 def test_fast_and_general_writers_agree(value: Any) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        assert wire.encode(value) == _general(value, monkeypatch)
+        assert json_writer.encode(value) == _general(value, monkeypatch)
 
 
 def test_deep_values_take_the_general_writer() -> None:
@@ -51,5 +51,5 @@ def test_deep_values_take_the_general_writer() -> None:
     for _ in range(1024):
         deep = [deep]
     with pytest.MonkeyPatch.context() as monkeypatch:
-        assert wire.encode(deep) == _general(deep, monkeypatch)
-    assert wire.encode(deep).startswith(b"[" * 1024 + b"0")
+        assert json_writer.encode(deep) == _general(deep, monkeypatch)
+    assert json_writer.encode(deep).startswith(b"[" * 1024 + b"0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmpsim.qmp import wire
+from qmpsim.qmp import json_lexer
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, qdict_insertion, qdict_order
 
 
@@ -216,7 +216,7 @@ def test_nesting_limit() -> None:
 
 
 def test_token_count_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire, "MAX_TOKEN_COUNT", 5)
+    monkeypatch.setattr(json_lexer, "MAX_TOKEN_COUNT", 5)
     assert feed_all(b"[1,2]") == [[1, 2]]
     # The sixth token is refused; what follows is lexed from a clean state.
     assert feed_all(b"[1,2,3]") == [
@@ -226,7 +226,7 @@ def test_token_count_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_token_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire, "MAX_TOKEN_SIZE", 10)
+    monkeypatch.setattr(json_lexer, "MAX_TOKEN_SIZE", 10)
     # Total size: each new token must fit with one byte to spare.
     assert feed_all(b'["abcde"]') == [["abcde"]]
     assert feed_all(b'["abcdef"]') == [ParseError("JSON token size limit exceeded")]
