@@ -26,7 +26,6 @@ import functools
 import inspect
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -38,6 +37,7 @@ from qmpsim.qmp.profiles import DEFAULT_PROFILE, get_profile
 from qmpsim.qmp.protocol import Request, ServerConnection
 from qmpsim.qmp.transcript import Transcript, arguments_match
 from qmpsim.qmp.wire import JsonStreamer, ParseError, encode, encode_message
+from qmpsim.runtime.clock import SimClock
 from qmpsim.runtime.connection import UNPARSED, Connection, IdleConnection, IdleWatcher
 from qmpsim.runtime.faults import Faults, WriteFault
 from qmpsim.runtime.migration_link import link as link_migration
@@ -115,7 +115,8 @@ class Simulator(Serving):
             machine = Machine(vm=vm or VmConfig(), profile=get_profile(profile))
         if strict_commands:  # see Machine.strict_commands
             machine.strict_commands = True
-        machine.clock = self.now
+        self._clock = SimClock(epoch)
+        machine.clock = self._clock.now
         self.machine = machine
         self.transcript = transcript if transcript is not None else Transcript()
         self.multi_client = multi_client
@@ -124,10 +125,6 @@ class Simulator(Serving):
         self.responder = responder
         self.errors: list[BaseException] = []
         """Exceptions raised by ``on_command`` callbacks (also logged)."""
-        self._epoch = epoch
-        self._wall_clock = epoch is None
-        self._offset: float | None = None
-        self._last = 0.0
         self._ids = itertools.count(1)
         self._clients: dict[int, Connection] = {}
         self._slot = trio.Semaphore(1)
@@ -166,9 +163,7 @@ class Simulator(Serving):
         self._start(nursery)
 
     def _start(self, nursery: trio.Nursery) -> None:
-        if self._offset is not None and not self._wall_clock:
-            self._epoch = self._last  # a new trio run: time goes on from the last reading
-        self._offset = None
+        self._clock.restart()
         self._nursery = nursery
         self._flushing = False
         self._flush_soon()
@@ -201,20 +196,7 @@ class Simulator(Serving):
 
     def now(self) -> float:
         """The simulated wall clock: ``epoch`` plus trio time elapsed since the first reading."""
-        try:
-            current = trio.current_time()
-        except RuntimeError:
-            return self._epoch if self._epoch is not None else time.time()
-        if self._offset is None:
-            start = self._epoch if self._epoch is not None else time.time()
-            self._offset = start - current
-        self._last = self._offset + current
-        return self._last
-
-    def _trio_time(self, wall: float) -> float:
-        self.now()
-        assert self._offset is not None
-        return wall - self._offset
+        return self._clock.now()
 
     @property
     def clients(self) -> list[int]:
@@ -519,7 +501,7 @@ class Simulator(Serving):
         try:
             while (deadline := self.machine.next_deadline()) is not None:
                 changed = self._change()
-                with trio.move_on_at(self._trio_time(deadline)):
+                with trio.move_on_at(self._clock.trio_time(deadline)):
                     await changed.wait()
                 due = self.machine.poll()
                 if due:
@@ -527,7 +509,7 @@ class Simulator(Serving):
                 if self.machine.exited:  # a timer's action can end the VM (a guest powering off)
                     self._vm_exited()
                 elif self.machine.next_deadline() == deadline and trio.current_time() >= (
-                    self._trio_time(deadline)
+                    self._clock.trio_time(deadline)
                 ):
                     await changed.wait()  # a deadline that yields nothing would spin otherwise
         finally:
