@@ -192,3 +192,84 @@ async def test_no_one_listening_fails_after_the_reply(
         info = (await s.execute("query-migrate"))["return"]
         assert info["error-desc"] == f"Failed to connect to '{uri.partition(':')[2]}': {error}"
         nursery.cancel_scope.cancel()
+
+
+POSTCOPY_ON = {
+    "capabilities": [
+        {"capability": "events", "state": True},
+        {"capability": "postcopy-ram", "state": True},
+    ]
+}
+
+
+async def test_postcopy_pauses_recovers_and_completes_between_two_simulators(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    uri, again = (f"unix:{tmp_path / name}" for name in ("migrate.sock", "recover.sock"))
+    destination = Simulator(vm=VmConfig(**PC, incoming=uri), epoch=EPOCH)
+    source = Simulator(vm=VmConfig(**PC), epoch=EPOCH)
+    async with destination as dst, source as src, trio.open_nursery() as nursery:
+        d, _ = connect(dst, nursery)
+        s, _ = connect(src, nursery)
+        for peer in (d, s):
+            await peer.negotiate()
+            await peer.execute("migrate-set-capabilities", POSTCOPY_ON)
+        slow = {"max-bandwidth": 20_000, "max-postcopy-bandwidth": 20_000}
+        await s.execute("migrate-set-parameters", slow)
+        await s.execute("migrate", {"uri": uri})
+        assert await until(s, migration("active")) == ["MIGRATION_PASS", "MIGRATION active"]
+        assert await until(d, migration("active")) == ["MIGRATION active"]
+        await s.execute("migrate-start-postcopy")
+        assert await until(s, lambda e: e["event"] == "MIGRATION_PASS") == [
+            "MIGRATION postcopy-active",
+            "STOP",
+            "MIGRATION_PASS",
+        ]
+        # the destination runs as soon as the source handed the VM over
+        assert await until(d, lambda e: e["event"] == "RESUME") == [
+            "MIGRATION postcopy-active",
+            "RESUME",
+        ]
+        assert await status(d) == "running"
+        await s.execute("migrate-pause")  # the source shuts the connection: both pause
+        assert (await until(s, migration("postcopy-paused")))[-1] == "MIGRATION postcopy-paused"
+        assert await until(d, migration("postcopy-paused")) == ["MIGRATION postcopy-paused"]
+        assert not dst.machine.exited and await status(d) == "running"
+        assert await d.execute("migrate-recover", {"uri": again}) == {"return": {}}
+        assert await s.execute("migrate", {"uri": again, "resume": True}) == {"return": {}}
+        for peer in (s, d):
+            assert (await until(peer, migration("postcopy-active")))[-2:] == [
+                "MIGRATION postcopy-recover",
+                "MIGRATION postcopy-active",
+            ]
+        await s.execute("migrate-set-parameters", {"max-postcopy-bandwidth": 0})
+        assert await until(s, migration("completed")) == ["MIGRATION completed"]
+        assert await until(d, migration("completed")) == ["MIGRATION completed"]
+        assert await status(s) == "postmigrate"
+        assert await status(d) == "running"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_destination_lost_in_postcopy_leaves_the_source_paused(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    uri = f"unix:{tmp_path / 'migrate.sock'}"
+    async with Simulator(vm=VmConfig(**PC), epoch=EPOCH) as src, trio.open_nursery() as nursery:
+        s, _ = connect(src, nursery)
+        await s.negotiate()
+        await s.execute("migrate-set-capabilities", POSTCOPY_ON)
+        await s.execute("migrate-set-parameters", {"max-bandwidth": 20_000})
+        async with Simulator(vm=VmConfig(**PC, incoming=uri), epoch=EPOCH) as dst:
+            d, _ = connect(dst, nursery)
+            await d.negotiate()
+            await d.execute("migrate-set-capabilities", POSTCOPY_ON)
+            await s.execute("migrate", {"uri": uri})
+            await until(d, migration("active"))
+            await s.execute("migrate-start-postcopy")
+            await until(d, lambda e: e["event"] == "RESUME")
+        # the destination's simulator is gone: the source pauses, and does not resume
+        assert (await until(s, migration("postcopy-paused")))[-1] == "MIGRATION postcopy-paused"
+        info = (await s.execute("query-migrate"))["return"]
+        assert info["status"] == "postcopy-paused"
+        assert await status(s) == "finish-migrate"
+        nursery.cancel_scope.cancel()

@@ -11,15 +11,19 @@ destination turns what it reads into causes of its machine: the source connected
 it (``failed``, and the VM exits, as QEMU does).  A source whose destination
 closes the connection fails as QEMU's does (``Unable to write to socket: Broken
 pipe``).  ``migrate fd:NAME`` writes the same outline into the descriptor the
-client passed with ``getfd``, and closes it when the migration ends.  Other
-addresses (``tcp:`` to a remote host, ``exec:``) stay simulated: they accept the
-stream.
+client passed with ``getfd``, and closes it when the migration ends.  A source that
+switches to postcopy writes QEMU's ``POSTCOPY_LISTEN`` and ``POSTCOPY_RUN``
+commands, and the destination runs (``postcopy-active``); a connection lost then
+pauses both sides (``postcopy-paused``), and a source resuming to the address
+``migrate-recover`` listens on reconnects them.  Other addresses (``tcp:`` to a
+remote host, ``exec:``) stay simulated: they accept the stream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -35,6 +39,7 @@ from qmpsim.vm.migration import (
     IncomingCompleted,
     IncomingConnected,
     IncomingFailed,
+    IncomingPostcopy,
     Migration,
     MigrationTargetLost,
 )
@@ -58,6 +63,9 @@ MAGIC = b"QEVM\x00\x00\x00\x03"
 EOF_MARKER = b"\x00"
 """``QEMU_VM_EOF``: what a completed stream ends with (a real QEMU adds its device
 description after it)."""
+POSTCOPY_MARKER = b"\x08\x00\x04\x00\x00\x08\x00\x05\x00\x00"
+"""``QEMU_VM_COMMAND`` ``MIG_CMD_POSTCOPY_LISTEN`` then ``MIG_CMD_POSTCOPY_RUN`` (each a
+command number and an empty length): the source handed the VM over."""
 _CONNECT_TIMEOUT = 5.0
 
 
@@ -128,6 +136,11 @@ class _Stream:
     def abort(self) -> None:
         self._close()
 
+    def postcopy(self) -> None:
+        """The source switched to postcopy: the destination is to run."""
+        with contextlib.suppress(OSError):
+            self.sock.send(POSTCOPY_MARKER)
+
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -191,12 +204,29 @@ async def _receive(sim: Simulator, listener: trio.SocketListener, close: Any) ->
         stream = await listener.accept()
     finally:
         close()
+    part = sim.machine.part(Migration)
     async with stream:
+        part.incoming_stop = functools.partial(_hang_up, stream)
         _cause(sim, IncomingConnected())
         tail = b""
         while data := await _read(stream):
+            seen = len(tail)
             tail = (tail + data)[-_TAIL:]
+            # (a real QEMU's RAM could hold these bytes: heeded only with postcopy on)
+            at = tail.find(POSTCOPY_MARKER, max(0, seen - len(POSTCOPY_MARKER)))
+            if at >= 0 and part.caps.get("postcopy-ram") and part.incoming == "active":
+                tail = tail[at + len(POSTCOPY_MARKER) :]  # (its last byte is no end marker)
+                _cause(sim, IncomingPostcopy())
+        part.incoming_stop = None
         _cause(sim, IncomingCompleted() if _complete(tail) else IncomingFailed())
+
+
+def _hang_up(stream: trio.SocketStream) -> None:
+    """The destination shuts its end (``migrate-pause``): the source sees it gone."""
+    sock = stream.socket
+    if sock.fileno() >= 0:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
 
 
 _TAIL = 1 << 20

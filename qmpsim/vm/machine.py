@@ -75,6 +75,7 @@ from qmpsim.vm.migration import (
     IncomingCompleted,
     IncomingConnected,
     IncomingFailed,
+    IncomingPostcopy,
     Migration,
     MigrationTargetLost,
 )
@@ -130,6 +131,7 @@ __all__ = [  # the names other modules and users import from here
     "IncomingCompleted",
     "IncomingConnected",
     "IncomingFailed",
+    "IncomingPostcopy",
     "JobError",
     "Jobs",
     "Machine",
@@ -223,6 +225,7 @@ Cause = (
     | IncomingConnected
     | IncomingCompleted
     | IncomingFailed
+    | IncomingPostcopy
 )
 """Things that happen to the VM, which the machine turns into events."""
 

@@ -1,4 +1,4 @@
-"""Live migration: QEMU's precopy state machine on the virtual clock, and the destination.
+"""Live migration: QEMU's precopy and postcopy state machine on the virtual clock.
 
 ``migrate`` checks its URI as the profile's QEMU does, then goes through
 ``setup`` (before the reply) and ``active`` (after it, with the first
@@ -14,18 +14,25 @@ guest that dirties memory faster than the bandwidth never gets there, until
 ``migrate-set-parameters max-bandwidth`` raises it.  MIGRATION and
 MIGRATION_PASS go out only with the ``events`` capability, as in QEMU.
 
-A VM started with ``-incoming`` (``VmConfig.incoming``) is a destination: it waits
-in ``inmigrate`` for its source, listening where ``migrate-incoming`` (or its
-command line) says, and runs once its state came (:class:`IncomingCompleted`).
-Where the host has a network (:mod:`qmpsim.runtime.migration_link`) the
+With the ``postcopy-ram`` capability, ``migrate-start-postcopy`` hands the VM over
+before its RAM is all sent: the source stops (STOP, ``postcopy-active``, a last
+MIGRATION_PASS), the destination runs, and the source sends the rest at
+``max-postcopy-bandwidth`` until ``completed`` (``postmigrate``).  A connection lost
+then (``migrate-pause``, a destination that goes away) leaves both sides
+``postcopy-paused`` rather than ``failed``: neither can go back, so they wait for
+``migrate-recover`` on the destination and ``migrate`` ``resume: true`` on the
+source (``postcopy-recover``, 9.1's ``postcopy-recover-setup``), then go on.
+
+The destination's side is :mod:`qmpsim.vm.migration_incoming`.  Where the host
+has a network (:mod:`qmpsim.runtime.migration_link`) the
 :attr:`Migration.connect` and :attr:`Migration.listen` hooks make both ends real
 sockets; without one, any destination accepts the stream.
 
 What a guestless ``-M pc`` reaches — the events and their order, the run
 states, ``query-migrate``'s members per status, the refusals and their texts —
-is compared with QEMU 7.2 and 10.0 in ``tests/test_diff_migration.py``; the
-dirty rate and convergence are modelled from ``migration/migration.c`` and
-``migration/ram.c``.
+is compared with QEMU 7.2 and 10.0 in ``tests/test_diff_migration.py`` (postcopy
+between two real QEMUs in ``tests/test_diff_postcopy.py``); the dirty rate and
+convergence are modelled from ``migration/migration.c`` and ``migration/ram.c``.
 """
 
 from __future__ import annotations
@@ -34,10 +41,35 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .component import Component, on_cause, on_command
+from .component import on_cause, on_command
 from .fds import DescriptorChannel, Descriptors
-from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse, socket_address
+from .migration_incoming import (
+    ALIVE,
+    POSTCOPY_STATES,
+    RECOVER_SETUP,
+    Incoming,
+    IncomingCompleted,
+    IncomingConnected,
+    IncomingFailed,
+    IncomingPostcopy,
+    Listen,
+    only,
+)
+from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse
 from .values import CommandError, Event, Outcome
+
+__all__ = [
+    "Channel",
+    "Connect",
+    "GuestDirtiesMemory",
+    "IncomingCompleted",
+    "IncomingConnected",
+    "IncomingFailed",
+    "IncomingPostcopy",
+    "Listen",
+    "Migration",
+    "MigrationTargetLost",
+]
 
 PAGE = 4096
 ZERO_PAGE_COST = 9
@@ -57,8 +89,23 @@ option ROM and ACPI tables), by machine type."""
 # pages holding data in a guestless pc: SeaBIOS's once it ran, the ROMs' before
 _FIRMWARE_PAGES = {True: 111, False: 49}
 
-_RUNNING = ("setup", "active", "pre-switchover", "device", "cancelling", "postcopy-active")
+_RUNNING = ("setup", "active", "pre-switchover", "device", "cancelling", *POSTCOPY_STATES)
 """``migration_is_running()``: states in which a new migration is refused."""
+POSTCOPY_RATE = 1 << 30
+"""What ``max-postcopy-bandwidth`` 0 (no limit) sends at: a local link's speed."""
+_DEVICE_BEFORE_POSTCOPY = (9, 0, 0)
+"""From QEMU 9.0 postcopy stops the VM and goes through ``device`` before
+``postcopy-active`` (7.2: ``postcopy-active``, then STOP)."""
+_DOWNTIME_IN_POSTCOPY = (8, 1, 0)
+"""From QEMU 8.1 ``query-migrate`` shows ``downtime`` during postcopy (7.2:
+``expected-downtime``)."""
+_ERROR_ANY_STATE = (8, 2, 0)
+"""From QEMU 8.2 ``query-migrate`` shows the error in any state (``postcopy-paused``),
+and ``migrate-pause`` leaves one (7.2: only a failed migration's)."""
+_NO_CANCEL_IN_POSTCOPY = (9, 2, 0)
+"""From QEMU 9.2 ``migrate_cancel`` refuses a migration in postcopy (7.2 cancels it)."""
+_PAUSED_BY_USER = "Postcopy migration is paused by the user"
+_CHANNEL_ERROR = "Channel error: Input/output error"
 
 
 @dataclass(frozen=True)
@@ -78,29 +125,14 @@ class MigrationTargetLost:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class IncomingConnected:
-    """The source of an incoming migration connected and began to send (``active``)."""
-
-
-@dataclass(frozen=True)
-class IncomingCompleted:
-    """The incoming stream ended with QEMU's end-of-stream marker: the VM's state is
-    loaded; it runs (RESUME) unless it was started paused (``-S``) and not continued."""
-
-
-@dataclass(frozen=True)
-class IncomingFailed:
-    """The incoming stream broke off (the source failed, was cancelled or went away):
-    ``failed``, and QEMU, which cannot run a half-loaded VM, exits."""
-
-
 class Channel(Protocol):
     """An outgoing migration's connection, where the host has a network (a linked
     simulator): the stream's end is written, or the connection dropped."""
 
     def finish(self) -> None:
         """The source completed: write the end-of-stream marker and close."""
+
+    # optional: ``postcopy()``, the source switched to postcopy (say so in the stream)
 
     def abort(self) -> None:
         """The source failed or was cancelled: close without the marker."""
@@ -112,11 +144,6 @@ simulated destination accepts), a :class:`Channel` (a real connection), or QEMU'
 text for why not (``Failed to connect to …``), which fails the migration after
 ``migrate`` has returned."""
 
-Listen = Callable[[str, str], "str | dict[str, Any] | None"]
-"""How the host listens for an incoming migration: ``(transport, address)`` to the
-``socket-address`` entry it listens on (``None``: the model makes it from the
-address), or QEMU's text for why it cannot."""
-
 
 def reachable(transport: str, address: str) -> str | Channel | None:
     """The default destination: whatever the URI names accepts the stream (a
@@ -124,18 +151,11 @@ def reachable(transport: str, address: str) -> str | Channel | None:
     return DescriptorChannel.open(int(address)) if transport == "fd" else None
 
 
-def listening(_transport: str, _address: str) -> str | dict[str, Any] | None:
-    """The default listener: the address is the VM's."""
-    return None
-
-
-class Migration(Component):
+class Migration(Incoming):
     """The VM's outgoing migration: capabilities, parameters, one migration at a time."""
 
     connect: Connect = staticmethod(reachable)
     """Set by whoever gives the VM a network (a linked simulator, a test)."""
-    listen: Listen = staticmethod(listening)
-    """Likewise, for the destination's side."""
 
     def reset(self) -> None:
         profile = self.host.profile
@@ -157,16 +177,9 @@ class Migration(Component):
         if getattr(self, "channel", None) is not None:
             self._hang_up(finished=False)  # a reset VM's migration is gone
         self.channel: Channel | None = None
+        self.start_postcopy = False
         self._clear_counters()
-        # the destination's side (``-incoming``)
-        self.incoming = "none"
-        self.listening_on: list[dict[str, Any]] = []
-        self.autostart = self.host.vm.initial_state == "running"
-        self.incoming_uri: str | None = getattr(self.host.vm, "incoming", None)
-        if self.incoming_uri is not None:
-            self.host.status = "inmigrate"
-            if self.incoming_uri != "defer":
-                self._listen(self.incoming_uri)
+        self.reset_incoming()
 
     def _clear_counters(self) -> None:
         now = self._now()
@@ -187,6 +200,9 @@ class Migration(Component):
         self.round_normal = 0.0  # of which hold data
         self.dirty = 0.0  # pages dirtied since the round began
         self.since = now
+        self.postcopy_bytes = 0.0
+        self.requests = 0.0  # pages the destination asked for (it faulted on them)
+        self.postcopy = False  # whether this migration switched to postcopy
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -224,19 +240,36 @@ class Migration(Component):
         self._step = step
         self._due = None if step is None else self._now() + seconds
 
+    @property
+    def rate(self) -> int:
+        """Bytes per second now: ``max-bandwidth``, or in postcopy ``max-postcopy-bandwidth``."""
+        if not self.postcopy:
+            return self.bandwidth
+        return max(int(self.params.get("max-postcopy-bandwidth", 0)), 0) or POSTCOPY_RATE
+
     def _round_seconds(self) -> float:
         zero = self.round_pages - self.round_normal
-        return (self.round_normal * PAGE_COST + zero * ZERO_PAGE_COST) / self.bandwidth
+        return (self.round_normal * PAGE_COST + zero * ZERO_PAGE_COST) / self.rate
+
+    def _sending(self) -> bool:
+        """Whether RAM goes out now: a precopy round, or postcopy with its connection."""
+        if self._step == "round":
+            return self.status in ("active", "cancelling")
+        return self._step == "postcopy round" and self.status == "postcopy-active"
 
     def _advance(self) -> None:
         """Send what the time since the last look allowed; the guest dirties meanwhile."""
         now = self._now()
         elapsed = max(0.0, now - self.since)
         self.since = now
-        if self.status not in ("active", "cancelling") or self._step != "round":
+        if not self._sending():
             return
         total = self._round_seconds()
-        if self.dirty_rate:
+        if self.postcopy and self.dirty_rate:
+            # the guest, running on the destination, faults on pages not there yet
+            left = self.round_pages / max(self.ram_pages, 1)
+            self.requests += elapsed * self.dirty_rate / PAGE * left
+        elif self.dirty_rate:
             limit = self._guest_pages()
             self.dirty = min(float(limit), self.dirty + elapsed * self.dirty_rate / PAGE)
         # the last microsecond of a round counts as sent: clock floats are not exact
@@ -251,7 +284,9 @@ class Migration(Component):
         self.normal += normal
         self.duplicate += zero
         self.transferred += sent
-        if self.host.running:
+        if self.postcopy:
+            self.postcopy_bytes += sent
+        elif self.host.running:
             self.precopy += sent
         else:
             self.downtime_bytes += sent
@@ -267,6 +302,8 @@ class Migration(Component):
         uri = args.get("uri")
         if uri is None:
             uri = channel_uri(args.get("channels") or [])
+        if args.get("resume"):
+            return self._resume(str(uri))
         refused = self._refusal()
         if refused is not None:
             return Outcome(CommandError("GenericError", refused))
@@ -281,6 +318,7 @@ class Migration(Component):
         self._clear_counters()
         self.error = None
         self.pass_ = 0
+        self.start_postcopy = False
         events = self._set("setup")
         if isinstance(parsed, Bad):
             if parsed.describe:
@@ -316,8 +354,10 @@ class Migration(Component):
     def next_deadline(self) -> float | None:
         if self._step is None:
             return None
-        if self._step == "round" and self.status == "active":
+        if self._sending() and self.status != "cancelling":
             return self.since + self._round_seconds()
+        if self._step in ("round", "postcopy round"):
+            return None  # cancelling, or postcopy waiting for its connection
         return self._due
 
     def poll(self) -> list[Event]:
@@ -346,6 +386,8 @@ class Migration(Component):
         self.since = self.active_at = now
         events = self._sync() + self._set("active")
         self._step = "round"
+        if self.start_postcopy:  # asked for in setup: the first iteration switches
+            self._schedule("postcopy")
         return events
 
     def _round_done(self) -> list[Event]:
@@ -393,7 +435,8 @@ class Migration(Component):
     def _completed(self) -> list[Event]:
         now = self._now()
         self.ended_at = now
-        self.downtime_ms = round((now - self.stopped_at) * 1000)
+        if not self.postcopy:  # postcopy's downtime ended when the destination ran
+            self.downtime_ms = round((now - self.stopped_at) * 1000)
         self._schedule(None)
         self._hang_up(finished=True)
         events = self._set("completed")
@@ -428,7 +471,7 @@ class Migration(Component):
         self._hang_up(finished=False)
         if self.host.status != "finish-migrate":
             return []
-        if self.was_running:
+        if self.was_running and not self.postcopy:  # a handed-over VM stays stopped
             self.host.status = "running"
             return [self.host.event("RESUME")]
         self.host.status = "postmigrate"
@@ -440,9 +483,19 @@ class Migration(Component):
     def migrate_cancel(self, _args: Mapping[str, Any]) -> Outcome:
         if self.status not in _RUNNING or self.status == "cancelling":
             return Outcome({})
+        in_postcopy = self.status in POSTCOPY_STATES
+        if in_postcopy and self.host.profile.version >= _NO_CANCEL_IN_POSTCOPY:
+            return Outcome(
+                CommandError("GenericError", "Postcopy migration in progress, cannot cancel.")
+            )
         self._advance()
+        paused = self.status == "postcopy-paused"
         events = self._set("cancelling")
-        self._schedule("cancelled", CANCEL_SECONDS)
+        if paused:
+            # the migration thread waits for a recovery, and never sees the cancel
+            self._schedule(None)
+        else:
+            self._schedule("cancelled", CANCEL_SECONDS)
         return Outcome({}, tuple(events))
 
     @on_command("migrate-continue")
@@ -457,6 +510,8 @@ class Migration(Component):
         return Outcome({})
 
     def _continue(self) -> list[Event]:
+        if self.postcopy:
+            return self._hand_over()
         return self._set("device") + self._final_pass()
 
     @on_command("migrate-set-capabilities")
@@ -490,7 +545,7 @@ class Migration(Component):
     @on_command("query-migrate-parameters")
     def query_migrate_parameters(self, _args: Mapping[str, Any]) -> Outcome:
         # members in the schema's order, QEMU's insertion order (the writer hashes them)
-        return Outcome(_only(self._fields(None, "query-migrate-parameters"), self.params))
+        return Outcome(only(self.fields(None, "query-migrate-parameters"), self.params))
 
     @on_command("migrate-start-postcopy")
     def migrate_start_postcopy(self, _args: Mapping[str, Any]) -> Outcome:
@@ -507,10 +562,25 @@ class Migration(Component):
                     "GenericError", "Postcopy must be started after migration has been started"
                 )
             )
+        # taken at the migration thread's next iteration; too late is not an error
+        if not self.start_postcopy and self.status in ("setup", "active"):
+            self.start_postcopy = True
+            if self._step == "round":
+                self._advance()
+                self._schedule("postcopy")
         return Outcome({})
 
     @on_command("migrate-pause")
     def migrate_pause(self, _args: Mapping[str, Any]) -> Outcome:
+        if self.status in ALIVE:
+            # the source shuts its connection; the migration thread notices after the reply
+            self._advance()
+            if self.host.profile.version >= _ERROR_ANY_STATE:
+                self.error = _PAUSED_BY_USER
+            self._schedule("paused")
+            return Outcome({})
+        if self.incoming in ALIVE:
+            return Outcome({}, tuple(self.pause_incoming()))
         states = "postcopy-active"
         if self.host.profile.version >= (8, 1, 0):
             states = "postcopy-active or postcopy-recover"
@@ -520,101 +590,106 @@ class Migration(Component):
             )
         )
 
-    @on_command("migrate-recover")
-    def migrate_recover(self, _args: Mapping[str, Any]) -> Outcome:
-        return Outcome(
-            CommandError("GenericError", "Migrate recover can only be run when postcopy is paused.")
-        )
+    # --- postcopy -----------------------------------------------------------------------
 
-    # --- the destination's side ---------------------------------------------------------
-
-    @on_command("migrate-incoming")
-    def migrate_incoming(self, args: Mapping[str, Any]) -> Outcome:
-        uri = args.get("uri")
-        if uri is None:
-            uri = channel_uri(args.get("channels") or [])
-        if self.incoming_uri is None:
-            return Outcome(
-                CommandError("GenericError", "'-incoming' was not specified on the command line")
-            )
-        if self.incoming_uri != "defer" or self.incoming != "none":
-            return Outcome(
-                CommandError("GenericError", "The incoming migration has already been started")
-            )
-        if self.host.status != "inmigrate":
-            return Outcome(
-                CommandError("GenericError", "'-incoming' was not specified on the command line")
-            )
-        early = self.host.profile.version >= PARSE_BEFORE_SETUP
-        parsed = parse(str(uri), self.host.profile.version, incoming=True)
-        if isinstance(parsed, Bad) and early:
-            return Outcome(CommandError("GenericError", parsed.text))
-        events = self._set_incoming("setup")
-        problem = self._listen(str(uri))
-        if problem is not None:
-            self.incoming = "none"  # it may be tried again
-            return Outcome(CommandError("GenericError", problem), tuple(events))
-        return Outcome({}, tuple(events))
-
-    def _listen(self, uri: str) -> str | None:
-        """Listen on ``uri`` for the source; why not, in QEMU's words."""
-        parsed = parse(uri, self.host.profile.version, incoming=True)
-        if isinstance(parsed, Bad):
-            return parsed.text
-        transport, address = parsed
-        where = self.listen(transport, address)
-        if isinstance(where, str):
-            return where
-        self.incoming = "setup"
-        if where is None:
-            where = socket_address(transport, address)
-        self.listening_on = [] if where is None else [where]
-        return None
-
-    def relisten(self) -> str | None:
-        """Listen again on the command line's ``-incoming`` URI (a host that has just
-        given the VM a network does this)."""
-        if self.incoming_uri in (None, "defer") or self.incoming != "setup":
-            return None
-        return self._listen(str(self.incoming_uri))
-
-    def _set_incoming(self, status: str) -> list[Event]:
-        self.incoming = status
-        if not self._events_on():
-            return []
-        return [self.host.event("MIGRATION", {"status": status})]
-
-    def _incoming_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {}
-        if self.incoming != "setup" or self.host.profile.version >= (8, 0, 0):
-            info["status"] = self.incoming
-        if self.incoming in ("setup", "active") and self.listening_on:
-            info["socket-address"] = list(self.listening_on)
-        return _only(self._fields(None), info)
-
-    @on_cause(IncomingConnected)
-    def incoming_connected(self, _c: IncomingConnected) -> list[Event]:
-        return self._set_incoming("active")
-
-    @on_cause(IncomingCompleted)
-    def incoming_completed(self, _c: IncomingCompleted) -> list[Event]:
+    def _postcopy_start(self) -> list[Event]:
+        """``postcopy_start()``: stop the VM, then hand it over with its device state; the
+        RAM not sent yet follows."""
+        self._advance()
+        dirty = float(int(self.dirty))
+        self.dirty = 0.0
+        self.round_pages += dirty
+        self.round_normal += dirty
+        self.stopped_at = self._now()
+        self.postcopy = True
         events: list[Event] = []
-        if self.autostart:
-            self.host.status = "running"
-            events.append(self.host.event("RESUME"))
-        else:
-            self.host.status = "paused"
-        return events + self._set_incoming("completed")
+        modern = self.host.profile.version >= _DEVICE_BEFORE_POSTCOPY
+        pause = self.caps.get("pause-before-switchover", False)
+        if not modern and not pause:
+            events += self._set("postcopy-active")
+        events += self.host.stop("finish-migrate")
+        self.host.status = "finish-migrate"  # where the source stays until it completes
+        if pause:
+            events += self._set("pre-switchover")
+            self._step = None  # migrate-continue moves on
+            return events
+        return events + self._hand_over()
 
-    @on_cause(IncomingFailed)
-    def incoming_failed(self, _c: IncomingFailed) -> list[Event]:
-        events = self._set_incoming("failed")
-        self.host.exited = True  # "load of migration failed": QEMU exits
+    def _hand_over(self) -> list[Event]:
+        """The last sync (the discard bitmap), the device state sent: the destination runs."""
+        events: list[Event] = []
+        if self.host.profile.version >= _DEVICE_BEFORE_POSTCOPY:
+            events += self._set("device") + self._sync() + self._set("postcopy-active")
+        else:
+            if self.status != "postcopy-active":
+                events += self._set("postcopy-active")
+            events += self._sync()
+        self.transferred += DEVICE_STATE
+        self.postcopy_bytes += DEVICE_STATE
+        self.requests += 1  # the destination's first fault, as it starts
+        now = self._now()
+        self.downtime_ms = round((now - self.stopped_at) * 1000) + 1
+        self.since = now
+        self._step = "postcopy round"
+        start = getattr(self.channel, "postcopy", None)
+        if start is not None:
+            start()
         return events
 
-    def hold(self, autostart: bool) -> None:
-        """``cont`` (``stop``) on a VM waiting for its state: run (or not) once it came."""
-        self.autostart = autostart
+    def _postcopy_done(self) -> list[Event]:
+        """Every page sent: postcopy completes (the destination has run all along)."""
+        self._advance()
+        self._send(self.round_pages, self.round_normal)
+        return self._completed()
+
+    def _paused(self) -> list[Event]:
+        """``postcopy_pause()``: the connection is gone; wait for a recovery."""
+        self._hang_up(finished=False)
+        self._step = "postcopy round"  # what goes on once recovered
+        return self._set("postcopy-paused")
+
+    def _resume(self, uri: str) -> Outcome:
+        """``migrate`` ``resume: true``: reconnect a paused postcopy."""
+        if self.status != "postcopy-paused":
+            return Outcome(
+                CommandError("GenericError", "Cannot resume if there is no paused migration")
+            )
+        if self.caps.get("release-ram", False):
+            return Outcome(
+                CommandError(
+                    "GenericError",
+                    "Postcopy recovery cannot work when release-ram capability is set",
+                )
+            )
+        parsed = parse(uri, self.host.profile.version)
+        if isinstance(parsed, Bad):
+            return Outcome(CommandError("GenericError", parsed.text))
+        events: list[Event] = []
+        if self.host.profile.version >= RECOVER_SETUP:
+            events += self._set("postcopy-recover-setup")
+        reached = self.connect(*parsed)
+        if isinstance(reached, str):
+            self.error = reached
+            self._schedule("unrecovered")
+        else:
+            self.channel = reached
+            self._schedule("recover", SETUP_SECONDS)
+        return Outcome({}, tuple(events))
+
+    def _recover(self) -> list[Event]:
+        """Both sides agreed on what is left (the destination's received bitmap): go on."""
+        if self.host.profile.version >= _ERROR_ANY_STATE:
+            self.error = None
+        self.since = self._now()
+        self._step = "postcopy round"
+        return self._set("postcopy-recover") + self._set("postcopy-active")
+
+    def _unrecovered(self) -> list[Event]:
+        """The new connection could not be made: paused again (9.1 says so)."""
+        self._step = "postcopy round"
+        if self.status == "postcopy-recover-setup":
+            return self._set("postcopy-paused")
+        return []
 
     # --- query-migrate ----------------------------------------------------------------
 
@@ -623,7 +698,7 @@ class Migration(Component):
         self._advance()
         status = self.status
         if status == "none":
-            return Outcome(self._incoming_info() if self.incoming != "none" else {})
+            return Outcome(self.incoming_info() if self.incoming != "none" else {})
         info: dict[str, Any] = {"status": status}
         if status == "setup":
             return Outcome(info)
@@ -633,14 +708,21 @@ class Migration(Component):
             return Outcome(info)
         now = self._now()
         info["ram"] = self._ram(now)
+        version = self.host.profile.version
         if status == "completed":
             info["total-time"] = round((self.ended_at - self.start) * 1000)
-            info["downtime"] = self.downtime_ms
         else:
             info["total-time"] = round((now - self.start) * 1000)
+        if status == "completed" or (
+            status in POSTCOPY_STATES and version >= _DOWNTIME_IN_POSTCOPY
+        ):
+            info["downtime"] = self.downtime_ms
+        else:
             info["expected-downtime"] = self._expected_downtime()
         info["setup-time"] = self.setup_ms
-        return Outcome(_only(self._fields(None), info))
+        if self.error is not None and version >= _ERROR_ANY_STATE:
+            info["error-desc"] = self.error
+        return Outcome(only(self.fields(None), info))
 
     def _expected_downtime(self) -> int:
         limit = int(self.params.get("downtime-limit", 300))
@@ -652,7 +734,7 @@ class Migration(Component):
     def _ram(self, now: float) -> dict[str, Any]:
         done = self.status == "completed"
         seconds = max((self.ended_at if done else now) - self.start, 1e-3)
-        moving = self.status == "active"
+        moving = self.status in ("active", *POSTCOPY_STATES)
         ram: dict[str, Any] = {
             "transferred": round(self.transferred),
             "remaining": 0 if done else round(self.round_pages + self.dirty) * PAGE,
@@ -664,38 +746,30 @@ class Migration(Component):
             "dirty-pages-rate": self.dirty_rate // PAGE if self.pass_ > 1 else 0,
             "mbps": self.transferred * 8 / 1e6 / seconds if moving or done else 0,
             "dirty-sync-count": self.pass_,
-            "postcopy-requests": 0,
+            "postcopy-requests": round(self.requests),
             "page-size": PAGE,
             "multifd-bytes": 0,
-            "pages-per-second": round(self.bandwidth / PAGE_COST) if moving else 0,
+            "pages-per-second": round(self.rate / PAGE_COST) if moving else 0,
             "precopy-bytes": round(self.precopy),
             "downtime-bytes": round(self.downtime_bytes),
-            "postcopy-bytes": 0,
+            "postcopy-bytes": round(self.postcopy_bytes),
             "dirty-sync-missed-zero-copy": 0,
         }
-        return _only(self._fields("ram"), ram)
-
-    def _fields(self, member: str | None, command: str = "query-migrate") -> tuple[str, ...]:
-        """The members of ``command``'s answer (``MigrationInfo``, or its ``member``) in
-        this QEMU, in order."""
-        spec = self.host.profile.commands.get(command)
-        kind: Any = spec.returns if spec is not None else None
-        if member is not None and kind is not None:
-            kind = next((f.type for f in kind.fields if f.name == member), None)
-        return tuple(f.name for f in getattr(kind, "fields", ()))
+        return only(self.fields("ram"), ram)
 
     # --- causes ----------------------------------------------------------------------
 
     def cause_error(self, cause: Any) -> str | None:
         if isinstance(cause, MigrationTargetLost) and self.status not in _RUNNING:
             return f"no migration is under way (its status is {self.status})"
-        if isinstance(cause, IncomingConnected) and self.incoming != "setup":
-            return f"the VM does not wait for a source (incoming migration {self.incoming})"
-        if isinstance(cause, IncomingCompleted | IncomingFailed) and self.incoming != "active":
-            return f"no incoming migration is under way (it is {self.incoming})"
+        if isinstance(cause, MigrationTargetLost) and self.status in (
+            "postcopy-paused",
+            "postcopy-recover-setup",
+        ):
+            return f"the destination is already gone (the migration is {self.status})"
         if isinstance(cause, GuestDirtiesMemory) and cause.rate < 0:
             return f"rate {cause.rate} is negative"
-        return None
+        return self.incoming_cause_error(cause)
 
     @on_cause(GuestDirtiesMemory)
     def guest_dirties_memory(self, c: GuestDirtiesMemory) -> list[Event]:
@@ -706,15 +780,12 @@ class Migration(Component):
     @on_cause(MigrationTargetLost)
     def target_lost(self, c: MigrationTargetLost) -> list[Event]:
         self._advance()
+        if self.status in ALIVE:
+            # postcopy_pause(): the guest runs on the destination, so neither side fails
+            self.error = c.error or _CHANNEL_ERROR
+            return self._paused()
         self.error = c.error or "Unable to write to socket: Broken pipe"
         return self._failed()
-
-
-def _only(names: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` in QEMU's member order, without members this version lacks."""
-    if not names:
-        return values
-    return {n: values[n] for n in names if n in values}
 
 
 # what the migration thread does next, by name (Migration._step)
@@ -726,4 +797,9 @@ _STEPS: dict[str, Callable[[Migration], list[Event]]] = {
     "failed": Migration._failed,
     "broken setup": Migration._broken_setup,
     "cancelled": Migration._cancelled,
+    "postcopy": Migration._postcopy_start,
+    "postcopy round": Migration._postcopy_done,
+    "paused": Migration._paused,
+    "recover": Migration._recover,
+    "unrecovered": Migration._unrecovered,
 }

@@ -14,10 +14,13 @@ MIGRATION_MOVES: Mapping[str, frozenset[str]] = {
     "active": frozenset(
         {"pre-switchover", "device", "completed", "failed", "cancelling", "postcopy-active"}
     ),
-    "pre-switchover": frozenset({"device", "failed", "cancelling"}),
+    "pre-switchover": frozenset({"device", "failed", "cancelling", "postcopy-active"}),
     "device": frozenset({"completed", "failed", "cancelling", "postcopy-active"}),
-    "postcopy-active": frozenset({"postcopy-paused", "completed", "failed"}),
-    "postcopy-paused": frozenset({"postcopy-recover-setup", "postcopy-recover", "failed"}),
+    # (QEMU before 9.2 cancels a postcopy, a paused one too)
+    "postcopy-active": frozenset({"postcopy-paused", "completed", "failed", "cancelling"}),
+    "postcopy-paused": frozenset(
+        {"postcopy-recover-setup", "postcopy-recover", "failed", "cancelling"}
+    ),
     "postcopy-recover-setup": frozenset({"postcopy-recover", "postcopy-paused", "failed"}),
     "postcopy-recover": frozenset({"postcopy-active", "postcopy-paused", "failed"}),
     "cancelling": frozenset({"cancelled", "failed"}),
@@ -27,5 +30,8 @@ MIGRATION_MOVES: Mapping[str, frozenset[str]] = {
 }
 """``migration.c``'s moves between ``MigrationStatus`` values, source and destination."""
 
-MIGRATING = frozenset({"setup", "active", "pre-switchover", "device", "cancelling"})
-"""The states in which a migration sends RAM, pass after pass (MIGRATION_PASS)."""
+MIGRATING = frozenset(
+    {"setup", "active", "pre-switchover", "device", "cancelling", "postcopy-active"}
+)
+"""The states in which a migration sends RAM, pass after pass (MIGRATION_PASS; QEMU 7.2
+syncs once more just after it said ``postcopy-active``)."""
