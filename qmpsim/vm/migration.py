@@ -203,6 +203,7 @@ class Migration(Incoming):
         self.postcopy_bytes = 0.0
         self.requests = 0.0  # pages the destination asked for (it faulted on them)
         self.postcopy = False  # whether this migration switched to postcopy
+        self.expected_at_switch = 0
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -489,13 +490,8 @@ class Migration(Incoming):
                 CommandError("GenericError", "Postcopy migration in progress, cannot cancel.")
             )
         self._advance()
-        paused = self.status == "postcopy-paused"
         events = self._set("cancelling")
-        if paused:
-            # the migration thread waits for a recovery, and never sees the cancel
-            self._schedule(None)
-        else:
-            self._schedule("cancelled", CANCEL_SECONDS)
+        self._schedule("cancelled", CANCEL_SECONDS)
         return Outcome({}, tuple(events))
 
     @on_command("migrate-continue")
@@ -601,6 +597,7 @@ class Migration(Incoming):
         self.round_pages += dirty
         self.round_normal += dirty
         self.stopped_at = self._now()
+        self.expected_at_switch = self._expected_downtime()
         self.postcopy = True
         events: list[Event] = []
         modern = self.host.profile.version >= _DEVICE_BEFORE_POSTCOPY
@@ -725,6 +722,8 @@ class Migration(Incoming):
         return Outcome(only(self.fields(None), info))
 
     def _expected_downtime(self) -> int:
+        if self.postcopy:
+            return self.expected_at_switch  # precopy's last estimate: postcopy makes none
         limit = int(self.params.get("downtime-limit", 300))
         if self.pass_ <= 1:
             return limit
