@@ -22,7 +22,8 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--causes",
         metavar="NAME,...",
-        help="only these causes and commands (e.g. disk-error,cont); default: all",
+        help="only these causes and commands (e.g. disk-error,cont); default: all but the"
+        " migration moves (migrate,migrate_cancel,migrate-start-postcopy,migrate-pause)",
     )
 
 

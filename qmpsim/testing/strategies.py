@@ -38,12 +38,20 @@ from qmpsim.qmp.profiles import (
 )
 from qmpsim.qmp.schema import problems
 from qmpsim.testing import walk as w
-from qmpsim.testing.walk import CAUSES, COMMANDS, generate, generate_lines, random_scenario
+from qmpsim.testing.walk import (
+    CAUSES,
+    COMMANDS,
+    MIGRATION_COMMANDS,
+    generate,
+    generate_lines,
+    random_scenario,
+)
 from qmpsim.vm import machine as m
 
 __all__ = [
     "CAUSES",
     "COMMANDS",
+    "MIGRATION_COMMANDS",
     "event_streams",
     "events",
     "generate",
@@ -320,13 +328,14 @@ def event_streams(
     """Lists of event messages a VM emits, drawn by walking the machine's legal moves.
 
     ``vm`` fixes the VM (default: drawn like :func:`vm_configs`); ``causes`` restricts
-    the moves to some of :data:`CAUSES` and :data:`COMMANDS`.  Every stream obeys
+    the moves to some of :data:`CAUSES` and :data:`COMMANDS`, or adds the migration
+    moves of :data:`MIGRATION_COMMANDS`, which are drawn only when named.  Every stream obeys
     the causal rules and throttling of ``profile``, and holds ``min_size`` to
     ``max_size`` events; time passes between moves (1 ms to 3 s).
     """
     spec = _profile(profile)
     low, high = _checked(w.check_bounds, "min_size", min_size, "max_size", max_size)
-    allowed = _names("causes", causes, (*CAUSES, *COMMANDS))
+    allowed = _checked(w.check_names, "causes", causes, w.MOVES, (*CAUSES, *COMMANDS))
     return _walks(spec, _checked(w.check_vm, vm), low, high, allowed).map(lambda d: d[1])
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from qmpsim.errors import CatalogError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
 from qmpsim.vm import machine as m
+from qmpsim.vm.migration import MOST_AHEAD, Migration
 
 if TYPE_CHECKING:
     from qmpsim.scenario.model import Scenario
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAUSES",
     "COMMANDS",
+    "MIGRATION_COMMANDS",
     "Choices",
     "Seeded",
     "Walk",
@@ -61,6 +63,17 @@ COMMANDS: tuple[str, ...] = (
 )
 """Monitor commands a stream may contain the effects of (a NIC's and a mirror's whole
 life among them, a balloon target, a wake-up)."""
+
+MIGRATION_COMMANDS: tuple[str, ...] = (
+    "migrate",
+    "migrate_cancel",
+    "migrate-start-postcopy",
+    "migrate-pause",
+)
+"""Migration moves, drawn only when asked for by name (``causes=``): a migration to a
+simulated destination that completes, or is cancelled, or switches to postcopy, is
+paused and resumed (``migrate`` ``resume: true``).  Not among the defaults, so that the
+streams a seed gave before stay what they were."""
 
 CAUSES: tuple[str, ...] = (
     "rtc-change",
@@ -103,6 +116,7 @@ _MOVE_ORDER = (
     "guest-balloon",
     "guest-suspend",
     "system_wakeup",
+    *MIGRATION_COMMANDS,
     "quit",
 )
 _START = 1_700_000_000.0
@@ -122,6 +136,32 @@ _JOBS = ("drive-mirror", "job-complete", "job-cancel", "job-error")
 _DEVICES = ("device_add", "device_del", "guest-unplugs")
 # moves that need a balloon device: a new target, the guest reporting a size (in MiB)
 _BALLOON = ("balloon", "guest-balloon")
+MOVES: tuple[str, ...] = (*CAUSES, *COMMANDS, *MIGRATION_COMMANDS)
+"""Every move a walk knows, by name (the migration moves only when named)."""
+_MIGRATION = frozenset(MIGRATION_COMMANDS)
+# where the walk's migrations go (a simulated destination: it accepts the stream), and the
+# bandwidth of a slow one, which takes seconds: time for a cancel, a switch, a pause
+_DESTINATION = "tcp:192.0.2.7:4444"
+_SLOW = 50_000
+_MIGRATABLE = ("running", "paused", "prelaunch")
+# what else happens while a migration is under way: nothing that changes the run state
+# behind the migration's back (a guest suspending, shutting down or panicking there is a
+# stream the checker's rules do not foresee), nor quit
+_DURING_MIGRATION = frozenset(
+    {
+        "stop",
+        "cont",
+        "rtc-change",
+        "disk-io",
+        "vnc-connect",
+        "vnc-initialize",
+        "vnc-disconnect",
+        "spice-connect",
+        "spice-initialize",
+        "spice-disconnect",
+        *MIGRATION_COMMANDS,
+    }
+)
 _NIC = "virtio-net-pci"
 _MiB = 1 << 20
 _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
@@ -174,11 +214,15 @@ def check_bounds(low_name: str, low: object, high_name: str, high: object) -> tu
 
 
 def check_names(
-    label: str, value: Collection[str] | None, known: Collection[str]
+    label: str,
+    value: Collection[str] | None,
+    known: Collection[str],
+    default: Collection[str] | None = None,
 ) -> frozenset[str]:
-    """The names chosen (``None``: all of ``known``); each must be known, at least one."""
+    """The names chosen (``None``: ``default``, else all of ``known``); each must be known,
+    at least one."""
     if value is None:
-        return frozenset(known)
+        return frozenset(known if default is None else default)
     if isinstance(value, str):
         raise ValueError(f"{label} must be a collection of names, not the string {value!r}")
     chosen = frozenset(value)
@@ -442,13 +486,15 @@ class Walk:
         moves = self.candidates()
         while (move := ch.pick(moves, self._legal)) is not None:
             emitted = self.count + len(out)
-            held = len(self.machine.pending_events())
-            careful = emitted + held + _MOST_PER_MOVE > self.max_size or (
+            held = self._held()
+            # (a migration move may also start what the migration says later)
+            most = _MOST_PER_MOVE + (MOST_AHEAD if move.kind in _MIGRATION else 0)
+            careful = emitted + held + most > self.max_size or (
                 emitted < self.min_size and move.kind in _MAY_END
             )
             saved = self._save() if careful else None
             new = self.apply(ch, move)
-            total = emitted + len(new) + len(self.machine.pending_events())
+            total = emitted + len(new) + self._held()
             if saved is not None and (
                 total > self.max_size or (self.machine.exited and total < self.min_size)
             ):
@@ -458,6 +504,12 @@ class Walk:
             break
         self.count += len(out)
         return out
+
+    def _held(self) -> int:
+        """Events already decided but not out yet: those a throttle holds back, and those
+        a migration under way will say as its virtual time passes (the wait before the
+        next move lets them out, so they count now against the walk's bound)."""
+        return len(self.machine.pending_events()) + self.machine.part(Migration).events_ahead()
 
     def _save(self) -> _Saved:
         self.copies += 1
@@ -500,6 +552,8 @@ class Walk:
                     found += self._device_moves(kind)
                 elif kind in _BALLOON:
                     found += self._balloon_moves(kind)
+                elif kind in _MIGRATION:
+                    found += self._migration_moves(kind)
                 else:
                     found += self._fixed[kind]
         return found
@@ -509,16 +563,24 @@ class Walk:
         return [move for move in self.candidates() if self._legal(move)]
 
     def _legal(self, move: _Move) -> bool:
+        if move.kind not in _DURING_MIGRATION and self.machine.part(Migration).under_way():
+            return False
         if move.cause is None:
             if move.kind == "system_wakeup":  # refused unless the guest sleeps: no event
                 return self.machine.status == "suspended"
+            if move.kind in _MIGRATION and move.kind in self.machine.profile.commands:
+                return self._migration_legal(move)
+            if self.machine.status == "finish-migrate":
+                # the source stopped for its switchover: QEMU would hold a command until the
+                # migration completes, and a cont in postcopy runs the VM in two places
+                return False
             return move.kind in self.machine.profile.commands
         return self.machine.cause_error(move.cause) is None
 
     def _moves(self, kind: str) -> list[_Move]:
         vm = self.machine.vm
         options: list[_Move] = []
-        if kind in COMMANDS and kind not in (*_JOBS, *_DEVICES, *_BALLOON):
+        if kind in COMMANDS and kind not in (*_JOBS, *_DEVICES, *_BALLOON, *_MIGRATION):
             options.append(_Move(kind, {}, None))
         elif kind == "guest-suspend":
             options.append(_Move(kind, {}, m.GuestSuspend()))
@@ -593,11 +655,54 @@ class Walk:
             return [_Move(kind, {"value": self.machine.vm.memory}, None)]
         return [_Move(kind, {"actual": self.machine.vm.memory}, m.BalloonResized(0))]
 
+    def _migration_moves(self, kind: str) -> list[_Move]:
+        """A new migration or, once paused in postcopy, its resumption; a cancel; a switch
+        to postcopy; a pause (whether each is legal is asked when it is tried)."""
+        if kind == "migrate":
+            return [
+                _Move(kind, {"uri": _DESTINATION}, None),
+                _Move(kind, {"uri": _DESTINATION, "resume": True}, None),
+            ]
+        return [_Move(kind, {}, None)]
+
+    def _migration_legal(self, move: _Move) -> bool:
+        """Whether the migration command would do something (a refusal says nothing)."""
+        part = self.machine.part(Migration)
+        status = part.status
+        if move.kind == "migrate":
+            if move.args.get("resume"):
+                return status == "postcopy-paused"
+            # (not a VM that shut down or panicked: the checker holds a RESUME after it to
+            # a reset, which a migration's postmigrate would let a cont skip)
+            return part.refusal() is None and self.machine.status in _MIGRATABLE
+        if move.kind == "migrate_cancel":
+            postcopy = status.startswith("postcopy-")
+            return status in ("setup", "active", "pre-switchover", "device") or (
+                postcopy and self.machine.profile.version < (9, 2, 0)
+            )
+        if move.kind == "migrate-start-postcopy":
+            return bool(part.caps.get("postcopy-ram")) and status in ("setup", "active")
+        return status in ("postcopy-active", "postcopy-recover")  # migrate-pause
+
+    def _start_migration(self, ch: Choices) -> None:
+        """The capabilities and speed of a new migration: events on, postcopy or not, fast
+        (it completes at once) or slow."""
+        caps = [
+            {"capability": "events", "state": True},
+            {"capability": "postcopy-ram", "state": ch.boolean()},
+        ]
+        self.machine.execute("migrate-set-capabilities", {"capabilities": caps})
+        speed = _SLOW if ch.boolean() else 128 * _MiB
+        params = {"max-bandwidth": speed, "max-postcopy-bandwidth": speed}
+        self.machine.execute("migrate-set-parameters", params)
+
     def apply(self, ch: Choices, move: _Move) -> list[m.Event]:
         """Make the move; its arguments that do not decide legality are chosen now."""
         if move.cause is None:
             if move.kind == "device_add":
                 self.nics += 1
+            if move.kind == "migrate" and not move.args.get("resume"):
+                self._start_migration(ch)
             args = move.args
             if move.kind == "balloon":  # a target from a quarter of the RAM to all of it
                 args = {
@@ -657,7 +762,7 @@ def stream(
     """
     spec = check_profile(profile)
     size = check_size("count", count)
-    allowed = check_names("causes", causes, (*CAUSES, *COMMANDS))
+    allowed = check_names("causes", causes, MOVES, (*CAUSES, *COMMANDS))
     chosen = check_vm(vm)
     ch = Seeded(seed)
     walk, target = Walk.start(ch, spec, chosen, size, size, allowed, record=False)

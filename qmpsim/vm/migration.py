@@ -104,6 +104,11 @@ _ERROR_ANY_STATE = (8, 2, 0)
 and ``migrate-pause`` leaves one (7.2: only a failed migration's)."""
 _NO_CANCEL_IN_POSTCOPY = (9, 2, 0)
 """From QEMU 9.2 ``migrate_cancel`` refuses a migration in postcopy (7.2 cancels it)."""
+MOST_AHEAD = 8
+"""The most events a migration of a guest that dirties no memory says without another
+command: PASS, active, PASS, STOP, device, PASS and completed (postcopy: STOP, device,
+PASS, postcopy-active, completed; a cancel: cancelled, RESUME)."""
+_UNBOUNDED = 1 << 30
 _PAUSED_BY_USER = "Postcopy migration is paused by the user"
 _CHANNEL_ERROR = "Channel error: Input/output error"
 
@@ -305,7 +310,7 @@ class Migration(Incoming):
             uri = channel_uri(args.get("channels") or [])
         if args.get("resume"):
             return self._resume(str(uri))
-        refused = self._refusal()
+        refused = self.refusal()
         if refused is not None:
             return Outcome(CommandError("GenericError", refused))
         early = self.host.profile.version >= PARSE_BEFORE_SETUP
@@ -340,8 +345,8 @@ class Migration(Incoming):
             self._schedule("active", SETUP_SECONDS)
         return Outcome({}, tuple(events))
 
-    def _refusal(self) -> str | None:
-        """``migrate_prepare()``'s checks, in its order."""
+    def refusal(self) -> str | None:
+        """Why ``migrate`` is refused now (``migrate_prepare()``'s checks, in its order)."""
         if self.status in _RUNNING:
             return "There's a migration process in progress"
         if self.host.status == "inmigrate":
@@ -360,6 +365,21 @@ class Migration(Incoming):
         if self._step in ("round", "postcopy round"):
             return None  # cancelling, or postcopy waiting for its connection
         return self._due
+
+    def under_way(self) -> bool:
+        """Whether an outgoing migration runs (``migration_is_running()``)."""
+        return self.status in _RUNNING
+
+    def events_ahead(self) -> int:
+        """At most how many events the migration under way still says if nothing else is
+        done: a few, for a guest that does not dirty memory (setup to completed, a
+        switch to postcopy, a cancel); many more for one that does, which may never
+        converge."""
+        if self.next_deadline() is None:
+            return 0  # idle, or waiting for a command (migrate-continue, a resume)
+        if self.dirty_rate and self.status in ("setup", "active"):
+            return _UNBOUNDED
+        return MOST_AHEAD
 
     def poll(self) -> list[Event]:
         out: list[Event] = []
