@@ -4,7 +4,12 @@ says most of what it says later, on the virtual clock."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +74,18 @@ def test_drawn_streams_that_migrate_conform(data: st.DataObject) -> None:
     events = data.draw(strategies.event_streams(profile=profile, max_size=40, causes=MOVES))
     assert len(events) <= 40
     assert check_events(events, profile=profile) == []
+
+
+def test_the_pages_generate_command_migrates() -> None:
+    page = Path(__file__).resolve().parent.parent / "docs" / "migration.md"
+    (command,) = re.findall(r"```console\n\$ qmpsim (generate .*)\n```", page.read_text())
+    ran = subprocess.run(
+        [sys.executable, "-m", "qmpsim", *command.split()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    events = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert len(events) == 12
+    assert statuses(events)[:2] == ["setup", "active"]
+    assert check_events(events) == []
