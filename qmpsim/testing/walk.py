@@ -30,6 +30,7 @@ from qmpsim.errors import CatalogError
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, Enum, ProfileSpec, get_profile
 from qmpsim.vm import machine as m
 from qmpsim.vm.migration import MOST_AHEAD, Migration
+from qmpsim.vm.suspend import Suspend
 
 if TYPE_CHECKING:
     from qmpsim.scenario.model import Scenario
@@ -674,7 +675,11 @@ class Walk:
                 return status == "postcopy-paused"
             # (not a VM that shut down or panicked: the checker holds a RESUME after it to
             # a reset, which a migration's postmigrate would let a cont skip)
-            return part.refusal() is None and self.machine.status in _MIGRATABLE
+            return (
+                part.refusal() is None
+                and self.machine.status in _MIGRATABLE
+                and not self.machine.part(Suspend).asleep  # (cont would suspend it again)
+            )
         if move.kind == "migrate_cancel":
             postcopy = status.startswith("postcopy-")
             return status in ("setup", "active", "pre-switchover", "device") or (

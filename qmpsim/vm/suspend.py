@@ -67,6 +67,11 @@ class Suspend(Component):
         self.host.status = RunState.PAUSED
         return [self.host.event("STOP")]
 
+    @property
+    def asleep(self) -> bool:
+        """Whether the guest sleeps: suspended, or stopped while suspended."""
+        return self.host.status == SUSPENDED or self._paused_while_suspended
+
     def resumes_to(self) -> RunState:
         """The run state ``cont`` leaves the VM in (``running``, or ``suspended`` again)."""
         state = SUSPENDED if self._paused_while_suspended else RunState.RUNNING
