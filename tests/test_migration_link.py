@@ -17,6 +17,12 @@ from qmpsim.vm.machine import GuestConfig, VmConfig
 pytestmark = pytest.mark.trio
 
 EVENTS_ON = {"capabilities": [{"capability": "events", "state": True}]}
+POSTCOPY_ON = {
+    "capabilities": [
+        {"capability": "events", "state": True},
+        {"capability": "postcopy-ram", "state": True},
+    ]
+}
 PC = {"machine": "pc", "cpus": 1, "guest": GuestConfig()}
 
 
@@ -126,25 +132,39 @@ async def test_cont_while_waiting_lets_the_vm_run_once_its_state_came(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("postcopy", [False, True], ids=["precopy", "postcopy"])
 async def test_the_destination_going_away_fails_the_source(
-    autojump_clock: trio.abc.Clock, tmp_path: Path
+    autojump_clock: trio.abc.Clock, tmp_path: Path, postcopy: bool
 ) -> None:
+    """Precopy fails (the source runs on); postcopy pauses (the guest ran on the
+    destination: the source stays stopped, waiting for a recovery)."""
     uri = f"unix:{tmp_path / 'migrate.sock'}"
+    caps = POSTCOPY_ON if postcopy else EVENTS_ON
     async with Simulator(vm=VmConfig(**PC), epoch=EPOCH) as src, trio.open_nursery() as nursery:
         s, _ = connect(src, nursery)
         await s.negotiate()
-        await s.execute("migrate-set-capabilities", EVENTS_ON)
+        await s.execute("migrate-set-capabilities", caps)
         await s.execute("migrate-set-parameters", {"max-bandwidth": 100_000})
         async with Simulator(vm=VmConfig(**PC, incoming=uri), epoch=EPOCH) as dst:
             d, _ = connect(dst, nursery)
             await d.negotiate()
+            await d.execute("migrate-set-capabilities", caps)
             await s.execute("migrate", {"uri": uri})
             await until(s, migration("active"))
+            if postcopy:
+                await s.execute("migrate-start-postcopy")
+                await until(d, lambda e: e["event"] == "RESUME")
         # the destination is gone: its end of the connection closed
-        assert await until(s, migration("failed")) == ["MIGRATION failed"]
-        info = (await s.execute("query-migrate"))["return"]
-        assert info == {"status": "failed", "error-desc": "Unable to write to socket: Broken pipe"}
-        assert await status(s) == "running"
+        if postcopy:
+            assert (await until(s, migration("postcopy-paused")))[-1] == "MIGRATION postcopy-paused"
+            assert (await s.execute("query-migrate"))["return"]["status"] == "postcopy-paused"
+            assert await status(s) == "finish-migrate"
+        else:
+            assert await until(s, migration("failed")) == ["MIGRATION failed"]
+            info = (await s.execute("query-migrate"))["return"]
+            error = "Unable to write to socket: Broken pipe"
+            assert info == {"status": "failed", "error-desc": error}
+            assert await status(s) == "running"
         nursery.cancel_scope.cancel()
 
 
@@ -194,14 +214,6 @@ async def test_no_one_listening_fails_after_the_reply(
         nursery.cancel_scope.cancel()
 
 
-POSTCOPY_ON = {
-    "capabilities": [
-        {"capability": "events", "state": True},
-        {"capability": "postcopy-ram", "state": True},
-    ]
-}
-
-
 async def test_postcopy_pauses_recovers_and_completes_between_two_simulators(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
@@ -247,29 +259,4 @@ async def test_postcopy_pauses_recovers_and_completes_between_two_simulators(
         assert await until(d, migration("completed")) == ["MIGRATION completed"]
         assert await status(s) == "postmigrate"
         assert await status(d) == "running"
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_destination_lost_in_postcopy_leaves_the_source_paused(
-    autojump_clock: trio.abc.Clock, tmp_path: Path
-) -> None:
-    uri = f"unix:{tmp_path / 'migrate.sock'}"
-    async with Simulator(vm=VmConfig(**PC), epoch=EPOCH) as src, trio.open_nursery() as nursery:
-        s, _ = connect(src, nursery)
-        await s.negotiate()
-        await s.execute("migrate-set-capabilities", POSTCOPY_ON)
-        await s.execute("migrate-set-parameters", {"max-bandwidth": 20_000})
-        async with Simulator(vm=VmConfig(**PC, incoming=uri), epoch=EPOCH) as dst:
-            d, _ = connect(dst, nursery)
-            await d.negotiate()
-            await d.execute("migrate-set-capabilities", POSTCOPY_ON)
-            await s.execute("migrate", {"uri": uri})
-            await until(d, migration("active"))
-            await s.execute("migrate-start-postcopy")
-            await until(d, lambda e: e["event"] == "RESUME")
-        # the destination's simulator is gone: the source pauses, and does not resume
-        assert (await until(s, migration("postcopy-paused")))[-1] == "MIGRATION postcopy-paused"
-        info = (await s.execute("query-migrate"))["return"]
-        assert info["status"] == "postcopy-paused"
-        assert await status(s) == "finish-migrate"
         nursery.cancel_scope.cancel()

@@ -145,24 +145,6 @@ _MIGRATION = frozenset(MIGRATION_COMMANDS)
 _DESTINATION = "tcp:192.0.2.7:4444"
 _SLOW = 50_000
 _MIGRATABLE = ("running", "paused", "prelaunch")
-# what else happens while a migration is under way: nothing that changes the run state
-# behind the migration's back (a guest suspending, shutting down or panicking there is a
-# stream the checker's rules do not foresee), nor quit
-_DURING_MIGRATION = frozenset(
-    {
-        "stop",
-        "cont",
-        "rtc-change",
-        "disk-io",
-        "vnc-connect",
-        "vnc-initialize",
-        "vnc-disconnect",
-        "spice-connect",
-        "spice-initialize",
-        "spice-disconnect",
-        *MIGRATION_COMMANDS,
-    }
-)
 _NIC = "virtio-net-pci"
 _MiB = 1 << 20
 _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] = {
@@ -170,6 +152,12 @@ _SPICE: dict[str, type[m.SpiceConnect | m.SpiceInitialize | m.SpiceDisconnect]] 
     "spice-initialize": m.SpiceInitialize,
     "spice-disconnect": m.SpiceDisconnect,
 }
+# what else happens while a migration is under way: nothing that changes the run state
+# behind the migration's back (a guest suspending, shutting down or panicking there is a
+# stream the checker's rules do not foresee), nor quit
+_DURING_MIGRATION = frozenset(
+    {"stop", "cont", "rtc-change", "disk-io", *_VNC, *_SPICE, *MIGRATION_COMMANDS}
+)
 _READ_POLICIES = ("report", "stop", "ignore")
 _WRITE_POLICIES = ("enospc", "report", "stop", "ignore")
 # A move emits at most this many events (a cont that retries two failing disks).
