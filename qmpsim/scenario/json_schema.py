@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qmpsim.scenario.grammar import (
-    _CAUSES,
     _FAULTS,
     _HEADS,
     _STEP_KEYS,
     _TOP,
+)
+from qmpsim.scenario.grammar_causes import _CAUSES
+from qmpsim.scenario.grammar_kinds import (
     _Count,
     _Duration,
     _Json,

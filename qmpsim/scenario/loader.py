@@ -19,12 +19,14 @@ from qmpsim.scenario.causal import check_causal
 from qmpsim.scenario.cause_checks import check_cause
 from qmpsim.scenario.emit import emit_step
 from qmpsim.scenario.grammar import (
-    _CAUSES,
     _FAULTS,
     _HEADS,
-    _NAME,
     _STEP_KEYS,
     _TOP,
+)
+from qmpsim.scenario.grammar_causes import _CAUSES
+from qmpsim.scenario.grammar_kinds import (
+    _NAME,
     _Key,
     _Obj,
 )

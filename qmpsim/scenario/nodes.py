@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qmpsim.errors import ScenarioError
-from qmpsim.scenario.grammar import (
-    _HEADS,
+from qmpsim.scenario.grammar import _HEADS
+from qmpsim.scenario.grammar_kinds import (
     _Count,
     _Duration,
     _Json,

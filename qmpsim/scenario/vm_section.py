@@ -1,7 +1,7 @@
 """A scenario's ``vm`` section, both ways: read into the one VM description
 (:class:`~qmpsim.vm.description.VmConfig`) and written back from it.
 
-The section's keys are the grammar's (:data:`qmpsim.scenario.grammar._VM`); this
+The section's keys are the grammar's (:data:`qmpsim.scenario.grammar_vm._VM`); this
 module is the one place that says which field of the description each key is,
 and what a key left out means (QEMU's choice, as :class:`VmConfig` completes it).
 """
