@@ -133,8 +133,9 @@ class Simulator(Serving):
         self._exited = False
         self._exit: trio.Event | None = None
         self._commands: list[Request] = []  # the newest _REMEMBERED_COMMANDS
-        self._faults = Faults()
-        self._callbacks: dict[str, list[CommandCallback]] = {}
+        # Made when first armed or added: a fleet holds thousands of simulators with none.
+        self._faults: Faults | None = None
+        self._callbacks: dict[str, list[CommandCallback]] | None = None
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._flushing = False
@@ -210,8 +211,8 @@ class Simulator(Serving):
         self.machine.reset()
         self._exited = False
         self._exit = None
-        self._faults.clear()
-        self._callbacks.clear()
+        self._faults = None
+        self._callbacks = None
         self._commands.clear()
         self.errors.clear()
         self.transcript.clear()
@@ -271,7 +272,7 @@ class Simulator(Serving):
         QEMU itself does this to a client that connects while it starts up: the
         start-up RESUME can arrive before the greeting.
         """
-        self._faults.before_greeting.append(data)
+        self._arm().before_greeting.append(data)
 
     def disconnect(self) -> None:
         """Drop every connected client now (queued output is discarded)."""
@@ -281,15 +282,15 @@ class Simulator(Serving):
 
     def split_next(self, size: int = 1) -> None:
         """Write the next message (to whichever client) in writes of ``size`` bytes."""
-        self._faults.split_next(size)
+        self._arm().split_next(size)
 
     def coalesce_next(self) -> None:
         """Hold the next message back and write it in one write with the message after it."""
-        self._faults.coalesce_next()
+        self._arm().coalesce_next()
 
     def delay_reply(self, command: str, seconds: float, *, once: bool = True) -> None:
         """Make ``command`` take ``seconds`` before it runs and answers (in-band order kept)."""
-        self._faults.delay(command, seconds, once)
+        self._arm().delay(command, seconds, once)
 
     # --- hooks ----------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class Simulator(Serving):
         :class:`Outcome` (events, reply, close).  Overrides queue up per command;
         ``once=False`` keeps one in place until :meth:`reset`.
         """
-        self._faults.override(command, reply, once)
+        self._arm().override(command, reply, once)
 
     def on_command(self, command: str, callback: CommandCallback) -> Callable[[], None]:
         """Run ``callback(request)`` each time ``command`` ran and its reply was queued.
@@ -310,10 +311,12 @@ class Simulator(Serving):
         The callback may be async; its exceptions are logged and kept in
         :attr:`errors`.  Returns a function that removes the callback.
         """
+        if self._callbacks is None:
+            self._callbacks = {}
         self._callbacks.setdefault(command, []).append(callback)
 
         def remove() -> None:
-            callbacks = self._callbacks.get(command, [])
+            callbacks = (self._callbacks or {}).get(command, [])
             if callback in callbacks:
                 callbacks.remove(callback)
 
@@ -409,9 +412,10 @@ class Simulator(Serving):
         log.info("client %d: connected", cid)
         client = Connection(self, cid, conn, stream, trio.CancelScope(), None, slot, watcher, ended)
         self._clients[cid] = client
-        for early in self._faults.take_greeting_prefix():
-            client.raw_written = True
-            client.enqueue(early)
+        if self._faults is not None:
+            for early in self._faults.take_greeting_prefix():
+                client.raw_written = True
+                client.enqueue(early)
         greeting = client.conn.greeting()
         parsed = UNPARSED if client.raw_written else _lexed_greeting(greeting)
         client.enqueue(greeting, parsed)
@@ -419,9 +423,15 @@ class Simulator(Serving):
 
     # --- what a connection needs of its simulator (ConnectionHost) ----------------------
 
+    def _arm(self) -> Faults:
+        """The simulator's faults, to arm one."""
+        if self._faults is None:
+            self._faults = Faults()
+        return self._faults
+
     def _take_write_fault(self) -> WriteFault | None:
         """The fault the next write suffers, if one is armed (see :meth:`split_next`)."""
-        return self._faults.take_write()
+        return None if self._faults is None else self._faults.take_write()
 
     def _forget(self, client: Connection, *, notify: bool = True) -> None:
         """The connection has ended: it is no longer a client (``notify``: tell who waits)."""
@@ -437,10 +447,12 @@ class Simulator(Serving):
 
     async def _execute(self, client: Connection, request: Request) -> None:
         """Run ``request`` for ``client`` and queue its reply (and the events it made)."""
-        delay = self._faults.take_delay(request.command)
+        faults = self._faults
+        delay = None if faults is None else faults.take_delay(request.command)
         if delay is not None and delay.seconds > 0:
             await trio.sleep(delay.seconds)
-        override = self._faults.take_override(request.command)
+        faults = self._faults  # reset() may have dropped them while it waited
+        override = None if faults is None else faults.take_override(request.command)
         try:
             answer = None
             if override is None and self.responder is not None:
@@ -472,7 +484,7 @@ class Simulator(Serving):
         if len(self._commands) > _REMEMBERED_COMMANDS:
             del self._commands[0]
         self._state_changed()
-        for callback in list(self._callbacks.get(request.command, ())):
+        for callback in list((self._callbacks or {}).get(request.command, ())):
             try:
                 result = callback(request)
                 if inspect.isawaitable(result):
