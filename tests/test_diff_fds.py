@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,4 +255,64 @@ def test_migrate_into_a_descriptor(referee: Referee, command: str) -> None:
         if b'"pass": 3' not in expected:
             break
     assert real_stream == sim_stream == b"QEVM\x00\x00\x00\x03"
+    assert_same_bytes(got, expected)
+
+
+def real_stream(referee: Referee, where: Path) -> Path:
+    """A migration stream of a stopped guestless ``-M pc`` written by the real QEMU."""
+    state = where / "state"
+    with qemu_process("-M", "pc", "-S", referee=referee) as path:
+        monitor = Monitor(path, [])
+        monitor.send({"execute": "qmp_capabilities"})
+        monitor.send({"execute": "migrate-set-capabilities", "arguments": EVENTS_ON})
+        # paused by the user: the destination takes the source's run state from the
+        # stream, which qmpsim's outline does not carry (it assumes paused)
+        monitor.send({"execute": "cont"})
+        monitor.send({"execute": "stop"})
+        monitor.send({"execute": "migrate", "arguments": {"uri": f"exec:cat > {state}"}})
+        final = ("completed", "failed")
+        done = monitor.read_until(lambda m: m.get("data", {}).get("status") in final)
+        monitor.close()
+    assert done["data"]["status"] == "completed"
+    return state
+
+
+def migrate_in(path: str, state: Path | None) -> bytes:
+    """A destination waiting with ``-incoming defer`` loads ``state`` from a descriptor
+    passed with ``getfd`` (``None``: is asked for a name it does not have)."""
+    monitor = Monitor(path, [])
+    try:
+        monitor.send({"execute": "qmp_capabilities"})
+        monitor.send({"execute": "migrate-set-capabilities", "arguments": EVENTS_ON})
+        if state is None:
+            # QEMU stays in setup after this from 9.1 and refuses to try again (Illegal
+            # migration incoming state: setup); qmpsim lets it try again, as 7.2 does
+            monitor.send({"execute": "migrate-incoming", "arguments": {"uri": "fd:nope"}})
+            monitor.send({"execute": "query-migrate"})
+            return b"".join(_story(json.loads(line)) for line in monitor.lines[1:])
+        with state.open("rb") as file:
+            monitor.send({"execute": "getfd", "arguments": {"fdname": "in"}}, [file.fileno()])
+        monitor.send({"execute": "migrate-incoming", "arguments": {"uri": "fd:in"}})
+        final = ("completed", "failed")
+        monitor.read_until(lambda m: m.get("data", {}).get("status") in final)
+        monitor.send({"execute": "closefd", "arguments": {"fdname": "in"}})
+        monitor.send({"execute": "query-status"})
+    finally:
+        monitor.close()
+    return b"".join(_story(json.loads(line)) for line in monitor.lines[1:])
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["getfd", "unknown-name"])
+def test_migrate_incoming_from_a_descriptor(referee: Referee, tmp_path: Path, given: bool) -> None:
+    state = real_stream(referee, tmp_path) if given else None
+    with sides(referee, "-M", "pc", "-S", "-incoming", "defer") as (real, sim):
+        expected = migrate_in(real, state)
+        got = migrate_in(sim, state)
+    assert (b'"completed"' in expected) == given
+    if not given and referee.profile != "qemu-7.2":
+        # the refusal is the same; then QEMU 10.0 stays in setup (9.1's
+        # migration_incoming_state_setup), which vm.migration does not model yet
+        refusal = expected.splitlines()[:-1]
+        assert_same_bytes(b"\n".join(got.splitlines()[:-1]), b"\n".join(refusal))
+        pytest.xfail("after a failed migrate-incoming QEMU 10.0's query-migrate says setup")
     assert_same_bytes(got, expected)

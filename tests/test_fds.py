@@ -6,6 +6,7 @@ compares 7.2 and 10.0 with the real ones)."""
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
 import socket
@@ -141,3 +142,26 @@ def test_a_command_without_a_connection_gets_no_descriptor() -> None:
     vm = Machine(VmConfig(), clock=ManualClock())
     reply = vm.execute("add-fd", {}).reply
     assert getattr(reply, "desc", None) == "No file descriptor supplied via SCM_RIGHTS"
+
+
+@pytest.mark.trio
+async def test_incoming_from_a_descriptor_number_the_process_holds(tmp_path: Path) -> None:
+    """``-incoming fd:N`` as libvirt's restore uses it: the stream comes from a descriptor
+    the launcher left open, which the VM closes once it has read it."""
+    read, write = os.pipe()
+    pipe = os.fstat(read).st_ino
+    sim = Simulator(vm=VmConfig(machine="pc", cpus=1, incoming=f"fd:{read}"))
+    async with sim:
+        path = await sim.listen_unix(tmp_path / "qmp.sock")
+        client = Peer(await trio.open_unix_socket(path))
+        await client.negotiate()
+        assert (await client.execute("query-status"))["return"]["status"] == "inmigrate"
+        os.write(write, b"QEVM\x00\x00\x00\x03\x00")  # a simulator's stream, complete
+        os.close(write)
+        while (await client.recv())["event"] != "RESUME":
+            pass
+        assert (await client.execute("query-status"))["return"]["status"] == "running"
+        # closed by the VM (the number may have been given to a new file since)
+        with contextlib.suppress(OSError):
+            assert os.fstat(read).st_ino != pipe
+        await client.stream.aclose()

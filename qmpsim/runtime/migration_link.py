@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import trio
 
 from qmpsim.runtime.listen import ListenError, bind_unix
-from qmpsim.vm.fds import DescriptorChannel
+from qmpsim.vm.fds import DescriptorChannel, close_quietly
 from qmpsim.vm.machine import Cause, Event, Machine
 from qmpsim.vm.migration import (
     Channel,
@@ -191,10 +191,50 @@ def _listen(sim: Simulator, transport: str, address: str) -> str | dict[str, Any
         where = {"port": str(bound_port)}
         where["ipv6" if family == socket.AF_INET6 else "ipv4"] = True
         where |= {"host": bound_host, "type": "inet"}
+    elif transport == "fd":
+        return _from_descriptor(sim, address)
     else:
         return None  # simulated: nothing to listen on
     sim._require_nursery().start_soon(_receive, sim, listener, close)
     return where
+
+
+def _from_descriptor(sim: Simulator, address: str) -> str | None:
+    """Read the stream from a descriptor (``fd:N``: the process's own, or one taken from
+    getfd's table), as QEMU's ``fd_start_incoming_migration`` does."""
+    try:
+        fd = int(address)
+        if fd < 0:
+            raise ValueError(address)
+    except ValueError:
+        return f"Invalid file descriptor number '{address}'"
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return f"Unable to stat file descriptor {fd}: {os.strerror(exc.errno or errno.EBADF)}"
+    sim._require_nursery().start_soon(_read_descriptor, sim, fd)
+    return None
+
+
+async def _read_descriptor(sim: Simulator, fd: int) -> None:
+    """The source's stream from ``fd`` (a pipe or a file: read in a thread, as a file
+    cannot be waited on), turned into the destination's causes; QEMU closes it after."""
+    try:
+        os.set_blocking(fd, True)  # as QEMU sets its channel
+        _cause(sim, IncomingConnected())  # QEMU's incoming coroutine starts at once
+        tail = b""
+        while data := await trio.to_thread.run_sync(_read_fd, fd, abandon_on_cancel=True):
+            tail = (tail + data)[-_TAIL:]
+        _cause(sim, IncomingCompleted() if _complete(tail) else IncomingFailed())
+    finally:
+        close_quietly(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:
+        return b""  # broken off: what came is judged
 
 
 async def _receive(sim: Simulator, listener: trio.SocketListener, close: Any) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .component import Component, on_cause, on_command
+from .fds import Descriptors
 from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse, socket_address
 from .values import CommandError, Event, Outcome
 
@@ -171,6 +172,13 @@ class Incoming(Component):
         if isinstance(parsed, Bad):
             return parsed.text
         transport, address = parsed
+        if transport == "fd" and not address[:1].isdigit():
+            # monitor_fd_param(): a name is taken from getfd's table (a number is the
+            # process's own descriptor)
+            taken = self.host.part(Descriptors).take(address)
+            if isinstance(taken, str):
+                return taken
+            address = str(taken)
         where = self.listen(transport, address)
         if isinstance(where, str):
             return where

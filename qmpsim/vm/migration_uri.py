@@ -62,10 +62,7 @@ def parse(
     if scheme == "fd":
         if modern and not address:
             return Bad("invalid file descriptor address")
-        if not incoming:
-            return scheme, address  # a name in getfd's table (vm.fds), looked up by migrate
-        # an incoming migration from a descriptor is not modelled: no name is ever found
-        return Bad(f"File descriptor named '{address}' has not been found", early=False)
+        return scheme, address  # a name in getfd's table (vm.fds), or a number
     if scheme == "file" and modern:
         if not address:
             return Bad("Could not create '': No such file or directory", early=False)
