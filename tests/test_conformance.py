@@ -273,6 +273,11 @@ def test_every_event_rule_of_the_checker_is_in_its_table() -> None:
     # A rule method left without its @_on_event mark would never run.
     from qmpsim.testing.conformance import _EVENT_RULES, _StreamChecker
 
-    methods = {f for name, f in vars(_StreamChecker).items() if name.startswith("_on_")}
+    methods = {
+        f
+        for klass in _StreamChecker.__mro__
+        for name, f in vars(klass).items()
+        if name.startswith("_on_")
+    }
     assert methods == set(_EVENT_RULES.values())
     assert all(name == name.upper() for name in _EVENT_RULES)

@@ -208,8 +208,8 @@ def test_the_cycle_finder_finds_one() -> None:
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_core_modules_stay_light(module: str) -> None:
-    if not (PACKAGE / f"{module.replace('.', '/')}.py").exists():
-        pytest.skip(f"qmpsim/{module}.py does not exist")
+    if not _path(module).exists():
+        pytest.skip(f"{_path(module)} does not exist")
     code = f"import sys, qmpsim.{module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

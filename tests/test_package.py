@@ -147,7 +147,7 @@ def test_mypy_sees_the_real_types_of_the_public_names(tmp_path: Path) -> None:
     simulator, machine, check, load, profiles = revealed
     assert simulator.endswith('-> qmpsim.runtime.server.Simulator"')
     assert machine.endswith('-> qmpsim.vm.machine.Machine"')
-    assert "qmpsim.testing.conformance.Violation" in check
+    assert "qmpsim.testing.conformance.core.Violation" in check
     assert load.endswith('-> qmpsim.scenario.model.Scenario"')
     assert "qmpsim.qmp.profiles.ProfileSpec" in profiles
 

@@ -97,9 +97,9 @@ def test_needs_reset_is_runstate_needs_reset() -> None:
 
 
 def test_the_job_table_is_the_jobs_and_the_checkers() -> None:
-    from qmpsim.testing import conformance
+    from qmpsim.testing.conformance import devices
 
-    assert conformance.JOB_MOVES is JOB_MOVES
+    assert devices.JOB_MOVES is JOB_MOVES
     assert "concluded" not in JOB_MOVES["running"]
     created = ev("JOB_STATUS_CHANGE", 0, {"id": "j", "status": "created"})
     running = ev("JOB_STATUS_CHANGE", 1, {"id": "j", "status": "running"})

@@ -1,0 +1,42 @@
+"""Migration: MIGRATION and MIGRATION_PASS, by the moves of :mod:`qmpsim.vm.migration_states`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qmpsim.vm.migration_states import MIGRATING, MIGRATION_MOVES
+from qmpsim.vm.runstate import RunState
+
+from .core import _Core, _on_event
+
+
+class _MigrationRules(_Core):
+    """The rules over a migration's events."""
+
+    @_on_event("MIGRATION")
+    def _on_migration(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        status = data.get("status")
+        if not isinstance(status, str):
+            return
+        before = self.migration
+        if before == "postcopy-paused" and status == "setup":
+            return  # migrate-recover before 9.1 announces a setup its state never enters
+        # a migration met in the middle of its life starts wherever the stream finds it
+        if before is not None and status not in MIGRATION_MOVES.get(before, frozenset()):
+            self._report(line, "migration-status", f"migration went from {before} to {status}")
+        if status == "setup" and before != "setup":
+            self.passes = 0
+        if status == "completed" and self.passes and self.status == RunState.RUNNING:
+            self._report(line, "migration-stop", "the migration completed while the VM runs")
+        self.migration = status
+
+    @_on_event("MIGRATION_PASS")
+    def _on_migration_pass(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
+        count = data.get("pass")
+        if self.migration is not None and self.migration not in MIGRATING:
+            self._report(line, "migration-pass", f"a pass while the migration is {self.migration}")
+        elif isinstance(count, int) and self.migration is not None and count != self.passes + 1:
+            self._report(line, "migration-pass", f"pass {count} after pass {self.passes}")
+        if isinstance(count, int):
+            self.passes = count
