@@ -14,7 +14,13 @@ from qmpsim.scenario.nodes import NodeReader, Raw
 from qmpsim.vm.description import DeviceConfig, VmConfig
 from qmpsim.vm.display import SpiceConfig, VncConfig
 from qmpsim.vm.guest import GuestConfig
-from qmpsim.vm.images import DEFAULT_SIZE, DiskConfig, ImageConfig
+from qmpsim.vm.images import (
+    DEFAULT_SIZE,
+    DiskConfig,
+    ImageConfig,
+    default_file,
+    is_auto_node_name,
+)
 from qmpsim.vm.values import MachineError
 
 if TYPE_CHECKING:
@@ -151,10 +157,9 @@ def _changed(value: Any, default: Any, names: tuple[str, ...]) -> dict[str, Any]
 def _disk_document(d: DiskConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"name": d.name}
     out |= _changed(d, DiskConfig(), ("on_read_error", "on_write_error", "thin", "format"))
-    suffix = "img" if d.format == "raw" else "qcow2"
-    if d.file and d.file != f"/var/lib/qemu/{d.name}.{suffix}":
+    if d.file != default_file(d):
         out["file"] = d.file
-    if d.node_name and not d.node_name.startswith("#"):  # "#blockNNN": QEMU's own name
+    if d.node_name and not is_auto_node_name(d.node_name):
         out["node_name"] = d.node_name
     if d.media != "disk":
         out["media"] = d.media

@@ -148,6 +148,19 @@ def auto_node_name(counter: int) -> str:
     return f"#block{counter}{3 * counter % 100:02d}"
 
 
+def is_auto_node_name(name: str) -> bool:
+    """Whether ``name`` is one QEMU made up: ``#`` starts no name a user may give."""
+    return name.startswith("#")
+
+
+def default_file(disk: DiskConfig) -> str:
+    """The image file of a disk the description gives none: ``/var/lib/qemu/NAME.qcow2``
+    (``.img`` when raw); a CD-ROM without one has no medium."""
+    if disk.media == "cdrom":
+        return ""
+    return f"/var/lib/qemu/{disk.name}.{'img' if disk.format == 'raw' else 'qcow2'}"
+
+
 def check_disks(disks: Sequence[DiskConfig], images: Sequence[ImageConfig]) -> None:
     """A :class:`MachineError` for the first thing wrong with the disks or images."""
     names = [d.name for d in disks]
@@ -235,11 +248,10 @@ def complete_disks(
                     node_name = ""
             taken.add(node_name)
             counter += 2 * len(backing_chain(d, images))  # each backing file: two nodes
-        suffix = "img" if d.format == "raw" else "qcow2"
         done[i] = replace(
             d,
             node_name=node_name,
-            file=d.file or ("" if d.media == "cdrom" else f"/var/lib/qemu/{d.name}.{suffix}"),
+            file=d.file or default_file(d),
             qdev=d.qdev or f"/machine/peripheral-anon/device[{i}]/virtio-backend",
             actual_size=FRESH_ALLOCATION[d.format] if d.actual_size is None else d.actual_size,
         )
