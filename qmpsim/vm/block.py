@@ -20,10 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import block_info as info
+from .block_errors import ErrorAction
 from .component import Component, on_cause, on_command
 from .guest import Guest
 from .images import DiskConfig, ImageConfig, backing_chain, creation_order
 from .nodes import Backend, Graph, Node, Throttle
+from .runstate import RunState
 from .values import CommandError, Event, MachineError, Outcome
 
 _STRERROR = {False: "Input/output error", True: "No space left on device"}
@@ -582,11 +584,11 @@ class BlockGraph(Component):
         backend = self.backend(c.device)
         disk = backend.config
         action = disk.action(c.operation, c.nospace)
-        if action == "stop" and disk.iostatus_enabled and backend.io_status == "ok":
+        if action == ErrorAction.STOP and disk.iostatus_enabled and backend.io_status == "ok":
             backend.io_status = "nospace" if c.nospace else "failed"
-        if action == "stop" and c.persistent:
+        if action == ErrorAction.STOP and c.persistent:
             self._failing[disk.name] = c
-        if action == "report":
+        if action == ErrorAction.REPORT:
             stats = backend.stats
             if c.operation == "read":
                 stats.failed_rd_operations += 1
@@ -594,14 +596,14 @@ class BlockGraph(Component):
                 stats.failed_wr_operations += 1
             stats.last_io = self.host.clock()
         events = [self.host.event("BLOCK_IO_ERROR", self._io_error_data(backend, c, action))]
-        if action == "stop":
-            events += self.host.stop("io-error")
+        if action == ErrorAction.STOP:
+            events += self.host.stop(RunState.IO_ERROR)
         return events
 
-    def _io_error_data(self, backend: Backend, c: DiskError, action: str) -> dict[str, Any]:
+    def _io_error_data(self, backend: Backend, c: DiskError, action: ErrorAction) -> dict[str, Any]:
         disk = backend.config
         if not self.host.profile.run_states:
-            return {"device": disk.wire_name, "operation": c.operation, "action": action}
+            return {"device": disk.wire_name, "operation": c.operation, "action": action.value}
         data: dict[str, Any] = {}
         spec = self.host.profile.events["BLOCK_IO_ERROR"].data
         if spec is not None and spec.member("qom-path") is not None:  # QEMU 9.2 on
@@ -611,7 +613,7 @@ class BlockGraph(Component):
         root = self._shown(backend)
         data["node-name"] = root.name if root is not None else disk.node_name
         data["operation"] = c.operation
-        data["action"] = action
+        data["action"] = action.value
         if disk.iostatus_enabled:
             data["nospace"] = c.nospace
         data["reason"] = _STRERROR[c.nospace]

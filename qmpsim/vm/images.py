@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from .block_errors import DISK_POLICIES, ErrorAction, error_action
 from .values import MachineError
 
-ERROR_POLICIES = ("report", "ignore", "stop", "enospc")
+ERROR_POLICIES = DISK_POLICIES
 DISK_FORMATS = ("raw", "qcow2")
 MEDIA = ("disk", "cdrom")
 DEFAULT_SIZE = 16 * 1024**3
@@ -126,12 +127,10 @@ class DiskConfig:
         """Whether an image is attached (a CD-ROM may have none)."""
         return self.media != "cdrom" or bool(self.file)
 
-    def action(self, operation: str, nospace: bool) -> str:
+    def action(self, operation: str, nospace: bool) -> ErrorAction:
         """The ``BLOCK_IO_ERROR`` action this disk takes (``blk_get_error_action``)."""
         policy = self.on_write_error if operation == "write" else self.on_read_error
-        if policy == "enospc":
-            return "stop" if nospace else "report"
-        return policy
+        return error_action(policy, nospace=nospace)
 
     @property
     def iostatus_enabled(self) -> bool:

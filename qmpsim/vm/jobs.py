@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .block_errors import ErrorAction, error_action
 from .component import Component, on_cause, on_command
 from .nodes import Node
 from .values import CommandError, Event, MachineError, Outcome
@@ -553,19 +554,14 @@ class Jobs(Component):
         assert job is not None
         self._advance(job)
         policy = job.on_source_error if c.operation == "read" else job.on_target_error
-        action = policy
-        if policy == "enospc":
-            action = "stop" if c.nospace else "report"
-        events = [
-            self.host.event(
-                "BLOCK_JOB_ERROR", {"device": job.id, "operation": c.operation, "action": action}
-            )
-        ]
-        if action == "stop":
+        action = error_action(policy, nospace=c.nospace)
+        data = {"device": job.id, "operation": c.operation, "action": action.value}
+        events = [self.host.event("BLOCK_JOB_ERROR", data)]
+        if action == ErrorAction.STOP:
             job.user_paused = True
             job.io_status = "nospace" if c.nospace else "failed"
             self.later(job, "pause point")
-        elif action == "report":
+        elif action == ErrorAction.REPORT:
             job.error = _STRERROR[c.nospace]
             self.later(job, "failed")
         return events

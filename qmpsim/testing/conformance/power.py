@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qmpsim.vm.block_errors import ErrorAction
 from qmpsim.vm.runstate import RunState
 from qmpsim.vm.watchdog import FOLLOWS, WATCHDOG_ACTIONS, WatchdogAction
 
@@ -127,7 +128,7 @@ class _PowerRules(_Core):
 
     @_on_event("BLOCK_IO_ERROR")
     def _on_block_io_error(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        if data.get("action") == "stop" and not self._stopped() and not self._owes_stop():
+        if data.get("action") == ErrorAction.STOP and not self._stopped() and not self._owes_stop():
             self._owe(
                 line,
                 "block-io-error-stop",
