@@ -124,6 +124,17 @@ SCRIPTS: dict[str, list[str]] = {
         '!migrate-set-parameters {"max-bandwidth": 1073741824}', "STOP", "MIGRATION",
         "=postmigrate", "?query-migrate",
     ],
+    "postcopy-paused-recover": [
+        '!migrate-set-capabilities {"capabilities": [{"capability": "events", "state": true},'
+        ' {"capability": "postcopy-ram", "state": true}]}',
+        '!migrate-set-parameters {"max-bandwidth": 50000, "max-postcopy-bandwidth": 50000}',
+        '!migrate {"uri": "tcp:10.0.0.2:4444"}', "MIGRATION", "MIGRATION_PASS", "MIGRATION",
+        "!migrate-start-postcopy", "MIGRATION", "STOP", "MIGRATION_PASS", "=finish-migrate",
+        "?query-migrate", "MIGRATION", "?query-migrate", "=finish-migrate",
+        '!migrate {"uri": "tcp:10.0.0.3:4444", "resume": true}', "MIGRATION", "MIGRATION",
+        '!migrate-set-parameters {"max-postcopy-bandwidth": 0}', "MIGRATION", "=postmigrate",
+        "?query-migrate",
+    ],
 }
 # fmt: on
 
@@ -293,6 +304,16 @@ def _migration(answers: list[Any]) -> None:
     assert done["ram"]["transferred"] > later["ram"]["transferred"]
 
 
+def _postcopy(answers: list[Any]) -> None:
+    switched, paused, done = answers
+    assert switched["status"] == "postcopy-active"
+    assert switched["ram"]["postcopy-requests"] >= 1  # the destination's first fault
+    assert paused["status"] == "postcopy-paused"
+    assert paused["ram"]["remaining"] > 0  # most of the RAM is still to come
+    assert done["status"] == "completed" and done["ram"]["remaining"] == 0
+    assert done["ram"]["postcopy-bytes"] > paused["ram"]["postcopy-bytes"]
+
+
 def _listening(answers: list[Any]) -> None:
     (info,) = answers  # the source comes in tests/test_migration_serve.py
     (where,) = info["socket-address"]
@@ -304,6 +325,7 @@ def _listening(answers: list[Any]) -> None:
 CHECKS: dict[str, Callable[[list[Any]], None]] = {
     "live-migration": _listening,
     "migration-bandwidth-raised": _migration,
+    "postcopy-paused-recover": _postcopy,
     "mirror-ready-complete": _mirror,
     "thin-disk-resize": _thin,
     "memory-balloon-slow": _balloon,

@@ -153,7 +153,8 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
     "migration-target-lost": (
         (_Key("error", _STR, doc="QEMU's text for it (default: a write on a closed socket)."),),
         lambda a: m.MigrationTargetLost(a.get("error")),
-        "the migration's destination goes away: the migration fails with that error",
+        "the migration's destination goes away: the migration fails with that error (a"
+        " postcopy pauses, postcopy-paused, until migrate resumes it)",
     ),
     "vnc-connect": (
         (_CLIENT, *_ADDRESS, _Key("service", _STR, doc="The client's port (default: made up).")),
