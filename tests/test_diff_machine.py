@@ -216,6 +216,8 @@ def test_prelaunch_identity_and_hmp(real_qemu: Referee) -> None:
         (hmp, {"command-line": "info kvm"}),
         (hmp, {"command-line": "info nothing"}),
         (hmp, {"command-line": "  info   status  "}),
+        (hmp, {"command-line": "info status now"}),
+        (hmp, {"command-line": "info balloon"}),
         (hmp, {"command-line": "info status", "cpu-index": 0}),
         ("cont", None),
         (hmp, {"command-line": "stop"}),

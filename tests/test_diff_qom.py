@@ -102,6 +102,8 @@ STEPS = [
     get("/machine/peripheral-anon/device[0]/virtio-backend", "type"),
     put("/machine/unattached/device[0]", "type", 3),
     put("/machine/unattached/device[0]", "nope", 3),
+    ("human-monitor-command", {"command-line": "info balloon"}),
+    ("human-monitor-command", {"command-line": "info balloon 1"}),
 ]
 
 

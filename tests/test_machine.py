@@ -235,7 +235,7 @@ def test_hmp_cpu_index_must_name_a_cpu() -> None:
 
 def test_hmp_info_alone_lists_the_info_commands() -> None:
     text = machine().execute("human-monitor-command", {"command-line": "info"}).reply
-    assert text.startswith("info kvm  -- show KVM information\r\n")
+    assert text.startswith("info balloon  -- show balloon information\r\n")
     assert "info status  -- show the current VM status (running|paused)\r\n" in text
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .balloon import Balloon
 from .component import Component, on_command
 from .power import Power
 from .runstate import RunState
@@ -19,6 +20,7 @@ from .values import CommandError, Outcome
 
 # the `info` subcommands qmpsim answers, with QEMU's help texts
 _HMP_INFO = {
+    "balloon": "show balloon information",
     "kvm": "show KVM information",
     "name": "show the current VM name",
     "status": "show the current VM status (running|paused)",
@@ -73,6 +75,12 @@ class Monitor(Component):
         info = self._info(what)
         if info is not None:
             return Outcome(info)
+        if words[0] == "info" and words[1] in _HMP_INFO:
+            # none of these takes an argument: QEMU's parser stops at the first one
+            return Outcome(
+                f"{words[1]}: extraneous characters at the end of line\r\n"
+                f'Try "help info {words[1]}" for more information\r\n'
+            )
         match = re.match(r"\s*(info\s+\S+|\S+)", line)
         name = match.group(1) if match else line
         return Outcome(f"unknown command: '{name}'\r\n")
@@ -106,6 +114,11 @@ class Monitor(Component):
             return "" if host.vm.name is None else f"{host.vm.name}\r\n"
         if what == "uuid":
             return f"{host.vm.uuid}\r\n"
+        if what == "balloon":
+            actual = host.part(Balloon).actual()
+            if actual is None:
+                return "Error: No balloon device has been activated\r\n"
+            return f"balloon: actual={actual >> 20}\r\n"
         if what == "kvm":
             state = "enabled" if host.vm.kvm_enabled else "disabled"
             return f"kvm support: {state}\r\n"
