@@ -27,6 +27,7 @@ from test_diff_machine import Message, RealMonitor, SimMonitor, assert_same, rea
 from qmpsim.qmp.profiles import ProfileSpec, get_profile
 from qmpsim.vm.machine import (
     Cause,
+    GuestCrashLoaded,
     GuestPanic,
     ManualClock,
     RtcChange,
@@ -131,6 +132,22 @@ def test_a_panicked_guest_powers_off_by_default(halting_bios: str, real_qemu: Re
         sim.cause(GuestPanic())
     assert sim.machine.exited
     assert [m.get("event") for m in qemu.messages] == ["GUEST_PANICKED", "STOP", "SHUTDOWN"]
+    assert_same(qemu.messages, sim.messages, profile)
+
+
+def test_a_loaded_crash_kernel_is_reported_and_the_guest_runs_on(
+    halting_bios: str, real_qemu: Referee
+) -> None:
+    """pvpanic's second bit: the guest's kdump kernel took over after a panic."""
+    profile = get_profile(real_qemu.profile)
+    sim = SimMonitor(VmConfig(), profile)
+    with guest(halting_bios, "-device", "pvpanic", referee=real_qemu) as qemu:
+        for _ in range(2):  # not throttled: each load is reported
+            port_write(qemu, PVPANIC, 2)
+            sim.cause(GuestCrashLoaded())
+            qemu.execute("query-status")
+            sim.execute("query-status")
+    assert [m.get("event") for m in events(qemu.messages)] == ["GUEST_CRASHLOADED"] * 2
     assert_same(qemu.messages, sim.messages, profile)
 
 

@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from qmpsim.qmp.profiles import QEMU_0_14, QEMU_7_2, ProfileSpec
+from qmpsim.qmp.profiles import QEMU_0_14, QEMU_7_2, ProfileSpec, get_profile
 from qmpsim.vm.machine import (
     CommandError,
     DiskConfig,
     DiskError,
     DiskRepaired,
     Event,
+    GuestCrashLoaded,
     GuestPanic,
     GuestPowerdown,
     GuestReset,
@@ -251,6 +252,19 @@ def test_cont_resumes_a_panicked_guest_without_a_reset() -> None:
     assert names(m.cause(GuestPanic())) == ["GUEST_PANICKED", "STOP"]
     hmp = m.execute("human-monitor-command", {"command-line": "c"})
     assert (hmp.reply, names(hmp.events)) == ("", ["RESUME"])
+
+
+def test_a_loaded_crash_kernel_is_reported_and_the_guest_runs_on() -> None:
+    m = machine()
+    events = m.cause(GuestCrashLoaded())
+    assert names(events) == ["GUEST_CRASHLOADED"] and events[0].data == {"action": "run"}
+    assert m.status == "running" and not m.exited
+    m.execute("stop", {})
+    with pytest.raises(MachineError, match="running"):
+        m.cause(GuestCrashLoaded())  # a paused guest loads nothing
+    old = Machine(VmConfig(), get_profile("qemu-4.2"))
+    with pytest.raises(MachineError, match="no crash-loaded notification"):
+        old.cause(GuestCrashLoaded())
 
 
 def test_guest_powerdown() -> None:

@@ -248,6 +248,14 @@ CASES = [
         "steps[0].cause",
     ),
     (
+        "crash-kernel-before-qemu-5",
+        "profile: qemu-4.2\nsteps:\n  - cause: guest-crashloaded\n",
+        3,
+        12,
+        "profile qemu-4.2 has no crash-loaded notification (GUEST_CRASHLOADED)",
+        "steps[0].cause",
+    ),
+    (
         "python-object",
         "steps:\n  - reply: stop\n    return: !!python/object:os.system {}\n",
         3,

@@ -83,3 +83,9 @@ def check_cause(
             f"{path}.cause",
             f"profile {profile.name} has no guest panic notification (GUEST_PANICKED)",
         )
+    elif kind == "guest-crashloaded" and "GUEST_CRASHLOADED" not in profile.events:
+        raise reader.error(
+            raw["cause"][1],
+            f"{path}.cause",
+            f"profile {profile.name} has no crash-loaded notification (GUEST_CRASHLOADED)",
+        )

@@ -319,6 +319,8 @@ def _candidates(message: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any
         yield "guest-reset", {}, m.GuestReset()
     elif name == "GUEST_PANICKED":
         yield "guest-panic", {}, m.GuestPanic()
+    elif name == "GUEST_CRASHLOADED":
+        yield "guest-crashloaded", {}, m.GuestCrashLoaded()
     elif name == "POWERDOWN":
         yield "guest-powerdown", {}, m.GuestPowerdown()
     elif name is not None and name.startswith(("VNC_", "SPICE_")):

@@ -73,6 +73,11 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
     "guest-shutdown": ((), lambda a: m.GuestShutdown(), "the guest powers itself off"),
     "guest-reset": ((), lambda a: m.GuestReset(), "the guest reboots itself"),
     "guest-panic": ((), lambda a: m.GuestPanic(), "the guest kernel panics"),
+    "guest-crashloaded": (
+        (),
+        lambda a: m.GuestCrashLoaded(),
+        "the guest's crash kernel has loaded after a panic (kdump)",
+    ),
     "guest-powerdown": (
         (),
         lambda a: m.GuestPowerdown(),

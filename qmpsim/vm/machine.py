@@ -81,6 +81,7 @@ from qmpsim.vm.migration import (
 )
 from qmpsim.vm.monitor import Monitor
 from qmpsim.vm.power import (
+    GuestCrashLoaded,
     GuestPanic,
     GuestPowerdown,
     GuestReset,
@@ -120,6 +121,7 @@ __all__ = [  # the names other modules and users import from here
     "DiskRepaired",
     "Event",
     "GuestConfig",
+    "GuestCrashLoaded",
     "GuestDirtiesMemory",
     "GuestPanic",
     "GuestPowerdown",
@@ -208,6 +210,7 @@ Cause = (
     | GuestShutdown
     | GuestReset
     | GuestPanic
+    | GuestCrashLoaded
     | GuestPowerdown
     | HostSignal
     | DeviceEjected
@@ -238,6 +241,7 @@ _GUEST_CAUSES = (
     GuestShutdown,
     GuestReset,
     GuestPanic,
+    GuestCrashLoaded,
     DeviceEjected,
     UnplugRefused,
 )

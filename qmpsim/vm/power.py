@@ -37,6 +37,12 @@ class GuestPanic:
 
 
 @dataclass(frozen=True)
+class GuestCrashLoaded:
+    """The guest's crash kernel loaded after a panic (kdump; pvpanic's second bit):
+    GUEST_CRASHLOADED with ``action: run``, and the VM runs on."""
+
+
+@dataclass(frozen=True)
 class GuestPowerdown:
     """An ACPI power button press reached the guest (what ``system_powerdown`` does)."""
 
@@ -128,6 +134,8 @@ class Power(Component):
         profile = self.host.profile
         if isinstance(cause, GuestPanic) and "GUEST_PANICKED" not in profile.events:
             return f"profile {profile.name} has no guest panic notification"
+        if isinstance(cause, GuestCrashLoaded) and "GUEST_CRASHLOADED" not in profile.events:
+            return f"profile {profile.name} has no crash-loaded notification (QEMU 5.0 added it)"
         return None
 
     @on_cause(GuestShutdown)
@@ -152,6 +160,11 @@ class Power(Component):
         out.append(host.event("SHUTDOWN", host.reset_data(True, "guest-panic")))
         host.exited = True
         return out
+
+    @on_cause(GuestCrashLoaded)
+    def guest_crashloaded(self, _c: GuestCrashLoaded) -> list[Event]:
+        # qemu_system_guest_crashloaded(): the event alone; the run state stays
+        return [self.host.event("GUEST_CRASHLOADED", {"action": "run"})]
 
     @on_cause(GuestPowerdown)
     def guest_powerdown(self, _c: GuestPowerdown) -> list[Event]:
