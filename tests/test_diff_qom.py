@@ -83,6 +83,8 @@ STEPS = [
     put("balloon0", "nope", 1),
     put("/machine/peripheral/nope", "x", 1),
     put("balloon0", "realized", True),
+    put("balloon0", "realized", 1),
+    put("balloon0", "realized", "x"),
     get(f"{BALLOON}/virtio-backend", "type"),
     get(f"{BALLOON}/virtio-backend", "guest-stats-polling-interval"),
     get(f"{BALLOON}/virtio-backend", "addr"),

@@ -436,11 +436,9 @@ class Devices(Component):
         own_type = inner if backend else proxy
         own_id = None if backend else device.id
         bus = f"{device.path}/virtio-bus" if backend else device.bus.path
-        # settling a device on a QOM value (realized: true) changes nothing; setting it
-        # to false would unrealize the device at once, which is not modelled
         table: _Table = {
             "type": (qom.Property(own_type, read_only, "string"), own_type, own_id),
-            "realized": (qom.Property(True, lambda _value: None, "bool"), own_type, own_id),
+            "realized": (qom.Property(True, _set_realized, "bool"), own_type, own_id),
             "hotpluggable": (qom.Property(True, read_only, "bool"), own_type, own_id),
             "hotplugged": (qom.Property(device.hotplugged, read_only, "bool"), own_type, own_id),
             "parent_bus": (qom.Property(bus, read_only, "link<bus>"), own_type, own_id),
@@ -527,6 +525,16 @@ _VCPU_PROPERTIES = (
 
 def _deleted_data(dev_id: str | None, path: str) -> dict[str, Any]:
     return {"path": path} if dev_id is None else {"device": dev_id, "path": path}
+
+
+def _set_realized(value: Any) -> CommandError | None:
+    """``realized`` takes a boolean; true changes nothing on a realized device, and false,
+    which would unrealize it at once, is not modelled (the device stays)."""
+    if not isinstance(value, bool):
+        return CommandError(
+            "GenericError", "Invalid parameter type for 'realized', expected: boolean"
+        )
+    return None
 
 
 def _error(desc: str) -> Outcome:
