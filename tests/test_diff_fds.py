@@ -213,9 +213,18 @@ def migrate_into_pipe(path: str, command: str) -> tuple[bytes, bytes]:
         monitor.send({"execute": "migrate", "arguments": {"uri": "fd:migrate"}})
         if command == "migrate_cancel":
             monitor.read_until(lambda m: m.get("data", {}).get("status") == "active")
+            sent = len(monitor.lines)
             monitor.send({"execute": command})
+            # QEMU's migration thread can finish cancelling before the main loop writes
+            # the reply, which then follows `cancelled`: put it back after `cancelling`,
+            # where the main loop's own event puts it, so that both orders read the same
+            reply = monitor.lines.pop()
+            after = monitor.lines[sent:]
+            at = next((i + 1 for i, line in enumerate(after) if _status(line) == "cancelling"), 0)
+            monitor.lines.insert(sent + at, reply)
         final = ("completed", "failed", "cancelled")
-        monitor.read_until(lambda m: m.get("data", {}).get("status") in final)
+        if not any(_status(line) in final for line in monitor.lines):
+            monitor.read_until(lambda m: m.get("data", {}).get("status") in final)
         reader.join(SAFETY_TIMEOUT)
         assert not reader.is_alive(), "the VM never closed the descriptor"
         monitor.send({"execute": "migrate", "arguments": {"uri": "fd:migrate"}})
@@ -228,6 +237,11 @@ def migrate_into_pipe(path: str, command: str) -> tuple[bytes, bytes]:
             os.close(write)
     story = b"".join(_story(json.loads(line)) for line in monitor.lines[1:])
     return story, bytes(stream[:8])
+
+
+def _status(line: bytes) -> str | None:
+    status = json.loads(line).get("data", {}).get("status")
+    return status if isinstance(status, str) else None
 
 
 def _drain(fd: int, into: bytearray) -> None:
