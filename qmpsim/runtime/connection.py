@@ -1,4 +1,4 @@
-"""One client connection: its reader, dispatcher and writer, and parking when idle.
+"""One client connection: its task, its reader and its dispatcher.
 
 A :class:`Connection` serves one stream for a :class:`~qmpsim.runtime.server.Simulator`
 (its :class:`ConnectionHost`): the reader turns the bytes the peer sends into the
@@ -6,7 +6,9 @@ protocol's events (:meth:`Connection.receive` is the one place bytes come in), t
 dispatcher runs the requests in order, the writer sends what is queued.  The writer
 and the dispatcher run only while they have work, since a fleet holds thousands of
 connections that are idle nearly all the time; a connection with an
-:class:`IdleWatcher` goes further: while idle it has no task at all (it is parked).
+:class:`~qmpsim.runtime.parking.IdleWatcher` goes further: while idle it has no task
+at all (it is parked).  The writer and parking are the connection's bases, beside it:
+:mod:`qmpsim.runtime.writer` and :mod:`qmpsim.runtime.parking`.
 """
 
 from __future__ import annotations
@@ -27,50 +29,26 @@ from qmpsim.qmp.protocol import (
     Request,
     ServerConnection,
 )
-from qmpsim.qmp.transcript import Direction, Entry, Transcript
+from qmpsim.qmp.transcript import Direction
 from qmpsim.runtime.ancillary import Received, receive
-from qmpsim.runtime.faults import WriteFault
+from qmpsim.runtime.parking import IdleWatcher
+from qmpsim.runtime.writer import Writer, WriterHost
 
-__all__ = ["UNPARSED", "Connection", "ConnectionHost", "IdleConnection", "IdleWatcher"]
+__all__ = ["Connection", "ConnectionHost"]
 
 log = logging.getLogger("qmpsim.server")
 
 _REQUEST_QUEUE = 8  # QEMU's QMP_REQ_QUEUE_LEN_MAX: reading pauses while this many wait
 _RECEIVE_SIZE = 1 << 16
 
-UNPARSED: Any = object()
-"""Queued bytes whose message the transcript must lex itself."""
 
-
-class IdleWatcher(Protocol):
-    """Watches the sockets of idle connections, so that no task waits on each one.
-
-    A fleet holds thousands of connections that are idle nearly all the time; a
-    task waiting on each costs ~5 KB (the task, its nursery, its stack, trio's
-    registration), a socket in one epoll set ~0.2 KB.  See
-    :meth:`~qmpsim.runtime.server.Simulator.handle_socket_stream`.
-    """
-
-    def watch(self, fd: int, idle: IdleConnection) -> None:
-        """Call ``idle.wake()`` once ``fd`` is readable (or hung up)."""
-
-    def unwatch(self, fd: int) -> None:
-        """Stop watching ``fd`` (its connection is served again, or ends)."""
-
-
-class ConnectionHost(Protocol):
+class ConnectionHost(WriterHost, Protocol):
     """What a connection needs of the simulator that serves it: its private side,
-    kept out of the simulator's public methods."""
+    kept out of the simulator's public methods (the writer's and parking's share
+    are :class:`~qmpsim.runtime.writer.WriterHost` and
+    :class:`~qmpsim.runtime.parking.ParkingHost`)."""
 
-    transcript: Transcript
     max_input_buffer: int | None
-    max_output_buffer: int
-
-    def now(self) -> float:
-        """The simulated wall clock, which stamps the transcript."""
-
-    _nursery: trio.Nursery | None
-    """Where a parked connection is served again (``None``: the simulator stopped)."""
 
     async def _execute(self, client: Connection, request: Request) -> None:
         """Run ``request`` and queue its reply (and the events it produced)."""
@@ -78,18 +56,17 @@ class ConnectionHost(Protocol):
     def _state_changed(self) -> None:
         """Something happened that those waiting on the simulator may look for."""
 
-    def _take_write_fault(self) -> WriteFault | None:
-        """The fault the next write suffers, if one is pending (it is taken)."""
-
     def _forget(self, client: Connection, *, notify: bool = True) -> None:
         """The connection has ended: it is no longer a client."""
 
 
 @dataclass(eq=False, slots=True)  # slots: a fleet holds thousands
-class Connection:
+class Connection(Writer):
     """One connection.  Its task reads; a writer and a dispatcher task run beside it
     only while they have work (output queued, requests waiting).  A connection with
-    a watcher goes further: while idle it has no task at all (it is parked)."""
+    a watcher goes further: while idle it has no task at all (it is parked).  The
+    writer and parking are its bases (:class:`~qmpsim.runtime.writer.Writer`,
+    :class:`~qmpsim.runtime.parking.Parking`), which work on these fields."""
 
     host: ConnectionHost
     id: int
@@ -176,7 +153,7 @@ class Connection:
                 # Work came while its nursery closed: serve it on, in a new task.
                 nursery_.start_soon(self.serve)
             else:
-                self.host._forget(self)
+                self._end()
                 await trio.aclose_forcefully(self.stream)
                 log.info("client %d: disconnected", self.id)
                 if self.ended_callback is not None:
@@ -189,6 +166,10 @@ class Connection:
         if self.parked:
             self._unpark()  # its task sees it dropped and ends it
 
+    def _end(self, *, notify: bool = True) -> None:
+        """The connection has ended: it is no longer a client (``notify``: tell who waits)."""
+        self.host._forget(self, notify=notify)
+
     def close_after_output(self) -> None:
         """End the connection once what is queued for it is written."""
         self.conn.close()
@@ -196,42 +177,6 @@ class Connection:
         if self.room is not None:
             self.room.set()
         self.write_soon()
-
-    # --- parking ----------------------------------------------------------------------
-
-    def _may_park(self) -> bool:
-        """Whether the connection is idle: nothing to read but what the peer sends next."""
-        return (
-            self.watcher is not None
-            and self.greeted
-            and not (self.writing or self.dispatching or self.outbox or self.requests)
-            and not (self.closing or self.ended or self.dropped)
-            and not self.scope.cancel_called
-            and self.host._nursery is not None
-        )
-
-    def _park(self) -> None:
-        assert self.watcher is not None and isinstance(self.stream, trio.SocketStream)
-        if self.context is None:
-            self.context = contextvars.copy_context()
-        self.parked = True
-        self.watcher.watch(self.stream.socket.fileno(), IdleConnection(self))
-
-    def _unpark(self) -> None:
-        """Serve a parked connection again, in a task of the simulator's nursery."""
-        nursery = self.host._nursery
-        assert self.watcher is not None and self.context is not None
-        assert isinstance(self.stream, trio.SocketStream) and nursery is not None
-        self.parked = False
-        self.watcher.unwatch(self.stream.socket.fileno())
-        # Started in the connection's own context, as its first task was.
-        self.context.run(nursery.start_soon, self.serve)
-
-    def _idle(self) -> None:
-        """The writer or the dispatcher is done: a connection now idle parks (its reader,
-        waiting for input, is interrupted, and parks instead)."""
-        if self.read_scope is not None and self._may_park():
-            self.read_scope.cancel()
 
     # --- the reader -------------------------------------------------------------------
 
@@ -339,122 +284,3 @@ class Connection:
                 self.room.set()
             self.write_soon()
         self._idle()
-
-    # --- the writer -------------------------------------------------------------------
-
-    def enqueue(self, data: bytes, parsed: Any = UNPARSED) -> None:
-        """Queue ``data`` (the message it holds when known) to be written."""
-        if not data or self.dropped or self.scope.cancel_called:
-            return
-        size = len(data)
-        buffered = self.buffered + size
-        largest = max(self.largest, size)
-        # The bound is on what the client leaves unread, not on what QEMU may say in
-        # one message (a 1 MiB id is echoed whole): the largest message does not count.
-        limit = self.host.max_output_buffer
-        if buffered - largest > limit:
-            log.warning(
-                "client %d: not reading (more than %d bytes queued); disconnecting it",
-                self.id,
-                limit,
-            )
-            self.drop()
-            return
-        self.outbox.append((data, parsed))
-        self.buffered = buffered
-        self.largest = largest
-        self.write_soon()
-
-    def write_soon(self) -> None:
-        """Write the queued output, in a task started if none runs."""
-        if self.more is not None:
-            self.more.set()
-        if self.parked:
-            self._unpark()  # the connection's task starts the writer
-            return
-        if not self.writing and self.tasks is not None and not self.scope.cancel_called:
-            self.writing = True
-            self.tasks.start_soon(self._write)
-
-    async def _next_message(self) -> tuple[bytes, Any] | None:
-        # The bytes stay counted in ``buffered`` until they are written (see _write).
-        while not self.outbox:
-            if self.closing:
-                return None
-            self.more = trio.Event()
-            await self.more.wait()
-        return self.outbox.pop(0)
-
-    def _greeted(self) -> None:
-        if not self.greeted:
-            self.greeted = True
-            if self.room is not None:
-                self.room.set()  # the reader waits for it
-
-    async def _write(self) -> None:
-        """Write until nothing is queued; then end, or end the connection if it is closing."""
-        host = self.host
-        try:
-            while self.outbox:
-                fault = host._take_write_fault()
-                if fault is None:
-                    # Everything queued goes out in one write: a system call and a trip
-                    # through the scheduler per batch instead of per message.
-                    chunks, self.outbox = self.outbox, []
-                else:
-                    chunks = [self.outbox.pop(0)]
-                if fault is not None and fault.kind == "coalesce":
-                    self._greeted()  # the message it waits for may need a request
-                    following = await self._next_message()
-                    if following is not None:
-                        chunks.append(following)
-                now = host.now()
-                for chunk, parsed in chunks:
-                    if parsed is UNPARSED:
-                        host.transcript.record(Direction.OUT, self.id, now, chunk)
-                    else:
-                        host.transcript.append(Entry(Direction.OUT, self.id, now, chunk, (parsed,)))
-                joined = b"".join(chunk for chunk, _ in chunks)
-                if fault is not None and fault.kind == "split":
-                    for start in range(0, len(joined), fault.size):
-                        await self.stream.send_all(joined[start : start + fault.size])
-                else:
-                    await self.stream.send_all(joined)
-                self.buffered -= len(joined)
-                self._greeted()
-                self.largest = max((len(chunk) for chunk, _ in self.outbox), default=0)
-            if not self.closing:
-                return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.info("client %d: went away while being written to", self.id)
-        finally:
-            self.writing = False
-            if self.room is not None:
-                self.room.set()
-            self._idle()
-        self.scope.cancel()
-
-
-@dataclass(eq=False, slots=True)
-class IdleConnection:
-    """A parked connection, as an :class:`IdleWatcher` holds it."""
-
-    client: Connection
-
-    def wake(self) -> None:
-        """Its socket is readable: serve it again (the watcher has forgotten it)."""
-        if self.client.parked:
-            self.client.woken = True
-            self.client._unpark()
-
-    def close(self) -> None:
-        """The watcher stops (the fleet stops): end the connection now, without a task."""
-        client = self.client
-        if client.parked:
-            client.parked = False
-            assert isinstance(client.stream, trio.SocketStream)
-            client.stream.socket.close()
-            client.host._forget(client, notify=False)  # its nursery is gone: nothing may start
-            log.info("client %d: disconnected", client.id)
-            if client.ended_callback is not None:
-                client.ended_callback()

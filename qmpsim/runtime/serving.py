@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from qmpsim.runtime.connection import IdleWatcher
 from qmpsim.runtime.listen import accept_loop, bind_tcp, bind_unix
+from qmpsim.runtime.parking import IdleWatcher
 
 __all__ = ["Serving"]
 

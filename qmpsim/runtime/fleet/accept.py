@@ -56,7 +56,7 @@ _Vm = TypeVar("_Vm", bound=Listening)
 
 class Acceptor(Generic[_Vm]):
     """Accepts connections for every listening VM of a fleet process, and watches its
-    idle connections, in one task (an :class:`~qmpsim.runtime.connection.IdleWatcher`).
+    idle connections, in one task (an :class:`~qmpsim.runtime.parking.IdleWatcher`).
 
     The listening sockets and the sockets of idle connections are registered in
     one epoll (kqueue) set, whose own file descriptor trio waits on: a task per
