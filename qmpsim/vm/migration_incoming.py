@@ -10,8 +10,8 @@ that breaks off then leaves it ``postcopy-paused`` — running, waiting for
 ``migrate-recover`` and a source that resumes — where a precopy destination would fail
 and exit.  Watched on two real QEMUs 7.2 and 10.0 (see docs/migration.md).
 
-:class:`Incoming` is the base of :class:`qmpsim.vm.migration.Migration`, the one
-component that answers the migration commands: the capabilities are the same for
+:class:`Incoming` is the first layer of :class:`qmpsim.vm.migration.Migration`, the
+one component that answers the migration commands: the capabilities are the same for
 both sides.
 """
 
@@ -23,18 +23,12 @@ from typing import Any
 
 from .component import Component, on_cause, on_command
 from .fds import Descriptors
+from .migration_states import ALIVE, POSTCOPY_STATES, MigrationStatus, move
 from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse, socket_address
 from .values import CommandError, Event, Outcome
 
-POSTCOPY_STATES = (
-    "postcopy-active",
-    "postcopy-paused",
-    "postcopy-recover-setup",
-    "postcopy-recover",
-)
-"""``migration_in_postcopy()``: the VM has been handed over, its RAM not all sent."""
-ALIVE = ("postcopy-active", "postcopy-recover")
-"""``migration_postcopy_is_alive()``: a postcopy whose connection stands."""
+_M = MigrationStatus
+
 RECOVER_SETUP = (9, 1, 0)
 """From QEMU 9.1 recovering goes through ``postcopy-recover-setup``, and ``migrate-recover``
 no longer announces a MIGRATION ``setup`` it does not enter (7.2 does, 10.0 does not)."""
@@ -98,7 +92,7 @@ class Incoming(Component):
     def reset_incoming(self) -> None:
         """Back to the VM as described: waiting in ``inmigrate`` when started with
         ``-incoming``."""
-        self.incoming = "none"
+        self.incoming = _M.NONE
         self.listening_on: list[dict[str, Any]] = []
         self.autostart = self.host.vm.initial_state == "running"
         self.incoming_uri: str | None = getattr(self.host.vm, "incoming", None)
@@ -128,7 +122,7 @@ class Incoming(Component):
             return Outcome(
                 CommandError("GenericError", "'-incoming' was not specified on the command line")
             )
-        if self.incoming_uri != "defer" or self.incoming != "none":
+        if self.incoming_uri != "defer" or self.incoming != _M.NONE:
             return Outcome(
                 CommandError("GenericError", "The incoming migration has already been started")
             )
@@ -140,10 +134,12 @@ class Incoming(Component):
         parsed = parse(str(uri), self.host.profile.version, incoming=True)
         if isinstance(parsed, Bad) and early:
             return Outcome(CommandError("GenericError", parsed.text))
-        events = self._set_incoming("setup")
+        events = self._set_incoming(_M.SETUP)
         problem = self._listen(str(uri))
         if problem is not None:
-            self.incoming = "none"  # it may be tried again
+            # not a move: QEMU never entered the setup it announced, and it may be tried
+            # again
+            self.incoming = _M.NONE
             return Outcome(CommandError("GenericError", problem), tuple(events))
         return Outcome({}, tuple(events))
 
@@ -151,7 +147,7 @@ class Incoming(Component):
     def migrate_recover(self, args: Mapping[str, Any]) -> Outcome:
         """Listen anew for the source of a paused postcopy, which resumes with
         ``migrate`` ``resume: true``."""
-        if self.incoming != "postcopy-paused":
+        if self.incoming != _M.POSTCOPY_PAUSED:
             return Outcome(
                 CommandError(
                     "GenericError", "Migrate recover can only be run when postcopy is paused."
@@ -160,7 +156,7 @@ class Incoming(Component):
         events: list[Event] = []
         if self.host.profile.version < RECOVER_SETUP and self._events_on():
             # qemu_start_incoming_migration() announced setup, whatever the state
-            events.append(self.host.event("MIGRATION", {"status": "setup"}))
+            events.append(self.host.event("MIGRATION", {"status": str(_M.SETUP)}))
         problem = self._listen(str(args.get("uri", "")))
         if problem is not None:
             return Outcome(CommandError("GenericError", problem), tuple(events))
@@ -182,8 +178,8 @@ class Incoming(Component):
         where = self.listen(transport, address)
         if isinstance(where, str):
             return where
-        if self.incoming == "none":
-            self.incoming = "setup"
+        if self.incoming == _M.NONE:  # -incoming on the command line: no event yet
+            self._set_incoming(_M.SETUP, announce=False)
         if where is None:
             where = socket_address(transport, address)
         self.listening_on = [] if where is None else [where]
@@ -192,47 +188,49 @@ class Incoming(Component):
     def relisten(self) -> str | None:
         """Listen again on the command line's ``-incoming`` URI (a host that has just
         given the VM a network does this)."""
-        if self.incoming_uri in (None, "defer") or self.incoming != "setup":
+        if self.incoming_uri in (None, "defer") or self.incoming != _M.SETUP:
             return None
         return self._listen(str(self.incoming_uri))
 
-    def _set_incoming(self, status: str) -> list[Event]:
-        self.incoming = status
-        if not self._events_on():
+    def _set_incoming(self, status: MigrationStatus, *, announce: bool = True) -> list[Event]:
+        """The destination's status moves (only as ``MIGRATION_MOVES`` allows), said with
+        a MIGRATION event when the ``events`` capability is on."""
+        self.incoming = move(self.incoming, status)
+        if not announce or not self._events_on():
             return []
-        return [self.host.event("MIGRATION", {"status": status})]
+        return [self.host.event("MIGRATION", {"status": str(status)})]
 
     def incoming_info(self) -> dict[str, Any]:
         """``query-migrate`` on the destination."""
         info: dict[str, Any] = {}
-        if self.incoming != "setup" or self.host.profile.version >= (8, 0, 0):
-            info["status"] = self.incoming
-        if self.incoming in ("setup", "active", *POSTCOPY_STATES) and self.listening_on:
+        if self.incoming != _M.SETUP or self.host.profile.version >= (8, 0, 0):
+            info["status"] = str(self.incoming)
+        if self.incoming in (_M.SETUP, _M.ACTIVE, *POSTCOPY_STATES) and self.listening_on:
             info["socket-address"] = list(self.listening_on)
         return only(self.fields(None), info)
 
     def pause_incoming(self) -> list[Event]:
         """``migrate-pause`` on a destination in postcopy: its end of the stream shut."""
-        events = self._set_incoming("postcopy-paused")
+        events = self._set_incoming(_M.POSTCOPY_PAUSED)
         if self.incoming_stop is not None:
             self.incoming_stop()
         return events
 
     @on_cause(IncomingConnected)
     def incoming_connected(self, _c: IncomingConnected) -> list[Event]:
-        if self.incoming == "postcopy-paused":
+        if self.incoming == _M.POSTCOPY_PAUSED:
             # the source resumed: both ends exchange the bitmap, then go on
-            return self._set_incoming("postcopy-recover") + self._set_incoming("postcopy-active")
-        return self._set_incoming("active")
+            return self._set_incoming(_M.POSTCOPY_RECOVER) + self._set_incoming(_M.POSTCOPY_ACTIVE)
+        return self._set_incoming(_M.ACTIVE)
 
     @on_cause(IncomingPostcopy)
     def incoming_postcopy(self, _c: IncomingPostcopy) -> list[Event]:
-        return self._set_incoming("postcopy-active") + self._start_guest()
+        return self._set_incoming(_M.POSTCOPY_ACTIVE) + self._start_guest()
 
     @on_cause(IncomingCompleted)
     def incoming_completed(self, _c: IncomingCompleted) -> list[Event]:
-        events = [] if self.incoming == "postcopy-active" else self._start_guest()
-        return events + self._set_incoming("completed")
+        events = [] if self.incoming == _M.POSTCOPY_ACTIVE else self._start_guest()
+        return events + self._set_incoming(_M.COMPLETED)
 
     def _start_guest(self) -> list[Event]:
         if self.autostart:
@@ -244,8 +242,8 @@ class Incoming(Component):
     @on_cause(IncomingFailed)
     def incoming_failed(self, _c: IncomingFailed) -> list[Event]:
         if self.incoming in ALIVE:
-            return self._set_incoming("postcopy-paused")  # the guest runs on
-        events = self._set_incoming("failed")
+            return self._set_incoming(_M.POSTCOPY_PAUSED)  # the guest runs on
+        events = self._set_incoming(_M.FAILED)
         self.host.exited = True  # "load of migration failed": QEMU exits
         return events
 
@@ -256,17 +254,17 @@ class Incoming(Component):
     def incoming_cause_error(self, cause: Any) -> str | None:
         """Why one of the destination's causes cannot happen now."""
         if isinstance(cause, IncomingConnected) and self.incoming not in (
-            "setup",
-            "postcopy-paused",
+            _M.SETUP,
+            _M.POSTCOPY_PAUSED,
         ):
             return f"the VM does not wait for a source (incoming migration {self.incoming})"
-        if isinstance(cause, IncomingPostcopy) and self.incoming != "active":
+        if isinstance(cause, IncomingPostcopy) and self.incoming != _M.ACTIVE:
             return f"no incoming precopy is under way (it is {self.incoming})"
         if isinstance(cause, IncomingCompleted) and self.incoming not in (
-            "active",
-            "postcopy-active",
+            _M.ACTIVE,
+            _M.POSTCOPY_ACTIVE,
         ):
             return f"no incoming migration is under way (it is {self.incoming})"
-        if isinstance(cause, IncomingFailed) and self.incoming not in ("active", *ALIVE):
+        if isinstance(cause, IncomingFailed) and self.incoming not in (_M.ACTIVE, *ALIVE):
             return f"no incoming migration is under way (it is {self.incoming})"
         return None

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from qmpsim.qmp.profiles import ProfileSpec, validate_event
 from qmpsim.vm import runstate
+from qmpsim.vm.migration_states import MigrationStatus
 from qmpsim.vm.runstate import RunState, Transitions
 
 _US = 1_000_000
@@ -115,7 +116,7 @@ class _Core:
             self.suspended = False
         self.runstates: Transitions = runstate.rules(self.profile)
 
-    migration: str | None = None  # the last MIGRATION status (None: none seen)
+    migration: MigrationStatus | None = None  # the last MIGRATION status (None: none seen)
     passes: int = 0  # the current migration's MIGRATION_PASS count
 
     # -- entry points --

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qmpsim.vm.migration_states import MIGRATING, MIGRATION_MOVES
+from qmpsim.vm.migration_states import MIGRATING, MigrationStatus, allows, status_of
 from qmpsim.vm.runstate import RunState
 
 from .core import _Core, _on_event
@@ -16,18 +16,19 @@ class _MigrationRules(_Core):
 
     @_on_event("MIGRATION")
     def _on_migration(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        status = data.get("status")
-        if not isinstance(status, str):
+        text = data.get("status")
+        if not isinstance(text, str):
             return
+        status = status_of(text)  # None: not QEMU's (the schema rule says so)
         before = self.migration
-        if before == "postcopy-paused" and status == "setup":
+        if before == MigrationStatus.POSTCOPY_PAUSED and status == MigrationStatus.SETUP:
             return  # migrate-recover before 9.1 announces a setup its state never enters
         # a migration met in the middle of its life starts wherever the stream finds it
-        if before is not None and status not in MIGRATION_MOVES.get(before, frozenset()):
-            self._report(line, "migration-status", f"migration went from {before} to {status}")
-        if status == "setup" and before != "setup":
+        if before is not None and not allows(before, status):
+            self._report(line, "migration-status", f"migration went from {before} to {text}")
+        if status == MigrationStatus.SETUP and before != MigrationStatus.SETUP:
             self.passes = 0
-        if status == "completed" and self.passes and self.status == RunState.RUNNING:
+        if status == MigrationStatus.COMPLETED and self.passes and self.status == RunState.RUNNING:
             self._report(line, "migration-stop", "the migration completed while the VM runs")
         self.migration = status
 
