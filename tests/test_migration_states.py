@@ -1,5 +1,6 @@
 """One table of migration moves: the model moves only as it allows, the checker judges a
-stream by it, and the statuses are QEMU's closed set, spelled on the wire as QEMU does."""
+stream by it, and the statuses are QEMU's closed set, spelled on the wire as QEMU does; the
+migration thread's steps are a closed set too, each played."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from qmpsim.qmp.profiles import get_profile
 from qmpsim.qmp.schema import Enum
 from qmpsim.testing.conformance import check_events
 from qmpsim.vm import migration_states
+from qmpsim.vm.migration import STEPS
+from qmpsim.vm.migration_ram import Step
 from qmpsim.vm.migration_states import MIGRATION_MOVES, MigrationStatus, move
 
 M = MigrationStatus
@@ -114,3 +117,8 @@ def test_statuses_go_on_the_wire_as_plain_strings() -> None:
     reply = machine.execute("query-migrate", {}).reply
     assert isinstance(reply, dict) and type(reply["status"]) is str
     assert reply["status"] == "cancelling"
+
+
+def test_every_step_of_the_migration_thread_is_played() -> None:
+    # a step scheduled with no entry in the table would stall the migration for good
+    assert set(STEPS) == set(Step)

@@ -47,6 +47,7 @@ from .migration_incoming import (
 )
 from .migration_outgoing import MOST_AHEAD, Channel, Connect
 from .migration_postcopy import ERROR_ANY_STATE, Postcopy
+from .migration_ram import Step
 from .migration_states import ALIVE, POSTCOPY_STATES, RUNNING, MigrationStatus
 from .values import CommandError, Event, Outcome
 
@@ -207,19 +208,19 @@ class Migration(Postcopy):
         return self._failed()
 
 
-STEPS: Mapping[str, Callable[[Migration], list[Event]]] = {
-    "active": Migration._activate,
-    "round": Migration._round_done,
-    "continue": Migration._continue,
-    "completed": Migration._completed,
-    "failed": Migration._failed,
-    "broken setup": Migration._broken_setup,
-    "cancelled": Migration._cancelled,
-    "postcopy": Migration._postcopy_start,
-    "postcopy round": Migration._postcopy_done,
-    "paused": Migration._paused,
-    "recover": Migration._recover,
-    "unrecovered": Migration._unrecovered,
+STEPS: Mapping[Step, Callable[[Migration], list[Event]]] = {
+    Step.ACTIVE: Migration._activate,
+    Step.ROUND: Migration._round_done,
+    Step.CONTINUE: Migration._continue,
+    Step.COMPLETED: Migration._completed,
+    Step.FAILED: Migration._failed,
+    Step.BROKEN_SETUP: Migration._broken_setup,
+    Step.CANCELLED: Migration._cancelled,
+    Step.POSTCOPY: Migration._postcopy_start,
+    Step.POSTCOPY_ROUND: Migration._postcopy_done,
+    Step.PAUSED: Migration._paused,
+    Step.RECOVER: Migration._recover,
+    Step.UNRECOVERED: Migration._unrecovered,
 }
-"""What the migration thread does next, by name (``Migration._step``), each step saying
-what comes after it."""
+"""What each step of the migration thread does (``Migration._step``), each saying what
+comes after it."""

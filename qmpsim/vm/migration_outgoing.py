@@ -11,9 +11,9 @@ capability is on, sends the rest (a last MIGRATION_PASS) and completes: run stat
 ``postmigrate``.  A guest that dirties memory faster than the bandwidth never gets
 there, until ``migrate-set-parameters max-bandwidth`` raises it.
 
-What the migration thread does next is a named step (:data:`qmpsim.vm.migration.STEPS`)
-due at a virtual time; the status changes only through :meth:`Outgoing._set`, by the
-moves of :mod:`qmpsim.vm.migration_states`.
+What the migration thread does next is a :class:`~qmpsim.vm.migration_ram.Step` due at
+a virtual time (:data:`qmpsim.vm.migration.STEPS` plays it); the status changes only
+through :meth:`Outgoing._set`, by the moves of :mod:`qmpsim.vm.migration_states`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .component import on_command
 from .fds import DescriptorChannel, Descriptors
-from .migration_ram import DEVICE_STATE, FIRMWARE_PAGES, PAGE, RamTransfer
+from .migration_ram import DEVICE_STATE, FIRMWARE_PAGES, PAGE, RamTransfer, Step
 from .migration_states import POSTCOPY_STATES, RUNNING, MigrationStatus, move
 from .migration_uri import PARSE_BEFORE_SETUP, Bad, channel_uri, parse
 from .values import CommandError, Event, Outcome
@@ -92,7 +92,7 @@ class Outgoing(RamTransfer):
         self.status = _M.NONE
         self.error: str | None = None
         self.pass_ = 0
-        self._step: str | None = None
+        self._step: Step | None = None
         self._due: float | None = None
         self._at: float | None = None
         if getattr(self, "channel", None) is not None:
@@ -151,14 +151,14 @@ class Outgoing(RamTransfer):
         reached = self.connect(transport, address)
         if isinstance(reached, str):
             self.error = reached
-            self._schedule("failed")
+            self._schedule(Step.FAILED)
         elif reached is not None:
             self.channel = reached
-            self._schedule("active", SETUP_SECONDS)
+            self._schedule(Step.ACTIVE, SETUP_SECONDS)
         elif transport == "exec" and not address.strip():
-            self._schedule("broken setup", SETUP_SECONDS)
+            self._schedule(Step.BROKEN_SETUP, SETUP_SECONDS)
         else:
-            self._schedule("active", SETUP_SECONDS)
+            self._schedule(Step.ACTIVE, SETUP_SECONDS)
         return Outcome({}, tuple(events))
 
     def refusal(self) -> str | None:
@@ -178,7 +178,7 @@ class Outgoing(RamTransfer):
             return None
         if self._sending() and self.status != _M.CANCELLING:
             return self.since + self._round_seconds()
-        if self._step in ("round", "postcopy round"):
+        if self._step in (Step.ROUND, Step.POSTCOPY_ROUND):
             return None  # cancelling, or postcopy waiting for its connection
         return self._due
 
@@ -210,9 +210,9 @@ class Outgoing(RamTransfer):
         self.round_normal = float(min(normal, self.ram_pages))
         self.since = self.active_at = now
         events = self._sync() + self._set(_M.ACTIVE)
-        self._step = "round"
+        self._step = Step.ROUND
         if self.start_postcopy:  # asked for in setup: the first iteration switches
-            self._schedule("postcopy")
+            self._schedule(Step.POSTCOPY)
         return events
 
     def _round_done(self) -> list[Event]:
@@ -230,7 +230,7 @@ class Outgoing(RamTransfer):
         threshold = self.bandwidth * int(self.params.get("downtime-limit", 300)) / 1000
         if dirty * PAGE < threshold:
             return events + self._switchover()
-        self._step = "round"
+        self._step = Step.ROUND
         return events
 
     def _switchover(self) -> list[Event]:
@@ -254,7 +254,7 @@ class Outgoing(RamTransfer):
         seconds = self._round_seconds()
         self._send(self.round_pages, self.round_normal)
         self.transferred += DEVICE_STATE
-        self._schedule("completed", seconds)
+        self._schedule(Step.COMPLETED, seconds)
         return events
 
     def _completed(self) -> list[Event]:
@@ -315,7 +315,7 @@ class Outgoing(RamTransfer):
             )
         self._advance()
         events = self._set(_M.CANCELLING)
-        self._schedule("cancelled", CANCEL_SECONDS)
+        self._schedule(Step.CANCELLED, CANCEL_SECONDS)
         return Outcome({}, tuple(events))
 
     @on_command("migrate-continue")
@@ -325,7 +325,7 @@ class Outgoing(RamTransfer):
                 CommandError("GenericError", f"Migration not in expected state: {self.status}")
             )
         if self.status == _M.PRE_SWITCHOVER:
-            self._step = "continue"
+            self._step = Step.CONTINUE
             self._due = self._now()
         return Outcome({})
 

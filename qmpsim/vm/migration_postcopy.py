@@ -20,7 +20,7 @@ from typing import Any
 from .component import on_command
 from .migration_incoming import RECOVER_SETUP
 from .migration_outgoing import SETUP_SECONDS, Outgoing
-from .migration_ram import DEVICE_STATE
+from .migration_ram import DEVICE_STATE, Step
 from .migration_states import ALIVE, MigrationStatus
 from .migration_uri import Bad, parse
 from .values import CommandError, Event, Outcome
@@ -57,9 +57,9 @@ class Postcopy(Outgoing):
         # taken at the migration thread's next iteration; too late is not an error
         if not self.start_postcopy and self.status in (_M.SETUP, _M.ACTIVE):
             self.start_postcopy = True
-            if self._step == "round":
+            if self._step is Step.ROUND:
                 self._advance()
-                self._schedule("postcopy")
+                self._schedule(Step.POSTCOPY)
         return Outcome({})
 
     @on_command("migrate-pause")
@@ -69,7 +69,7 @@ class Postcopy(Outgoing):
             self._advance()
             if self.host.profile.version >= ERROR_ANY_STATE:
                 self.error = _PAUSED_BY_USER
-            self._schedule("paused")
+            self._schedule(Step.PAUSED)
             return Outcome({})
         if self.incoming in ALIVE:
             return Outcome({}, tuple(self.pause_incoming()))
@@ -121,7 +121,7 @@ class Postcopy(Outgoing):
         now = self._now()
         self.downtime_ms = round((now - self.stopped_at) * 1000) + 1
         self.since = now
-        self._step = "postcopy round"
+        self._step = Step.POSTCOPY_ROUND
         start = getattr(self.channel, "postcopy", None)
         if start is not None:
             start()
@@ -136,7 +136,7 @@ class Postcopy(Outgoing):
     def _paused(self) -> list[Event]:
         """``postcopy_pause()``: the connection is gone; wait for a recovery."""
         self._hang_up(finished=False)
-        self._step = "postcopy round"  # what goes on once recovered
+        self._step = Step.POSTCOPY_ROUND  # what goes on once recovered
         return self._set(_M.POSTCOPY_PAUSED)
 
     def _resume(self, uri: str) -> Outcome:
@@ -161,10 +161,10 @@ class Postcopy(Outgoing):
         reached = self.connect(*parsed)
         if isinstance(reached, str):
             self.error = reached
-            self._schedule("unrecovered")
+            self._schedule(Step.UNRECOVERED)
         else:
             self.channel = reached
-            self._schedule("recover", SETUP_SECONDS)
+            self._schedule(Step.RECOVER, SETUP_SECONDS)
         return Outcome({}, tuple(events))
 
     def _recover(self) -> list[Event]:
@@ -172,12 +172,12 @@ class Postcopy(Outgoing):
         if self.host.profile.version >= ERROR_ANY_STATE:
             self.error = None
         self.since = self._now()
-        self._step = "postcopy round"
+        self._step = Step.POSTCOPY_ROUND
         return self._set(_M.POSTCOPY_RECOVER) + self._set(_M.POSTCOPY_ACTIVE)
 
     def _unrecovered(self) -> list[Event]:
         """The new connection could not be made: paused again (9.1 says so)."""
-        self._step = "postcopy round"
+        self._step = Step.POSTCOPY_ROUND
         if self.status == _M.POSTCOPY_RECOVER_SETUP:
             return self._set(_M.POSTCOPY_PAUSED)
         return []

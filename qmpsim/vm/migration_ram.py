@@ -16,6 +16,7 @@ rounds is :mod:`qmpsim.vm.migration_outgoing`.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from .migration_incoming import Incoming, only
@@ -38,6 +39,23 @@ POSTCOPY_RATE = 1 << 30
 """What ``max-postcopy-bandwidth`` 0 (no limit) sends at: a local link's speed."""
 
 
+class Step(Enum):
+    """What the migration thread does next (:data:`qmpsim.vm.migration.STEPS` plays each)."""
+
+    ACTIVE = "active"
+    ROUND = "round"
+    CONTINUE = "continue"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BROKEN_SETUP = "broken setup"
+    CANCELLED = "cancelled"
+    POSTCOPY = "postcopy"
+    POSTCOPY_ROUND = "postcopy round"
+    PAUSED = "paused"
+    RECOVER = "recover"
+    UNRECOVERED = "unrecovered"
+
+
 class RamTransfer(Incoming):
     """The RAM an outgoing migration sends, and the counters ``query-migrate`` reports."""
 
@@ -46,7 +64,7 @@ class RamTransfer(Incoming):
     params: dict[str, Any]
     dirty_rate: int
     pass_: int
-    _step: str | None
+    _step: Step | None
     _due: float | None
     _at: float | None
 
@@ -78,7 +96,7 @@ class RamTransfer(Incoming):
         """The virtual time: the due time of the step being played, else the clock's."""
         return self.host.clock() if self._at is None else self._at
 
-    def _schedule(self, step: str | None, seconds: float = 0.0) -> None:
+    def _schedule(self, step: Step | None, seconds: float = 0.0) -> None:
         """What the migration thread does next (:data:`qmpsim.vm.migration.STEPS`), and when."""
         self._step = step
         self._due = None if step is None else self._now() + seconds
@@ -106,9 +124,9 @@ class RamTransfer(Incoming):
 
     def _sending(self) -> bool:
         """Whether RAM goes out now: a precopy round, or postcopy with its connection."""
-        if self._step == "round":
+        if self._step is Step.ROUND:
             return self.status in (_M.ACTIVE, _M.CANCELLING)
-        return self._step == "postcopy round" and self.status == _M.POSTCOPY_ACTIVE
+        return self._step is Step.POSTCOPY_ROUND and self.status == _M.POSTCOPY_ACTIVE
 
     def _advance(self) -> None:
         """Send what the time since the last look allowed; the guest dirties meanwhile."""
