@@ -74,6 +74,7 @@ LIGHT_MODULES = (
     "qmp.cassette",
     # `qemu-system-x86_64 -version` and a command line QEMU refuses answer without trio
     "qemu.main",
+    # a package: importing it imports every module of it
     "testing.walk",
 )
 
