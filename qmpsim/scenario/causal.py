@@ -1,18 +1,21 @@
-"""The timeline's causal order, checked as a scenario loads.
+"""The timeline's causal order, checked as a scenario loads: the steps dry-run on a
+machine built from the scenario's description, which says what it refuses.
 
-The rules are the machine's (:func:`qmpsim.vm.display.display_refusal`,
-:func:`qmpsim.vm.machine.cause_exits`), asked along the timeline with the state this
-check tracks instead of a running VM: a VNC client initializes only once connected,
-no step follows the VM's exit, a block repeated forever takes time.
+A cause the machine refuses whatever a client sends (a VNC client that never
+connected: :meth:`~qmpsim.vm.machine.Machine.order_error`) is an error at its line,
+and so is a step after the VM has exited; a cause refused for what a client may
+change (a paused VM) is left to run time, where it is skipped.  ``until`` steps play
+as if the client sent the command, ``wait`` steps move the virtual clock.  Apart
+from the machine: a block repeated forever must take time, or it floods the client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from qmpsim.errors import ScenarioError
+from qmpsim.qmp.profiles import ProfileSpec
+from qmpsim.qmp.schema import problems
 from qmpsim.scenario.steps import (
     CauseStep,
     IncludeStep,
@@ -24,107 +27,46 @@ from qmpsim.scenario.steps import (
     WaitStep,
     Where,
 )
-from qmpsim.vm import machine as m
 from qmpsim.vm.description import VmConfig
-from qmpsim.vm.display import (
-    ClientState,
-    DisplayCause,
-    display_after,
-    display_key,
-    display_refusal,
-)
+from qmpsim.vm.machine import Machine, ManualClock
 
 __all__ = ["check_causal"]
 
 
 def check_causal(
-    steps: Sequence[Step], vm: VmConfig, path: str = "steps", *, strict: bool = True
+    steps: Sequence[Step],
+    vm: VmConfig,
+    profile: ProfileSpec,
+    path: str = "steps",
+    *,
+    strict: bool = True,
 ) -> None:
     """Refuse (:class:`~qmpsim.errors.ScenarioError`, located) a step that can never run
     on ``vm``; with ``strict=False`` only a block repeated forever without time is."""
-    _Check(vm).steps(steps, _State(strict=strict), path)
+    _check_time(steps, path)
+    if strict:
+        _DryRun(vm, profile).steps(steps, path)
 
 
-@dataclass
-class _State:
-    """Causal facts tracked along the timeline to catch impossible orders."""
-
-    strict: bool = True
-    exited: Where | None = None
-    # each display client or channel (vm.display's key) -> where it is
-    display: dict[tuple[Any, ...], ClientState] = field(default_factory=dict)
-
-    def copy(self, strict: bool | None = None) -> _State:
-        return _State(self.strict if strict is None else strict, self.exited, dict(self.display))
+def _error(text: str, step: Step, path: str) -> ScenarioError:
+    w = step.where
+    return ScenarioError(text, w.file, w.line, w.column, path)
 
 
-@dataclass
-class _Check:
-    vm: VmConfig
-
-    def steps(self, steps: Sequence[Step], state: _State, path: str) -> None:
-        for i, step in enumerate(steps):
-            here = f"{path}[{i}]"
-            if (
-                state.exited is not None
-                and state.strict
-                and not isinstance(step, ReplyStep | OnStep)
-            ):
-                raise ScenarioError(
-                    f"the VM has already exited (on line {state.exited.line}), so this step"
-                    " can never run",
-                    step.where.file,
-                    step.where.line,
-                    step.where.column,
-                    here,
-                )
-            if isinstance(step, CauseStep):
-                problem = self.causal(step, state)
-                if problem and state.strict:
-                    raise ScenarioError(
-                        problem, step.where.file, step.where.line, step.where.column, here
-                    )
-            elif isinstance(step, RepeatStep):
-                if step.count is None and not _takes_time(step.steps):
-                    raise ScenarioError(
-                        "a block repeated forever needs a `wait` (or an `until`) with a"
-                        " duration, or it floods the client",
-                        step.where.file,
-                        step.where.line,
-                        step.where.column,
-                        here,
-                    )
-                before = state.copy()
-                self.steps(step.steps, state, f"{here}.steps")
-                # A block that changes the state (leaves a client connected…) fails on
-                # its second round; one that does not can repeat forever.
-                if step.count != 1 and state != before:
-                    self.steps(step.steps, state, f"{here}.steps")
-            elif isinstance(step, IncludeStep):
-                self.steps(step.steps, state, f"{here}.include")
-            elif isinstance(step, OnStep):
-                self.steps(step.steps, state.copy(strict=False), f"{here}.steps")
-
-    def causal(self, step: CauseStep, state: _State) -> str | None:
-        # The rules are the machine's (vm.display, vm.machine): asked here along the
-        # timeline, with the state this check tracks instead of a running VM.
-        c = step.cause
-        if isinstance(c, DisplayCause):
-            key = display_key(c)
-            problem = display_refusal(c, state.display.get(key))
-            if problem is not None:
-                if key not in state.display:
-                    first = "vnc-connect" if key[0] == "vnc" else "spice-connect"
-                    problem += f": it must connect ({first}) first"
-                return problem
-            after = display_after(c)
-            if after is None:
-                del state.display[key]
-            else:
-                state.display[key] = after
-        elif m.cause_exits(c, watchdog=self.vm.watchdog, no_shutdown=self.vm.no_shutdown):
-            state.exited = step.where
-        return None
+def _check_time(steps: Sequence[Step], path: str) -> None:
+    for i, step in enumerate(steps):
+        here = f"{path}[{i}]"
+        if isinstance(step, RepeatStep) and step.count is None and not _takes_time(step.steps):
+            raise _error(
+                "a block repeated forever needs a `wait` (or an `until`) with a duration,"
+                " or it floods the client",
+                step,
+                here,
+            )
+        if isinstance(step, RepeatStep | OnStep):
+            _check_time(step.steps, f"{here}.steps")
+        elif isinstance(step, IncludeStep):
+            _check_time(step.steps, f"{here}.include")
 
 
 def _takes_time(steps: Sequence[Step]) -> bool:
@@ -134,3 +76,52 @@ def _takes_time(steps: Sequence[Step]) -> bool:
         if isinstance(step, RepeatStep | IncludeStep) and _takes_time(step.steps):
             return True
     return False
+
+
+class _DryRun:
+    def __init__(self, vm: VmConfig, profile: ProfileSpec) -> None:
+        self.clock = ManualClock(0.0)
+        self.machine = Machine(vm=vm, profile=profile, clock=self.clock, seed=0)
+        self.exited: Where | None = None
+
+    def steps(self, steps: Sequence[Step], path: str) -> None:
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
+            # reply and on steps only arm handlers, which an exited VM never calls
+            if self.exited is not None and not isinstance(step, ReplyStep | OnStep):
+                raise _error(
+                    f"the VM has already exited (on line {self.exited.line}), so this step"
+                    " can never run",
+                    step,
+                    here,
+                )
+            self.step(step, here)
+            if self.exited is None and self.machine.exited:
+                self.exited = step.where
+
+    def step(self, step: Step, here: str) -> None:
+        machine = self.machine
+        if isinstance(step, CauseStep):
+            problem = machine.order_error(step.cause)
+            if problem is not None:
+                raise _error(problem, step, here)
+            if machine.cause_error(step.cause) is None:
+                machine.cause(step.cause)
+        elif isinstance(step, WaitStep):
+            self.clock.now += step.seconds
+            machine.poll()
+        elif isinstance(step, UntilStep) and step.timeout is None:
+            # the step ends only when the client sends the command: it has happened
+            spec = machine.profile.commands.get(step.command)
+            args = step.arguments or {}
+            # a step that matches part of the arguments: the rest is the client's to say
+            if spec is not None and next(iter(problems(spec.arguments, args)), None) is None:
+                machine.execute(step.command, args)
+        elif isinstance(step, RepeatStep):
+            self.steps(step.steps, f"{here}.steps")
+            # a block that leaves something behind (a client connected…) fails on its
+            # second round; one that does not can repeat forever
+            if step.count != 1:
+                self.steps(step.steps, f"{here}.steps")
+        elif isinstance(step, IncludeStep):
+            self.steps(step.steps, f"{here}.include")

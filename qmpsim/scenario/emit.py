@@ -7,9 +7,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from qmpsim.errors import suggest
 from qmpsim.qmp.profiles import Enum, Object, ProfileSpec, Type
 from qmpsim.qmp.schema import member_names, problems, type_at, value_at
-from qmpsim.scenario.nodes import NodeReader, Raw, describe, suggest
+from qmpsim.scenario.nodes import NodeReader, Raw, describe
 from qmpsim.scenario.steps import EmitStep, Where
 
 if TYPE_CHECKING:

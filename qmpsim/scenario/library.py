@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from qmpsim.errors import ScenarioError
+from qmpsim.errors import ScenarioError, suggest
 from qmpsim.scenario.loader import load_scenario
 from qmpsim.scenario.model import Scenario
-from qmpsim.scenario.nodes import suggest
 
 if TYPE_CHECKING:
     pass

@@ -4,8 +4,9 @@ The loader composes the YAML node tree (safe loading, no object construction) so
 mistake is reported with its file, line, column and path in the document
 (:mod:`qmpsim.scenario.nodes`).  The ``vm`` section becomes the one VM description
 (:mod:`qmpsim.scenario.vm_section`); each step is checked as it is read (``emit``:
-:mod:`qmpsim.scenario.emit`, ``cause``: :mod:`qmpsim.scenario.cause_checks`), and the
-timeline's causal order with the machine's rules (:mod:`qmpsim.scenario.causal`)."""
+:mod:`qmpsim.scenario.emit`; ``cause``: a machine built from the description says
+what the cause lacks, :meth:`~qmpsim.vm.machine.Machine.cause_unmet`), and the
+timeline's causal order by a dry run on that machine (:mod:`qmpsim.scenario.causal`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qmpsim.errors import ScenarioError
+from qmpsim.errors import ScenarioError, suggest
 from qmpsim.qmp.profiles import DEFAULT_PROFILE, PROFILES, ProfileSpec
 from qmpsim.scenario.causal import check_causal
-from qmpsim.scenario.cause_checks import check_cause
 from qmpsim.scenario.emit import emit_step
 from qmpsim.scenario.grammar import (
     _FAULTS,
@@ -31,7 +31,7 @@ from qmpsim.scenario.grammar_kinds import (
     _Obj,
 )
 from qmpsim.scenario.model import Scenario
-from qmpsim.scenario.nodes import NodeReader, describe, suggest
+from qmpsim.scenario.nodes import NodeReader, describe
 from qmpsim.scenario.steps import (
     CauseStep,
     FaultStep,
@@ -46,6 +46,7 @@ from qmpsim.scenario.steps import (
 )
 from qmpsim.scenario.vm_section import read_vm
 from qmpsim.vm.description import VmConfig
+from qmpsim.vm.machine import Machine, ManualClock
 
 if TYPE_CHECKING:
     import yaml
@@ -65,8 +66,17 @@ class _Loader(NodeReader):
         self.base = Path(file).resolve().parent if file else Path.cwd()
         self.profile: ProfileSpec = PROFILES[DEFAULT_PROFILE]
         self.vm = VmConfig()
+        self._machine: tuple[VmConfig, ProfileSpec, Machine] | None = None
         self.includes = True
         """Whether ``include:`` may read files (not for steps sent over a socket)."""
+
+    def machine(self) -> Machine:
+        """A machine built from the VM and profile read so far, to ask about causes."""
+        built = self._machine
+        if built is None or built[0] is not self.vm or built[1] is not self.profile:
+            machine = Machine(vm=self.vm, profile=self.profile, clock=ManualClock(0.0), seed=0)
+            built = self._machine = (self.vm, self.profile, machine)
+        return built[2]
 
     def scenario(self, text: str) -> Scenario:
         root = self.compose(text)
@@ -86,9 +96,9 @@ class _Loader(NodeReader):
             for key_node, value_node in self.pairs(node, "actions"):
                 name = self.scalar(key_node, "actions", _NAME)
                 actions[name] = self.steps(value_node, f"actions.{name}")
-        check_causal(steps, self.vm)
+        check_causal(steps, self.vm, self.profile)
         for name, block in actions.items():
-            check_causal(block, self.vm, f"actions.{name}", strict=False)
+            check_causal(block, self.vm, self.profile, f"actions.{name}", strict=False)
         default_name = Path(self.file).stem if self.file else "scenario"
         return Scenario(
             name=top.get("name", (default_name,))[0],
@@ -149,8 +159,12 @@ class _Loader(NodeReader):
         raw = self.mapping(node, path, spec, heads=True)
         args = {k: v for k, (v, _) in raw.items() if k != head}
         if head == "cause":
-            check_cause(self, self.vm, self.profile, value, raw, path)
-            return CauseStep(value, build(args), where)
+            cause = build(args)
+            unmet = self.machine().cause_unmet(cause)
+            if unmet is not None:
+                member = unmet.member if unmet.member in raw else "cause"
+                raise self.error(raw[member][1], f"{path}.{member}", unmet.text)
+            return CauseStep(value, cause, where)
         if head == "fault" and "command" in raw:
             self.check_command(raw["command"][0], raw["command"][1], f"{path}.command")
         if head == "fault":
@@ -258,7 +272,7 @@ def load_steps(
         root = loader.compose(json.dumps(steps))
         assert root is not None
         out = loader.steps(root, "steps")
-        check_causal(out, scenario.vm, strict=False)
+        check_causal(out, scenario.vm, loader.profile, strict=False)
     except RecursionError:
         raise ScenarioError("the steps are nested too deeply", origin) from None
     return out

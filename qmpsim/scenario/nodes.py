@@ -9,12 +9,10 @@ build on it."""
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmpsim.errors import ScenarioError
+from qmpsim.errors import ScenarioError, suggest
 from qmpsim.scenario.grammar import _HEADS
 from qmpsim.scenario.grammar_kinds import (
     _Count,
@@ -30,7 +28,7 @@ from qmpsim.scenario.grammar_kinds import (
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["DURATION", "MAX_VALUES", "SIZE", "NodeReader", "Raw", "describe", "suggest"]
+__all__ = ["DURATION", "MAX_VALUES", "SIZE", "NodeReader", "Raw", "describe"]
 
 Raw = dict[str, tuple[Any, "yaml.Node"]]
 """A validated mapping: each key's value and the node it was read from."""
@@ -59,11 +57,6 @@ def describe(node: yaml.Node) -> str:
     if kind == "null":
         return "nothing (null)"
     return f"{kind} {node.value!r}" if kind in ("str", "int", "number", "bool") else kind
-
-
-def suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class NodeReader:

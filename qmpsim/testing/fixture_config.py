@@ -4,7 +4,6 @@ cassette they name, and a private socket path per simulator."""
 from __future__ import annotations
 
 import atexit
-import difflib
 import json
 import os
 import shlex
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+from qmpsim.errors import suggest
 
 if TYPE_CHECKING:
     from qmpsim.scenario.model import Scenario
@@ -130,8 +131,7 @@ def _config_from(kwargs: Mapping[str, Any], node: pytest.Item | None) -> _Config
     """A configuration from the marker's (or ``make_qmp_server``'s) keyword arguments."""
     for name in kwargs:
         if name not in _MARKER_ARGS:
-            close = difflib.get_close_matches(name, _MARKER_ARGS, 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = suggest(name, _MARKER_ARGS)
             _usage(f"unknown argument {name!r}{hint}; it takes: {', '.join(_MARKER_ARGS)}")
     strict = kwargs.get("strict", False)
     tcp = kwargs.get("tcp", False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .balloon_stats import GuestStats
-from .component import Component, on_cause, on_command
+from .component import Component, Unmet, on_cause, on_command
 from .devices import Devices
 from .guest import Guest
 from .qom import Property, answers_for
@@ -228,9 +228,12 @@ class Balloon(Component):
         kept = min(max(cause.actual, 0), self._ram)
         return self._report((self._ram - kept + PAGE - 1) // PAGE)
 
-    def cause_error(self, cause: Any) -> str | None:
+    def cause_unmet(self, cause: Any) -> Unmet | None:
         if self._plugged() is None:
-            return "the VM has no balloon device (vm.balloon)"
+            return Unmet("the VM has no balloon device: add vm.balloon")
+        return None
+
+    def cause_error(self, cause: Any) -> str | None:
         if not self.host.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.host.status})"
         return None

@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from qmpsim.errors import suggest
+
 from . import block_info as info
 from .block_errors import ErrorAction
-from .component import Component, on_cause, on_command
+from .component import Component, Unmet, on_cause, on_command
 from .guest import Guest
 from .images import DiskConfig, ImageConfig, backing_chain, creation_order
 from .nodes import Backend, Graph, Node, Throttle
@@ -557,26 +559,48 @@ class BlockGraph(Component):
 
     # --- disk errors and I/O ----------------------------------------------------------
 
-    def cause_error(self, cause: Any) -> str | None:
-        try:
-            backend = self.backend(cause.device)
-        except MachineError as exc:
-            return str(exc)
+    def cause_unmet(self, cause: Any) -> Unmet | None:
+        names = [b.config.name for b in self.graph.backends]
+        backend = next(
+            (b for b in self.graph.backends if cause.device in (b.config.name, b.config.wire_name)),
+            None,
+        )
+        if backend is None:
+            known = ", ".join(names) if names else "none: add them under vm.disks"
+            return Unmet(
+                f"no disk named {cause.device!r}{suggest(cause.device, names)};"
+                f" the VM's disks are: {known}",
+                "device",
+            )
         disk = backend.config
         if isinstance(cause, DiskError):
             if cause.operation not in ("read", "write"):
-                return f"operation {cause.operation!r} is not read or write"
+                return Unmet(f"operation {cause.operation!r} is not read or write", "operation")
             if cause.nospace and not disk.thin:
-                return f"disk {disk.name!r} is not thin-provisioned: it cannot run out of space"
+                return Unmet(
+                    f"disk {disk.name!r} is not thin-provisioned, so it cannot run out of"
+                    " space; add `thin: true` to it in vm.disks",
+                    "nospace",
+                )
         if isinstance(cause, DiskIo):
             if cause.operation not in ("read", "write", "flush"):
-                return f"operation {cause.operation!r} is not read, write or flush"
+                return Unmet(
+                    f"operation {cause.operation!r} is not read, write or flush", "operation"
+                )
             if cause.size < 0 or cause.requests < 1 or cause.offset < 0:
-                return "an I/O needs a size and offset >= 0 and at least one request"
-        if isinstance(cause, DiskError | DiskIo) and backend.root is None:
-            return f"disk {disk.name!r} has no medium"
+                return Unmet("an I/O needs a size and offset >= 0 and at least one request")
         if isinstance(cause, TrayMoved) and not backend.removable:
-            return f"disk {disk.name!r} has no tray (it is not a CD-ROM)"
+            return Unmet(
+                f"disk {disk.name!r} has no tray (it is not a CD-ROM); add `media: cdrom`"
+                " to it in vm.disks",
+                "device",
+            )
+        return None
+
+    def cause_error(self, cause: Any) -> str | None:
+        backend = self.backend(cause.device)
+        if isinstance(cause, DiskError | DiskIo) and backend.root is None:
+            return f"disk {backend.config.name!r} has no medium"
         return None
 
     @on_cause(DiskError)

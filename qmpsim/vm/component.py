@@ -10,8 +10,17 @@ devices, the block graph, the jobs, migration…).  It declares:
 * **causes** it turns into events: a method marked ``@on_cause(DeviceEjected, …)``
   takes the cause (a frozen dataclass defined beside the component) and returns
   the events it produces now, in QEMU's order;
-* :meth:`Component.cause_error` — why one of *its* causes cannot happen now
-  (``None``: it can); the machine has already refused every cause of an exited VM;
+* :meth:`Component.cause_unmet` — what one of *its* causes needs of the VM's
+  hardware (a disk it names, a VNC server, a balloon…) or of the profile, and does
+  not find: an :class:`Unmet`.  The guest and the passing of time never bring it
+  (only a client that plugs a device may), so the scenario loader asks a machine
+  built from the description, and refuses the step at its line;
+* :meth:`Component.cause_error` — why one of *its* causes cannot happen now, in the
+  state the VM is in (``None``: it can); the machine has already refused every
+  cause that is unmet, and every cause of an exited VM;
+* :attr:`Component.moved_by_causes_only` — whether only causes move the state its
+  ``cause_error`` looks at (no command a client sends does): then a refusal at one
+  point of a scenario's timeline is an error in the scenario's order;
 * :meth:`Component.reset` — back to the VM as described (also called once when the
   machine is built: set up the component's state there, not in ``__init__``);
 * its share of **later**: :meth:`Component.next_deadline` and :meth:`Component.poll`
@@ -61,7 +70,7 @@ import heapq
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from .values import Clock, Event, Outcome
 
@@ -179,8 +188,24 @@ class Host(Protocol):
         """The machine's component of class ``kind``."""
 
 
+@dataclass(frozen=True)
+class Unmet:
+    """What a cause needs of the VM's hardware or of its profile and does not find: on
+    the VM as described it never happens.  ``member`` names the cause's field the text
+    is about (``None``: the cause itself); the text says what to add where it can."""
+
+    text: str
+    member: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class Component:
     """One area of the VM model; see the module's docstring for the contract."""
+
+    moved_by_causes_only: ClassVar[bool] = False
+    """Whether only causes move the state :meth:`cause_error` looks at."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -188,8 +213,14 @@ class Component:
     def reset(self) -> None:
         """Back to the VM as described (called at construction too)."""
 
+    def cause_unmet(self, cause: Any) -> Unmet | None:
+        """What ``cause`` (one this component handles) needs of the VM's hardware or of
+        the profile and does not find; ``None``: nothing."""
+        return None
+
     def cause_error(self, cause: Any) -> str | None:
-        """Why ``cause`` (one this component handles) cannot happen now; ``None``: it can."""
+        """Why ``cause`` (one this component handles, not unmet) cannot happen in the
+        state the VM is in now; ``None``: it can."""
         return None
 
     def next_deadline(self) -> float | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .component import Component, on_cause, on_command
+from .component import Component, Unmet, on_cause, on_command
 from .values import Event, Outcome
 
 
@@ -87,39 +87,20 @@ class ClientState(enum.Enum):
     INITIALIZED = "initialized"
 
 
-def display_key(cause: DisplayCause) -> tuple[str, str] | tuple[str, str, int, int]:
-    """Which client (VNC) or channel (SPICE) ``cause`` is about."""
-    if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
-        return ("vnc", cause.client)
-    return ("spice", cause.client, cause.channel_type, cause.channel_id)
-
-
 def display_refusal(cause: DisplayCause, now: ClientState | None) -> str | None:
     """Why ``cause`` cannot happen to a client that is ``now`` (``None``: not connected,
-    or a :class:`ClientState`); ``None`` when it can.
-
-    The one statement of the display's causal rules: the machine asks it with its
-    clients' state, the scenario loader with the state it tracks along a timeline.
-    """
+    or a :class:`ClientState`); ``None`` when it can: the display's causal rules."""
     if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
-        label = f"VNC client {cause.client!r}"
+        label, first = f"VNC client {cause.client!r}", "vnc-connect"
     else:
         label = f"SPICE channel {cause.channel_type}/{cause.channel_id} of {cause.client!r}"
+        first = "spice-connect"
     if isinstance(cause, VncConnect | SpiceConnect):
         return f"{label} is already connected" if now is not None else None
     if now is None:
-        return f"{label} is not connected"
+        return f"{label} is not connected: it must connect ({first}) first"
     if isinstance(cause, VncInitialize | SpiceInitialize) and now is ClientState.INITIALIZED:
         return f"{label} is already initialized"
-    return None
-
-
-def display_after(cause: DisplayCause) -> ClientState | None:
-    """The state a client is in after ``cause`` happened to it (``None``: gone)."""
-    if isinstance(cause, VncConnect | SpiceConnect):
-        return ClientState.CONNECTED
-    if isinstance(cause, VncInitialize | SpiceInitialize):
-        return ClientState.INITIALIZED
     return None
 
 
@@ -169,20 +150,26 @@ class _SpiceChannel:
 class Display(Component):
     """VNC and SPICE: the clients of each server, their events and ``query-vnc``/``query-spice``."""
 
+    # clients come and go by causes alone: no command connects or drops one
+    moved_by_causes_only = True
+
     def reset(self) -> None:
         self._vnc: dict[str, _VncClient] = {}
         self._spice: dict[tuple[str, int, int], _SpiceChannel] = {}
         self._spice_ids: dict[str, int] = {}
 
-    def cause_error(self, cause: Any) -> str | None:
+    def cause_unmet(self, cause: Any) -> Unmet | None:
         if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
             if self.host.vm.vnc is None:
-                return "the VM has no VNC server (VmConfig.vnc)"
+                return Unmet("the VM has no VNC server: add vm.vnc")
+        elif self.host.vm.spice is None:
+            return Unmet("the VM has no SPICE server: add vm.spice")
+        return None
+
+    def cause_error(self, cause: Any) -> str | None:
+        if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
             found: _VncClient | _SpiceChannel | None = self._vnc.get(cause.client)
         else:
-            assert isinstance(cause, SpiceConnect | SpiceInitialize | SpiceDisconnect)
-            if self.host.vm.spice is None:
-                return "the VM has no SPICE server (VmConfig.spice)"
             found = self._spice.get((cause.client, cause.channel_type, cause.channel_id))
         now = (
             None

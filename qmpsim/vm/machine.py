@@ -43,6 +43,7 @@ from qmpsim.vm.component import (
     Route,
     Timer,
     Timers,
+    Unmet,
     dispatch_table,
 )
 from qmpsim.vm.description import ChardevConfig, DeviceConfig, VmConfig
@@ -96,7 +97,6 @@ from qmpsim.vm.suspend import GuestSuspend, Suspend
 from qmpsim.vm.throttle import Throttle
 from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
 from qmpsim.vm.watchdog import Watchdog, WatchdogAction, WatchdogExpired
-from qmpsim.vm.watchdog import exits as watchdog_exits
 
 __all__ = [  # the names other modules and users import from here
     "DEFAULT_SIZE",
@@ -157,7 +157,6 @@ __all__ = [  # the names other modules and users import from here
     "VncInitialize",
     "WatchdogAction",
     "WatchdogExpired",
-    "cause_exits",
     "modelled_commands",
     "rtc_path",
     "virtual_clock",
@@ -245,21 +244,6 @@ _GUEST_CAUSES = (
     DeviceEjected,
     UnplugRefused,
 )
-
-
-def cause_exits(cause: Cause, *, watchdog: str | None, no_shutdown: bool) -> bool:
-    """Whether QEMU exits as ``cause`` happens to a running guest of a VM whose watchdog
-    action is ``watchdog`` and that runs with (or without) ``-no-shutdown``.
-
-    What the machine's handlers do, said once for whoever must know it before a VM
-    runs (the scenario loader refuses steps after the exit); a test holds the two to
-    the same answers.
-    """
-    if isinstance(cause, WatchdogExpired):
-        return watchdog_exits(cause, watchdog)
-    if isinstance(cause, HostSignal):
-        return True  # qemu_system_killed(): whatever -no-shutdown says
-    return isinstance(cause, GuestShutdown | GuestPanic) and not no_shutdown
 
 
 # --- the machine -----------------------------------------------------------------
@@ -470,18 +454,35 @@ class Machine:
 
     # --- causes ---------------------------------------------------------------
 
+    def cause_unmet(self, cause: Cause) -> Unmet | None:
+        """What ``cause`` needs of the VM's hardware, or of the profile, and does not find
+        (``None``: nothing): on the VM as described it never happens."""
+        route = self._causes.get(type(cause))
+        if route is None:
+            return Unmet(f"{type(cause).__name__} is not a cause this machine knows")
+        return None if route.part is None else self._parts[route.part].cause_unmet(cause)
+
     def cause_error(self, cause: Cause) -> str | None:
         """Why ``cause`` cannot happen now (``None``: it can)."""
+        unmet = self.cause_unmet(cause)
+        if unmet is not None:
+            return unmet.text
         if self.exited:
             return "the VM has exited"
         if isinstance(cause, _GUEST_CAUSES) and not self.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
+        route = self._causes[type(cause)]
+        return None if route.part is None else self._parts[route.part].cause_error(cause)
+
+    def order_error(self, cause: Cause) -> str | None:
+        """Why ``cause`` cannot happen now, when no command a client may send changes
+        that (a VNC client that is not connected): a scenario that has it here is in the
+        wrong order.  ``None`` when it can happen, or only the client can tell."""
         route = self._causes.get(type(cause))
-        if route is None:
-            return f"{type(cause).__name__} is not a cause this machine knows"
-        if route.part is not None:
-            return self._parts[route.part].cause_error(cause)
-        return None
+        part = None if route is None or route.part is None else self._parts[route.part]
+        if part is None or not part.moved_by_causes_only or self.cause_unmet(cause):
+            return None
+        return part.cause_error(cause)
 
     def cause(self, cause: Cause) -> list[Event]:
         """Apply a cause; the events it produces now, in order (throttled ones may come later).

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .block import BlockGraph
-from .component import Component, on_cause, on_command
+from .component import Component, Unmet, on_cause, on_command
 from .guest import Guest
 from .migration import Migration
 from .runstate import RunState, rules
@@ -130,12 +130,15 @@ class Power(Component):
 
     # --- causes ------------------------------------------------------------------------
 
-    def cause_error(self, cause: Any) -> str | None:
+    def cause_unmet(self, cause: Any) -> Unmet | None:
         profile = self.host.profile
         if isinstance(cause, GuestPanic) and "GUEST_PANICKED" not in profile.events:
-            return f"profile {profile.name} has no guest panic notification"
+            return Unmet(f"profile {profile.name} has no guest panic notification (GUEST_PANICKED)")
         if isinstance(cause, GuestCrashLoaded) and "GUEST_CRASHLOADED" not in profile.events:
-            return f"profile {profile.name} has no crash-loaded notification (QEMU 5.0 added it)"
+            return Unmet(
+                f"profile {profile.name} has no crash-loaded notification (GUEST_CRASHLOADED):"
+                " QEMU 5.0 added it"
+            )
         return None
 
     @on_cause(GuestShutdown)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .component import Component, on_cause, on_command
+from .component import Component, Unmet, on_cause, on_command
 from .device_types import machine_type
 from .runstate import RunState, rules
 from .values import CommandError, Event, Outcome
@@ -110,14 +110,19 @@ class Suspend(Component):
         self.host.status = SUSPENDED  # qemu_system_suspend(): no vm_stop, so no STOP
         return [self.host.event("SUSPEND")]
 
+    def cause_unmet(self, cause: Any) -> Unmet | None:
+        if machine_type(self.host.vm) == "none":
+            return Unmet(
+                "the VM has no ACPI to suspend with (-M none): give it cpus, which make it a pc"
+            )
+        event = "SUSPEND_DISK" if cause.disk else "SUSPEND"
+        if event not in self.host.profile.events:
+            return Unmet(f"profile {self.host.profile.name} has no {event} event")
+        return None
+
     def cause_error(self, cause: Any) -> str | None:
         if not self.host.running:
             return f"GuestSuspend needs a running guest (the VM is {self.host.status})"
-        if machine_type(self.host.vm) == "none":
-            return "the VM has no ACPI to suspend with (-M none: give it vCPUs, a pc)"
-        event = "SUSPEND_DISK" if cause.disk else "SUSPEND"
-        if event not in self.host.profile.events:
-            return f"profile {self.host.profile.name} has no {event} event"
         return None
 
 

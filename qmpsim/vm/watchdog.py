@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .component import Component, on_cause
+from qmpsim.qmp.profiles import Enum
+
+from .component import Component, Unmet, on_cause
 from .power import Power
 from .runstate import RunState
 from .values import Event
@@ -58,9 +60,20 @@ class Watchdog(Component):
         action = cause.action or self.host.vm.watchdog
         return None if action is None else WatchdogAction(action)
 
-    def cause_error(self, cause: Any) -> str | None:
-        if self.action(cause) is None:
-            return "the VM has no watchdog (VmConfig.watchdog) and the cause names no action"
+    def cause_unmet(self, cause: Any) -> Unmet | None:
+        action = cause.action or self.host.vm.watchdog
+        if action is None:
+            return Unmet("the VM has no watchdog: set vm.watchdog to its action, or give `action`")
+        spec = self.host.profile.events["WATCHDOG"].data
+        member = spec.member("action") if spec else None
+        known = member.type.values if member and isinstance(member.type, Enum) else ()
+        known = known or WATCHDOG_ACTIONS
+        if action not in known:
+            return Unmet(
+                f"watchdog action {action!r} does not exist in profile"
+                f" {self.host.profile.name}; expected one of: {', '.join(known)}",
+                "action" if cause.action else None,
+            )
         return None
 
     @on_cause(WatchdogExpired)
@@ -78,8 +91,3 @@ class Watchdog(Component):
         elif action == WatchdogAction.POWEROFF:
             host.exited = True
         return out
-
-
-def exits(cause: WatchdogExpired, watchdog: str | None) -> bool:
-    """Whether the expiry ``cause`` ends QEMU on a VM whose watchdog action is ``watchdog``."""
-    return (cause.action or watchdog) == WatchdogAction.POWEROFF
