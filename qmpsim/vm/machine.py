@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -37,6 +37,7 @@ from qmpsim.qmp.profiles import (
 from qmpsim.vm.backends import Backends
 from qmpsim.vm.balloon import Balloon, BalloonResized
 from qmpsim.vm.block import BlockGraph, DiskError, DiskIo, DiskRepaired, TrayMoved
+from qmpsim.vm.causes import GUEST_CAUSES, Cause
 from qmpsim.vm.component import (
     Action,
     Component,
@@ -95,7 +96,16 @@ from qmpsim.vm.rtc import RTC_PATHS, Rtc, RtcChange, rtc_path
 from qmpsim.vm.runstate import INITIAL_STATES, RUN_STATES, RunState, rules
 from qmpsim.vm.suspend import GuestSuspend, Suspend
 from qmpsim.vm.throttle import Throttle
-from qmpsim.vm.values import Clock, CommandError, Event, MachineError, Outcome
+from qmpsim.vm.values import (
+    Clock,
+    CommandError,
+    Event,
+    MachineError,
+    ManualClock,
+    Outcome,
+    UnmodelledCommand,
+    virtual_clock,
+)
 from qmpsim.vm.watchdog import Watchdog, WatchdogAction, WatchdogExpired
 
 __all__ = [  # the names other modules and users import from here
@@ -163,87 +173,6 @@ __all__ = [  # the names other modules and users import from here
 ]
 
 _C = TypeVar("_C", bound=Component)
-
-
-class UnmodelledCommand(MachineError):
-    """A command neither modelled nor recorded, refused because the machine is strict."""
-
-    def __init__(self, command: str, profile: str) -> None:
-        super().__init__(
-            f"{command} is neither modelled nor recorded for {profile}; its reply would be"
-            " generated (strict_commands refuses that: override its reply instead)"
-        )
-        self.command = command
-
-
-class ManualClock:
-    """A deterministic clock: ``start`` plus the virtual time :meth:`advance` added."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward (never backward)."""
-        if seconds < 0:
-            raise ValueError("a clock cannot go back in time")
-        self.now += seconds
-
-
-def virtual_clock(start: float, elapsed: Callable[[], float]) -> Clock:
-    """A clock reading ``start + elapsed()``; with ``trio.current_time`` under a ``MockClock``
-    it gives reproducible timestamps."""
-    return lambda: start + elapsed()
-
-
-Cause = (
-    DiskError
-    | DiskRepaired
-    | DiskIo
-    | TrayMoved
-    | JobError
-    | WatchdogExpired
-    | RtcChange
-    | GuestShutdown
-    | GuestReset
-    | GuestPanic
-    | GuestCrashLoaded
-    | GuestPowerdown
-    | HostSignal
-    | DeviceEjected
-    | UnplugRefused
-    | VncConnect
-    | VncInitialize
-    | VncDisconnect
-    | SpiceConnect
-    | SpiceInitialize
-    | SpiceDisconnect
-    | BalloonResized
-    | GuestSuspend
-    | GuestDirtiesMemory
-    | MigrationTargetLost
-    | IncomingConnected
-    | IncomingCompleted
-    | IncomingFailed
-    | IncomingPostcopy
-)
-"""Things that happen to the VM, which the machine turns into events."""
-
-# the causes that come from a guest whose vCPUs run
-_GUEST_CAUSES = (
-    DiskError,
-    DiskIo,
-    WatchdogExpired,
-    RtcChange,
-    GuestShutdown,
-    GuestReset,
-    GuestPanic,
-    GuestCrashLoaded,
-    DeviceEjected,
-    UnplugRefused,
-)
 
 
 # --- the machine -----------------------------------------------------------------
@@ -469,7 +398,7 @@ class Machine:
             return unmet.text
         if self.exited:
             return "the VM has exited"
-        if isinstance(cause, _GUEST_CAUSES) and not self.running:
+        if isinstance(cause, GUEST_CAUSES) and not self.running:
             return f"{type(cause).__name__} needs a running guest (the VM is {self.status})"
         route = self._causes[type(cause)]
         return None if route.part is None else self._parts[route.part].cause_error(cause)

@@ -77,3 +77,36 @@ class Outcome:
     reply: Any | CommandError
     events: tuple[Event, ...] = ()
     close: bool = False
+
+
+class UnmodelledCommand(MachineError):
+    """A command neither modelled nor recorded, refused because the machine is strict."""
+
+    def __init__(self, command: str, profile: str) -> None:
+        super().__init__(
+            f"{command} is neither modelled nor recorded for {profile}; its reply would be"
+            " generated (strict_commands refuses that: override its reply instead)"
+        )
+        self.command = command
+
+
+class ManualClock:
+    """A deterministic clock: ``start`` plus the virtual time :meth:`advance` added."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward (never backward)."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go back in time")
+        self.now += seconds
+
+
+def virtual_clock(start: float, elapsed: Callable[[], float]) -> Clock:
+    """A clock reading ``start + elapsed()``; with ``trio.current_time`` under a ``MockClock``
+    it gives reproducible timestamps."""
+    return lambda: start + elapsed()
