@@ -58,6 +58,7 @@ HEAVY = ("trio", "pytest", "hypothesis", "faker")
 LIGHT_MODULES = (
     "vm.component",
     "vm.devices",
+    "vm.job_states",
     "qmp.wire",
     "qmp.json_lexer",
     "qmp.json_parser",

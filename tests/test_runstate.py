@@ -11,7 +11,6 @@ from test_conformance import ev
 from qmpsim.qmp.profiles import get_profile
 from qmpsim.testing.conformance import check_events
 from qmpsim.vm import runstate
-from qmpsim.vm.jobs import JOB_MOVES, Job, Jobs
 from qmpsim.vm.machine import GuestShutdown, GuestSuspend, Machine, ManualClock, VmConfig
 from qmpsim.vm.runstate import RunState, rules
 from qmpsim.vm.values import CommandError, MachineError
@@ -94,23 +93,3 @@ def test_needs_reset_is_runstate_needs_reset() -> None:
     assert {s for s in S if table.needs_reset(s)} == {S.SHUTDOWN, S.INTERNAL_ERROR}
     # QEMU before 1.0 had no run states: cont restarted whatever had stopped the VM
     assert not rules(get_profile("qemu-0.14")).needs_reset(S.SHUTDOWN)
-
-
-def test_the_job_table_is_the_jobs_and_the_checkers() -> None:
-    from qmpsim.testing.conformance import devices
-
-    assert devices.JOB_MOVES is JOB_MOVES
-    assert "concluded" not in JOB_MOVES["running"]
-    created = ev("JOB_STATUS_CHANGE", 0, {"id": "j", "status": "created"})
-    running = ev("JOB_STATUS_CHANGE", 1, {"id": "j", "status": "running"})
-    concluded = ev("JOB_STATUS_CHANGE", 2, {"id": "j", "status": "concluded"})
-    assert violations([created, running, concluded]) == ["job-status"]
-
-
-def test_the_jobs_move_only_as_the_job_table_allows() -> None:
-    machine = Machine(clock=ManualClock())
-    jobs = machine.part(Jobs)
-    job = Job(id="j", type="mirror", length=1, data=1, status="running")
-    with pytest.raises(MachineError, match="cannot go from running to concluded"):
-        jobs._status(job, "concluded")
-    assert [e.data for e in jobs._status(job, "ready")] == [{"id": "j", "status": "ready"}]

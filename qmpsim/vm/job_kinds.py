@@ -4,7 +4,7 @@ Each command checks its arguments in QEMU's order and with its texts, then puts
 its filter node in the graph (``mirror_top`` for a mirror and an active commit,
 ``commit_top``, ``copy-on-read`` for a stream, ``copy-before-write`` for a
 backup; named ``#blockNNN`` unless ``filter-node-name`` says otherwise), and
-hands a :class:`~qmpsim.vm.jobs.Job` to the jobs component.  What succeeding
+hands a :class:`~qmpsim.vm.job_states.Job` to the jobs component.  What succeeding
 changes is the job's ``commit``: a mirror's backend now reads its target (the
 pivot), a stream's and a commit's image now backs onto the base, and the nodes
 nobody holds any more leave the graph.  ``drive-mirror`` and ``drive-backup``
@@ -21,7 +21,8 @@ from typing import Any
 from .block import BlockGraph, Refused, refusals, wellformed
 from .component import Component, on_command
 from .images import ImageConfig
-from .jobs import DirtyBitmaps, Job, Jobs
+from .job_states import DirtyBitmaps, Job
+from .jobs import Jobs
 from .nodes import Node
 from .values import Event, Outcome
 
@@ -139,7 +140,7 @@ class JobStarts(Component):
         error = CommandError("GenericError", "Parameter 'speed' expects a non-negative value")
         return error, tuple(self.jobs.early_fail(job))
 
-    # --- what jobs do to the graph (qmpsim.vm.jobs.GraphChanges) ---------------------
+    # --- what jobs do to the graph (qmpsim.vm.job_states.GraphChanges) ---------------------
 
     def synced(self, job: Job) -> None:
         plan: Plan = job.plan

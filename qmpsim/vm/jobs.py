@@ -2,10 +2,11 @@
 
 A job (``drive-mirror``/``blockdev-mirror``, ``block-commit``, ``block-stream``,
 ``drive-backup``/``blockdev-backup``; :mod:`qmpsim.vm.job_kinds` starts them)
-moves through QEMU's states — created, running, paused, ready, standby, waiting,
-pending, aborting, concluded, null — with a JOB_STATUS_CHANGE at each step, as
-``job.c``'s transition and verb tables allow.  It copies its data at ``speed``
-bytes per second (an unlimited job at :data:`UNLIMITED_RATE`), so ``query-jobs``
+moves through QEMU's states (:class:`~qmpsim.vm.job_states.JobStatus`) — created,
+running, paused, ready, standby, waiting, pending, aborting, concluded, null — with a
+JOB_STATUS_CHANGE at each step, as ``job.c``'s transition and verb tables
+(:mod:`qmpsim.vm.job_states`) allow.  It copies its data at ``speed`` bytes per
+second (an unlimited job at :data:`~qmpsim.vm.job_states.UNLIMITED_RATE`), so ``query-jobs``
 and ``query-block-jobs`` see ``offset`` grow with virtual time; a mirror (or an
 active commit) that has copied everything is ready (BLOCK_JOB_READY) until it is
 completed or cancelled; the others complete on their own.  Finishing goes
@@ -22,43 +23,14 @@ after it.  ``tests/test_diff_block_jobs.py`` compares both with QEMU 7.2 and 10.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from .block_errors import ErrorAction, error_action
 from .component import Component, on_cause, on_command
-from .nodes import Node
+from .job_states import BLOCK_JOB_EVENTS, JOB_VERBS, Job, JobStatus, may_move
 from .values import CommandError, Event, MachineError, Outcome
 
-UNLIMITED_RATE = 1 << 30
-"""Bytes per second a job without a speed limit copies (a local disk's pace)."""
-
-JOB_MOVES: Mapping[str, frozenset[str]] = {
-    "undefined": frozenset({"created"}),
-    "created": frozenset({"running", "aborting", "null"}),
-    "running": frozenset({"paused", "ready", "waiting", "aborting"}),
-    "paused": frozenset({"running"}),
-    "ready": frozenset({"standby", "waiting", "aborting"}),
-    "standby": frozenset({"ready"}),
-    "waiting": frozenset({"pending", "aborting"}),
-    "pending": frozenset({"aborting", "concluded"}),
-    "aborting": frozenset({"aborting", "concluded"}),
-    "concluded": frozenset({"null"}),
-    "null": frozenset({"created"}),  # a new job with the same id
-}
-"""``job.c``'s JobSTT: the states a job may go to from each state.  The jobs here move
-only as it allows; the conformance checker holds JOB_STATUS_CHANGE streams to it."""
-
-# job.c's JobVerbTable: the states in which each verb is accepted
-_VERBS = {
-    "cancel": ("created", "running", "paused", "ready", "standby", "waiting", "pending"),
-    "pause": ("created", "running", "paused", "ready", "standby"),
-    "resume": ("created", "running", "paused", "ready", "standby"),
-    "set-speed": ("created", "running", "paused", "ready", "standby"),
-    "complete": ("ready", "standby"),
-    "finalize": ("pending",),
-    "dismiss": ("concluded",),
-}
 _STRERROR = {False: "Input/output error", True: "No space left on device"}
 _CANCELED = "Operation canceled"
 
@@ -71,88 +43,6 @@ class JobError:
     job: str
     operation: str = "write"  # "read" (the source) | "write" (the target)
     nospace: bool = False
-
-
-class GraphChanges(Protocol):
-    """What a kind of job does to the graph (:mod:`qmpsim.vm.job_kinds` says)."""
-
-    def synced(self, job: Job) -> None:
-        """It has copied everything (a mirror's target holds the data)."""
-
-    def commit(self, job: Job) -> None:
-        """It succeeded: a mirror's pivot, a stream's and a commit's new backing."""
-
-    def abort(self, job: Job) -> None:
-        """It failed, or a mirror stopped without its pivot: the graph as before."""
-
-
-@dataclass(frozen=True)
-class DirtyBitmaps:
-    """The dirty bitmaps a job keeps on a node, as ``dirty-bitmaps`` counts them: what
-    it has still to copy (recording or not), then empty ones."""
-
-    job: Job
-    recording: bool = False
-    empty: int = 0
-
-    def __call__(self) -> list[tuple[int, bool]]:
-        job = self.job
-        # a mirror's bitmap counts the data it has yet to copy; a backup's, the part of
-        # the disk it has yet to go through
-        left = round(job.data * (1.0 - job.progress)) if job.readies else job.length - job.offset
-        return [(left, self.recording)] + [(0, False)] * self.empty
-
-
-@dataclass(eq=False)
-class Job:
-    """One block job and where it is."""
-
-    id: str
-    type: str
-    """``mirror``, ``commit``, ``stream`` or ``backup`` (query-jobs' ``type``)."""
-    length: int
-    data: int
-    """The bytes it really copies (unallocated areas cost no time)."""
-    speed: int = 0
-    readies: bool = False
-    """A mirror (or active commit): ready once synchronised, until completed or cancelled."""
-    auto_finalize: bool = True
-    auto_dismiss: bool = True
-    on_source_error: str = "report"
-    on_target_error: str = "report"
-    status: str = "created"
-    progress: float = 0.0
-    """The share of the work done, 0 to 1 (``offset`` is that share of ``len``)."""
-    since: float = 0.0
-    user_paused: bool = False
-    should_complete: bool = False
-    cancelled: bool = False
-    force: bool = False
-    io_status: str = "ok"
-    error: str | None = None
-    graph: GraphChanges | None = None
-    """What the job does to the block graph as it goes."""
-    plan: Any = None
-    """The nodes ``graph`` works with (plain data, so that a saved machine can be
-    copied by pickling: no closures)."""
-    nodes: list[Node] = field(default_factory=list)
-    """The nodes it works on (blocked for other jobs)."""
-    endless: bool = False
-    """A backup with ``sync: none``: it copies only what the guest overwrites, until
-    it is cancelled."""
-
-    @property
-    def offset(self) -> int:
-        return round(self.length * self.progress)
-
-    @property
-    def rate(self) -> int:
-        return self.speed or UNLIMITED_RATE
-
-    @property
-    def moving(self) -> bool:
-        """Whether it copies now (not paused, not yet synchronised)."""
-        return self.status == "running" and self.progress < 1.0 and not self.endless
 
 
 class Jobs(Component):
@@ -181,7 +71,7 @@ class Jobs(Component):
 
     @staticmethod
     def _verb(job: Job, verb: str) -> CommandError | None:
-        if job.status in _VERBS[verb]:
+        if job.status in JOB_VERBS[verb]:
             return None
         return CommandError(
             "GenericError",
@@ -190,21 +80,22 @@ class Jobs(Component):
 
     # --- events -------------------------------------------------------------------------
 
-    def _status(self, job: Job, status: str) -> list[Event]:
+    def _status(self, job: Job, status: JobStatus) -> list[Event]:
+        """The one place a job's status changes: a move :data:`JOB_MOVES` forbids is a
+        programming error (``job_state_transition()`` asserts it)."""
         if job.status == status:
             return []
-        if status not in JOB_MOVES[job.status]:  # job_state_transition() asserts it
+        if not may_move(job.status, status):
             raise MachineError(f"job {job.id!r} cannot go from {job.status} to {status}")
         job.status = status
-        return [self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": status})]
+        return [self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": status.value})]
 
-    def _data(self, job: Job, *, error: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": job.type, "device": job.id, "len": job.length}
-        data["offset"] = job.offset
-        data["speed"] = job.speed
-        if error and job.error is not None:
-            data["error"] = job.error
-        return data
+    def _event(self, job: Job, name: str, data: dict[str, Any]) -> Event:
+        """The event ``name`` about ``job``: sent only in the states QEMU sends it in
+        (:data:`~qmpsim.vm.job_states.BLOCK_JOB_EVENTS`)."""
+        if job.status not in BLOCK_JOB_EVENTS[name]:
+            raise MachineError(f"job {job.id!r} cannot send {name} while {job.status}")
+        return self.host.event(name, data)
 
     def later(self, job: Job, action: str) -> None:
         """What the job's coroutine does next, right after the current reply: one of
@@ -218,10 +109,9 @@ class Jobs(Component):
         section — a backup — pauses and resumes before the reply)."""
         job.since = self.host.clock()
         self.jobs.insert(0, job)
-        events = [self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": "created"})]
-        events += self._status(job, "running")
+        events = self._status(job, JobStatus.CREATED) + self._status(job, JobStatus.RUNNING)
         if drained:
-            events += self._status(job, "paused") + self._status(job, "running")
+            events += self._status(job, JobStatus.PAUSED) + self._status(job, JobStatus.RUNNING)
         if job.readies and job.data == 0:
             # nothing to copy: synchronised before the command returns
             job.progress = 1.0
@@ -230,10 +120,7 @@ class Jobs(Component):
 
     def early_fail(self, job: Job) -> list[Event]:
         """A job refused after it was created (``job_early_fail``): created, then null."""
-        return [
-            self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": "created"}),
-            self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": "null"}),
-        ]
+        return self._status(job, JobStatus.CREATED) + self._status(job, JobStatus.NULL)
 
     # --- time -----------------------------------------------------------------------------
 
@@ -278,8 +165,8 @@ class Jobs(Component):
         return self._completed(job)
 
     def _ready(self, job: Job) -> list[Event]:
-        events = self._status(job, "ready")
-        events.append(self.host.event("BLOCK_JOB_READY", self._data(job)))
+        events = self._status(job, JobStatus.READY)
+        events.append(self._event(job, "BLOCK_JOB_READY", job.event_data()))
         if job.should_complete:
             events += self._completed(job)
         return events
@@ -288,9 +175,9 @@ class Jobs(Component):
 
     def _completed(self, job: Job) -> list[Event]:
         """``job_completed_txn_success``: waiting, pending, and finalized unless manual."""
-        events = self._status(job, "waiting") + self._status(job, "pending")
+        events = self._status(job, JobStatus.WAITING) + self._status(job, JobStatus.PENDING)
         if not job.auto_finalize:
-            events.append(self.host.event("BLOCK_JOB_PENDING", {"type": job.type, "id": job.id}))
+            events.append(self._event(job, "BLOCK_JOB_PENDING", {"type": job.type, "id": job.id}))
             return events
         return events + self._finalize(job)
 
@@ -304,29 +191,29 @@ class Jobs(Component):
             job.graph.abort(job)  # a mirror cancelled once ready stops without pivoting
         else:
             job.graph.commit(job)
-        events = [self.host.event("BLOCK_JOB_COMPLETED", self._data(job, error=True))]
+        events = [self._event(job, "BLOCK_JOB_COMPLETED", job.event_data(error=True))]
         return events + self._conclude(job)
 
     def _aborted(self, job: Job, error: str) -> list[Event]:
         """``job_completed_txn_abort``: aborting, the graph undone, the result, concluded."""
         job.error = job.error or error
-        events = self._status(job, "aborting")
+        events = self._status(job, JobStatus.ABORTING)
         if job.graph is not None:
             job.graph.abort(job)
         if job.cancelled and job.force:
-            events.append(self.host.event("BLOCK_JOB_CANCELLED", self._data(job)))
+            events.append(self._event(job, "BLOCK_JOB_CANCELLED", job.event_data()))
         else:
-            events.append(self.host.event("BLOCK_JOB_COMPLETED", self._data(job, error=True)))
+            events.append(self._event(job, "BLOCK_JOB_COMPLETED", job.event_data(error=True)))
         return events + self._conclude(job)
 
     def _conclude(self, job: Job) -> list[Event]:
-        events = self._status(job, "concluded")
+        events = self._status(job, JobStatus.CONCLUDED)
         if job.auto_dismiss:
             events += self._dismiss(job)
         return events
 
     def _dismiss(self, job: Job) -> list[Event]:
-        events = self._status(job, "null")
+        events = self._status(job, JobStatus.NULL)
         self.jobs.remove(job)
         return events
 
@@ -340,11 +227,11 @@ class Jobs(Component):
             return Outcome(CommandError("GenericError", "Job is already paused"))
         self._advance(job)
         job.user_paused = True
-        if job.status == "ready" or (job.status == "running" and job.speed):
+        if job.status == JobStatus.READY or (job.status == JobStatus.RUNNING and job.speed):
             # an idle mirror, or a job sleeping off its rate limit, reaches its pause
             # point at once; a busy one once its requests in flight are done
             return Outcome({}, tuple(self._pause_point(job)))
-        if job.status == "running":
+        if job.status == JobStatus.RUNNING:
             self.later(job, "pause point")
         return Outcome({})
 
@@ -352,9 +239,9 @@ class Jobs(Component):
         """``job_pause_point``: a job asked to pause stops (standby when it was ready)."""
         if not job.user_paused:
             return []
-        if job.status == "ready":
-            return self._status(job, "standby")
-        return self._status(job, "paused") if job.status == "running" else []
+        if job.status == JobStatus.READY:
+            return self._status(job, JobStatus.STANDBY)
+        return self._status(job, JobStatus.PAUSED) if job.status == JobStatus.RUNNING else []
 
     def _resume(self, job: Job) -> Outcome:
         if not job.user_paused:
@@ -366,16 +253,16 @@ class Jobs(Component):
         job.io_status = "ok"
         job.since = self.host.clock()
         events = self._wake(job)
-        if job.status == "ready" and job.should_complete:
+        if job.status == JobStatus.READY and job.should_complete:
             self.later(job, "complete if ready")
         return Outcome({}, tuple(events))
 
     def _wake(self, job: Job) -> list[Event]:
         """Back from a pause point: running again, or ready when it was."""
-        if job.status == "standby":
-            return self._status(job, "ready")
-        if job.status == "paused":
-            return self._status(job, "running")
+        if job.status == JobStatus.STANDBY:
+            return self._status(job, JobStatus.READY)
+        if job.status == JobStatus.PAUSED:
+            return self._status(job, JobStatus.RUNNING)
         return []
 
     def _cancel(self, job: Job, force: bool) -> Outcome:
@@ -384,16 +271,16 @@ class Jobs(Component):
             return Outcome(refused)
         self._advance(job)
         # a ready mirror cancelled softly completes without pivoting
-        soft = not force and job.readies and job.status in ("ready", "standby")
+        soft = not force and job.readies and job.status in (JobStatus.READY, JobStatus.STANDBY)
         job.cancelled = True
         job.force = job.force or not soft
         events: list[Event] = []
         if job.user_paused:
             job.user_paused = False
             events += self._wake(job)
-        if job.status == "pending":
+        if job.status == JobStatus.PENDING:
             return Outcome({}, tuple(events + self._aborted(job, _CANCELED)))
-        if job.status == "waiting":
+        if job.status == JobStatus.WAITING:
             return Outcome({}, tuple(events))
         self.later(job, "complete" if soft else "cancelled")
         return Outcome({}, tuple(events))
@@ -407,7 +294,7 @@ class Jobs(Component):
                 CommandError("GenericError", f"The active block job '{job.id}' cannot be completed")
             )
         job.should_complete = True
-        if job.status == "ready":
+        if job.status == JobStatus.READY:
             self.later(job, "complete if ready")
         return Outcome({})
 
@@ -500,40 +387,16 @@ class Jobs(Component):
 
     @on_command("query-jobs")
     def query_jobs(self, _args: Mapping[str, Any]) -> Outcome:
-        out = []
         for job in self.jobs:
             self._advance(job)
-            info: dict[str, Any] = {"id": job.id, "type": job.type, "status": job.status}
-            info["current-progress"] = job.offset
-            info["total-progress"] = job.length
-            if job.error is not None:
-                info["error"] = job.error
-            out.append(info)
-        return Outcome(out)
+        return Outcome([job.job_info() for job in self.jobs])
 
     @on_command("query-block-jobs")
     def query_block_jobs(self, _args: Mapping[str, Any]) -> Outcome:
-        out = []
+        synced = self.host.profile.version >= (8, 2, 0)
         for job in self.jobs:
             self._advance(job)
-            info: dict[str, Any] = {"type": job.type, "device": job.id, "len": job.length}
-            info["offset"] = job.offset
-            info["busy"] = False
-            # paused while paused by the user or an error, and a mirror waiting in
-            # pending (its source is still drained)
-            info["paused"] = job.user_paused or (job.readies and job.status == "pending")
-            info["speed"] = job.speed
-            info["io-status"] = job.io_status
-            info["ready"] = job.status in ("ready", "standby")
-            info["status"] = job.status
-            info["auto-finalize"] = job.auto_finalize
-            info["auto-dismiss"] = job.auto_dismiss
-            if job.error is not None:
-                info["error"] = job.error
-            if job.type == "mirror" and self.host.profile.version >= (8, 2, 0):
-                info["actively-synced"] = False
-            out.append(info)
-        return Outcome(out)
+        return Outcome([job.block_job_info(actively_synced=synced) for job in self.jobs])
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -571,7 +434,9 @@ class Jobs(Component):
 _LATER: dict[str, Callable[[Jobs, Job], list[Event]]] = {
     "pause point": Jobs._pause_point,
     "complete": Jobs._completed,
-    "complete if ready": lambda jobs, job: jobs._completed(job) if job.status == "ready" else [],
+    "complete if ready": lambda jobs, job: (
+        jobs._completed(job) if job.status == JobStatus.READY else []
+    ),
     "cancelled": lambda jobs, job: jobs._aborted(job, _CANCELED),
     "failed": lambda jobs, job: jobs._aborted(job, job.error or _STRERROR[False]),
 }

@@ -9,7 +9,7 @@ of the event specification and of QEMU, throttling and timestamp order.
 The rules are those QEMU itself obeys, so a stream recorded from a real QEMU
 passes.  Where the VM model states a rule as data, the checker asks it rather
 than restating it: the run-state moves (:mod:`qmpsim.vm.runstate`, per QEMU
-version), a job's moves (:data:`qmpsim.vm.jobs.JOB_MOVES`), a migration's
+version), a job's moves and block-job events (:mod:`qmpsim.vm.job_states`), a migration's
 (:mod:`qmpsim.vm.migration_states`) and what each watchdog action leads to
 (:data:`qmpsim.vm.watchdog.FOLLOWS`).  Two QEMU facts shape the rest:
 

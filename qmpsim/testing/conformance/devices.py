@@ -1,12 +1,14 @@
 """Devices, block jobs and trays: DEVICE_DELETED, JOB_STATUS_CHANGE, BLOCK_JOB_*,
-DEVICE_TRAY_MOVED; a job's moves are :data:`qmpsim.vm.jobs.JOB_MOVES`."""
+DEVICE_TRAY_MOVED; a job moves as :func:`qmpsim.vm.job_states.may_move` allows, and
+its BLOCK_JOB_* events come in the states :data:`qmpsim.vm.job_states.BLOCK_JOB_EVENTS`
+names."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from qmpsim.vm.jobs import JOB_MOVES
+from qmpsim.vm.job_states import BLOCK_JOB_EVENTS, JobStatus, may_move
 
 from .core import _Core, _on_event
 
@@ -35,12 +37,14 @@ class _DeviceRules(_Core):
         if not isinstance(job, str) or not isinstance(status, str):
             return
         # a job met in the middle of its life starts wherever the stream finds it
-        before = self.jobs.get(job, "undefined" if status == "created" else None)
-        if before is not None and status not in JOB_MOVES.get(before, frozenset()):
+        new = status == JobStatus.CREATED
+        before = self.jobs.get(job, JobStatus.UNDEFINED.value if new else None)
+        if before is not None and not may_move(before, status):
             self._report(line, "job-status", f"job {job!r} went from {before} to {status}")
         self.jobs[job] = status
 
-    def _job_event(self, line: int, job: Any, event: str, states: tuple[str, ...]) -> None:
+    def _job_event(self, line: int, job: Any, event: str) -> None:
+        states = BLOCK_JOB_EVENTS[event]
         status = self.jobs.get(job) if isinstance(job, str) else None
         if status is not None and status not in states:
             self._report(
@@ -51,23 +55,23 @@ class _DeviceRules(_Core):
 
     @_on_event("BLOCK_JOB_READY")
     def _on_block_job_ready(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        self._job_event(line, data.get("device"), "BLOCK_JOB_READY", ("ready",))
+        self._job_event(line, data.get("device"), "BLOCK_JOB_READY")
 
     @_on_event("BLOCK_JOB_PENDING")
     def _on_block_job_pending(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
-        self._job_event(line, data.get("id"), "BLOCK_JOB_PENDING", ("pending",))
+        self._job_event(line, data.get("id"), "BLOCK_JOB_PENDING")
 
     @_on_event("BLOCK_JOB_COMPLETED")
     def _on_block_job_completed(
         self, line: int, data: Mapping[str, Any], _stamp: int | None
     ) -> None:
-        self._job_event(line, data.get("device"), "BLOCK_JOB_COMPLETED", ("pending", "aborting"))
+        self._job_event(line, data.get("device"), "BLOCK_JOB_COMPLETED")
 
     @_on_event("BLOCK_JOB_CANCELLED")
     def _on_block_job_cancelled(
         self, line: int, data: Mapping[str, Any], _stamp: int | None
     ) -> None:
-        self._job_event(line, data.get("device"), "BLOCK_JOB_CANCELLED", ("pending", "aborting"))
+        self._job_event(line, data.get("device"), "BLOCK_JOB_CANCELLED")
 
     @_on_event("DEVICE_TRAY_MOVED")
     def _on_device_tray_moved(self, line: int, data: Mapping[str, Any], _stamp: int | None) -> None:
