@@ -16,6 +16,9 @@ import yaml
 
 from qmpsim.scenario.json_schema import scenario_schema
 from qmpsim.scenario.library import shipped_scenarios
+from qmpsim.vm import guest
+from qmpsim.vm.block_errors import DISK_POLICIES, READ_POLICIES
+from qmpsim.vm.watchdog import WATCHDOG_ACTIONS
 
 SCHEMA = scenario_schema()
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
@@ -29,6 +32,25 @@ def valid(value: Any) -> bool:
 def test_the_schema_is_valid_for_its_dialect() -> None:
     assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.validators.validator_for(SCHEMA).check_schema(SCHEMA)
+
+
+def test_the_closed_sets_are_the_vm_models() -> None:
+    vm = SCHEMA["properties"]["vm"]["properties"]
+    disk = vm["disks"]["items"]["properties"]
+    assert disk["on_read_error"]["enum"] == list(READ_POLICIES)
+    assert sorted(disk["on_write_error"]["enum"]) == sorted(DISK_POLICIES)
+    assert vm["watchdog"]["enum"] == list(WATCHDOG_ACTIONS)
+    watchdog = next(
+        s
+        for s in SCHEMA["$defs"]["step"]["oneOf"]
+        if s["properties"].get("cause", {}).get("const") == "watchdog"
+    )
+    assert watchdog["properties"]["action"]["enum"] == list(WATCHDOG_ACTIONS)
+    policies = vm["guest"]["properties"]
+    assert policies["powerdown"]["enum"] == list(guest.POWERDOWN_POLICIES)
+    assert policies["unplug"]["enum"] == list(guest.UNPLUG_POLICIES)
+    assert policies["tray"]["enum"] == list(guest.TRAY_POLICIES)
+    assert policies["balloon"]["enum"] == list(guest.BALLOON_POLICIES)
 
 
 class _Yaml12Loader(yaml.SafeLoader):

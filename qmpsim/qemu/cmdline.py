@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from qmpsim.vm.block_errors import DISK_POLICIES
+from qmpsim.vm.watchdog import WATCHDOG_ACTIONS
+
 from .opts import (
     NOT_FOR_TARGET,
     SIZE_HINT,
@@ -30,7 +33,7 @@ from .opts import (
 __all__ = ["Chardev", "Invocation", "Monitor", "parse_command_line"]
 
 _ACTIONS = {
-    "watchdog": ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi"),
+    "watchdog": WATCHDOG_ACTIONS,
     "panic": ("pause", "shutdown", "exit-failure", "none"),
     "reboot": ("reset", "shutdown"),
     "shutdown": ("poweroff", "pause"),
@@ -515,7 +518,7 @@ class _Reader:
             raise OptionError(f"unsupported bus type '{interface}'")
         for key, what in (("werror", "write"), ("rerror", "read")):
             action = value.get(key)
-            if action is not None and action not in ("report", "ignore", "stop", "enospc"):
+            if action is not None and action not in DISK_POLICIES:
                 raise OptionError(f"'{action}' invalid {what} error action")
         self.drives.append(value)
 

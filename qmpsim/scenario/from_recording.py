@@ -32,12 +32,14 @@ from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.loader import loads_scenario
 from qmpsim.scenario.text import dump_yaml
 from qmpsim.vm import machine as m
+from qmpsim.vm.block_errors import ErrorAction
+from qmpsim.vm.watchdog import WATCHDOG_ACTIONS
 
 __all__ = ["Derived", "derive_scenario"]
 
 _STATES = ("running", "paused", "prelaunch")
-_POLICIES = ("report", "ignore", "stop")
-_WATCHDOG = ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi")
+# a BLOCK_IO_ERROR's action that is also the disk's policy for that operation
+_POLICIES = tuple(ErrorAction)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _infer_vm(cassette: Cassette) -> dict[str, Any]:
             key = "on_write_error" if data.get("operation") == "write" else "on_read_error"
             if action in _POLICIES and key not in disk:
                 disk[key] = action
-        elif recorded.name == "WATCHDOG" and data.get("action") in _WATCHDOG:
+        elif recorded.name == "WATCHDOG" and data.get("action") in WATCHDOG_ACTIONS:
             vm.setdefault("watchdog", data["action"])
         elif recorded.name.startswith("VNC_"):
             vm.setdefault("vnc", _server(data.get("server"), "service"))
@@ -308,7 +310,7 @@ def _candidates(message: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any
         if data.get("nospace") is True:
             keys["nospace"] = True
         yield "disk-error", keys, m.DiskError(**keys)
-    elif name == "WATCHDOG" and data.get("action") in _WATCHDOG:
+    elif name == "WATCHDOG" and data.get("action") in WATCHDOG_ACTIONS:
         yield "watchdog", {}, m.WatchdogExpired()
         yield "watchdog", {"action": data["action"]}, m.WatchdogExpired(data["action"])
     elif name == "RTC_CHANGE" and isinstance(data.get("offset"), int):

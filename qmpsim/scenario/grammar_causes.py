@@ -15,7 +15,7 @@ from qmpsim.scenario.grammar_kinds import (
     _Scalar,
     _Size,
 )
-from qmpsim.scenario.grammar_vm import _WATCHDOG_ACTIONS
+from qmpsim.scenario.grammar_vm import _WATCHDOG_ACTION
 from qmpsim.vm import machine as m
 
 _CLIENT = _Key("client", _NAME, True, "A label naming the remote client (any stable word).")
@@ -61,7 +61,7 @@ _CAUSES: dict[str, tuple[tuple[_Key, ...], Callable[[dict[str, Any]], m.Cause], 
         "the host fixed a persistent disk fault; the next `cont` retry succeeds",
     ),
     "watchdog": (
-        (_Key("action", _Scalar("str", enum=_WATCHDOG_ACTIONS), doc="Overrides `vm.watchdog`."),),
+        (_Key("action", _WATCHDOG_ACTION, doc="Overrides `vm.watchdog`."),),
         lambda a: m.WatchdogExpired(a.get("action")),
         "the watchdog timer expires",
     ),

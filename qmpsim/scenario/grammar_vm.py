@@ -18,6 +18,17 @@ from qmpsim.scenario.grammar_kinds import (
     _Size,
 )
 from qmpsim.vm import machine as m
+from qmpsim.vm.block_errors import READ_POLICIES, OnError
+from qmpsim.vm.guest import BALLOON_POLICIES, POWERDOWN_POLICIES, TRAY_POLICIES, UNPLUG_POLICIES
+from qmpsim.vm.watchdog import WATCHDOG_ACTIONS
+
+# the closed sets are the VM model's (plain strings here: the JSON Schema and the
+# error texts are made from them)
+_READ_POLICY = _Scalar("str", enum=tuple(p.value for p in READ_POLICIES))
+# werror's default first, as the grammar has always listed them
+_WRITE_POLICY = _Scalar("str", enum=(OnError.ENOSPC.value, *_READ_POLICY.enum))
+# a watchdog action, as `vm.watchdog` and the `watchdog` cause's `action` take it
+_WATCHDOG_ACTION = _Scalar("str", enum=tuple(a.value for a in WATCHDOG_ACTIONS))
 
 _DISK = _Obj(
     "disk",
@@ -25,12 +36,12 @@ _DISK = _Obj(
         _Key("name", _NAME, True, "The block device name, as in BLOCK_IO_ERROR's `device`."),
         _Key(
             "on_read_error",
-            _Scalar("str", enum=("report", "ignore", "stop")),
+            _READ_POLICY,
             doc="QEMU's `rerror`: what a read error does (default `report`).",
         ),
         _Key(
             "on_write_error",
-            _Scalar("str", enum=("enospc", "report", "ignore", "stop")),
+            _WRITE_POLICY,
             doc="QEMU's `werror`: what a write error does (default `enospc`: stop when "
             "the host is out of space, report otherwise).",
         ),
@@ -117,26 +128,26 @@ _GUEST = _Obj(
     (
         _Key(
             "powerdown",
-            _Scalar("str", enum=("shutdown", "ignore")),
+            _Scalar("str", enum=POWERDOWN_POLICIES),
             doc="What the ACPI power button does (default `shutdown`).",
         ),
         _Key("powerdown_delay", _Duration(), doc="How long the guest takes to shut down."),
         _Key(
             "unplug",
-            _Scalar("str", enum=("eject", "ignore", "refuse")),
+            _Scalar("str", enum=UNPLUG_POLICIES),
             doc="What a PCI unplug request (`device_del`) does (default `eject`).",
         ),
         _Key("unplug_delay", _Duration(), doc="How long the guest takes to answer it."),
         _Key("lock_tray", _BOOL, doc="Whether the guest locks CD-ROM trays (default true)."),
         _Key(
             "tray",
-            _Scalar("str", enum=("open", "ignore")),
+            _Scalar("str", enum=TRAY_POLICIES),
             doc="What an eject request on a locked tray does (default `open`).",
         ),
         _Key("tray_delay", _Duration(), doc="How long the guest takes to open it."),
         _Key(
             "balloon",
-            _Scalar("str", enum=("follow", "ignore")),
+            _Scalar("str", enum=BALLOON_POLICIES),
             doc="What its balloon driver does with a new target (default `follow`; `ignore`: "
             "no driver).",
         ),
@@ -144,7 +155,6 @@ _GUEST = _Obj(
         _Key("balloon_rate", _Size(), doc="Bytes a second the driver moves (default 1G)."),
     ),
 )
-_WATCHDOG_ACTIONS = ("reset", "shutdown", "poweroff", "pause", "debug", "none", "inject-nmi")
 _VM = _Obj(
     "vm",
     (
@@ -159,7 +169,7 @@ _VM = _Obj(
         ),
         _Key(
             "watchdog",
-            _Scalar("str", enum=_WATCHDOG_ACTIONS),
+            _WATCHDOG_ACTION,
             doc="A watchdog device and its action (`-watchdog-action`).",
         ),
         _Key("disks", _List(_DISK), doc="Block devices."),

@@ -33,6 +33,9 @@ class ErrorAction(StrEnum):
 DISK_POLICIES = (OnError.REPORT, OnError.IGNORE, OnError.STOP, OnError.ENOSPC)
 """The policies a disk takes (``-drive rerror=/werror=``; ``auto`` is a job's only)."""
 
+READ_POLICIES = tuple(p for p in DISK_POLICIES if p != OnError.ENOSPC)
+"""The policies a disk's reads take (``rerror=``: QEMU refuses ``enospc`` there)."""
+
 
 def error_action(policy: str, *, nospace: bool) -> ErrorAction:
     """The action an error takes under ``policy`` (``nospace``: the disk is full).

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .block_errors import DISK_POLICIES, ErrorAction, error_action
+from .block_errors import DISK_POLICIES, ErrorAction, OnError, error_action
 from .values import MachineError
 
 ERROR_POLICIES = DISK_POLICIES
@@ -135,7 +135,8 @@ class DiskConfig:
     @property
     def iostatus_enabled(self) -> bool:
         """Whether QEMU tracks (and reports) this disk's io-status (``blk_iostatus_is_enabled``)."""
-        return self.on_write_error in ("enospc", "stop") or self.on_read_error == "stop"
+        write, read = self.on_write_error, self.on_read_error
+        return write in (OnError.ENOSPC, OnError.STOP) or read == OnError.STOP
 
 
 def auto_node_name(counter: int) -> str:
