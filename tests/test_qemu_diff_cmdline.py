@@ -30,6 +30,7 @@ CASES = [
     ["-drive", "foo"],
     ["-drive", "file=/tmp/x,if=bogus"],
     ["-drive", "file=/tmp/x,werror=bogus"],
+    ["-drive", "file=/tmp/x,rerror=enospc"],
     ["-device", "{bad"],
     ["-device", '{"driver":"x"'],
     ["-device", '{"driver":"x"} {}'],

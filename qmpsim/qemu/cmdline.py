@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from qmpsim.vm.block_errors import DISK_POLICIES
+from qmpsim.vm.block_errors import DISK_POLICIES, READ_POLICIES
 from qmpsim.vm.watchdog import WATCHDOG_ACTIONS
 
 from .opts import (
@@ -516,9 +516,13 @@ class _Reader:
         interface = value.get("if", "ide")
         if interface not in ("ide", "scsi", "floppy", "pflash", "mtd", "sd", "virtio", "none"):
             raise OptionError(f"unsupported bus type '{interface}'")
-        for key, what in (("werror", "write"), ("rerror", "read")):
+        # a read cannot run out of space: QEMU refuses rerror=enospc
+        for key, what, allowed in (
+            ("werror", "write", DISK_POLICIES),
+            ("rerror", "read", READ_POLICIES),
+        ):
             action = value.get(key)
-            if action is not None and action not in DISK_POLICIES:
+            if action is not None and action not in allowed:
                 raise OptionError(f"'{action}' invalid {what} error action")
         self.drives.append(value)
 
