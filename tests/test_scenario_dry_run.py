@@ -12,7 +12,15 @@ from qmpsim.errors import ScenarioError
 from qmpsim.qmp.profiles import QEMU_7_2
 from qmpsim.scenario.grammar_causes import _CAUSES
 from qmpsim.scenario.loader import loads_scenario
+from qmpsim.testing.conformance import check_events
 from qmpsim.vm import display
+from qmpsim.vm.display import (
+    ClientState,
+    DisplayMove,
+    DisplayRefusal,
+    VncConnect,
+    VncInitialize,
+)
 from qmpsim.vm.machine import GuestConfig, Machine, ManualClock, VmConfig
 
 # (cause step, the VM's watchdog action, whether it runs with -no-shutdown)
@@ -115,3 +123,33 @@ def test_what_the_hardware_lacks_is_the_machines(monkeypatch: pytest.MonkeyPatch
 
 def _yaml(doc: dict[str, Any]) -> str:
     return json.dumps(doc)  # JSON is YAML: one line, so places are columns on line 1
+
+
+def test_the_machine_the_loader_and_the_checker_follow_one_display_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    causes = [VncConnect("a"), VncInitialize("a"), VncInitialize("a")]
+    doc = {"vm": {"vnc": {}}, "steps": [{"cause": "vnc-connect", "client": "a"}]}
+    doc["steps"] += [{"cause": "vnc-initialize", "client": "a"}] * 2
+    rule = display.display_rule
+
+    def twice(move: DisplayMove, now: ClientState | None) -> DisplayRefusal | None:
+        refusal = rule(move, now)
+        return None if refusal is DisplayRefusal.ALREADY_INITIALIZED else refusal
+
+    # a display that lets a client initialize twice: all three let it
+    monkeypatch.setattr(display, "display_rule", twice)
+    machine = Machine(vm=VmConfig(vnc=display.VncConfig()), profile=QEMU_7_2, clock=ManualClock())
+    stream = [e.to_json() for c in causes for e in machine.cause(c)]
+    assert [e["event"] for e in stream] == ["VNC_CONNECTED", *["VNC_INITIALIZED"] * 2]
+    assert check_events(stream, QEMU_7_2) == []
+    loads_scenario(_yaml(doc))
+    # QEMU's display: all three refuse the second initialization
+    monkeypatch.undo()
+    machine = Machine(vm=VmConfig(vnc=display.VncConfig()), profile=QEMU_7_2, clock=ManualClock())
+    machine.cause(causes[0])
+    machine.cause(causes[1])
+    assert machine.cause_error(causes[2]) == "VNC client 'a' is already initialized"
+    assert [v.rule for v in check_events(stream, QEMU_7_2)] == ["vnc-session"]
+    with pytest.raises(ScenarioError, match="already initialized"):
+        loads_scenario(_yaml(doc))

@@ -87,21 +87,58 @@ class ClientState(enum.Enum):
     INITIALIZED = "initialized"
 
 
+class DisplayMove(enum.Enum):
+    """What happens to a display client: each has a cause and an event (``*_CONNECTED``,
+    ``*_INITIALIZED``, ``*_DISCONNECTED``)."""
+
+    CONNECT = "CONNECTED"
+    INITIALIZE = "INITIALIZED"
+    DISCONNECT = "DISCONNECTED"
+
+
+class DisplayRefusal(enum.Enum):
+    """Why a display client cannot make a move."""
+
+    ALREADY_CONNECTED = "is already connected"
+    NOT_CONNECTED = "is not connected"
+    ALREADY_INITIALIZED = "is already initialized"
+
+
+def display_rule(move: DisplayMove, now: ClientState | None) -> DisplayRefusal | None:
+    """Why a client that is ``now`` (``None``: not connected) cannot make ``move``;
+    ``None`` when it can.  The display's causal rules, said once: the machine asks
+    them of its causes, the conformance checker of the events it reads."""
+    if move is DisplayMove.CONNECT:
+        return None if now is None else DisplayRefusal.ALREADY_CONNECTED
+    if now is None:
+        return DisplayRefusal.NOT_CONNECTED
+    if move is DisplayMove.INITIALIZE and now is ClientState.INITIALIZED:
+        return DisplayRefusal.ALREADY_INITIALIZED
+    return None
+
+
+def display_move(cause: DisplayCause) -> DisplayMove:
+    """The move ``cause`` makes."""
+    if isinstance(cause, VncConnect | SpiceConnect):
+        return DisplayMove.CONNECT
+    if isinstance(cause, VncInitialize | SpiceInitialize):
+        return DisplayMove.INITIALIZE
+    return DisplayMove.DISCONNECT
+
+
 def display_refusal(cause: DisplayCause, now: ClientState | None) -> str | None:
-    """Why ``cause`` cannot happen to a client that is ``now`` (``None``: not connected,
-    or a :class:`ClientState`); ``None`` when it can: the display's causal rules."""
+    """Why ``cause`` cannot happen to a client that is ``now``, in words; ``None`` when
+    it can (:func:`display_rule`)."""
+    refusal = display_rule(display_move(cause), now)
+    if refusal is None:
+        return None
     if isinstance(cause, VncConnect | VncInitialize | VncDisconnect):
         label, first = f"VNC client {cause.client!r}", "vnc-connect"
     else:
         label = f"SPICE channel {cause.channel_type}/{cause.channel_id} of {cause.client!r}"
         first = "spice-connect"
-    if isinstance(cause, VncConnect | SpiceConnect):
-        return f"{label} is already connected" if now is not None else None
-    if now is None:
-        return f"{label} is not connected: it must connect ({first}) first"
-    if isinstance(cause, VncInitialize | SpiceInitialize) and now is ClientState.INITIALIZED:
-        return f"{label} is already initialized"
-    return None
+    text = f"{label} {refusal.value}"
+    return f"{text}: it must connect ({first}) first" if refusal is refusal.NOT_CONNECTED else text
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from qmpsim.vm import display
+from qmpsim.vm.display import ClientState, DisplayMove, DisplayRefusal
+
 from .core import _Core, _on_event, _Peer, _Sessions
 
 
@@ -55,32 +58,48 @@ class _DisplayRules(_Core):
 
     def _connected(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
         sessions = table.setdefault(key, [])
-        if sessions and _is_inet(key):
-            self._report(line, _rule(kind), f"{kind} client {_who(key)} is already connected")
+        # clients on a Unix socket cannot be told apart: another may connect
+        if _is_inet(key):
+            self._check(line, kind, key, DisplayMove.CONNECT, _state(sessions))
         sessions.append(False)
 
     def _initialized(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
-        sessions = table.get(key)
-        if not sessions:
-            self._report(
-                line, _rule(kind), f"{kind}_INITIALIZED for {_who(key)}, which is not connected"
-            )
-            table[key] = [True]
-        elif all(sessions):
-            self._report(line, _rule(kind), f"{kind} client {_who(key)} is already initialized")
-        else:
+        sessions = table.setdefault(key, [])
+        # of several sessions on one address, the first one not yet initialized moves
+        now = ClientState.CONNECTED if not all(sessions) else _state(sessions)
+        self._check(line, kind, key, DisplayMove.INITIALIZE, now)
+        if False in sessions:
             sessions[sessions.index(False)] = True
+        elif not sessions:
+            sessions.append(True)
 
     def _disconnected(self, line: int, table: _Sessions, kind: str, key: _Peer) -> None:
-        sessions = table.get(key)
-        if not sessions:
-            self._report(
-                line, _rule(kind), f"{kind}_DISCONNECTED for {_who(key)}, which is not connected"
-            )
+        sessions = table.get(key, [])
+        if self._check(line, kind, key, DisplayMove.DISCONNECT, _state(sessions)):
             return
         sessions.pop()
         if not sessions:
             del table[key]
+
+    def _check(
+        self, line: int, kind: str, key: _Peer, move: DisplayMove, now: ClientState | None
+    ) -> bool:
+        """Report ``move`` when the display's rules refuse it; whether they did."""
+        refusal = display.display_rule(move, now)  # the machine's rule, read at each use
+        if refusal is DisplayRefusal.NOT_CONNECTED:
+            self._report(
+                line, _rule(kind), f"{kind}_{move.value} for {_who(key)}, which is not connected"
+            )
+        elif refusal is not None:
+            self._report(line, _rule(kind), f"{kind} client {_who(key)} {refusal.value}")
+        return refusal is not None
+
+
+def _state(sessions: list[bool]) -> ClientState | None:
+    """Where the latest session on an address is (``None``: there is none)."""
+    if not sessions:
+        return None
+    return ClientState.INITIALIZED if sessions[-1] else ClientState.CONNECTED
 
 
 def _rule(kind: str) -> str:
