@@ -17,7 +17,7 @@ import pytest
 import trio
 from test_server_peer import Peer
 
-from qmpsim.runtime.engine import serve
+from qmpsim.runtime.session import serve
 from qmpsim.scenario.loader import loads_scenario
 
 SCENARIO = """

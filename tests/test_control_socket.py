@@ -16,9 +16,9 @@ import trio
 from test_server_peer import Peer
 
 from qmpsim.runtime.control import ControlChannel, answer, serve_control_unix
-from qmpsim.runtime.engine import IDLE, Session
 from qmpsim.runtime.listen import ListenError
 from qmpsim.runtime.server import Simulator
+from qmpsim.runtime.session import IDLE, Session
 
 pytestmark = pytest.mark.trio
 

@@ -161,7 +161,7 @@ def _minimal(typ: object) -> object:
 def test_every_event_can_be_faked_and_conforms(name: str) -> None:
     from qmpsim.fakedata import FakeData
     from qmpsim.qmp.profiles import validate_event
-    from qmpsim.runtime.engine import fake_data
+    from qmpsim.runtime.fake_events import fake_data
 
     profile = get_profile(name)
     fake = FakeData(0)

@@ -118,7 +118,7 @@ def fleet(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     import trio
 
-    from qmpsim.runtime.engine import IDLE
+    from qmpsim.runtime.session import IDLE
 
     config = FleetConfig(
         args.count,

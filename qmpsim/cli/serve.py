@@ -173,7 +173,7 @@ async def _serve(
                 if args.seed is not None:
                     sim.machine.rng.seed(args.seed)
             else:
-                from qmpsim.runtime.engine import start_session
+                from qmpsim.runtime.session import start_session
 
                 try:
                     await start_session(

@@ -322,7 +322,7 @@ class _Control:
         """Start playing the scenario (idle without one); the control channel driving it."""
         if self._channel is None:
             from qmpsim.runtime.control import ControlChannel
-            from qmpsim.runtime.engine import IDLE, start_session
+            from qmpsim.runtime.session import IDLE, start_session
 
             seed = _seed(self.settings, self.scenario)
             base = self.scenario if self.scenario is not None else IDLE

@@ -4,26 +4,25 @@ The engine walks the timeline: causes go to the machine (which emits the
 conformant events), waits sleep on trio's clock (virtual under ``MockClock``),
 ``until`` waits for a client's command, ``reply``/``fault`` steps install the
 server's hooks, and ``on`` handlers run their steps alongside the timeline each
-time their command has been answered.
+time their command has been answered.  A scenario played from the top, reset,
+and served: :mod:`qmpsim.runtime.session`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from qmpsim.qmp.profiles import DEFAULT_PROFILE, Alternate, Array, Builtin, Enum, Object, Type
 from qmpsim.qmp.protocol import Request
 from qmpsim.qmp.transcript import arguments_match
 from qmpsim.qmp.wire import encode
+from qmpsim.runtime.fake_events import fake_data
 from qmpsim.runtime.server import Simulator
-from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.model import (
     CauseStep,
     EmitStep,
@@ -42,83 +41,9 @@ from qmpsim.vm import machine as m
 if TYPE_CHECKING:
     from qmpsim.fakedata import FakeData
 
-__all__ = ["IDLE", "ScenarioRunner", "Session", "build_machine", "fake_data", "serve"]
+__all__ = ["ScenarioRunner"]
 
 log = logging.getLogger("qmpsim.engine")
-
-
-_ADDRESS_KEYS = {"host", "service", "port", "family"}
-
-
-def fake_data(type_: Object, fake: FakeData, given: Mapping[str, Any] | None = None) -> Any:
-    """Data for an event of schema ``type_``: ``given`` members kept, the others made up.
-
-    Required members are filled, and the address members of server/client objects;
-    a union's tag is drawn (unless given) and its variant's members filled too.
-    """
-    out: dict[str, Any] = dict(given or {})
-    family = str(out.get("family", "ipv4"))
-    fields = list(type_.fields)
-    if type_.tag is not None and type_.tag not in out:
-        tag = type_.member(type_.tag)
-        cases = list(type_.variants) or (
-            list(tag.type.values) if tag is not None and isinstance(tag.type, Enum) else []
-        )
-        if cases:
-            out[type_.tag] = fake.rng.choice(cases)
-    branch = type_.variant(out)
-    if branch is not None:
-        fields += branch.fields
-    for f in fields:
-        if f.name in out:
-            if isinstance(f.type, Object) and isinstance(out[f.name], Mapping):
-                out[f.name] = fake_data(f.type, fake, out[f.name])
-            continue
-        if f.optional and f.name not in _ADDRESS_KEYS:
-            continue
-        out[f.name] = _fake_value(f.name, f.type, fake, family)
-    return out
-
-
-def _fake_value(name: str, type_: Type, fake: FakeData, family: str) -> Any:
-    rng = fake.rng
-    if isinstance(type_, Object):
-        return fake_data(type_, fake)
-    if isinstance(type_, Enum):
-        if name == "family":
-            return family if family in type_.values else type_.values[0]
-        return rng.choice(type_.values)
-    if isinstance(type_, Array):
-        return [_fake_value(name, type_.of, fake, family)]
-    if isinstance(type_, Alternate):
-        # a scalar branch where there is one: it keeps recursive types finite
-        scalars = [t for t in type_.members if isinstance(t, Builtin | Enum) and t.name != "null"]
-        return _fake_value(name, scalars[0] if scalars else type_.members[0], fake, family)
-    if type_.name == "bool":
-        return rng.random() < 0.5
-    if type_.name == "null":
-        return None
-    if type_.name == "any":
-        return {}
-    if name == "offset":
-        return fake.rtc_offset()
-    if name == "connection-id":
-        return fake.connection_id("client")
-    if type_.name in ("int", "number"):
-        return rng.randint(0, 16)
-    if name == "host":
-        return fake.host(family)
-    if name in ("service", "port"):
-        return fake.ephemeral_port()
-    if name == "device":
-        return fake.drive_name()
-    if name == "node-name":
-        return fake.node_name()
-    if name == "sasl_username":
-        return fake.sasl_username()
-    if name == "x509_dname":
-        return fake.x509_dname()
-    return f"{name}{rng.randint(0, 99)}"
 
 
 @dataclass
@@ -297,126 +222,6 @@ class ScenarioRunner:
             micro = int((now - seconds) * 1_000_000)
             event = m.Event(step.text or "RESUME", None, seconds, micro).to_json()
             sim.before_greeting(encode(event))
-
-
-IDLE = Scenario(
-    name="idle",
-    description="An idle VM, like qemu-system-x86_64 -M none -nodefaults",
-    profile=DEFAULT_PROFILE,
-    vm=m.VmConfig(),
-    clock="startup",
-    steps=(),
-)
-"""What ``qmpsim serve`` plays without a scenario: nothing but answers to commands."""
-
-
-class Session:
-    """A simulator playing a scenario, which :meth:`reset` restarts from the top."""
-
-    def __init__(
-        self, sim: Simulator, scenario: Scenario, *, speed: float = 1.0, seed: int | None = None
-    ) -> None:
-        self.sim = sim
-        self.scenario = scenario
-        self.speed = speed
-        self.seed = seed
-        self.runner = ScenarioRunner(sim, scenario, speed=speed, seed=seed)
-        self._started: trio.Event | None = None
-        """Set when the runner restarted after a :meth:`reset` (made by the reset)."""
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Play the scenario until cancelled, restarting it after each :meth:`reset`."""
-        while True:
-            # The runner plays in this very task, and a reset cancels its nursery (a
-            # fleet runs thousands of sessions: no task or cancel scope of their own).
-            started = _Started(self, task_status)
-            task_status = trio.TASK_STATUS_IGNORED
-            await self.runner.run(task_status=started)
-            self.runner = ScenarioRunner(self.sim, self.scenario, speed=self.speed, seed=self.seed)
-
-    async def reset(self) -> None:
-        """A fresh VM, no overrides, an empty transcript, and the timeline from the top."""
-        nursery = self.runner._nursery
-        assert nursery is not None, "reset a session that runs"
-        started = self._started = trio.Event()
-        nursery.cancel_scope.cancel()
-        self.sim.reset()
-        await started.wait()
-
-
-class _Started:
-    """The status a session's runner reports to: the session learns it started, and
-    so does whoever started the session (the first time)."""
-
-    def __init__(self, session: Session, outer: trio.TaskStatus[None]) -> None:
-        self.session = session
-        self.outer = outer
-
-    def started(self, value: None = None) -> None:
-        if self.session._started is not None:
-            self.session._started.set()
-            self.session._started = None
-        # Let go of trio's status: it holds the nursery the session started in.
-        outer, self.outer = self.outer, trio.TASK_STATUS_IGNORED
-        outer.started()
-
-
-async def serve(
-    scenario: Scenario,
-    *,
-    unix: str | None = None,
-    tcp: tuple[str, int] | None = None,
-    allow_remote: bool = False,
-    control: str | None = None,
-    speed: float = 1.0,
-    seed: int | None = None,
-    multi_client: bool = False,
-    announce: Callable[[str], None] = print,
-) -> None:
-    """Serve ``scenario`` on the given sockets until the VM exits or the task is cancelled."""
-    machine = build_machine(scenario, seed)
-    async with Simulator(machine, multi_client=multi_client) as sim, trio.open_nursery() as n:
-        if unix is not None:
-            announce(f"QMP monitor on unix:{await sim.listen_unix(unix)}")
-        if tcp is not None:
-            host, port = await sim.listen_tcp(*tcp, allow_remote=allow_remote)
-            announce(f"QMP monitor on tcp:{host}:{port}")
-        await start_session(
-            n, sim, scenario, speed=speed, seed=seed, control=control, announce=announce
-        )
-        await sim.wait_exited()
-        announce("the VM exited")
-        n.cancel_scope.cancel()
-
-
-async def start_session(
-    nursery: trio.Nursery,
-    sim: Simulator,
-    scenario: Scenario | None,
-    *,
-    speed: float = 1.0,
-    seed: int | None = None,
-    control: str | None = None,
-    announce: Callable[[str], None] = print,
-) -> Session:
-    """Play ``scenario`` (``None``: idle) on a running simulator, with its control channel.
-
-    ``seed`` also reseeds the machine's own randomness (client ports, connection ids).
-    """
-    if scenario is None:
-        scenario = dataclasses.replace(IDLE, profile=sim.machine.profile.name)
-    if seed is not None:
-        sim.machine.rng.seed(seed)
-    session = Session(sim, scenario, speed=speed, seed=seed)
-    await nursery.start(session.run)
-    if control is not None:
-        from qmpsim.runtime.control import (
-            ControlChannel,  # not imported unless asked for: a faster start
-        )
-
-        channel = ControlChannel(sim, scenario, lambda: session.runner, session.reset)
-        announce(f"control channel on unix:{await nursery.start(channel.serve_unix, control)}")
-    return session
 
 
 def _progress(step: Step) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from qmpsim.runtime.engine import IDLE
+from qmpsim.runtime.session import IDLE
 from qmpsim.scenario.model import Scenario
 
 __all__ = ["FleetConfig", "VmIdentity", "fleet_identities"]

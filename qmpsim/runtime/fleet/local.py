@@ -23,7 +23,6 @@ from qmpsim.runtime.control import (
     serve_control_stream,
     serve_control_unix,
 )
-from qmpsim.runtime.engine import IDLE, Session
 from qmpsim.runtime.fleet.accept import Acceptor, bind_all
 from qmpsim.runtime.fleet.config import FleetConfig, fleet_identities
 from qmpsim.runtime.fleet.limits import (
@@ -33,6 +32,7 @@ from qmpsim.runtime.fleet.limits import (
 from qmpsim.runtime.fleet.vm import FleetVm
 from qmpsim.runtime.listen import ListenError
 from qmpsim.runtime.server import Simulator
+from qmpsim.runtime.session import IDLE, Session
 from qmpsim.scenario.model import Scenario
 
 log = logging.getLogger("qmpsim.fleet")

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import trio
 
 from qmpsim.errors import QmpSimError
-from qmpsim.runtime.engine import IDLE
 from qmpsim.runtime.fleet.config import FleetConfig
 from qmpsim.runtime.fleet.limits import (
     check_fd_limit,
@@ -16,6 +15,7 @@ from qmpsim.runtime.fleet.limits import (
 )
 from qmpsim.runtime.fleet.local import Fleet, FleetControl
 from qmpsim.runtime.fleet.workers import Worker, WorkerFailed, start_worker, stop_workers, watch
+from qmpsim.runtime.session import IDLE
 
 __all__ = ["run_fleet", "serve_fleet"]
 

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 import trio
 
 from qmpsim.qmp.transcript import Direction, Entry, Transcript
-from qmpsim.runtime.engine import Session
 from qmpsim.runtime.fleet.config import VmIdentity
 from qmpsim.runtime.listen import UnixSocketFile
 from qmpsim.runtime.server import Simulator
+from qmpsim.runtime.session import Session
 from qmpsim.scenario.dryrun import build_machine
 from qmpsim.scenario.model import Scenario
 
