@@ -1,20 +1,25 @@
 """The one fixture core both fixtures share: the simulator, the scenario it plays, the
-cassette, strict mode's expectations, and what a failing test is told (runs in trio)."""
+cassette, and what a failing test is told (runs in trio); strict mode's expectations
+are :mod:`~qmpsim.testing.fixture_strict`'s."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatch
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from qmpsim.testing.fixture_config import DEFAULT_ALLOW, _Config, _Expectation, _socket_path
+from qmpsim.testing.fixture_config import _Config, _socket_path
+from qmpsim.testing.fixture_strict import (
+    _commands_named,
+    _StrictMode,
+    _tracked_runner,
+    _Tracking,
+    _walk,
+)
 
 if TYPE_CHECKING:
     import trio
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
     from qmpsim.qmp.transcript import Transcript
     from qmpsim.runtime.engine import ScenarioRunner
     from qmpsim.runtime.vcr import CassetteDeck
-    from qmpsim.scenario.model import Scenario, Step
+    from qmpsim.scenario.model import Scenario
     from qmpsim.vm.machine import Cause
 
 # --- the simulator side, shared by both fixtures (runs in trio) ---------------------
@@ -30,57 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("qmpsim.pytest")
 
 
-@dataclass
-class _Tracking:
-    """What strict mode compares the traffic with."""
-
-    expected: set[str] = field(default_factory=lambda: {"qmp_capabilities"})
-    allowed: tuple[str, ...] = DEFAULT_ALLOW
-    """Patterns of commands strict mode tolerates (fnmatch)."""
-    expectations: list[_Expectation] = field(default_factory=list)
-    in_order: bool = False
-
-    def tolerates(self, command: str) -> bool:
-        return command in self.expected or any(fnmatch(command, p) for p in self.allowed)
-
-    untils: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(step) -> step, state
-    replies: list[tuple[Any, int]] = field(default_factory=list)  # (step, sent before it)
-
-
-def _where(step: Any) -> str:
-    where = step.where
-    return f"{where.file or '<scenario>'}:{where.line}"
-
-
-def _walk(steps: Any, *, timeline: bool) -> Iterator[Any]:
-    """Every step, nested ones included; ``timeline``: only those the timeline itself runs."""
-    from qmpsim.scenario.model import IncludeStep, OnStep, RepeatStep
-
-    for step in steps:
-        yield step
-        if isinstance(step, IncludeStep):
-            yield from _walk(step.steps, timeline=timeline)
-        elif isinstance(step, RepeatStep):
-            if not timeline or step.count is not None:
-                yield from _walk(step.steps, timeline=timeline)
-        elif isinstance(step, OnStep) and not timeline:
-            yield from _walk(step.steps, timeline=timeline)
-
-
-def _commands_named(scenario: Scenario) -> set[str]:
-    from qmpsim.scenario.model import FaultStep, OnStep, ReplyStep, UntilStep
-
-    names: set[str] = set()
-    blocks = [scenario.steps, *scenario.actions.values()]
-    for block in blocks:
-        for step in _walk(block, timeline=False):
-            command = getattr(step, "command", None)
-            if isinstance(step, UntilStep | OnStep | ReplyStep | FaultStep) and command:
-                names.add(command)
-    return names
-
-
-class _Core:
+class _Core(_StrictMode):
     """The simulator, the scenarios it plays and the strict-mode bookkeeping."""
 
     def __init__(self, config: _Config) -> None:
@@ -108,12 +63,7 @@ class _Core:
                 build_machine(config.scenario, config.seed), multi_client=config.multi_client
             )
         self.sim.machine.strict_commands = config.strict_commands
-        self.tracking = _Tracking(
-            allowed=config.allow,
-            expectations=list(config.expect),
-            in_order=config.in_order,
-        )
-        self.tracking.expected |= {e.command for e in config.expect}
+        self.tracking = _Tracking.of(config)
         self.runners: list[ScenarioRunner] = []
         self.scopes: list[trio.CancelScope] = []
         self.claimed: set[int] = set()
@@ -199,17 +149,6 @@ class _Core:
         for scope in self.scopes:
             scope.cancel()
 
-    def expect(
-        self, command: str, arguments: Mapping[str, Any] | None, count: int | None, origin: str
-    ) -> None:
-        if count is not None and count < 0:
-            raise ValueError("expect: count must not be negative")
-        self.tracking.expected.add(command)
-        self.tracking.expectations.append(_Expectation(command, arguments, count, origin))
-
-    def allow(self, command: str) -> None:
-        self.tracking.expected.add(command)
-
     def reset(self) -> None:
         self.sim.reset()
         self.claimed.clear()
@@ -229,12 +168,7 @@ class _Core:
         machine.strict_commands = self.config.strict_commands
         self.sim.machine = machine
         self.reset()
-        self.tracking = _Tracking(
-            allowed=self.config.allow,
-            expectations=list(self.config.expect),
-            in_order=self.config.in_order,
-        )
-        self.tracking.expected |= {e.command for e in self.config.expect}
+        self.tracking = _Tracking.of(self.config)
 
     def cause(self, cause: Cause | str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.simulated("cause()")
@@ -306,86 +240,6 @@ class _Core:
 
         return Transcript(entries=list(self.sim.transcript.entries))
 
-    def strict_report(self, *, strict: bool = True) -> str | None:
-        """A readable report of what the test's expectations object to, or ``None``.
-
-        Expectations (``expect=``, ``expect()``) are always checked; ``strict``
-        adds unexpected commands and the scenario's unmet ``until``/``reply`` steps.
-        """
-        from qmpsim.qmp.transcript import arguments_match
-
-        tracking = self.tracking
-        transcript = self.sim.transcript
-        sent = transcript.commands_sent()
-        start = transcript.entries[0].time if transcript.entries else 0.0
-        unexpected = [c for c in sent if not tracking.tolerates(c.command)] if strict else []
-        unmet: list[str] = []
-        if strict:
-            unmet += self._unmet_steps(transcript)
-        for expectation in tracking.expectations:
-            got = [
-                c
-                for c in transcript.commands_sent(expectation.command)
-                if expectation.arguments is None
-                or arguments_match(c.arguments, expectation.arguments)
-            ]
-            count = expectation.count
-            if (count is None and got) or len(got) == count:
-                continue
-            args = f" {json.dumps(expectation.arguments)}" if expectation.arguments else ""
-            wanted = "at least once" if count is None else f"exactly {_n(count, 'time')}"
-            unmet.append(
-                f"{expectation.command}{args} ({expectation.origin}): expected {wanted}, "
-                f"sent {_n(len(got), 'time')}"
-            )
-        if tracking.in_order and not unmet:
-            from qmpsim.qmp.transcript import sequence_mismatch
-
-            wanted_order = [(e.command, e.arguments) for e in tracking.expectations]
-            problem = sequence_mismatch(sent, wanted_order)
-            if problem is not None:
-                unmet.append(f"in order (marker): {problem}")
-        if not unexpected and not unmet:
-            return None
-        if self.runners:
-            source = f" ({self.scenario.source})" if self.scenario.source else ""
-            whose = f"scenario {self.scenario.name!r}{source}"
-        else:
-            whose = "the test"
-        mode = "strict mode" if strict else "expectations"
-        lines = [f"qmpsim {mode}: the client did not do what {whose} expects"]
-        if unexpected:
-            lines.append("unexpected commands:")
-            lines += [f"  {_dump(c.message)}  (+{c.time - start:.3f}s)" for c in unexpected]
-        if unmet:
-            lines.append("unmet expectations:")
-            lines += [f"  {line}" for line in unmet]
-        if strict:
-            allowed = f" (and {', '.join(tracking.allowed)})" if tracking.allowed else ""
-            lines.append(f"commands expected: {', '.join(sorted(tracking.expected))}{allowed}")
-        if sent:
-            lines.append("commands sent, in order: " + ", ".join(c.command for c in sent))
-        else:
-            lines.append("no command was sent")
-        return "\n".join(lines)
-
-    def _unmet_steps(self, transcript: Transcript) -> list[str]:
-        """The scenario's ``until`` and counted ``reply`` steps the client did not satisfy."""
-        unmet: list[str] = []
-        for step, state in self.tracking.untils.values():
-            args = f" {json.dumps(step.arguments)}" if step.arguments else ""
-            unmet.append(f"until {step.command}{args} ({_where(step)}): {state}")
-        pending: dict[str, int] = {}
-        for step, before in self.tracking.replies:
-            pending[step.command] = pending.get(step.command, 0) + step.times
-            used = len(transcript.commands_sent(step.command)) - before
-            if used < pending[step.command]:
-                unmet.append(
-                    f"reply to {step.command} ({_where(step)}): "
-                    f"{_n(step.times, 'time')} scripted, the client sent it {_n(used, 'time')}"
-                )
-        return unmet
-
 
 def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) -> None:
     try:
@@ -398,42 +252,6 @@ def _capture(fn: Callable[[], Any], done: threading.Event, box: dict[str, Any]) 
 
 def _setter(event: trio.Event) -> Callable[[object], None]:
     return lambda _entry: event.set()
-
-
-def _n(count: int | None, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _tracked_runner(
-    core: _Core, scenario: Scenario, *, speed: float, seed: int | None
-) -> ScenarioRunner:
-    """A scenario runner that tells strict mode which ``until`` and ``reply`` steps it met."""
-    from qmpsim.runtime.engine import ScenarioRunner
-    from qmpsim.scenario.model import ReplyStep, UntilStep
-
-    tracking = core.tracking
-
-    class Runner(ScenarioRunner):
-        async def run_step(self, step: Step) -> None:
-            if isinstance(step, UntilStep) and id(step) in tracking.untils:
-                tracking.untils[id(step)] = (step, "the client never sent it")
-                notes = len(self.notes)
-                await super().run_step(step)
-                if len(self.notes) > notes:
-                    tracking.untils[id(step)] = (step, f"timed out after {step.timeout:g}s")
-                else:
-                    del tracking.untils[id(step)]
-                return
-            if isinstance(step, ReplyStep) and step.times is not None:
-                sent = len(core.sim.transcript.commands_sent(step.command))
-                tracking.replies.append((step, sent))
-            await super().run_step(step)
-
-    return Runner(core.sim, scenario, speed=speed, seed=seed)
 
 
 class _ErrorLog(logging.Handler):
