@@ -111,7 +111,12 @@ class Trays(BlockCore):
     @on_command("eject")
     @refusals
     def eject(self, args: Mapping[str, Any]) -> Outcome:
-        backend = self._by_device_or_id(args)
+        self._eject(self._by_device_or_id(args), args)
+        return Outcome({}, tuple(self.pending_events()))
+
+    def _eject(self, backend: Backend, args: Mapping[str, Any]) -> None:
+        """Open the tray and take the medium out, as ``eject`` and a medium change do;
+        a tray the guest locked is refused (the guest was asked to open it)."""
         if self._open_tray(backend, args, bool(args.get("force", False))) == "locked":
             label = str(args["id"] if args.get("id") is not None else args.get("device"))
             raise Refused(
@@ -119,7 +124,6 @@ class Trays(BlockCore):
                 "wait for tray to open and try again"
             )
         self._remove_medium(backend, args)
-        return Outcome({}, tuple(self.pending_events()))
 
     @on_command("blockdev-remove-medium")
     @refusals
@@ -158,13 +162,7 @@ class Trays(BlockCore):
         image = known if known is not None and known.format == fmt else ImageConfig(filename, fmt)
         medium = self.graph.open_image(image, self.images, read_only=read_only)
         try:
-            if self._open_tray(backend, args, bool(args.get("force", False))) == "locked":
-                label = str(args["id"] if args.get("id") is not None else args.get("device"))
-                raise Refused(
-                    f"Device '{label}' is locked and force was not specified, "
-                    "wait for tray to open and try again"
-                )
-            self._remove_medium(backend, args)
+            self._eject(backend, args)
             self._insert_medium(backend, medium)
         except Refused:
             self.graph.drop(medium)  # the new medium's last reference goes

@@ -66,29 +66,36 @@ class DeviceQom(DeviceTree):
 
     @on_command("qom-get")
     def qom_get(self, args: Mapping[str, Any]) -> Outcome:
-        path, prop = str(args.get("path")), str(args.get("property"))
-        found = self._qom_object(path)
+        found = self._qom_property(args)
         if isinstance(found, CommandError):
             return Outcome(found)
-        type_name, table = found
-        entry = table.get(prop)
-        return Outcome(qom.not_found(type_name, prop) if entry is None else entry[0].value)
+        kind, *_ = found
+        return Outcome(kind.value)
 
     @on_command("qom-set")
     def qom_set(self, args: Mapping[str, Any]) -> Outcome:
-        path, prop = str(args.get("path")), str(args.get("property"))
-        found = self._qom_object(path)
+        found = self._qom_property(args)
         if isinstance(found, CommandError):
             return Outcome(found)
-        type_name, table = found
-        entry = table.get(prop)
-        if entry is None:
-            return Outcome(qom.not_found(type_name, prop))
-        kind, owner_type, owner_id = entry
+        kind, owner_type, owner_id = found
+        prop = str(args.get("property"))
         refusal = qom.set_error(prop, kind, type_name=owner_type, device_id=owner_id)
         if refusal is None and callable(kind.setter):
             refusal = kind.setter(args.get("value"))
         return Outcome({} if refusal is None else refusal)
+
+    def _qom_property(
+        self, args: Mapping[str, Any]
+    ) -> tuple[qom.Property, str, str | None] | CommandError:
+        """The property ``qom-get``/``qom-set`` name (``path``, ``property``), with the type
+        and the id its errors name; else the error that the object or property is missing."""
+        path, prop = str(args.get("path")), str(args.get("property"))
+        found = self._qom_object(path)
+        if isinstance(found, CommandError):
+            return found
+        type_name, table = found
+        entry = table.get(prop)
+        return qom.not_found(type_name, prop) if entry is None else entry
 
     def _qom_object(self, path: str) -> tuple[str, _Table] | CommandError:
         """The object at ``path``: its type and properties, each with the type and the
