@@ -283,3 +283,23 @@ def test_nothing_happens_after_exit() -> None:
     m = machine()
     m.cause(GuestShutdown())
     assert m.cause_error(GuestReset()) == "the VM has exited"
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected", "exits"),
+    [
+        # before 2.9 GuestPanicAction had only `pause`: the guest stays panicked
+        ("qemu-2.5", ["GUEST_PANICKED pause", "STOP"], False),
+        # 2.9 to 5.2: paused, then powered off unless -no-shutdown
+        ("qemu-4.2", ["GUEST_PANICKED pause", "STOP", "GUEST_PANICKED poweroff", "SHUTDOWN"], True),
+        # 6.0's -action panic=shutdown, the default
+        ("qemu-7.2", ["GUEST_PANICKED poweroff", "STOP", "SHUTDOWN"], True),
+    ],
+)
+def test_a_panic_speaks_as_its_version(profile: str, expected: list[str], exits: bool) -> None:
+    m = machine(get_profile(profile))
+    events = m.cause(GuestPanic())
+    assert [" ".join([e.name, *(e.data or {}).get("action", "").split()]) for e in events] == (
+        expected
+    )
+    assert m.exited == exits

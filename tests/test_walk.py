@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from qmpsim.qmp.profiles import PROFILES
 from qmpsim.testing import walk
 from qmpsim.testing.conformance import check_events
 from qmpsim.vm import machine as m
@@ -117,3 +118,15 @@ def test_an_ending_too_early_is_undone(seed: int) -> None:
     assert len(stream) >= 20  # (steps that change nothing use up the walk's step budget)
     assert all(e["event"] != "SHUTDOWN" for e in stream[:-1])  # only as the last one
     assert check_events(stream, "qemu-7.2") == []
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES), ids=str)
+def test_every_profile_walks_to_a_conformant_stream(profile: str) -> None:
+    # each version has the events and enum values it has: a job, a migration, a panic
+    # must speak as that QEMU did (before 3.0 no JOB_STATUS_CHANGE, before 2.6 no
+    # MIGRATION_PASS, before 2.9 a panic only pauses)
+    moves = {*walk.MOVES, *walk.MIGRATION_COMMANDS}
+    for seed in range(4):
+        for causes in (None, moves):
+            events = walk.generate(seed=seed, count=40, profile=profile, causes=causes)
+            assert check_events(events, PROFILES[profile]) == [], (profile, seed, causes)

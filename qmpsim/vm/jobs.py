@@ -88,6 +88,8 @@ class Jobs(Component):
         if not may_move(job.status, status):
             raise MachineError(f"job {job.id!r} cannot go from {job.status} to {status}")
         job.status = status
+        if "JOB_STATUS_CHANGE" not in self.host.profile.events:
+            return []  # before QEMU 3.0 a job moved without telling
         return [self.host.event("JOB_STATUS_CHANGE", {"id": job.id, "status": status.value})]
 
     def _event(self, job: Job, name: str, data: dict[str, Any]) -> Event:

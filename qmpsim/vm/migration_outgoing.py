@@ -113,8 +113,8 @@ class Outgoing(RamTransfer):
     def _sync(self) -> list[Event]:
         """A dirty-bitmap sync: a new pass."""
         self.pass_ += 1
-        if not self._events_on():
-            return []
+        if not self._events_on() or "MIGRATION_PASS" not in self.host.profile.events:
+            return []  # QEMU 2.6 added the event
         return [self.host.event("MIGRATION_PASS", {"pass": self.pass_})]
 
     # --- migrate ----------------------------------------------------------------------

@@ -152,14 +152,21 @@ class Power(Component):
     @on_cause(GuestPanic)
     def guest_panic(self, _c: GuestPanic) -> list[Event]:
         host = self.host
-        # qemu_system_guest_panicked() with the default -action panic=shutdown
-        if host.vm.no_shutdown:
-            return [
-                host.event("GUEST_PANICKED", {"action": "pause"}),
-                *host.stop(RunState.GUEST_PANICKED),
-            ]
-        out = [host.event("GUEST_PANICKED", {"action": "poweroff"})]
-        out += host.stop(RunState.GUEST_PANICKED)
+        spec = host.profile.events["GUEST_PANICKED"].data
+        member = spec.member("action") if spec else None
+        powers_off = member is not None and "poweroff" in getattr(member.type, "values", ())
+        old = host.profile.version < (6, 0, 0)
+        # qemu_system_guest_panicked(): before 2.9 a panicked guest only paused, until
+        # -action (6.0) it paused and then powered off, since then the default
+        # panic=shutdown powers off at once; -no-shutdown keeps it paused
+        out: list[Event] = []
+        if host.vm.no_shutdown or not powers_off or old:
+            out.append(host.event("GUEST_PANICKED", {"action": "pause"}))
+            out += host.stop(RunState.GUEST_PANICKED)
+            if host.vm.no_shutdown or not powers_off:
+                return out
+        out.append(host.event("GUEST_PANICKED", {"action": "poweroff"}))
+        out += host.stop(RunState.GUEST_PANICKED)  # nothing when it paused first
         out.append(host.event("SHUTDOWN", host.reset_data(True, "guest-panic")))
         host.exited = True
         return out
