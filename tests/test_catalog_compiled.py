@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpsim.qmp import profiles as catalog
+from qmpsim.qmp import profile_events
 from qmpsim.qmp.profiles import PROFILES, QEMU_7_2, check_value, compile_schema, validate_event
 from qmpsim.testing.strategies import events
 
@@ -30,12 +30,12 @@ _VALUES = st.recursive(
 
 def _slow(profile: Any, message: Any) -> list[str]:
     # validate_event with its compiled fast path switched off.
-    original = catalog._conforms
-    catalog._conforms = lambda profile, message: False
+    original = profile_events._conforms
+    profile_events._conforms = lambda profile, message: False
     try:
         return validate_event(profile, message)
     finally:
-        catalog._conforms = original
+        profile_events._conforms = original
 
 
 @settings(max_examples=300, derandomize=True)

@@ -149,7 +149,7 @@ def test_mypy_sees_the_real_types_of_the_public_names(tmp_path: Path) -> None:
     assert machine.endswith('-> qmpsim.vm.machine.Machine"')
     assert "qmpsim.testing.conformance.core.Violation" in check
     assert load.endswith('-> qmpsim.scenario.model.Scenario"')
-    assert "qmpsim.qmp.profiles.ProfileSpec" in profiles
+    assert "qmpsim.qmp.profile_spec.ProfileSpec" in profiles
 
 
 # --- the flat layout's documented import paths --------------------------------------------
