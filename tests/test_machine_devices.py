@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -290,3 +291,23 @@ def test_only_a_thin_disk_runs_out_of_space() -> None:
     assert m.cause_error(DiskError("thick", "write")) is None
     (event, _stop) = m.cause(DiskError("thin", "write", nospace=True))
     assert event.data is not None and event.data["nospace"] is True
+
+
+class _SamePort(random.Random):
+    """A generator that draws the same number every time (as a shrunk draw may)."""
+
+    def randint(self, a: int, b: int) -> int:
+        return 40000
+
+
+def test_two_live_connections_from_one_host_never_share_a_port() -> None:
+    vm = VmConfig(vnc=VncConfig(), spice=SpiceConfig())
+    m = Machine(vm=vm, profile=QEMU_7_2, clock=ManualClock(), rng=_SamePort())
+    ports = [
+        e.data["client"]["service"] for e in m.cause(VncConnect("a")) + m.cause(VncConnect("b"))
+    ]
+    ports += [e.data["client"]["port"] for e in m.cause(SpiceConnect("s"))]
+    assert ports == ["40000", "40001", "40002"]
+    m.cause(VncDisconnect("a"))
+    again = m.cause(VncConnect("c"))[0].data
+    assert again is not None and again["client"]["service"] == "40000"

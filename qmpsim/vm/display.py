@@ -238,14 +238,26 @@ class Display(Component):
             info["sasl_username"] = client.sasl_username
         return {"server": server, "client": info}
 
+    def _source_port(self, host: str) -> str:
+        """The port a new connection from ``host`` comes from: a random one of Linux's
+        ephemeral range, or the next one free when a client connected from that host
+        holds it (one host's OS never gives two live connections the same port)."""
+        used = {c.service for c in self._vnc.values() if c.host == host}
+        used |= {ch.port for ch in self._spice.values() if ch.host == host}
+        port = self.host.rng.randint(_EPHEMERAL[0], _EPHEMERAL[1])
+        for _ in range(_EPHEMERAL[1] - _EPHEMERAL[0] + 1):
+            if str(port) not in used:
+                break
+            port = _EPHEMERAL[0] if port == _EPHEMERAL[1] else port + 1
+        return str(port)
+
     @on_cause(VncConnect)
     def _on_VncConnect(self, c: VncConnect) -> list[Event]:
         vnc = self.host.vm.vnc
         assert vnc is not None
+        host = c.host or _loopback(vnc.family)
         client = _VncClient(
-            host=c.host or _loopback(vnc.family),
-            service=c.service or str(self.host.rng.randint(32768, 60999)),
-            family=c.family or vnc.family,
+            host=host, service=c.service or self._source_port(host), family=c.family or vnc.family
         )
         self._vnc[c.client] = client
         return [self.host.event("VNC_CONNECTED", self._vnc_data(client, auth_ids=False))]
@@ -296,9 +308,10 @@ class Display(Component):
             self._spice_ids[c.client] = self.host.rng.randint(-(2**31), 2**31 - 1)
         # all channels of one client come from one host, each on its own port
         same = next((ch for k, ch in self._spice.items() if k[0] == c.client), None)
+        host = c.host or (same.host if same else _loopback(spice.family))
         ch = _SpiceChannel(
-            host=c.host or (same.host if same else _loopback(spice.family)),
-            port=c.port or str(self.host.rng.randint(32768, 60999)),
+            host=host,
+            port=c.port or self._source_port(host),
             family=c.family or (same.family if same else spice.family),
             connection_id=self._spice_ids[c.client],
         )
@@ -365,6 +378,10 @@ class Display(Component):
             reply["mouse-mode"] = "server"
         reply["channels"] = channels
         return Outcome(reply)
+
+
+_EPHEMERAL = (32768, 60999)
+"""Linux's default ``ip_local_port_range``."""
 
 
 def _loopback(family: str) -> str:
