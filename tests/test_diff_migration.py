@@ -68,16 +68,21 @@ def run_until(both: Pair, command: str, args: dict[str, Any] | None, status: str
     """Run ``command`` on both sides until MIGRATION ``status``.
 
     QEMU's migration thread races the monitor: what it does once a command has woken it
-    (``device`` after ``migrate-continue``) can reach the client before the command's
-    reply.  qmpsim always answers first; the real side's order is put the same way.
+    (the first MIGRATION_PASS after ``migrate``, ``device`` after ``migrate-continue``)
+    can reach the client before the command's reply.  qmpsim always answers first; the
+    real side's order is put the same way (``migrate``'s ``setup``, which the main loop
+    sends, stays before the reply).
     """
     for side in (both.real, both.sim):
         start = len(side.messages)
         side.execute(command, args)
-        if isinstance(side, Real) and command == "migrate-continue":
+        if isinstance(side, Real) and command in ("migrate", "migrate-continue"):
             mine = side.messages[start:]
-            side.messages[start:] = [m for m in mine if "event" not in m] + [
-                m for m in mine if "event" in m
+            first = [m for m in mine if m.get("data") == {"status": "setup"}]
+            side.messages[start:] = [
+                *first,
+                *(m for m in mine if "event" not in m),
+                *(m for m in mine if "event" in m and m not in first),
             ]
         wait_status(side, status, start)
 
